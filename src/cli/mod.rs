@@ -1,0 +1,89 @@
+//! The one binary: `facevault serve | dev | keygen | seal`.
+
+mod dev;
+mod seal;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Overrides, Settings};
+use crate::startup::Application;
+
+#[derive(Debug, Parser)]
+#[command(name = "facevault", version, about = "Sealed 1:1 face-template verification over mTLS gRPC")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the service (production).
+    Serve {
+        /// Configuration file [env: FACEVAULT_CONFIG]
+        #[arg(long, short, env = "FACEVAULT_CONFIG", default_value = "/etc/facevault/facevault.toml")]
+        config: PathBuf,
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// One-command local stack: dev PKI and keys under ./dev, a private redis-server,
+    /// the service on 127.0.0.1:50051, and ready-to-paste grpcurl lines.
+    Dev(dev::DevArgs),
+    /// Generate fresh key files (keyring, transform secret, sealing keys, receipt key).
+    Keygen {
+        /// Directory to write into; existing key files are never overwritten.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// Days the sealing keys are accepted.
+        #[arg(long, default_value_t = 365)]
+        sealing_validity_days: i64,
+    },
+    /// Seal an embedding and print the complete JSON request body for grpcurl `-d @`.
+    Seal(seal::SealArgs),
+}
+
+pub async fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve { config, overrides } => serve(config, overrides).await,
+        Command::Dev(args) => dev::run(args).await,
+        Command::Keygen {
+            dir,
+            sealing_validity_days,
+        } => keygen(dir, sealing_validity_days),
+        Command::Seal(args) => seal::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("facevault: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
+    let settings = Settings::load(&config, &overrides)?;
+    crate::telemetry::init(settings.logging.format, &settings.logging.level);
+    let app = Application::build(settings).await?;
+    tracing::info!(port = app.port(), health_port = ?app.health_port(), "listening");
+    app.run_until_stopped().await
+}
+
+fn keygen(dir: PathBuf, validity_days: i64) -> anyhow::Result<()> {
+    if !(1..=3650).contains(&validity_days) {
+        anyhow::bail!("--sealing-validity-days must be between 1 and 3650");
+    }
+    let paths = crate::crypto::keyfiles::generate(&dir, validity_days)?;
+    println!("wrote {}", paths.keyring.display());
+    println!("wrote {}  (keep in a separate Secret from the keyring)", paths.transform_secret.display());
+    println!("wrote {}", paths.sealing_keys.display());
+    println!("wrote {}", paths.receipt_signing_key.display());
+    println!(
+        "wrote {} (public; share with clients)",
+        dir.join(crate::crypto::keyfiles::SEALING_PUBLIC_FILE).display()
+    );
+    Ok(())
+}

@@ -1,0 +1,394 @@
+//! Configuration: one TOML file, then `FACEVAULT_*` environment variables and CLI
+//! flags for the few values that differ per environment. Relative paths are
+//! resolved against the config file's directory. The service refuses to start on
+//! an insecure or inconsistent configuration, saying what to change.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::crypto::keyfiles::KeyPaths;
+use crate::domain::{EmbeddingModel, LockoutPolicy, ModelId, Tenant};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub tls: TlsSettings,
+    pub keys: KeyPaths,
+    pub redis: RedisSettings,
+    #[serde(default)]
+    pub sealing: SealingSettings,
+    #[serde(default)]
+    pub templates: TemplateSettings,
+    #[serde(default)]
+    pub lockout: LockoutSettings,
+    pub models: Vec<ModelSettings>,
+    #[serde(default)]
+    pub tenants: BTreeMap<String, TenantSettings>,
+    #[serde(default)]
+    pub logging: LoggingSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    /// mTLS gRPC address (FaceVault, AuditLog, Health, reflection).
+    pub listen: SocketAddr,
+    /// Plaintext address serving only grpc.health.v1, for Kubernetes probes.
+    pub health_listen: Option<SocketAddr>,
+    /// Trust domain of caller SPIFFE ids: spiffe://<trust_domain>/tenant/<t>/role/<r>.
+    pub trust_domain: String,
+    /// Accept `CN=<tenant>/<role>` when a certificate has no SPIFFE URI SAN.
+    #[serde(default)]
+    pub allow_cn_fallback: bool,
+    /// Time to drain in-flight calls on shutdown.
+    #[serde(default = "default_drain_secs")]
+    pub drain_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// CA bundle that client certificates must chain to.
+    pub client_ca: PathBuf,
+    /// PEM CRLs honoured for client certificates.
+    #[serde(default)]
+    pub crls: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    /// `redis://` or `rediss://` URL; a password may be given in it.
+    pub url: String,
+    /// Deadline for any single Redis command; past it the call fails UNAVAILABLE.
+    #[serde(default = "default_redis_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SealingSettings {
+    /// Sealed payloads older than this are refused as replays.
+    pub replay_window_secs: u64,
+    /// How far in the future a payload's sealed_at may be (client clock drift).
+    pub max_clock_skew_secs: u64,
+}
+
+impl Default for SealingSettings {
+    fn default() -> Self {
+        Self {
+            replay_window_secs: 300,
+            max_clock_skew_secs: 30,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateSettings {
+    pub max_per_subject: u32,
+}
+
+impl Default for TemplateSettings {
+    fn default() -> Self {
+        Self { max_per_subject: 5 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockoutSettings {
+    pub free_failures: u32,
+    pub base_delay_secs: u64,
+    pub disable_after: u32,
+}
+
+impl Default for LockoutSettings {
+    fn default() -> Self {
+        let p = LockoutPolicy::default();
+        Self {
+            free_failures: p.free_failures,
+            base_delay_secs: p.base_delay.as_secs(),
+            disable_after: p.disable_after,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSettings {
+    pub id: String,
+    pub dimension: usize,
+    /// Cosine-similarity threshold for MATCH, set for the model's false-match target.
+    pub threshold: f32,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantSettings {
+    /// Return the similarity score in VerifyResponse (off: scores help hill-climbing).
+    #[serde(default)]
+    pub expose_scores: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggingSettings {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// tracing filter, e.g. "info" or "facevault=debug,info".
+    #[serde(default = "default_log_level")]
+    pub level: String,
+}
+
+impl Default for LoggingSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Json,
+            level: default_log_level(),
+        }
+    }
+}
+
+fn default_drain_secs() -> u64 {
+    10
+}
+fn default_redis_timeout_ms() -> u64 {
+    1000
+}
+fn default_log_level() -> String {
+    "info".to_owned()
+}
+
+/// Values that the environment or the command line set over the file.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Overrides {
+    /// mTLS gRPC listen address [env: FACEVAULT_LISTEN]
+    #[arg(long, env = "FACEVAULT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Plaintext health-only listen address [env: FACEVAULT_HEALTH_LISTEN]
+    #[arg(long, env = "FACEVAULT_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+    /// Redis URL, redis:// or rediss:// [env: FACEVAULT_REDIS_URL]
+    #[arg(long, env = "FACEVAULT_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Log format [env: FACEVAULT_LOG_FORMAT]
+    #[arg(long, env = "FACEVAULT_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter, e.g. info [env: FACEVAULT_LOG]
+    #[arg(long = "log", env = "FACEVAULT_LOG")]
+    pub log_level: Option<String>,
+}
+
+impl Settings {
+    pub fn load(path: &Path, overrides: &Overrides) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        let mut settings: Settings =
+            toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        settings.resolve_paths(base);
+        settings.apply(overrides);
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    pub fn apply(&mut self, o: &Overrides) {
+        if let Some(listen) = o.listen {
+            self.server.listen = listen;
+        }
+        if let Some(health) = o.health_listen {
+            self.server.health_listen = Some(health);
+        }
+        if let Some(url) = &o.redis_url {
+            self.redis.url = url.clone();
+        }
+        if let Some(format) = o.log_format {
+            self.logging.format = format;
+        }
+        if let Some(level) = &o.log_level {
+            self.logging.level = level.clone();
+        }
+    }
+
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        fix(&mut self.tls.cert);
+        fix(&mut self.tls.key);
+        fix(&mut self.tls.client_ca);
+        self.tls.crls.iter_mut().for_each(fix);
+        fix(&mut self.keys.keyring);
+        fix(&mut self.keys.transform_secret);
+        fix(&mut self.keys.sealing_keys);
+        fix(&mut self.keys.receipt_signing_key);
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let td = &self.server.trust_domain;
+        if td.is_empty() || !td.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
+            bail!("server.trust_domain must be a DNS-like name, e.g. \"prod.example.com\"");
+        }
+        if Some(self.server.listen) == self.server.health_listen {
+            bail!("server.health_listen must differ from server.listen: the health port is plaintext");
+        }
+        if !(self.redis.url.starts_with("redis://") || self.redis.url.starts_with("rediss://")) {
+            bail!("redis.url must start with redis:// or rediss://");
+        }
+        if self.redis.url.starts_with("redis://") && !is_loopback_url(&self.redis.url) {
+            tracing::warn!("redis.url is not TLS and not loopback: use rediss:// across a network");
+        }
+        if !(10..=60_000).contains(&self.redis.timeout_ms) {
+            bail!("redis.timeout_ms must be between 10 and 60000");
+        }
+        if !(10..=3600).contains(&self.sealing.replay_window_secs) {
+            bail!("sealing.replay_window_secs must be between 10 and 3600");
+        }
+        if self.sealing.max_clock_skew_secs > 300 {
+            bail!("sealing.max_clock_skew_secs must be at most 300");
+        }
+        if !(1..=100).contains(&self.templates.max_per_subject) {
+            bail!("templates.max_per_subject must be between 1 and 100");
+        }
+        let l = &self.lockout;
+        if l.free_failures == 0 || l.base_delay_secs == 0 || l.disable_after <= l.free_failures {
+            bail!("lockout: free_failures and base_delay_secs must be > 0 and disable_after > free_failures");
+        }
+        if self.models.is_empty() {
+            bail!("configure at least one [[models]] entry (id, dimension, threshold)");
+        }
+        let mut seen = std::collections::HashSet::new();
+        for m in &self.models {
+            ModelId::try_from(m.id.as_str())
+                .map_err(|_| anyhow::anyhow!("model id {:?} must be 1-64 characters of [A-Za-z0-9._-]", m.id))?;
+            if !seen.insert(&m.id) {
+                bail!("model {:?} is configured twice", m.id);
+            }
+            if !(1..=crate::domain::Embedding::MAX_DIMENSION).contains(&m.dimension) {
+                bail!("model {:?}: dimension must be between 1 and 4096", m.id);
+            }
+            if !(m.threshold.is_finite() && m.threshold > 0.0 && m.threshold < 1.0) {
+                bail!("model {:?}: threshold must be in (0, 1)", m.id);
+            }
+        }
+        for name in self.tenants.keys() {
+            Tenant::try_from(name.as_str()).map_err(|_| anyhow::anyhow!("tenant name {name:?} must be [a-z0-9-]"))?;
+        }
+        Ok(())
+    }
+
+    pub fn models(&self) -> Vec<EmbeddingModel> {
+        self.models
+            .iter()
+            .filter_map(|m| {
+                Some(EmbeddingModel {
+                    id: ModelId::try_from(m.id.as_str()).ok()?,
+                    dimension: m.dimension,
+                    threshold: m.threshold,
+                })
+            })
+            .collect()
+    }
+
+    pub fn lockout_policy(&self) -> LockoutPolicy {
+        LockoutPolicy {
+            free_failures: self.lockout.free_failures,
+            base_delay: Duration::from_secs(self.lockout.base_delay_secs),
+            disable_after: self.lockout.disable_after,
+        }
+    }
+
+    pub fn expose_scores(&self, tenant: &Tenant) -> bool {
+        self.tenants.get(tenant.as_str()).is_some_and(|t| t.expose_scores)
+    }
+}
+
+fn is_loopback_url(url: &str) -> bool {
+    let rest = url.split("://").nth(1).unwrap_or("");
+    let host = rest.rsplit('@').next().unwrap_or("");
+    host.starts_with("127.") || host.starts_with("localhost") || host.starts_with("[::1]")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[server]
+listen = "127.0.0.1:50051"
+health_listen = "127.0.0.1:50052"
+trust_domain = "example.org"
+
+[tls]
+cert = "server.pem"
+key = "server.key"
+client_ca = "ca.pem"
+
+[keys]
+keyring = "keyring.json"
+transform_secret = "transform.key"
+sealing_keys = "sealing-keys.json"
+receipt_signing_key = "receipt-signing.key"
+
+[redis]
+url = "redis://127.0.0.1:6379"
+
+[[models]]
+id = "demo-512"
+dimension = 512
+threshold = 0.5
+"#;
+
+    fn parse(text: &str) -> anyhow::Result<Settings> {
+        let mut s: Settings = toml::from_str(text)?;
+        s.resolve_paths(Path::new("/etc/facevault"));
+        s.validate()?;
+        Ok(s)
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults_and_absolute_paths() {
+        let s = parse(MINIMAL).unwrap();
+        assert_eq!(s.templates.max_per_subject, 5);
+        assert_eq!(s.sealing.replay_window_secs, 300);
+        assert_eq!(s.lockout_policy(), LockoutPolicy::default());
+        assert_eq!(s.tls.cert, PathBuf::from("/etc/facevault/server.pem"));
+    }
+
+    #[test]
+    fn refuses_inconsistent_configs() {
+        let cases = [
+            (MINIMAL.replace("50052", "50051"), "health_listen"),
+            (MINIMAL.replace("redis://", "http://"), "redis.url"),
+            (MINIMAL.replace("threshold = 0.5", "threshold = 1.5"), "threshold"),
+            (MINIMAL.replace("dimension = 512", "dimension = 0"), "dimension"),
+            (MINIMAL.replace("example.org", "bad/domain"), "trust_domain"),
+            (format!("{MINIMAL}\n[templates]\nmax_per_subject = 0\n"), "max_per_subject"),
+            (format!("{MINIMAL}\n[tenants.Bad]\n"), "tenant"),
+        ];
+        for (text, needle) in cases {
+            let err = format!("{:#}", parse(&text).unwrap_err());
+            assert!(err.contains(needle), "{needle}: {err}");
+        }
+        assert!(parse(&format!("{MINIMAL}\n[server2]\n")).is_err(), "unknown sections are refused");
+    }
+}

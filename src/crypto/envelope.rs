@@ -1,0 +1,281 @@
+//! Templates at rest. Each enrollment gets a random DEK; the template record is
+//! AES-256-GCM under the DEK, and the DEK is wrapped by the tenant KEK of the active
+//! master version. Both AADs bind tenant, subject_ref and template id, so a record
+//! copied to another subject, tenant or field in Redis fails to open (fail closed)
+//! instead of matching someone else's face.
+
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey};
+use zeroize::{Zeroize, Zeroizing};
+
+use super::keyring::{SubjectRef, TenantKeys};
+use super::{CryptoError, random_bytes};
+use crate::domain::Tenant;
+
+const FORMAT_VERSION: u32 = 1;
+
+/// What Redis holds for one template: ciphertext and the wrapped DEK, nothing else.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct SealedTemplate {
+    #[prost(uint32, tag = "1")]
+    pub format_version: u32,
+    #[prost(uint32, tag = "2")]
+    pub kek_version: u32,
+    #[prost(bytes = "vec", tag = "3")]
+    pub dek_nonce: Vec<u8>,
+    #[prost(bytes = "vec", tag = "4")]
+    pub wrapped_dek: Vec<u8>,
+    #[prost(bytes = "vec", tag = "5")]
+    pub nonce: Vec<u8>,
+    #[prost(bytes = "vec", tag = "6")]
+    pub ciphertext: Vec<u8>,
+}
+
+/// The plaintext of a template record: the protected (salted, transformed) vector
+/// and what is needed to compare and to honour consent. Zeroized on drop.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct TemplateRecord {
+    #[prost(string, tag = "1")]
+    pub model: String,
+    #[prost(bytes = "vec", tag = "2")]
+    pub salt: Vec<u8>,
+    #[prost(float, repeated, tag = "3")]
+    pub protected: Vec<f32>,
+    #[prost(int64, tag = "4")]
+    pub enrolled_at_unix_ms: i64,
+    #[prost(message, optional, tag = "5")]
+    pub consent: Option<ConsentRecord>,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct ConsentRecord {
+    #[prost(string, tag = "1")]
+    pub consent_id: String,
+    #[prost(string, repeated, tag = "2")]
+    pub purposes: Vec<String>,
+    #[prost(int64, tag = "3")]
+    pub granted_at_unix_ms: i64,
+    #[prost(string, tag = "4")]
+    pub method: String,
+    #[prost(string, tag = "5")]
+    pub notice_version: String,
+}
+
+impl Drop for TemplateRecord {
+    fn drop(&mut self) {
+        self.salt.zeroize();
+        self.protected.zeroize();
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("stored template failed its integrity check")]
+    Integrity,
+    #[error("stored template was wrapped with a master key version that is not loaded")]
+    UnknownKekVersion,
+    #[error(transparent)]
+    Crypto(#[from] CryptoError),
+}
+
+fn template_aad(tenant: &Tenant, subject: &SubjectRef, template_id: &str, what: &str) -> Vec<u8> {
+    format!(
+        "facevault/v1 {what}|{tenant}|{subject}|{template_id}|v{FORMAT_VERSION}",
+        tenant = tenant.as_str(),
+        subject = subject.as_str()
+    )
+    .into_bytes()
+}
+
+pub fn seal_template(
+    keys: &TenantKeys,
+    tenant: &Tenant,
+    subject: &SubjectRef,
+    template_id: &str,
+    record: &TemplateRecord,
+) -> Result<SealedTemplate, EnvelopeError> {
+    use prost::Message as _;
+    let dek_bytes = Zeroizing::new(random_bytes::<32>()?);
+    let dek = LessSafeKey::new(
+        UnboundKey::new(&aead::AES_256_GCM, dek_bytes.as_slice()).map_err(|_| CryptoError::Seal)?,
+    );
+    // Random nonces are safe here: each DEK encrypts exactly one message, and the
+    // KEK's nonces are 96 random bits per enrollment.
+    let nonce = random_bytes::<12>()?;
+    let mut buf = Zeroizing::new(record.encode_to_vec());
+    let tag = dek
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(template_aad(tenant, subject, template_id, "template")),
+            buf.as_mut_slice(),
+        )
+        .map_err(|_| CryptoError::Seal)?;
+    let mut ciphertext = std::mem::take(&mut *buf);
+    ciphertext.extend_from_slice(tag.as_ref());
+
+    let (kek_version, kek) = keys.active_kek();
+    let dek_nonce = random_bytes::<12>()?;
+    let mut wrapped = dek_bytes.to_vec();
+    kek.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(dek_nonce),
+        Aad::from(template_aad(tenant, subject, template_id, "dek")),
+        &mut wrapped,
+    )
+    .map_err(|_| CryptoError::Seal)?;
+    Ok(SealedTemplate {
+        format_version: FORMAT_VERSION,
+        kek_version,
+        dek_nonce: dek_nonce.to_vec(),
+        wrapped_dek: wrapped,
+        nonce: nonce.to_vec(),
+        ciphertext,
+    })
+}
+
+/// Opens a stored record. Decrypts in place in the buffer it is given (no copy of
+/// the plaintext); the buffer is zeroized before return.
+pub fn open_template(
+    keys: &TenantKeys,
+    tenant: &Tenant,
+    subject: &SubjectRef,
+    template_id: &str,
+    sealed: SealedTemplate,
+) -> Result<TemplateRecord, EnvelopeError> {
+    use prost::Message as _;
+    if sealed.format_version != FORMAT_VERSION {
+        return Err(EnvelopeError::Integrity);
+    }
+    let kek = keys
+        .kek(sealed.kek_version)
+        .ok_or(EnvelopeError::UnknownKekVersion)?;
+    let dek_nonce = nonce(&sealed.dek_nonce)?;
+    let mut wrapped = Zeroizing::new(sealed.wrapped_dek);
+    let dek_bytes = kek
+        .open_in_place(
+            dek_nonce,
+            Aad::from(template_aad(tenant, subject, template_id, "dek")),
+            wrapped.as_mut_slice(),
+        )
+        .map_err(|_| EnvelopeError::Integrity)?;
+    let dek = LessSafeKey::new(
+        UnboundKey::new(&aead::AES_256_GCM, dek_bytes).map_err(|_| EnvelopeError::Integrity)?,
+    );
+    let mut buf = Zeroizing::new(sealed.ciphertext);
+    let plaintext = dek
+        .open_in_place(
+            nonce(&sealed.nonce)?,
+            Aad::from(template_aad(tenant, subject, template_id, "template")),
+            buf.as_mut_slice(),
+        )
+        .map_err(|_| EnvelopeError::Integrity)?;
+    TemplateRecord::decode(&*plaintext).map_err(|_| EnvelopeError::Integrity)
+}
+
+/// Re-wraps a record's DEK under the active KEK version; the template ciphertext
+/// is untouched (key rotation without re-encrypting templates).
+pub fn rewrap(
+    keys: &TenantKeys,
+    tenant: &Tenant,
+    subject: &SubjectRef,
+    template_id: &str,
+    mut sealed: SealedTemplate,
+) -> Result<SealedTemplate, EnvelopeError> {
+    let kek = keys
+        .kek(sealed.kek_version)
+        .ok_or(EnvelopeError::UnknownKekVersion)?;
+    let aad = template_aad(tenant, subject, template_id, "dek");
+    let mut wrapped = Zeroizing::new(std::mem::take(&mut sealed.wrapped_dek));
+    let dek = kek
+        .open_in_place(nonce(&sealed.dek_nonce)?, Aad::from(aad.clone()), wrapped.as_mut_slice())
+        .map_err(|_| EnvelopeError::Integrity)?;
+    let mut rewrapped = dek.to_vec();
+    let (version, active) = keys.active_kek();
+    let dek_nonce = random_bytes::<12>()?;
+    active
+        .seal_in_place_append_tag(Nonce::assume_unique_for_key(dek_nonce), Aad::from(aad), &mut rewrapped)
+        .map_err(|_| CryptoError::Seal)?;
+    sealed.kek_version = version;
+    sealed.dek_nonce = dek_nonce.to_vec();
+    sealed.wrapped_dek = rewrapped;
+    Ok(sealed)
+}
+
+fn nonce(bytes: &[u8]) -> Result<Nonce, EnvelopeError> {
+    Nonce::try_assume_unique_for_key(bytes).map_err(|_| EnvelopeError::Integrity)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::crypto::keyring::Keyring;
+    use crate::domain::SubjectId;
+
+    fn setup() -> (Keyring, Tenant) {
+        let masters = BTreeMap::from([(1, Zeroizing::new([1u8; 32])), (2, Zeroizing::new([2u8; 32]))]);
+        (
+            Keyring::new(1, masters, Zeroizing::new([3u8; 32])).unwrap(),
+            Tenant::try_from("demo").unwrap(),
+        )
+    }
+
+    fn record() -> TemplateRecord {
+        TemplateRecord {
+            model: "m".into(),
+            salt: vec![5; 32],
+            protected: vec![0.5, -0.5, 0.5, -0.5],
+            enrolled_at_unix_ms: 1,
+            consent: None,
+        }
+    }
+
+    #[test]
+    fn round_trip_and_bindings() {
+        let (ring, tenant) = setup();
+        let keys = ring.tenant(&tenant).unwrap();
+        let alice = keys.subject_ref(&SubjectId::try_from("alice".to_owned()).unwrap());
+        let bob = keys.subject_ref(&SubjectId::try_from("bob".to_owned()).unwrap());
+        let sealed = seal_template(&keys, &tenant, &alice, "t1", &record()).unwrap();
+        let opened = open_template(&keys, &tenant, &alice, "t1", sealed.clone()).unwrap();
+        assert_eq!(opened.protected, record().protected);
+
+        assert_eq!(
+            open_template(&keys, &tenant, &bob, "t1", sealed.clone()),
+            Err(EnvelopeError::Integrity)
+        );
+        assert_eq!(
+            open_template(&keys, &tenant, &alice, "t2", sealed.clone()),
+            Err(EnvelopeError::Integrity)
+        );
+        let other = Tenant::try_from("other").unwrap();
+        let other_keys = ring.tenant(&other).unwrap();
+        assert_eq!(
+            open_template(&other_keys, &other, &alice, "t1", sealed.clone()),
+            Err(EnvelopeError::Integrity)
+        );
+        let mut tampered = sealed;
+        tampered.ciphertext[3] ^= 0x80;
+        assert_eq!(
+            open_template(&keys, &tenant, &alice, "t1", tampered),
+            Err(EnvelopeError::Integrity)
+        );
+    }
+
+    #[test]
+    fn rotation_rewraps_the_dek_only() {
+        let (ring, tenant) = setup();
+        let keys = ring.tenant(&tenant).unwrap();
+        let alice = keys.subject_ref(&SubjectId::try_from("alice".to_owned()).unwrap());
+        let sealed = seal_template(&keys, &tenant, &alice, "t1", &record()).unwrap();
+        assert_eq!(sealed.kek_version, 1);
+
+        let masters = BTreeMap::from([(1, Zeroizing::new([1u8; 32])), (2, Zeroizing::new([2u8; 32]))]);
+        let rotated = Keyring::new(2, masters, Zeroizing::new([3u8; 32])).unwrap();
+        let new_keys = rotated.tenant(&tenant).unwrap();
+        let rewrapped = rewrap(&new_keys, &tenant, &alice, "t1", sealed.clone()).unwrap();
+        assert_eq!(rewrapped.kek_version, 2);
+        assert_eq!(rewrapped.ciphertext, sealed.ciphertext);
+        let opened = open_template(&new_keys, &tenant, &alice, "t1", rewrapped).unwrap();
+        assert_eq!(opened.protected, record().protected);
+    }
+}

@@ -1,0 +1,36 @@
+//! Cryptography, composed from ring and RFC 9180 HPKE; no primitive is written here.
+//!
+//! - `sealing`: HPKE opening of embeddings sealed by clients (end-to-end, past any
+//!   TLS-terminating proxy).
+//! - `keyring`: the versioned master keyring and the per-tenant keys derived from it.
+//! - `transform`: the salted orthogonal transform (cancelable templates).
+//! - `envelope`: encryption of templates at rest under per-enrollment DEKs.
+//! - `keyfiles`: the on-disk formats of all secrets, and their generation.
+
+pub mod envelope;
+pub mod keyfiles;
+pub mod keyring;
+pub mod sealing;
+pub mod transform;
+
+use ring::rand::{SecureRandom, SystemRandom};
+
+/// Fills a fresh array from the OS CSPRNG. Failure of the system RNG leaves
+/// nothing safe to do, so callers get an error and fail closed.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], CryptoError> {
+    let mut out = [0u8; N];
+    SystemRandom::new()
+        .fill(&mut out)
+        .map_err(|_| CryptoError::Rng)?;
+    Ok(out)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CryptoError {
+    #[error("the system random number generator failed")]
+    Rng,
+    #[error("key derivation failed")]
+    KeyDerivation,
+    #[error("encryption failed")]
+    Seal,
+}

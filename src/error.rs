@@ -1,0 +1,71 @@
+//! The service's one error type. Transports map it to their status codes (see
+//! `grpc::status`); every message here is safe to show a caller: none echoes an
+//! embedding, a subject id or a key.
+
+use crate::crypto::CryptoError;
+use crate::crypto::envelope::EnvelopeError;
+use crate::crypto::sealing::SealingError;
+use crate::domain::InvalidInput;
+use crate::storage::StorageError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    InvalidInput(#[from] InvalidInput),
+    #[error("{0}")]
+    Envelope(#[from] EnvelopeRefusal),
+    #[error("client certificate missing or not acceptable")]
+    Unauthenticated,
+    #[error("this role may not call this method")]
+    WrongRole,
+    #[error("the subject's consent does not cover this purpose")]
+    PurposeNotConsented,
+    #[error("no template is enrolled for this subject")]
+    NoTemplate,
+    #[error("the subject's account is cancelled")]
+    AccountCancelled,
+    #[error("the subject already holds the maximum number of templates; enroll with replace")]
+    TemplateLimit,
+    #[error("too many failed verifications; retry after {retry_after_secs} s")]
+    LockedOut { retry_after_secs: u64 },
+    #[error("templates disabled after repeated failed verifications; re-enroll with replace")]
+    TemplatesDisabled,
+    #[error("another verification of this subject is in progress")]
+    SubjectBusy,
+    #[error("storage unavailable")]
+    Unavailable(#[from] StorageError),
+    #[error("a stored template failed its integrity check")]
+    Integrity,
+    #[error("internal error: {0}")]
+    Internal(&'static str),
+}
+
+/// Why a sealed embedding was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeRefusal {
+    #[error("{0}")]
+    Sealing(#[from] SealingError),
+    #[error("the sealed payload is malformed")]
+    Payload,
+    #[error("the sealed payload is older than the replay window")]
+    Stale,
+    #[error("the sealed payload is dated in the future")]
+    FromFuture,
+    #[error("the sealed embedding was already used (replay)")]
+    Replayed,
+}
+
+impl From<EnvelopeError> for Error {
+    fn from(e: EnvelopeError) -> Self {
+        match e {
+            EnvelopeError::Integrity | EnvelopeError::UnknownKekVersion => Self::Integrity,
+            EnvelopeError::Crypto(_) => Self::Internal("cryptographic operation failed"),
+        }
+    }
+}
+
+impl From<CryptoError> for Error {
+    fn from(_: CryptoError) -> Self {
+        Self::Internal("cryptographic operation failed")
+    }
+}

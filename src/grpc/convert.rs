@@ -1,0 +1,83 @@
+//! Parse, don't validate: wire messages become domain commands here, or are
+//! refused with INVALID_ARGUMENT before anything else happens.
+
+use crate::domain::{Consent, ConsentMethod, InvalidInput, Purpose, SubjectId};
+use crate::proto;
+use crate::vault::{DeleteCommand, EnrollCommand, SealedEnvelope, VerifyCommand};
+
+/// Upper bounds on envelope fields, far above legitimate sizes (X-Wing enc is
+/// 1120 bytes), so garbage is refused before any cryptography runs.
+const MAX_ENC_BYTES: usize = 2048;
+
+impl TryFrom<Option<proto::SealedEmbedding>> for SealedEnvelope {
+    type Error = InvalidInput;
+
+    fn try_from(value: Option<proto::SealedEmbedding>) -> Result<Self, Self::Error> {
+        let sealed = value.ok_or(InvalidInput::EnvelopeMissing)?;
+        if sealed.suite.is_empty()
+            || sealed.suite.len() > 64
+            || sealed.key_id.is_empty()
+            || sealed.key_id.len() > 64
+            || sealed.enc.is_empty()
+            || sealed.enc.len() > MAX_ENC_BYTES
+            || sealed.ciphertext.is_empty()
+            || sealed.ciphertext.len() > crate::crypto::sealing::MAX_CIPHERTEXT_BYTES
+        {
+            return Err(InvalidInput::EnvelopeMalformed);
+        }
+        Ok(Self {
+            suite: sealed.suite,
+            key_id: sealed.key_id,
+            enc: sealed.enc,
+            ciphertext: sealed.ciphertext,
+        })
+    }
+}
+
+pub fn consent(value: Option<proto::Consent>, now_unix_ms: i64) -> Result<Consent, InvalidInput> {
+    let c = value.ok_or(InvalidInput::ConsentMissing)?;
+    let method = match proto::ConsentMethod::try_from(c.method) {
+        Ok(proto::ConsentMethod::SeparateInApp) => Some(ConsentMethod::SeparateInApp),
+        Ok(proto::ConsentMethod::Written) => Some(ConsentMethod::Written),
+        Ok(proto::ConsentMethod::Unspecified) | Err(_) => None,
+    };
+    let granted_at = c
+        .granted_at
+        .map(|t| t.seconds.saturating_mul(1000).saturating_add(i64::from(t.nanos / 1_000_000)));
+    Consent::new(c.consent_id, &c.purposes, granted_at, method, c.notice_version, now_unix_ms)
+}
+
+impl TryFrom<proto::EnrollRequest> for EnrollCommand {
+    type Error = InvalidInput;
+
+    fn try_from(request: proto::EnrollRequest) -> Result<Self, Self::Error> {
+        Ok(Self {
+            subject: SubjectId::try_from(request.subject_id)?,
+            sealed: SealedEnvelope::try_from(request.embedding)?,
+            consent: consent(request.consent, crate::vault::now_unix_ms())?,
+            replace: request.replace,
+        })
+    }
+}
+
+impl TryFrom<proto::VerifyRequest> for VerifyCommand {
+    type Error = InvalidInput;
+
+    fn try_from(request: proto::VerifyRequest) -> Result<Self, Self::Error> {
+        Ok(Self {
+            subject: SubjectId::try_from(request.subject_id)?,
+            sealed: SealedEnvelope::try_from(request.probe)?,
+            purpose: Purpose::try_from(request.purpose.as_str())?,
+        })
+    }
+}
+
+impl TryFrom<proto::DeleteSubjectRequest> for DeleteCommand {
+    type Error = InvalidInput;
+
+    fn try_from(request: proto::DeleteSubjectRequest) -> Result<Self, Self::Error> {
+        Ok(Self {
+            subject: SubjectId::try_from(request.subject_id)?,
+        })
+    }
+}

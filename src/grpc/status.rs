@@ -1,0 +1,43 @@
+//! The one mapping from the service's errors to gRPC status codes. Exhaustive on
+//! purpose: a new error variant does not compile until someone decides its code.
+
+use tonic::{Code, Status};
+
+use crate::error::Error;
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        let code = code_of(&error);
+        match &error {
+            Error::Unavailable(source) => {
+                tracing::warn!(error = %source, detail = ?source, "storage unavailable");
+                Status::new(code, "storage unavailable, retry later")
+            }
+            Error::Integrity | Error::Internal(_) => {
+                tracing::error!(%error, "internal error");
+                Status::new(code, "internal error")
+            }
+            _ => Status::new(code, error.to_string()),
+        }
+    }
+}
+
+pub fn code_of(error: &Error) -> Code {
+    match error {
+        Error::InvalidInput(_) => Code::InvalidArgument,
+        Error::Envelope(_) => Code::InvalidArgument,
+        Error::Unauthenticated => Code::Unauthenticated,
+        Error::WrongRole => Code::PermissionDenied,
+        Error::PurposeNotConsented => Code::PermissionDenied,
+        Error::NoTemplate => Code::NotFound,
+        Error::AccountCancelled => Code::FailedPrecondition,
+        Error::TemplateLimit => Code::FailedPrecondition,
+        Error::LockedOut { .. } => Code::ResourceExhausted,
+        Error::TemplatesDisabled => Code::ResourceExhausted,
+        // A concurrency conflict the client may retry at once.
+        Error::SubjectBusy => Code::Aborted,
+        Error::Unavailable(_) => Code::Unavailable,
+        Error::Integrity => Code::Internal,
+        Error::Internal(_) => Code::Internal,
+    }
+}

@@ -1,0 +1,249 @@
+//! mTLS termination with rustls (ring provider). Client certificates are
+//! mandatory and checked against the configured CA and CRLs in the handshake; the
+//! caller identity is parsed once per connection and travels with every request
+//! as a connection extension.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::server::Connected;
+use x509_parser::prelude::{FromDer as _, GeneralName, X509Certificate};
+
+use crate::domain::caller::parse_spiffe_id;
+use crate::domain::{Caller, Role, Tenant};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct TlsFiles<'a> {
+    pub cert: &'a Path,
+    pub key: &'a Path,
+    pub client_ca: &'a Path,
+    pub crls: &'a [PathBuf],
+}
+
+pub fn server_config(files: &TlsFiles<'_>) -> anyhow::Result<Arc<rustls::ServerConfig>> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(files.cert)
+        .with_context(|| format!("cannot read server certificate {}", files.cert.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{} is not PEM certificates", files.cert.display()))?;
+    if certs.is_empty() {
+        bail!("{} holds no certificate", files.cert.display());
+    }
+    crate::crypto::keyfiles::check_private(files.key)?;
+    let key = PrivateKeyDer::from_pem_file(files.key)
+        .with_context(|| format!("cannot read server key {}", files.key.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(files.client_ca)
+        .with_context(|| format!("cannot read client CA {}", files.client_ca.display()))?
+    {
+        roots
+            .add(ca.with_context(|| format!("{} is not PEM", files.client_ca.display()))?)
+            .context("client CA certificate rejected")?;
+    }
+    if roots.is_empty() {
+        bail!("{} holds no CA certificate", files.client_ca.display());
+    }
+    let mut crls = Vec::new();
+    for path in files.crls {
+        for crl in CertificateRevocationListDer::pem_file_iter(path)
+            .with_context(|| format!("cannot read CRL {}", path.display()))?
+        {
+            crls.push(crl.with_context(|| format!("{} is not a PEM CRL", path.display()))?);
+        }
+    }
+    let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
+        .with_crls(crls)
+        .build()
+        .context("cannot build the client certificate verifier")?;
+    let mut config = rustls::ServerConfig::builder()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(certs, key)
+        .context("server certificate and key do not match")?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// How a certificate maps to a caller.
+#[derive(Debug, Clone)]
+pub struct IdentityPolicy {
+    pub trust_domain: String,
+    /// Accept `CN=<tenant>:<role>` from certificates without a SPIFFE URI SAN.
+    pub allow_cn_fallback: bool,
+}
+
+/// Why an authenticated certificate does not name a caller.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityRejection {
+    NoCertificate,
+    Unparsable,
+    NoIdentity,
+}
+
+/// Attached to every request of a connection.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    pub remote: Option<SocketAddr>,
+    pub caller: Result<Caller, IdentityRejection>,
+}
+
+impl IdentityPolicy {
+    pub fn caller(&self, chain: Option<&[CertificateDer<'_>]>) -> Result<Caller, IdentityRejection> {
+        let leaf = chain
+            .and_then(|c| c.first())
+            .ok_or(IdentityRejection::NoCertificate)?;
+        let (_, cert) = X509Certificate::from_der(leaf.as_ref()).map_err(|_| IdentityRejection::Unparsable)?;
+        let spiffe: Vec<&str> = cert
+            .subject_alternative_name()
+            .ok()
+            .flatten()
+            .map(|san| {
+                san.value
+                    .general_names
+                    .iter()
+                    .filter_map(|n| match n {
+                        GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some(*uri),
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let fingerprint = hex::encode(ring::digest::digest(&ring::digest::SHA256, leaf.as_ref()));
+        let (tenant, role, identity) = match spiffe.as_slice() {
+            [uri] => {
+                let (tenant, role) =
+                    parse_spiffe_id(uri, &self.trust_domain).ok_or(IdentityRejection::NoIdentity)?;
+                (tenant, role, (*uri).to_owned())
+            }
+            [] if self.allow_cn_fallback => {
+                let cn = cert
+                    .subject()
+                    .iter_common_name()
+                    .next()
+                    .and_then(|cn| cn.as_str().ok())
+                    .ok_or(IdentityRejection::NoIdentity)?;
+                let (tenant, role) = cn.split_once(':').ok_or(IdentityRejection::NoIdentity)?;
+                let tenant = Tenant::try_from(tenant).map_err(|_| IdentityRejection::NoIdentity)?;
+                let role = Role::parse(role).ok_or(IdentityRejection::NoIdentity)?;
+                (tenant, role, format!("cn:{cn}"))
+            }
+            // Several SPIFFE ids in one certificate would make the identity ambiguous.
+            _ => return Err(IdentityRejection::NoIdentity),
+        };
+        Ok(Caller {
+            tenant,
+            role,
+            identity,
+            cert_sha256: fingerprint,
+        })
+    }
+}
+
+/// A TLS connection with its caller, as tonic's server consumes it.
+pub struct PeerStream {
+    inner: TlsStream<TcpStream>,
+    peer: PeerInfo,
+}
+
+impl Connected for PeerStream {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> PeerInfo {
+        self.peer.clone()
+    }
+}
+
+impl AsyncRead for PeerStream {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for PeerStream {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// Accepts TCP connections and completes TLS handshakes off the accept loop, so a
+/// slow or hostile client cannot stall others. Failed handshakes are dropped (the
+/// client sees the TLS alert); only established connections reach the server.
+pub fn incoming(
+    listener: TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    policy: Arc<IdentityPolicy>,
+) -> (ReceiverStream<Result<PeerStream, io::Error>>, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(64);
+    let acceptor = TlsAcceptor::from(config);
+    let task = tokio::spawn(async move {
+        loop {
+            let (tcp, remote) = match listener.accept().await {
+                Ok(conn) => conn,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            let policy = policy.clone();
+            let conn_tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => {
+                        let caller = policy.caller(tls.get_ref().1.peer_certificates());
+                        if let Err(rejection) = &caller {
+                            tracing::warn!(%remote, ?rejection, "client certificate names no acceptable identity");
+                        }
+                        let peer = PeerInfo {
+                            remote: Some(remote),
+                            caller,
+                        };
+                        let _ = conn_tx.send(Ok(PeerStream { inner: tls, peer })).await;
+                    }
+                    Ok(Err(error)) => tracing::info!(%remote, %error, "TLS handshake refused"),
+                    Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
+                }
+            });
+            if tx.is_closed() {
+                break;
+            }
+        }
+    });
+    (ReceiverStream::new(rx), task)
+}

@@ -1,0 +1,228 @@
+//! Wiring: `Application::build` loads keys, binds ports and connects Redis;
+//! `port()` tells which port was bound (tests bind port 0); `run_until_stopped`
+//! serves until SIGTERM or Ctrl-C, then drains.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tonic::transport::Server;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
+
+use crate::config::Settings;
+use crate::crypto::keyfiles;
+use crate::domain::Tenant;
+use crate::grpc::audit_api::AuditLogApi;
+use crate::grpc::facevault_api::FaceVaultApi;
+use crate::grpc::tls::{self, IdentityPolicy, TlsFiles};
+use crate::proto::audit_log_server::AuditLogServer;
+use crate::proto::face_vault_server::FaceVaultServer;
+use crate::storage::{RedisTls, Store};
+use crate::vault::{Vault, VaultSettings};
+
+/// Largest gRPC message accepted: a sealed 4096-dimension embedding is ~17 KiB.
+const MAX_MESSAGE_BYTES: usize = 256 * 1024;
+const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+pub struct Application {
+    listener: TcpListener,
+    health_listener: Option<TcpListener>,
+    tls: Arc<rustls::ServerConfig>,
+    identity: Arc<IdentityPolicy>,
+    vault: Arc<Vault>,
+    drain_timeout: Duration,
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let keys = keyfiles::load(&settings.keys)?;
+        let tls = tls::server_config(&TlsFiles {
+            cert: &settings.tls.cert,
+            key: &settings.tls.key,
+            client_ca: &settings.tls.client_ca,
+            crls: &settings.tls.crls,
+        })?;
+        let store = Store::connect(
+            &settings.redis.url,
+            &RedisTls::default(),
+            Duration::from_millis(settings.redis.timeout_ms),
+        )
+        .context("invalid redis.url")?;
+        let vault = Vault::new(
+            keys.keyring,
+            keys.sealing,
+            keys.receipt_signer,
+            store,
+            VaultSettings {
+                models: settings.models(),
+                lockout: settings.lockout_policy(),
+                max_templates_per_subject: settings.templates.max_per_subject,
+                replay_window: Duration::from_secs(settings.sealing.replay_window_secs),
+                max_clock_skew: Duration::from_secs(settings.sealing.max_clock_skew_secs),
+                tenants_exposing_scores: settings
+                    .tenants
+                    .iter()
+                    .filter(|(_, t)| t.expose_scores)
+                    .filter_map(|(name, _)| Tenant::try_from(name.as_str()).ok())
+                    .collect(),
+            },
+        );
+        let listener = TcpListener::bind(settings.server.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
+        let health_listener = match settings.server.health_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr} (health)"))?,
+            ),
+            None => None,
+        };
+        Ok(Self {
+            listener,
+            health_listener,
+            tls,
+            identity: Arc::new(IdentityPolicy {
+                trust_domain: settings.server.trust_domain.clone(),
+                allow_cn_fallback: settings.server.allow_cn_fallback,
+            }),
+            vault: Arc::new(vault),
+            drain_timeout: Duration::from_secs(settings.server.drain_timeout_secs),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn health_port(&self) -> Option<u16> {
+        self.health_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .map(|a| a.port())
+    }
+
+    pub async fn run_until_stopped(self) -> anyhow::Result<()> {
+        self.run_until(shutdown_signal()).await
+    }
+
+    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let (reporter, health_service) = tonic_health::server::health_reporter();
+        let monitor = tokio::spawn(monitor_storage(self.vault.clone(), reporter));
+
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+
+        let health_task = self.health_listener.map(|listener| {
+            let health_service = health_service.clone();
+            let stop = stopped(stop_rx.clone());
+            tokio::spawn(async move {
+                Server::builder()
+                    .add_service(health_service)
+                    .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), stop)
+                    .await
+            })
+        });
+
+        let (incoming, acceptor) = tls::incoming(self.listener, self.tls, self.identity);
+        let facevault = FaceVaultServer::new(FaceVaultApi::new(self.vault.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let audit = AuditLogServer::new(AuditLogApi).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let drain_timeout = self.drain_timeout;
+        let mut stop_for_drain = stop_rx.clone();
+        let serve = Server::builder()
+            .add_service(facevault)
+            .add_service(audit)
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .serve_with_incoming_shutdown(incoming, stopped(stop_rx));
+        tracing::info!("facevault serving");
+        tokio::pin!(serve);
+        let result = tokio::select! {
+            result = &mut serve => result,
+            _ = async {
+                let _ = stop_for_drain.wait_for(|stop| *stop).await;
+                tokio::time::sleep(drain_timeout).await;
+            } => {
+                tracing::warn!("drain timeout reached; closing remaining connections");
+                Ok(())
+            }
+        };
+        acceptor.abort();
+        monitor.abort();
+        if let Some(task) = health_task {
+            task.abort();
+        }
+        result.context("gRPC server failed")?;
+        tracing::info!("facevault stopped");
+        Ok(())
+    }
+}
+
+/// Health follows Redis: without it nothing can be served safely, so probes see
+/// NOT_SERVING and load balancers route elsewhere.
+async fn monitor_storage(vault: Arc<Vault>, reporter: HealthReporter) {
+    let mut last: Option<bool> = None;
+    loop {
+        let up = vault.store().ping().await.is_ok();
+        if last != Some(up) {
+            let status = if up {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            reporter.set_service_status("", status).await;
+            reporter
+                .set_service_status("facevault.v1.FaceVault", status)
+                .await;
+            if up {
+                tracing::info!("redis reachable: SERVING");
+            } else {
+                tracing::warn!("redis unreachable: NOT_SERVING");
+            }
+            last = Some(up);
+        }
+        tokio::time::sleep(HEALTH_PROBE_INTERVAL).await;
+    }
+}
+
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested; draining");
+}

@@ -1,0 +1,291 @@
+//! Redis: untrusted storage. Everything written here is ciphertext, a counter or a
+//! digest (see `keys`). Every call has a deadline; past it, or with Redis down, the
+//! caller gets `StorageError::Unavailable` and fails closed.
+
+pub mod keys;
+mod scripts;
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{Script, Value};
+
+pub use keys::SubjectKeys;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("redis is unavailable")]
+    Unavailable(#[source] Option<redis::RedisError>),
+    #[error("redis returned an unexpected reply")]
+    Corrupt,
+}
+
+impl From<redis::RedisError> for StorageError {
+    fn from(e: redis::RedisError) -> Self {
+        Self::Unavailable(Some(e))
+    }
+}
+
+/// TLS material for `rediss://`.
+#[derive(Debug, Clone, Default)]
+pub struct RedisTls {
+    pub ca_pem: Option<Vec<u8>>,
+    pub client_cert_pem: Option<Vec<u8>>,
+    pub client_key_pem: Option<Vec<u8>>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    conn: ConnectionManager,
+    timeout: Duration,
+    verify_begin: Script,
+    enroll: Script,
+}
+
+/// The subject's counters and flags as read at the start of a call.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SubjectState {
+    pub failures: u32,
+    pub last_failure_unix_ms: i64,
+    pub cancelled: bool,
+}
+
+pub struct StoredTemplates {
+    pub state: SubjectState,
+    /// (template id, sealed template bytes)
+    pub templates: Vec<(String, Vec<u8>)>,
+}
+
+pub enum VerifyBegin {
+    Replayed,
+    Busy,
+    Ready(StoredTemplates),
+}
+
+pub enum EnrollOutcome {
+    Stored { templates_held: u32 },
+    Replayed,
+    Cancelled,
+    Disabled,
+    Full,
+}
+
+pub struct EnrollWrite<'a> {
+    pub now_unix_ms: i64,
+    pub envelope_digest: &'a [u8],
+    pub replay_expires_unix_ms: i64,
+    pub replace: bool,
+    pub max_templates: u32,
+    pub disable_after: u32,
+    pub template_id: &'a str,
+    pub sealed_template: &'a [u8],
+}
+
+/// What a finished verification changes: the lockout counter, and the in-flight slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VerifyOutcome {
+    Matched,
+    Failed,
+    /// Refused before comparing (locked, cancelled…): counters stay as they are.
+    NotCompared,
+}
+
+impl Store {
+    /// Connects lazily: the service can start while Redis is still coming up (its
+    /// health reports NOT_SERVING until Redis answers).
+    pub fn connect(url: &str, tls: &RedisTls, timeout: Duration) -> Result<Self, StorageError> {
+        let client = if url.starts_with("rediss://") && (tls.ca_pem.is_some() || tls.client_cert_pem.is_some()) {
+            let client_tls = match (&tls.client_cert_pem, &tls.client_key_pem) {
+                (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
+                    client_cert: cert.clone(),
+                    client_key: key.clone(),
+                }),
+                _ => None,
+            };
+            redis::Client::build_with_tls(
+                url,
+                redis::TlsCertificates {
+                    client_tls,
+                    root_cert: tls.ca_pem.clone(),
+                },
+            )?
+        } else {
+            redis::Client::open(url)?
+        };
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Self {
+            conn,
+            timeout,
+            verify_begin: Script::new(scripts::VERIFY_BEGIN),
+            enroll: Script::new(scripts::ENROLL),
+        })
+    }
+
+    async fn deadline<T>(&self, fut: impl Future<Output = redis::RedisResult<T>>) -> Result<T, StorageError> {
+        match tokio::time::timeout(self.timeout, fut).await {
+            Ok(result) => Ok(result?),
+            Err(_) => Err(StorageError::Unavailable(None)),
+        }
+    }
+
+    pub async fn ping(&self) -> Result<(), StorageError> {
+        let mut conn = self.conn.clone();
+        let _: String = self.deadline(redis::cmd("PING").query_async(&mut conn)).await?;
+        Ok(())
+    }
+
+    /// One round trip: replay check, in-flight claim, state and templates.
+    pub async fn verify_begin(
+        &self,
+        keys: &SubjectKeys,
+        now_unix_ms: i64,
+        envelope_digest: &[u8],
+        replay_expires_unix_ms: i64,
+        inflight_ttl: Duration,
+    ) -> Result<VerifyBegin, StorageError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.verify_begin.prepare_invoke();
+        invocation
+            .key(&keys.templates)
+            .key(&keys.state)
+            .key(&keys.replay)
+            .key(&keys.inflight)
+            .arg(now_unix_ms)
+            .arg(envelope_digest)
+            .arg(replay_expires_unix_ms)
+            .arg(inflight_ttl.as_millis() as u64);
+        let reply: Value = self.deadline(invocation.invoke_async(&mut conn)).await?;
+        let mut items = into_array(reply)?.into_iter();
+        match status(items.next())?.as_str() {
+            "replayed" => Ok(VerifyBegin::Replayed),
+            "busy" => Ok(VerifyBegin::Busy),
+            "ok" => {
+                let state = parse_state(pairs(items.next())?)?;
+                let templates = pairs(items.next())?
+                    .into_iter()
+                    .map(|(k, v)| Ok((String::from_utf8(k).map_err(|_| StorageError::Corrupt)?, v)))
+                    .collect::<Result<_, StorageError>>()?;
+                Ok(VerifyBegin::Ready(StoredTemplates { state, templates }))
+            }
+            _ => Err(StorageError::Corrupt),
+        }
+    }
+
+    /// One pipelined, atomic write: the lockout counter and the in-flight release.
+    pub async fn verify_finish(
+        &self,
+        keys: &SubjectKeys,
+        outcome: VerifyOutcome,
+        now_unix_ms: i64,
+    ) -> Result<(), StorageError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        match outcome {
+            VerifyOutcome::Matched => {
+                pipe.hdel(&keys.state, &["fails", "last_failure_ms"]).ignore();
+            }
+            VerifyOutcome::Failed => {
+                pipe.hincr(&keys.state, "fails", 1).ignore();
+                pipe.hset(&keys.state, "last_failure_ms", now_unix_ms).ignore();
+            }
+            VerifyOutcome::NotCompared => {}
+        }
+        pipe.del(&keys.inflight).ignore();
+        let mut conn = self.conn.clone();
+        let () = self.deadline(pipe.query_async(&mut conn)).await?;
+        Ok(())
+    }
+
+    pub async fn enroll(&self, keys: &SubjectKeys, write: EnrollWrite<'_>) -> Result<EnrollOutcome, StorageError> {
+        let mut conn = self.conn.clone();
+        let mut invocation = self.enroll.prepare_invoke();
+        invocation
+            .key(&keys.templates)
+            .key(&keys.state)
+            .key(&keys.replay)
+            .arg(write.now_unix_ms)
+            .arg(write.envelope_digest)
+            .arg(write.replay_expires_unix_ms)
+            .arg(if write.replace { "1" } else { "0" })
+            .arg(write.max_templates)
+            .arg(write.disable_after)
+            .arg(write.template_id)
+            .arg(write.sealed_template);
+        let reply: Value = self.deadline(invocation.invoke_async(&mut conn)).await?;
+        let mut items = into_array(reply)?.into_iter();
+        match status(items.next())?.as_str() {
+            "ok" => match items.next() {
+                Some(Value::Int(n)) => Ok(EnrollOutcome::Stored {
+                    templates_held: u32::try_from(n).map_err(|_| StorageError::Corrupt)?,
+                }),
+                _ => Err(StorageError::Corrupt),
+            },
+            "replayed" => Ok(EnrollOutcome::Replayed),
+            "cancelled" => Ok(EnrollOutcome::Cancelled),
+            "disabled" => Ok(EnrollOutcome::Disabled),
+            "full" => Ok(EnrollOutcome::Full),
+            _ => Err(StorageError::Corrupt),
+        }
+    }
+
+    /// Erases every key of the subject. Returns how many templates were held.
+    pub async fn erase_subject(&self, keys: &SubjectKeys) -> Result<u64, StorageError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic().hlen(&keys.templates).del(&keys.all()[..]).ignore();
+        let mut conn = self.conn.clone();
+        let (held,): (u64,) = self.deadline(pipe.query_async(&mut conn)).await?;
+        Ok(held)
+    }
+}
+
+fn into_array(value: Value) -> Result<Vec<Value>, StorageError> {
+    match value {
+        Value::Array(items) => Ok(items),
+        _ => Err(StorageError::Corrupt),
+    }
+}
+
+fn status(value: Option<Value>) -> Result<String, StorageError> {
+    match value {
+        Some(Value::BulkString(b)) => String::from_utf8(b).map_err(|_| StorageError::Corrupt),
+        Some(Value::SimpleString(s)) => Ok(s),
+        _ => Err(StorageError::Corrupt),
+    }
+}
+
+fn pairs(value: Option<Value>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    let items = into_array(value.ok_or(StorageError::Corrupt)?)?;
+    let mut out = Vec::with_capacity(items.len() / 2);
+    let mut it = items.into_iter();
+    while let Some(k) = it.next() {
+        match (k, it.next()) {
+            (Value::BulkString(k), Some(Value::BulkString(v))) => out.push((k, v)),
+            _ => return Err(StorageError::Corrupt),
+        }
+    }
+    Ok(out)
+}
+
+fn parse_state(fields: Vec<(Vec<u8>, Vec<u8>)>) -> Result<SubjectState, StorageError> {
+    let mut state = SubjectState::default();
+    for (k, v) in fields {
+        let number = || -> Result<i64, StorageError> {
+            std::str::from_utf8(&v)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or(StorageError::Corrupt)
+        };
+        match k.as_slice() {
+            b"fails" => state.failures = u32::try_from(number()?.max(0)).unwrap_or(u32::MAX),
+            b"last_failure_ms" => state.last_failure_unix_ms = number()?,
+            b"cancelled" => state.cancelled = true,
+            _ => {}
+        }
+    }
+    Ok(state)
+}

@@ -1,0 +1,49 @@
+//! Lua scripts, so that a check and its write happen atomically in one round trip.
+//! They hold no policy beyond what atomicity needs; decisions are made in Rust.
+
+/// KEYS: templates, state, replay, inflight.
+/// ARGV: now_ms, envelope digest, replay expiry ms, in-flight TTL ms.
+/// Marks the envelope as seen, claims the subject's single in-flight slot, and
+/// returns {"ok", state fields, templates} — or {"replayed"} / {"busy"}.
+pub const VERIFY_BEGIN: &str = r#"
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+if redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[2]) == 0 then
+  return {'replayed'}
+end
+redis.call('PEXPIREAT', KEYS[3], ARGV[3])
+if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[4]) then
+  return {'busy'}
+end
+return {'ok', redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[1])}
+"#;
+
+/// KEYS: templates, state, replay.
+/// ARGV: now_ms, envelope digest, replay expiry ms, replace (0|1), max templates,
+/// disable_after, template id, sealed template.
+/// Returns {"ok", templates held} or {"replayed"} / {"cancelled"} / {"disabled"} / {"full"}.
+pub const ENROLL: &str = r#"
+local now = tonumber(ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+if redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[2]) == 0 then
+  return {'replayed'}
+end
+redis.call('PEXPIREAT', KEYS[3], ARGV[3])
+if redis.call('HEXISTS', KEYS[2], 'cancelled') == 1 then
+  return {'cancelled'}
+end
+if ARGV[4] == '1' then
+  redis.call('DEL', KEYS[1])
+  redis.call('HDEL', KEYS[2], 'fails', 'last_failure_ms')
+else
+  local fails = tonumber(redis.call('HGET', KEYS[2], 'fails') or '0')
+  if fails >= tonumber(ARGV[6]) then
+    return {'disabled'}
+  end
+  if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[5]) then
+    return {'full'}
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[7], ARGV[8])
+return {'ok', redis.call('HLEN', KEYS[1])}
+"#;

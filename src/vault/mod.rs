@@ -1,0 +1,162 @@
+//! The application core: enrollment, verification and erasure, composed from the
+//! domain rules, the crypto and the store. Transport-agnostic: gRPC handlers parse
+//! requests into the commands below and map `Error` to status codes.
+
+mod enroll;
+mod erase;
+mod verify;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use prost::Message as _;
+use ring::signature::Ed25519KeyPair;
+use zeroize::Zeroizing;
+
+pub use enroll::{EnrollCommand, Enrollment};
+pub use erase::{DeleteCommand, ErasureTicket, RECEIPT_CONTEXT, timestamp};
+pub use verify::{VerifyCommand, Verification};
+
+use crate::crypto::keyring::Keyring;
+use crate::crypto::sealing::{self, SealedFor, SealingKeys};
+use crate::domain::{Embedding, EmbeddingModel, LockoutPolicy, SubjectId, Tenant};
+use crate::error::{EnvelopeRefusal, Error};
+use crate::storage::Store;
+
+/// A sealed embedding as received, before it is opened.
+#[derive(Debug, Clone)]
+pub struct SealedEnvelope {
+    pub suite: String,
+    pub key_id: String,
+    pub enc: Vec<u8>,
+    pub ciphertext: Vec<u8>,
+}
+
+pub struct VaultSettings {
+    pub models: Vec<EmbeddingModel>,
+    pub lockout: LockoutPolicy,
+    pub max_templates_per_subject: u32,
+    pub replay_window: Duration,
+    pub max_clock_skew: Duration,
+    pub tenants_exposing_scores: Vec<Tenant>,
+}
+
+pub struct Vault {
+    keyring: Keyring,
+    sealing: SealingKeys,
+    receipt_signer: Ed25519KeyPair,
+    store: Store,
+    models: HashMap<String, EmbeddingModel>,
+    lockout: LockoutPolicy,
+    max_templates: u32,
+    replay_window: Duration,
+    max_clock_skew: Duration,
+    tenants_exposing_scores: Vec<Tenant>,
+}
+
+/// An opened, checked embedding and the model it belongs to.
+struct OpenedEmbedding<'a> {
+    embedding: Embedding,
+    model: &'a EmbeddingModel,
+    /// Digest of the encapsulated key: the replay-cache entry.
+    envelope_digest: [u8; 32],
+    replay_expires_unix_ms: i64,
+}
+
+impl Vault {
+    pub fn new(
+        keyring: Keyring,
+        sealing: SealingKeys,
+        receipt_signer: Ed25519KeyPair,
+        store: Store,
+        settings: VaultSettings,
+    ) -> Self {
+        Self {
+            keyring,
+            sealing,
+            receipt_signer,
+            store,
+            models: settings
+                .models
+                .into_iter()
+                .map(|m| (m.id.as_str().to_owned(), m))
+                .collect(),
+            lockout: settings.lockout,
+            max_templates: settings.max_templates_per_subject,
+            replay_window: settings.replay_window,
+            max_clock_skew: settings.max_clock_skew,
+            tenants_exposing_scores: settings.tenants_exposing_scores,
+        }
+    }
+
+    pub fn sealing_keys(&self) -> &SealingKeys {
+        &self.sealing
+    }
+
+    pub fn receipt_verification_key(&self) -> &[u8] {
+        use ring::signature::KeyPair as _;
+        self.receipt_signer.public_key().as_ref()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Opens a sealed embedding for (op, tenant, subject) and checks it fully:
+    /// freshness, model, dimension, finiteness. The replay cache is consulted by
+    /// the caller in the same Redis round trip as its read.
+    fn open_embedding(
+        &self,
+        op: SealedFor,
+        tenant: &Tenant,
+        subject: &SubjectId,
+        sealed: &SealedEnvelope,
+        now_unix_ms: i64,
+    ) -> Result<OpenedEmbedding<'_>, Error> {
+        let aad = sealing::aad(op, tenant.as_str(), subject.as_str());
+        let plaintext = self
+            .sealing
+            .open(&sealed.suite, &sealed.key_id, &sealed.enc, &sealed.ciphertext, &aad, now_unix_ms)
+            .map_err(EnvelopeRefusal::from)?;
+        let mut payload =
+            crate::proto::EmbeddingPayload::decode(plaintext.as_slice()).map_err(|_| EnvelopeRefusal::Payload)?;
+        let values = Zeroizing::new(std::mem::take(&mut payload.values));
+        let window = self.replay_window.as_millis() as i64;
+        let skew = self.max_clock_skew.as_millis() as i64;
+        if payload.sealed_at_unix_ms < now_unix_ms - window {
+            return Err(EnvelopeRefusal::Stale.into());
+        }
+        if payload.sealed_at_unix_ms > now_unix_ms + skew {
+            return Err(EnvelopeRefusal::FromFuture.into());
+        }
+        if payload.nonce.len() > 64 {
+            return Err(crate::domain::InvalidInput::PayloadNonce.into());
+        }
+        let model = self
+            .models
+            .get(&payload.model)
+            .ok_or(crate::domain::InvalidInput::UnknownModel)?;
+        let embedding = Embedding::new(model, values)?;
+        Ok(OpenedEmbedding {
+            embedding,
+            model,
+            envelope_digest: ring::digest::digest(&ring::digest::SHA256, &sealed.enc)
+                .as_ref()
+                .try_into()
+                .map_err(|_| Error::Internal("digest length"))?,
+            // Anything sealed later than now + skew is refused above, so an entry
+            // kept for window + skew outlives every payload it could be replayed with.
+            replay_expires_unix_ms: now_unix_ms + window + skew,
+        })
+    }
+}
+
+pub fn now_unix_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+pub(crate) fn random_id() -> Result<String, Error> {
+    use base64::Engine as _;
+    let bytes = crate::crypto::random_bytes::<16>()?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}

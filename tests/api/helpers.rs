@@ -1,0 +1,345 @@
+//! `spawn_app()`: a real facevault on port 0 with a private real redis-server, a
+//! fresh dev PKI and fresh keys in a temp dir, and real mTLS clients.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use facevault::client::{PayloadSpec, SealingTarget, seal_embedding};
+use facevault::config::{Overrides, Settings};
+use facevault::crypto::keyfiles::{self, KeyPaths, PublicSealingKeys};
+use facevault::crypto::sealing::{SealedFor, Suite};
+use facevault::pki::{DEV_TRUST_DOMAIN, DevPki};
+use facevault::proto;
+use facevault::proto::face_vault_client::FaceVaultClient;
+use facevault::redis_server::{RedisOptions, RedisServer};
+use facevault::startup::Application;
+use rand::{Rng as _, SeedableRng as _};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+pub const MODEL: &str = "test-128";
+pub const DIM: usize = 128;
+pub const THRESHOLD: f32 = 0.6;
+
+pub struct TestApp {
+    pub port: u16,
+    pub health_port: u16,
+    pub redis: RedisServer,
+    pub pki: DevPki,
+    pub keys: KeyPaths,
+    pub dir: tempfile::TempDir,
+    pub targets: Vec<SealingTarget>,
+    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+pub struct AppOptions {
+    pub extra_config: String,
+    pub redis_timeout_ms: u64,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            extra_config: String::new(),
+            redis_timeout_ms: 500,
+        }
+    }
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(AppOptions::default()).await
+}
+
+pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+    let redis = RedisServer::start(RedisOptions::default())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let pki = DevPki::ensure(&dir.path().join("pki"), DEV_TRUST_DOMAIN, &[]).unwrap();
+    let keys = keyfiles::generate(&dir.path().join("keys"), 30).unwrap();
+    let config = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+health_listen = "127.0.0.1:0"
+trust_domain = "{td}"
+drain_timeout_secs = 1
+
+[tls]
+cert = "{cert}"
+key = "{key}"
+client_ca = "{ca}"
+
+[keys]
+keyring = "{keyring}"
+transform_secret = "{transform}"
+sealing_keys = "{sealing}"
+receipt_signing_key = "{receipt}"
+
+[redis]
+url = "{redis}"
+timeout_ms = {timeout}
+
+[[models]]
+id = "{MODEL}"
+dimension = {DIM}
+threshold = {THRESHOLD}
+
+[[models]]
+id = "other-64"
+dimension = 64
+threshold = 0.5
+
+[tenants.demo]
+expose_scores = true
+
+{extra}
+"#,
+        td = DEV_TRUST_DOMAIN,
+        cert = pki.server_cert.display(),
+        key = pki.server_key.display(),
+        ca = pki.ca_cert.display(),
+        keyring = keys.keyring.display(),
+        transform = keys.transform_secret.display(),
+        sealing = keys.sealing_keys.display(),
+        receipt = keys.receipt_signing_key.display(),
+        redis = redis.url(),
+        timeout = options.redis_timeout_ms,
+        extra = options.extra_config,
+    );
+    let config_path = dir.path().join("facevault.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let settings = Settings::load(&config_path, &Overrides::default()).unwrap();
+    let app = Application::build(settings).await.unwrap();
+    let port = app.port();
+    let health_port = app.health_port().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    let public: PublicSealingKeys =
+        serde_json::from_slice(&std::fs::read(dir.path().join("keys").join(keyfiles::SEALING_PUBLIC_FILE)).unwrap())
+            .unwrap();
+    let targets = public
+        .keys
+        .iter()
+        .map(|k| SealingTarget {
+            key_id: k.key_id.clone(),
+            suite: Suite::parse(&k.suite).unwrap(),
+            public_key: base64::engine::general_purpose::STANDARD.decode(&k.public_key).unwrap(),
+        })
+        .collect();
+    let app = TestApp {
+        port,
+        health_port,
+        redis,
+        pki,
+        keys,
+        dir,
+        targets,
+        server: Some(server),
+        stop: Some(stop),
+    };
+    app.wait_until_serving().await;
+    app
+}
+
+impl TestApp {
+    pub fn tls_config(&self, cert: &PathBuf, key: &PathBuf) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(std::fs::read(&self.pki.ca_cert).unwrap()))
+            .identity(Identity::from_pem(std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()))
+            .domain_name("localhost")
+    }
+
+    pub async fn channel_with(&self, tls: ClientTlsConfig) -> Result<Channel, tonic::transport::Error> {
+        Channel::from_shared(format!("https://127.0.0.1:{}", self.port))
+            .unwrap()
+            .tls_config(tls)?
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(10))
+            .connect()
+            .await
+    }
+
+    /// Client of tenant `demo`, role `app`.
+    pub async fn app_client(&self) -> FaceVaultClient<Channel> {
+        let tls = self.tls_config(&self.pki.app.0, &self.pki.app.1);
+        FaceVaultClient::new(self.channel_with(tls).await.unwrap())
+    }
+
+    /// Client of tenant `other`, role `app`.
+    pub async fn other_tenant_client(&self) -> FaceVaultClient<Channel> {
+        let tls = self.tls_config(&self.pki.other.0, &self.pki.other.1);
+        FaceVaultClient::new(self.channel_with(tls).await.unwrap())
+    }
+
+    /// Client of tenant `demo`, role `auditor`.
+    pub async fn auditor_as_app_client(&self) -> FaceVaultClient<Channel> {
+        let tls = self.tls_config(&self.pki.auditor.0, &self.pki.auditor.1);
+        FaceVaultClient::new(self.channel_with(tls).await.unwrap())
+    }
+
+    pub fn target(&self, suite: Suite) -> &SealingTarget {
+        self.targets.iter().find(|t| t.suite == suite).unwrap()
+    }
+
+    pub fn seal(&self, op: SealedFor, tenant: &str, subject: &str, values: &[f32]) -> proto::SealedEmbedding {
+        self.seal_with(Suite::X25519Sha256Aes256Gcm, op, tenant, subject, MODEL, values, now_ms())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn seal_with(
+        &self,
+        suite: Suite,
+        op: SealedFor,
+        tenant: &str,
+        subject: &str,
+        model: &str,
+        values: &[f32],
+        sealed_at_unix_ms: i64,
+    ) -> proto::SealedEmbedding {
+        seal_embedding(
+            self.target(suite),
+            &PayloadSpec {
+                op,
+                tenant,
+                subject_id: subject,
+                model,
+                values,
+                sealed_at_unix_ms,
+            },
+        )
+        .unwrap()
+    }
+
+    pub fn enroll_request(&self, subject: &str, values: &[f32], purposes: &[&str], replace: bool) -> proto::EnrollRequest {
+        proto::EnrollRequest {
+            subject_id: subject.to_owned(),
+            embedding: Some(self.seal(SealedFor::Enroll, "demo", subject, values)),
+            consent: Some(consent(purposes)),
+            replace,
+        }
+    }
+
+    pub fn verify_request(&self, subject: &str, values: &[f32], purpose: &str) -> proto::VerifyRequest {
+        proto::VerifyRequest {
+            subject_id: subject.to_owned(),
+            probe: Some(self.seal(SealedFor::Verify, "demo", subject, values)),
+            purpose: purpose.to_owned(),
+        }
+    }
+
+    pub async fn enroll(&self, client: &mut FaceVaultClient<Channel>, subject: &str, values: &[f32]) -> proto::EnrollResponse {
+        client
+            .enroll(self.enroll_request(subject, values, &["login"], false))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    pub async fn verify(
+        &self,
+        client: &mut FaceVaultClient<Channel>,
+        subject: &str,
+        values: &[f32],
+    ) -> Result<proto::VerifyResponse, tonic::Status> {
+        client
+            .verify(self.verify_request(subject, values, "login"))
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.redis.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    pub async fn health(&self) -> Option<i32> {
+        let channel = Channel::from_shared(format!("http://127.0.0.1:{}", self.health_port))
+            .unwrap()
+            .connect()
+            .await
+            .ok()?;
+        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+        client
+            .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+            .await
+            .ok()
+            .map(|r| r.into_inner().status)
+    }
+
+    pub async fn wait_until_serving(&self) {
+        for _ in 0..200 {
+            if self.health().await == Some(tonic_health::pb::health_check_response::ServingStatus::Serving as i32) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("facevault did not become SERVING");
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            server.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+    }
+}
+
+pub fn consent(purposes: &[&str]) -> proto::Consent {
+    proto::Consent {
+        consent_id: "consent-1".to_owned(),
+        purposes: purposes.iter().map(|p| (*p).to_owned()).collect(),
+        granted_at: Some(prost_types::Timestamp {
+            seconds: now_ms() / 1000 - 60,
+            nanos: 0,
+        }),
+        method: proto::ConsentMethod::SeparateInApp as i32,
+        notice_version: "2026-11".to_owned(),
+    }
+}
+
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// A reproducible "face": a random Gaussian-ish vector.
+pub fn face(seed: u64) -> Vec<f32> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    (0..DIM).map(|_| gaussian(&mut rng)).collect()
+}
+
+/// Another capture of the same face: `base` plus noise (cosine ≈ 0.9 for 0.4).
+pub fn capture_of(base: &[f32], noise: f32, seed: u64) -> Vec<f32> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    base.iter().map(|v| v + noise * gaussian(&mut rng)).collect()
+}
+
+fn gaussian(rng: &mut rand::rngs::StdRng) -> f32 {
+    // Box–Muller.
+    let u1: f32 = rng.random_range(f32::EPSILON..1.0);
+    let u2: f32 = rng.random();
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f32::consts::PI * u2).cos()
+}
+
+pub fn code(result: Result<impl std::fmt::Debug, tonic::Status>) -> tonic::Code {
+    match result {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(status) => status.code(),
+    }
+}

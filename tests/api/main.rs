@@ -1,0 +1,8 @@
+//! Integration tests: one binary, real redis-server per test, real mTLS.
+
+mod enroll_verify;
+mod envelope;
+mod helpers;
+mod mtls;
+mod outage;
+mod storage_at_rest;
