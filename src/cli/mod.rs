@@ -12,7 +12,11 @@ use crate::config::{Overrides, Settings};
 use crate::startup::Application;
 
 #[derive(Debug, Parser)]
-#[command(name = "facevault", version, about = "Sealed 1:1 face-template verification over mTLS gRPC")]
+#[command(
+    name = "facevault",
+    version,
+    about = "Sealed 1:1 face-template verification over mTLS gRPC"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -23,7 +27,12 @@ enum Command {
     /// Run the service (production).
     Serve {
         /// Configuration file [env: FACEVAULT_CONFIG]
-        #[arg(long, short, env = "FACEVAULT_CONFIG", default_value = "/etc/facevault/facevault.toml")]
+        #[arg(
+            long,
+            short,
+            env = "FACEVAULT_CONFIG",
+            default_value = "/etc/facevault/facevault.toml"
+        )]
         config: PathBuf,
         #[command(flatten)]
         overrides: Overrides,
@@ -78,12 +87,16 @@ fn keygen(dir: PathBuf, validity_days: i64) -> anyhow::Result<()> {
     }
     let paths = crate::crypto::keyfiles::generate(&dir, validity_days)?;
     println!("wrote {}", paths.keyring.display());
-    println!("wrote {}  (keep in a separate Secret from the keyring)", paths.transform_secret.display());
+    println!(
+        "wrote {}  (keep in a separate Secret from the keyring)",
+        paths.transform_secret.display()
+    );
     println!("wrote {}", paths.sealing_keys.display());
     println!("wrote {}", paths.receipt_signing_key.display());
     println!(
         "wrote {} (public; share with clients)",
-        dir.join(crate::crypto::keyfiles::SEALING_PUBLIC_FILE).display()
+        dir.join(crate::crypto::keyfiles::SEALING_PUBLIC_FILE)
+            .display()
     );
     Ok(())
 }

@@ -60,7 +60,8 @@ pub fn run(args: SealArgs) -> anyhow::Result<()> {
         other => Suite::parse(other).context("--suite must be x25519 or xwing")?,
     };
     let keys: PublicSealingKeys = serde_json::from_slice(
-        &std::fs::read(&args.keys).with_context(|| format!("cannot read {}", args.keys.display()))?,
+        &std::fs::read(&args.keys)
+            .with_context(|| format!("cannot read {}", args.keys.display()))?,
     )
     .with_context(|| format!("{} is not a sealing key list", args.keys.display()))?;
     let key = keys
@@ -71,16 +72,20 @@ pub fn run(args: SealArgs) -> anyhow::Result<()> {
     let target = SealingTarget {
         key_id: key.key_id.clone(),
         suite,
-        public_key: B64.decode(&key.public_key).context("publicKey is not base64")?,
+        public_key: B64
+            .decode(&key.public_key)
+            .context("publicKey is not base64")?,
     };
     let text = if args.embedding == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s)?;
         s
     } else {
-        std::fs::read_to_string(&args.embedding).with_context(|| format!("cannot read {}", args.embedding))?
+        std::fs::read_to_string(&args.embedding)
+            .with_context(|| format!("cannot read {}", args.embedding))?
     };
-    let values: Vec<f32> = serde_json::from_str(&text).context("the embedding must be a JSON array of numbers")?;
+    let values: Vec<f32> =
+        serde_json::from_str(&text).context("the embedding must be a JSON array of numbers")?;
     let now = chrono::Utc::now();
     let op = match args.op {
         Op::Enroll => SealedFor::Enroll,

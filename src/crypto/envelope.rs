@@ -185,13 +185,21 @@ pub fn rewrap(
     let aad = template_aad(tenant, subject, template_id, "dek");
     let mut wrapped = Zeroizing::new(std::mem::take(&mut sealed.wrapped_dek));
     let dek = kek
-        .open_in_place(nonce(&sealed.dek_nonce)?, Aad::from(aad.clone()), wrapped.as_mut_slice())
+        .open_in_place(
+            nonce(&sealed.dek_nonce)?,
+            Aad::from(aad.clone()),
+            wrapped.as_mut_slice(),
+        )
         .map_err(|_| EnvelopeError::Integrity)?;
     let mut rewrapped = dek.to_vec();
     let (version, active) = keys.active_kek();
     let dek_nonce = random_bytes::<12>()?;
     active
-        .seal_in_place_append_tag(Nonce::assume_unique_for_key(dek_nonce), Aad::from(aad), &mut rewrapped)
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(dek_nonce),
+            Aad::from(aad),
+            &mut rewrapped,
+        )
         .map_err(|_| CryptoError::Seal)?;
     sealed.kek_version = version;
     sealed.dek_nonce = dek_nonce.to_vec();
@@ -212,7 +220,10 @@ mod tests {
     use crate::domain::SubjectId;
 
     fn setup() -> (Keyring, Tenant) {
-        let masters = BTreeMap::from([(1, Zeroizing::new([1u8; 32])), (2, Zeroizing::new([2u8; 32]))]);
+        let masters = BTreeMap::from([
+            (1, Zeroizing::new([1u8; 32])),
+            (2, Zeroizing::new([2u8; 32])),
+        ]);
         (
             Keyring::new(1, masters, Zeroizing::new([3u8; 32])).unwrap(),
             Tenant::try_from("demo").unwrap(),
@@ -269,7 +280,10 @@ mod tests {
         let sealed = seal_template(&keys, &tenant, &alice, "t1", &record()).unwrap();
         assert_eq!(sealed.kek_version, 1);
 
-        let masters = BTreeMap::from([(1, Zeroizing::new([1u8; 32])), (2, Zeroizing::new([2u8; 32]))]);
+        let masters = BTreeMap::from([
+            (1, Zeroizing::new([1u8; 32])),
+            (2, Zeroizing::new([2u8; 32])),
+        ]);
         let rotated = Keyring::new(2, masters, Zeroizing::new([3u8; 32])).unwrap();
         let new_keys = rotated.tenant(&tenant).unwrap();
         let rewrapped = rewrap(&new_keys, &tenant, &alice, "t1", sealed.clone()).unwrap();

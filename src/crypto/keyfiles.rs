@@ -112,23 +112,39 @@ pub fn load(paths: &KeyPaths) -> anyhow::Result<KeyMaterial> {
         }
     }
     let transform = decode32(std::str::from_utf8(&read_secret(&paths.transform_secret)?)?.trim())
-        .with_context(|| format!("{} must hold 32 base64 bytes", paths.transform_secret.display()))?;
+        .with_context(|| {
+        format!(
+            "{} must hold 32 base64 bytes",
+            paths.transform_secret.display()
+        )
+    })?;
     let keyring = Keyring::new(keyring_file.active_version, masters, transform)?;
 
     let sealing_file: SealingFile = serde_json::from_slice(&read_secret(&paths.sealing_keys)?)
-        .with_context(|| format!("{} is not a valid sealing key file", paths.sealing_keys.display()))?;
+        .with_context(|| {
+            format!(
+                "{} is not a valid sealing key file",
+                paths.sealing_keys.display()
+            )
+        })?;
     let mut keys = Vec::new();
     for entry in sealing_file.keys {
         let suite = Suite::parse(&entry.suite)
             .with_context(|| format!("sealing key {}: unknown suite", entry.key_id))?;
-        let seed = decode32(&entry.seed)
-            .with_context(|| format!("sealing key {}: seed is not 32 base64 bytes", entry.key_id))?;
+        let seed = decode32(&entry.seed).with_context(|| {
+            format!("sealing key {}: seed is not 32 base64 bytes", entry.key_id)
+        })?;
         let not_after = chrono::DateTime::parse_from_rfc3339(&entry.not_after)
             .with_context(|| format!("sealing key {}: not_after is not RFC 3339", entry.key_id))?;
         if !valid_key_id(&entry.key_id) {
             bail!("sealing key id must be 1-64 characters of [A-Za-z0-9_.-]");
         }
-        keys.push(OpeningKey::from_seed(entry.key_id, suite, &seed, not_after.timestamp_millis()));
+        keys.push(OpeningKey::from_seed(
+            entry.key_id,
+            suite,
+            &seed,
+            not_after.timestamp_millis(),
+        ));
     }
     if keys.is_empty() {
         bail!("{} holds no sealing key", paths.sealing_keys.display());
@@ -157,7 +173,10 @@ pub fn generate(dir: &Path, sealing_validity_days: i64) -> anyhow::Result<KeyPat
         &paths.receipt_signing_key,
     ] {
         if path.exists() {
-            bail!("{} already exists; refusing to overwrite key material", path.display());
+            bail!(
+                "{} already exists; refusing to overwrite key material",
+                path.display()
+            );
         }
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
@@ -169,12 +188,19 @@ pub fn generate(dir: &Path, sealing_validity_days: i64) -> anyhow::Result<KeyPat
             secret: B64.encode(master.as_slice()),
         }],
     };
-    write_secret(&paths.keyring, serde_json::to_string_pretty(&keyring)?.as_bytes())?;
+    write_secret(
+        &paths.keyring,
+        serde_json::to_string_pretty(&keyring)?.as_bytes(),
+    )?;
     let transform = Zeroizing::new(random_bytes::<32>()?);
-    write_secret(&paths.transform_secret, format!("{}\n", B64.encode(transform.as_slice())).as_bytes())?;
+    write_secret(
+        &paths.transform_secret,
+        format!("{}\n", B64.encode(transform.as_slice())).as_bytes(),
+    )?;
 
     let now = chrono::Utc::now();
-    let not_after = (now + chrono::Duration::days(sealing_validity_days)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let not_after = (now + chrono::Duration::days(sealing_validity_days))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let stamp = now.format("%Y%m%d");
     let mut entries = Vec::new();
     for (suite, prefix) in [
@@ -183,17 +209,23 @@ pub fn generate(dir: &Path, sealing_validity_days: i64) -> anyhow::Result<KeyPat
     ] {
         let seed = Zeroizing::new(random_bytes::<32>()?);
         entries.push(SealingEntry {
-            key_id: format!("{prefix}-{stamp}-{}", hex::encode(&random_bytes::<3>()?)),
+            key_id: format!("{prefix}-{stamp}-{}", hex::encode(random_bytes::<3>()?)),
             suite: suite.as_str().to_owned(),
             seed: B64.encode(seed.as_slice()),
             not_after: not_after.clone(),
         });
     }
-    write_secret(&paths.sealing_keys, serde_json::to_string_pretty(&SealingFile { keys: entries })?.as_bytes())?;
+    write_secret(
+        &paths.sealing_keys,
+        serde_json::to_string_pretty(&SealingFile { keys: entries })?.as_bytes(),
+    )?;
 
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
         .map_err(|_| anyhow::anyhow!("cannot generate the receipt signing key"))?;
-    write_secret(&paths.receipt_signing_key, format!("{}\n", B64.encode(pkcs8.as_ref())).as_bytes())?;
+    write_secret(
+        &paths.receipt_signing_key,
+        format!("{}\n", B64.encode(pkcs8.as_ref())).as_bytes(),
+    )?;
 
     let material = load(&paths)?;
     write_public(&dir.join(SEALING_PUBLIC_FILE), &material)?;
@@ -245,16 +277,17 @@ fn decode32(text: &str) -> anyhow::Result<Zeroizing<[u8; 32]>> {
 /// read or write: a leaked keyring is a leaked biometric database.
 pub fn read_secret(path: &Path) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     check_private(path)?;
-    Ok(Zeroizing::new(
-        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?,
-    ))
+    Ok(Zeroizing::new(std::fs::read(path).with_context(|| {
+        format!("cannot read {}", path.display())
+    })?))
 }
 
 pub fn check_private(path: &Path) -> anyhow::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        let meta = std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let meta =
+            std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
         if meta.permissions().mode() & 0o007 != 0 {
             bail!(
                 "{} is accessible to other users (mode {:o}); run `chmod 600` on it (or set defaultMode 0440 on the Secret volume)",
@@ -292,10 +325,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let paths = generate(dir.path(), 365).unwrap();
         let material = load(&paths).unwrap();
-        assert_eq!(material.sealing.current(chrono::Utc::now().timestamp_millis()).len(), 2);
+        assert_eq!(
+            material
+                .sealing
+                .current(chrono::Utc::now().timestamp_millis())
+                .len(),
+            2
+        );
         assert!(generate(dir.path(), 365).is_err(), "must not overwrite");
         let public: PublicSealingKeys =
-            serde_json::from_slice(&std::fs::read(dir.path().join(SEALING_PUBLIC_FILE)).unwrap()).unwrap();
+            serde_json::from_slice(&std::fs::read(dir.path().join(SEALING_PUBLIC_FILE)).unwrap())
+                .unwrap();
         assert_eq!(public.keys.len(), 2);
     }
 

@@ -54,7 +54,10 @@ impl Keyring {
         if !masters.contains_key(&active_version) {
             return Err(KeyringError::ActiveVersionMissing(active_version));
         }
-        if masters.values().any(|m| m.as_slice() == transform_secret.as_slice()) {
+        if masters
+            .values()
+            .any(|m| m.as_slice() == transform_secret.as_slice())
+        {
             return Err(KeyringError::TransformNotSeparate);
         }
         Ok(Self {
@@ -70,7 +73,12 @@ impl Keyring {
     }
 
     pub fn tenant(&self, tenant: &Tenant) -> Result<Arc<TenantKeys>, CryptoError> {
-        if let Some(keys) = self.tenants.read().ok().and_then(|m| m.get(tenant).cloned()) {
+        if let Some(keys) = self
+            .tenants
+            .read()
+            .ok()
+            .and_then(|m| m.get(tenant).cloned())
+        {
             return Ok(keys);
         }
         let keys = Arc::new(self.derive(tenant)?);
@@ -84,14 +92,21 @@ impl Keyring {
         let t = tenant.as_str().as_bytes();
         let mut keks = BTreeMap::new();
         for (version, master) in &self.masters {
-            let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, DERIVATION_SALT).extract(master.as_slice());
+            let prk =
+                hkdf::Salt::new(hkdf::HKDF_SHA256, DERIVATION_SALT).extract(master.as_slice());
             let info = [b"kek|".as_slice(), t];
             let okm = prk
                 .expand(&info, &aead::AES_256_GCM)
                 .map_err(|_| CryptoError::KeyDerivation)?;
-            keks.insert(*version, aead::LessSafeKey::new(aead::UnboundKey::from(okm)));
+            keks.insert(
+                *version,
+                aead::LessSafeKey::new(aead::UnboundKey::from(okm)),
+            );
         }
-        let (_, anchor) = self.masters.first_key_value().ok_or(CryptoError::KeyDerivation)?;
+        let (_, anchor) = self
+            .masters
+            .first_key_value()
+            .ok_or(CryptoError::KeyDerivation)?;
         let anchor = hkdf::Salt::new(hkdf::HKDF_SHA256, DERIVATION_SALT).extract(anchor.as_slice());
         let index_info = [b"index|".as_slice(), t];
         let index = anchor
@@ -127,7 +142,10 @@ impl TenantKeys {
     }
 
     pub fn active_kek(&self) -> (u32, &aead::LessSafeKey) {
-        (self.active_kek_version, &self.keks[&self.active_kek_version])
+        (
+            self.active_kek_version,
+            &self.keks[&self.active_kek_version],
+        )
     }
 
     pub fn kek(&self, version: u32) -> Option<&aead::LessSafeKey> {

@@ -120,7 +120,12 @@ impl OpeningKey {
     /// Derives the key pair from a 32-byte seed with the KEM's RFC 9180
     /// DeriveKeyPair, so the file holds one small secret per key and any RFC 9180
     /// implementation derives the same public key.
-    pub fn from_seed(key_id: String, suite: Suite, seed: &[u8; 32], not_after_unix_ms: i64) -> Self {
+    pub fn from_seed(
+        key_id: String,
+        suite: Suite,
+        seed: &[u8; 32],
+        not_after_unix_ms: i64,
+    ) -> Self {
         let (private, public_key) = match suite {
             Suite::X25519Sha256Aes256Gcm => {
                 let (sk, pk) = X25519HkdfSha256::derive_keypair(seed);
@@ -140,7 +145,12 @@ impl OpeningKey {
         }
     }
 
-    fn open(&self, enc: &[u8], ciphertext: &[u8], aad: &[u8]) -> Result<Zeroizing<Vec<u8>>, SealingError> {
+    fn open(
+        &self,
+        enc: &[u8],
+        ciphertext: &[u8],
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, SealingError> {
         let plaintext = match &self.private {
             PrivateKey::X25519(sk) => {
                 let enc = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(enc)
@@ -167,7 +177,9 @@ impl OpeningKey {
                 )
             }
         };
-        plaintext.map(Zeroizing::new).map_err(|_| SealingError::Open)
+        plaintext
+            .map(Zeroizing::new)
+            .map_err(|_| SealingError::Open)
     }
 }
 
@@ -191,7 +203,11 @@ impl SealingKeys {
             .values()
             .filter(|k| k.not_after_unix_ms > now_unix_ms)
             .collect();
-        keys.sort_by(|a, b| b.not_after_unix_ms.cmp(&a.not_after_unix_ms).then(a.key_id.cmp(&b.key_id)));
+        keys.sort_by(|a, b| {
+            b.not_after_unix_ms
+                .cmp(&a.not_after_unix_ms)
+                .then(a.key_id.cmp(&b.key_id))
+        });
         keys
     }
 
@@ -248,9 +264,14 @@ pub fn seal(
         Suite::XWingSha256Aes256Gcm => {
             let pk = <XWing as hpke::Kem>::PublicKey::from_bytes(public_key)
                 .map_err(|_| SealingError::PublicKey)?;
-            let (enc, ct) =
-                hpke::single_shot_seal::<AesGcm256, HkdfSha256, XWing>(&OpModeS::Base, &pk, INFO, plaintext, aad)
-                    .map_err(|_| SealingError::Seal)?;
+            let (enc, ct) = hpke::single_shot_seal::<AesGcm256, HkdfSha256, XWing>(
+                &OpModeS::Base,
+                &pk,
+                INFO,
+                plaintext,
+                aad,
+            )
+            .map_err(|_| SealingError::Seal)?;
             Ok((enc.to_bytes().to_vec(), ct))
         }
     }
@@ -264,9 +285,24 @@ mod tests {
 
     fn keys() -> SealingKeys {
         SealingKeys::new(vec![
-            OpeningKey::from_seed("x1".into(), Suite::X25519Sha256Aes256Gcm, &[7; 32], NOW + 1000),
-            OpeningKey::from_seed("w1".into(), Suite::XWingSha256Aes256Gcm, &[8; 32], NOW + 1000),
-            OpeningKey::from_seed("old".into(), Suite::X25519Sha256Aes256Gcm, &[9; 32], NOW - 1),
+            OpeningKey::from_seed(
+                "x1".into(),
+                Suite::X25519Sha256Aes256Gcm,
+                &[7; 32],
+                NOW + 1000,
+            ),
+            OpeningKey::from_seed(
+                "w1".into(),
+                Suite::XWingSha256Aes256Gcm,
+                &[8; 32],
+                NOW + 1000,
+            ),
+            OpeningKey::from_seed(
+                "old".into(),
+                Suite::X25519Sha256Aes256Gcm,
+                &[9; 32],
+                NOW - 1,
+            ),
         ])
     }
 
@@ -279,7 +315,9 @@ mod tests {
             let aad = aad(SealedFor::Verify, "demo", "alice");
             let (enc, ct) = seal(key.suite, &key.public_key, &aad, b"payload").unwrap();
             assert_eq!(enc.len(), enc_len);
-            let opened = keys.open(key.suite.as_str(), key_id, &enc, &ct, &aad, NOW).unwrap();
+            let opened = keys
+                .open(key.suite.as_str(), key_id, &enc, &ct, &aad, NOW)
+                .unwrap();
             assert_eq!(opened.as_slice(), b"payload");
         }
     }
@@ -295,7 +333,9 @@ mod tests {
             aad(SealedFor::Verify, "other", "alice"),
             aad(SealedFor::Verify, "demo", "bob"),
         ] {
-            let err = keys.open("x25519-sha256-aes256gcm", "x1", &enc, &ct, &other, NOW).unwrap_err();
+            let err = keys
+                .open("x25519-sha256-aes256gcm", "x1", &enc, &ct, &other, NOW)
+                .unwrap_err();
             assert_eq!(err, SealingError::Open);
         }
     }
@@ -318,7 +358,10 @@ mod tests {
             keys.open("xwing-sha256-aes256gcm", "x1", &enc, &ct, &a, NOW),
             Err(SealingError::SuiteMismatch)
         );
-        assert_eq!(keys.open("rot13", "x1", &enc, &ct, &a, NOW), Err(SealingError::UnknownSuite));
+        assert_eq!(
+            keys.open("rot13", "x1", &enc, &ct, &a, NOW),
+            Err(SealingError::UnknownSuite)
+        );
         assert_eq!(
             keys.open("x25519-sha256-aes256gcm", "x1", &enc[..31], &ct, &a, NOW),
             Err(SealingError::EncLength)

@@ -46,7 +46,14 @@ pub struct Caller {
 pub fn parse_spiffe_id(uri: &str, trust_domain: &str) -> Option<(Tenant, Role)> {
     let path = uri.strip_prefix("spiffe://")?.strip_prefix(trust_domain)?;
     let mut parts = path.split('/');
-    match (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next()) {
+    match (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) {
         (Some(""), Some("tenant"), Some(tenant), Some("role"), Some(role), None) => {
             Some((Tenant::try_from(tenant).ok()?, Role::parse(role)?))
         }
@@ -60,7 +67,8 @@ mod tests {
 
     #[test]
     fn parses_only_exact_spiffe_ids() {
-        let (t, r) = parse_spiffe_id("spiffe://td.example/tenant/demo/role/app", "td.example").unwrap();
+        let (t, r) =
+            parse_spiffe_id("spiffe://td.example/tenant/demo/role/app", "td.example").unwrap();
         assert_eq!((t.as_str(), r), ("demo", Role::App));
         for bad in [
             "spiffe://other/tenant/demo/role/app",

@@ -150,7 +150,10 @@ mod tests {
     #[test]
     fn refuses_malformed_consent() {
         assert_eq!(consent(&[]), Err(InvalidInput::ConsentPurposes));
-        assert_eq!(consent(&["login", "login"]), Err(InvalidInput::ConsentPurposes));
+        assert_eq!(
+            consent(&["login", "login"]),
+            Err(InvalidInput::ConsentPurposes)
+        );
         assert_eq!(consent(&["Login"]), Err(InvalidInput::Purpose));
         let future = Consent::new(
             "c".into(),
@@ -161,7 +164,14 @@ mod tests {
             NOW,
         );
         assert_eq!(future, Err(InvalidInput::ConsentGrantedAt));
-        let no_method = Consent::new("c".into(), &["login".into()], Some(NOW), None, "v1".into(), NOW);
+        let no_method = Consent::new(
+            "c".into(),
+            &["login".into()],
+            Some(NOW),
+            None,
+            "v1".into(),
+            NOW,
+        );
         assert_eq!(no_method, Err(InvalidInput::ConsentMethod));
         let no_id = Consent::new(
             String::new(),

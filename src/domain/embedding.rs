@@ -105,7 +105,10 @@ mod tests {
             (vec![0.0; 4], InvalidInput::ZeroVector),
         ];
         for (values, expected) in cases {
-            assert_eq!(Embedding::new(&model(), Zeroizing::new(values)).unwrap_err(), expected);
+            assert_eq!(
+                Embedding::new(&model(), Zeroizing::new(values)).unwrap_err(),
+                expected
+            );
         }
     }
 }

@@ -49,7 +49,12 @@ impl LockoutPolicy {
             .map_or(Self::MAX_DELAY, |d| d.min(Self::MAX_DELAY))
     }
 
-    pub fn state(&self, failures: u32, last_failure_unix_ms: i64, now_unix_ms: i64) -> LockoutState {
+    pub fn state(
+        &self,
+        failures: u32,
+        last_failure_unix_ms: i64,
+        now_unix_ms: i64,
+    ) -> LockoutState {
         if failures >= self.disable_after {
             return LockoutState::Disabled;
         }
@@ -81,8 +86,14 @@ mod tests {
     #[test]
     fn fifth_failure_locks_for_thirty_seconds() {
         let p = LockoutPolicy::default();
-        assert_eq!(p.state(5, T0, T0 + 1), LockoutState::LockedUntil(T0 + 30_000));
-        assert_eq!(p.state(5, T0, T0 + 29_999), LockoutState::LockedUntil(T0 + 30_000));
+        assert_eq!(
+            p.state(5, T0, T0 + 1),
+            LockoutState::LockedUntil(T0 + 30_000)
+        );
+        assert_eq!(
+            p.state(5, T0, T0 + 29_999),
+            LockoutState::LockedUntil(T0 + 30_000)
+        );
         assert_eq!(p.state(5, T0, T0 + 30_000), LockoutState::Open);
     }
 

@@ -47,7 +47,10 @@ impl FaceVault for FaceVaultApi {
         }))
     }
 
-    async fn enroll(&self, request: Request<proto::EnrollRequest>) -> Result<Response<proto::EnrollResponse>, Status> {
+    async fn enroll(
+        &self,
+        request: Request<proto::EnrollRequest>,
+    ) -> Result<Response<proto::EnrollResponse>, Status> {
         let caller = require(&request, Role::App)?;
         let command = EnrollCommand::try_from(request.into_inner()).map_err(Error::from)?;
         let enrolled = self.vault.enroll(&caller.tenant, command).await?;
@@ -59,7 +62,10 @@ impl FaceVault for FaceVaultApi {
         }))
     }
 
-    async fn verify(&self, request: Request<proto::VerifyRequest>) -> Result<Response<proto::VerifyResponse>, Status> {
+    async fn verify(
+        &self,
+        request: Request<proto::VerifyRequest>,
+    ) -> Result<Response<proto::VerifyResponse>, Status> {
         let caller = require(&request, Role::App)?;
         let command = VerifyCommand::try_from(request.into_inner()).map_err(Error::from)?;
         let verification = self.vault.verify(&caller.tenant, command).await?;
@@ -104,7 +110,9 @@ impl FaceVault for FaceVaultApi {
         request: Request<proto::WithdrawConsentRequest>,
     ) -> Result<Response<proto::DeletionTicket>, Status> {
         require(&request, Role::App)?;
-        Err(Status::unimplemented("WithdrawConsent is not available yet"))
+        Err(Status::unimplemented(
+            "WithdrawConsent is not available yet",
+        ))
     }
 
     async fn cancel_account(
@@ -120,7 +128,9 @@ impl FaceVault for FaceVaultApi {
         request: Request<proto::GetDeletionTicketRequest>,
     ) -> Result<Response<proto::DeletionTicket>, Status> {
         require(&request, Role::App)?;
-        Err(Status::unimplemented("GetDeletionTicket is not available yet"))
+        Err(Status::unimplemented(
+            "GetDeletionTicket is not available yet",
+        ))
     }
 
     async fn get_compliance_report(
@@ -128,6 +138,8 @@ impl FaceVault for FaceVaultApi {
         request: Request<proto::GetComplianceReportRequest>,
     ) -> Result<Response<proto::ComplianceReport>, Status> {
         require(&request, Role::App)?;
-        Err(Status::unimplemented("GetComplianceReport is not available yet"))
+        Err(Status::unimplemented(
+            "GetComplianceReport is not available yet",
+        ))
     }
 }

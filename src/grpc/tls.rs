@@ -102,11 +102,15 @@ pub struct PeerInfo {
 }
 
 impl IdentityPolicy {
-    pub fn caller(&self, chain: Option<&[CertificateDer<'_>]>) -> Result<Caller, IdentityRejection> {
+    pub fn caller(
+        &self,
+        chain: Option<&[CertificateDer<'_>]>,
+    ) -> Result<Caller, IdentityRejection> {
         let leaf = chain
             .and_then(|c| c.first())
             .ok_or(IdentityRejection::NoCertificate)?;
-        let (_, cert) = X509Certificate::from_der(leaf.as_ref()).map_err(|_| IdentityRejection::Unparsable)?;
+        let (_, cert) =
+            X509Certificate::from_der(leaf.as_ref()).map_err(|_| IdentityRejection::Unparsable)?;
         let spiffe: Vec<&str> = cert
             .subject_alternative_name()
             .ok()
@@ -125,8 +129,8 @@ impl IdentityPolicy {
         let fingerprint = hex::encode(ring::digest::digest(&ring::digest::SHA256, leaf.as_ref()));
         let (tenant, role, identity) = match spiffe.as_slice() {
             [uri] => {
-                let (tenant, role) =
-                    parse_spiffe_id(uri, &self.trust_domain).ok_or(IdentityRejection::NoIdentity)?;
+                let (tenant, role) = parse_spiffe_id(uri, &self.trust_domain)
+                    .ok_or(IdentityRejection::NoIdentity)?;
                 (tenant, role, (*uri).to_owned())
             }
             [] if self.allow_cn_fallback => {
@@ -168,13 +172,21 @@ impl Connected for PeerStream {
 }
 
 impl AsyncRead for PeerStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_read(cx, buf)
     }
 }
 
 impl AsyncWrite for PeerStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -206,7 +218,10 @@ pub fn incoming(
     listener: TcpListener,
     config: Arc<rustls::ServerConfig>,
     policy: Arc<IdentityPolicy>,
-) -> (ReceiverStream<Result<PeerStream, io::Error>>, tokio::task::JoinHandle<()>) {
+) -> (
+    ReceiverStream<Result<PeerStream, io::Error>>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, rx) = mpsc::channel(64);
     let acceptor = TlsAcceptor::from(config);
     let task = tokio::spawn(async move {

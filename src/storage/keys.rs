@@ -41,7 +41,10 @@ mod tests {
         let subject = SubjectRef::parse(&"A".repeat(43)).unwrap();
         let keys = SubjectKeys::new(&Tenant::try_from("demo").unwrap(), &subject);
         for key in keys.all() {
-            assert!(key.starts_with(&format!("fv:{{demo:{}}}:", "A".repeat(43))), "{key}");
+            assert!(
+                key.starts_with(&format!("fv:{{demo:{}}}:", "A".repeat(43))),
+                "{key}"
+            );
         }
     }
 }

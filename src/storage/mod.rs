@@ -94,7 +94,9 @@ impl Store {
     /// Connects lazily: the service can start while Redis is still coming up (its
     /// health reports NOT_SERVING until Redis answers).
     pub fn connect(url: &str, tls: &RedisTls, timeout: Duration) -> Result<Self, StorageError> {
-        let client = if url.starts_with("rediss://") && (tls.ca_pem.is_some() || tls.client_cert_pem.is_some()) {
+        let client = if url.starts_with("rediss://")
+            && (tls.ca_pem.is_some() || tls.client_cert_pem.is_some())
+        {
             let client_tls = match (&tls.client_cert_pem, &tls.client_key_pem) {
                 (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
                     client_cert: cert.clone(),
@@ -126,7 +128,10 @@ impl Store {
         })
     }
 
-    async fn deadline<T>(&self, fut: impl Future<Output = redis::RedisResult<T>>) -> Result<T, StorageError> {
+    async fn deadline<T>(
+        &self,
+        fut: impl Future<Output = redis::RedisResult<T>>,
+    ) -> Result<T, StorageError> {
         match tokio::time::timeout(self.timeout, fut).await {
             Ok(result) => Ok(result?),
             Err(_) => Err(StorageError::Unavailable(None)),
@@ -135,7 +140,9 @@ impl Store {
 
     pub async fn ping(&self) -> Result<(), StorageError> {
         let mut conn = self.conn.clone();
-        let _: String = self.deadline(redis::cmd("PING").query_async(&mut conn)).await?;
+        let _: String = self
+            .deadline(redis::cmd("PING").query_async(&mut conn))
+            .await?;
         Ok(())
     }
 
@@ -187,11 +194,13 @@ impl Store {
         pipe.atomic();
         match outcome {
             VerifyOutcome::Matched => {
-                pipe.hdel(&keys.state, &["fails", "last_failure_ms"]).ignore();
+                pipe.hdel(&keys.state, &["fails", "last_failure_ms"])
+                    .ignore();
             }
             VerifyOutcome::Failed => {
                 pipe.hincr(&keys.state, "fails", 1).ignore();
-                pipe.hset(&keys.state, "last_failure_ms", now_unix_ms).ignore();
+                pipe.hset(&keys.state, "last_failure_ms", now_unix_ms)
+                    .ignore();
             }
             VerifyOutcome::NotCompared => {}
         }
@@ -201,7 +210,11 @@ impl Store {
         Ok(())
     }
 
-    pub async fn enroll(&self, keys: &SubjectKeys, write: EnrollWrite<'_>) -> Result<EnrollOutcome, StorageError> {
+    pub async fn enroll(
+        &self,
+        keys: &SubjectKeys,
+        write: EnrollWrite<'_>,
+    ) -> Result<EnrollOutcome, StorageError> {
         let mut conn = self.conn.clone();
         let mut invocation = self.enroll.prepare_invoke();
         invocation
@@ -236,7 +249,10 @@ impl Store {
     /// Erases every key of the subject. Returns how many templates were held.
     pub async fn erase_subject(&self, keys: &SubjectKeys) -> Result<u64, StorageError> {
         let mut pipe = redis::pipe();
-        pipe.atomic().hlen(&keys.templates).del(&keys.all()[..]).ignore();
+        pipe.atomic()
+            .hlen(&keys.templates)
+            .del(&keys.all()[..])
+            .ignore();
         let mut conn = self.conn.clone();
         let (held,): (u64,) = self.deadline(pipe.query_async(&mut conn)).await?;
         Ok(held)
@@ -258,7 +274,10 @@ fn status(value: Option<Value>) -> Result<String, StorageError> {
     }
 }
 
-fn pairs(value: Option<Value>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+/// A flattened Redis hash: (field, value) pairs.
+type Fields = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn pairs(value: Option<Value>) -> Result<Fields, StorageError> {
     let items = into_array(value.ok_or(StorageError::Corrupt)?)?;
     let mut out = Vec::with_capacity(items.len() / 2);
     let mut it = items.into_iter();
@@ -271,7 +290,7 @@ fn pairs(value: Option<Value>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> 
     Ok(out)
 }
 
-fn parse_state(fields: Vec<(Vec<u8>, Vec<u8>)>) -> Result<SubjectState, StorageError> {
+fn parse_state(fields: Fields) -> Result<SubjectState, StorageError> {
     let mut state = SubjectState::default();
     for (k, v) in fields {
         let number = || -> Result<i64, StorageError> {

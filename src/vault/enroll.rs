@@ -26,7 +26,8 @@ pub struct Enrollment {
 impl Vault {
     pub async fn enroll(&self, tenant: &Tenant, cmd: EnrollCommand) -> Result<Enrollment, Error> {
         let now = now_unix_ms();
-        let opened = self.open_embedding(SealedFor::Enroll, tenant, &cmd.subject, &cmd.sealed, now)?;
+        let opened =
+            self.open_embedding(SealedFor::Enroll, tenant, &cmd.subject, &cmd.sealed, now)?;
         let keys = self.keyring.tenant(tenant)?;
         let subject_ref = keys.subject_ref(&cmd.subject);
 
@@ -34,8 +35,13 @@ impl Vault {
         // which is what makes a leaked template revocable.
         let salt = Zeroizing::new(random_bytes::<32>()?);
         let mut protected = Vec::new();
-        transform::protect(keys.transform_key(), &salt, opened.embedding.values(), &mut protected)
-            .map_err(|_| crate::domain::InvalidInput::ZeroVector)?;
+        transform::protect(
+            keys.transform_key(),
+            &salt,
+            opened.embedding.values(),
+            &mut protected,
+        )
+        .map_err(|_| crate::domain::InvalidInput::ZeroVector)?;
         let record = TemplateRecord {
             model: opened.model.id.as_str().to_owned(),
             salt: salt.to_vec(),
@@ -43,7 +49,12 @@ impl Vault {
             enrolled_at_unix_ms: now,
             consent: Some(ConsentRecord {
                 consent_id: cmd.consent.consent_id.clone(),
-                purposes: cmd.consent.purposes.iter().map(|p| p.as_str().to_owned()).collect(),
+                purposes: cmd
+                    .consent
+                    .purposes
+                    .iter()
+                    .map(|p| p.as_str().to_owned())
+                    .collect(),
                 granted_at_unix_ms: cmd.consent.granted_at_unix_ms,
                 method: cmd.consent.method.as_str().to_owned(),
                 notice_version: cmd.consent.notice_version.clone(),

@@ -26,11 +26,18 @@ pub const RECEIPT_CONTEXT: &[u8] = b"facevault/v1 receipt";
 impl Vault {
     /// Erases everything held for the subject now: templates (and with them their
     /// DEKs, salts and consents), counters, replay entries.
-    pub async fn delete_subject(&self, tenant: &Tenant, cmd: DeleteCommand) -> Result<ErasureTicket, Error> {
+    pub async fn delete_subject(
+        &self,
+        tenant: &Tenant,
+        cmd: DeleteCommand,
+    ) -> Result<ErasureTicket, Error> {
         let requested_at = now_unix_ms();
         let keys = self.keyring.tenant(tenant)?;
         let subject_ref = keys.subject_ref(&cmd.subject);
-        let held = self.store.erase_subject(&SubjectKeys::new(tenant, &subject_ref)).await?;
+        let held = self
+            .store
+            .erase_subject(&SubjectKeys::new(tenant, &subject_ref))
+            .await?;
         let completed_at = now_unix_ms();
         let ticket_id = random_id()?;
         let body = crate::proto::ReceiptBody {

@@ -15,7 +15,7 @@ use zeroize::Zeroizing;
 
 pub use enroll::{EnrollCommand, Enrollment};
 pub use erase::{DeleteCommand, ErasureTicket, RECEIPT_CONTEXT, timestamp};
-pub use verify::{VerifyCommand, Verification};
+pub use verify::{Verification, VerifyCommand};
 
 use crate::crypto::keyring::Keyring;
 use crate::crypto::sealing::{self, SealedFor, SealingKeys};
@@ -116,10 +116,17 @@ impl Vault {
         let aad = sealing::aad(op, tenant.as_str(), subject.as_str());
         let plaintext = self
             .sealing
-            .open(&sealed.suite, &sealed.key_id, &sealed.enc, &sealed.ciphertext, &aad, now_unix_ms)
+            .open(
+                &sealed.suite,
+                &sealed.key_id,
+                &sealed.enc,
+                &sealed.ciphertext,
+                &aad,
+                now_unix_ms,
+            )
             .map_err(EnvelopeRefusal::from)?;
-        let mut payload =
-            crate::proto::EmbeddingPayload::decode(plaintext.as_slice()).map_err(|_| EnvelopeRefusal::Payload)?;
+        let mut payload = crate::proto::EmbeddingPayload::decode(plaintext.as_slice())
+            .map_err(|_| EnvelopeRefusal::Payload)?;
         let values = Zeroizing::new(std::mem::take(&mut payload.values));
         let window = self.replay_window.as_millis() as i64;
         let skew = self.max_clock_skew.as_millis() as i64;

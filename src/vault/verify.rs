@@ -34,7 +34,8 @@ impl Vault {
     /// comparison in memory, one pipelined write (lockout counter + release).
     pub async fn verify(&self, tenant: &Tenant, cmd: VerifyCommand) -> Result<Verification, Error> {
         let now = now_unix_ms();
-        let opened = self.open_embedding(SealedFor::Verify, tenant, &cmd.subject, &cmd.sealed, now)?;
+        let opened =
+            self.open_embedding(SealedFor::Verify, tenant, &cmd.subject, &cmd.sealed, now)?;
         let keys = self.keyring.tenant(tenant)?;
         let subject_ref = keys.subject_ref(&cmd.subject);
         let subject_keys = SubjectKeys::new(tenant, &subject_ref);
@@ -53,18 +54,31 @@ impl Vault {
             VerifyBegin::Busy => return Err(Error::SubjectBusy),
             VerifyBegin::Ready(stored) => stored,
         };
-        let compared = self.compare(&keys, tenant, &subject_ref, stored, &opened, &cmd.purpose, now);
+        let compared = self.compare(
+            &keys,
+            tenant,
+            &subject_ref,
+            stored,
+            &opened,
+            &cmd.purpose,
+            now,
+        );
         let outcome = match &compared {
             Ok(best) if *best >= opened.model.threshold => VerifyOutcome::Matched,
             Ok(_) => VerifyOutcome::Failed,
             Err(_) => VerifyOutcome::NotCompared,
         };
-        self.store.verify_finish(&subject_keys, outcome, now).await?;
+        self.store
+            .verify_finish(&subject_keys, outcome, now)
+            .await?;
         let best = compared?;
         Ok(Verification {
             matched: outcome == VerifyOutcome::Matched,
             threshold: opened.model.threshold,
-            score: self.tenants_exposing_scores.contains(tenant).then_some(best),
+            score: self
+                .tenants_exposing_scores
+                .contains(tenant)
+                .then_some(best),
             subject_ref,
             audit_id: random_id()?,
         })
@@ -86,10 +100,11 @@ impl Vault {
         if stored.state.cancelled {
             return Err(Error::AccountCancelled);
         }
-        match self
-            .lockout
-            .state(stored.state.failures, stored.state.last_failure_unix_ms, now)
-        {
+        match self.lockout.state(
+            stored.state.failures,
+            stored.state.last_failure_unix_ms,
+            now,
+        ) {
             LockoutState::Open => {}
             LockoutState::Disabled => return Err(Error::TemplatesDisabled),
             LockoutState::LockedUntil(until) => {
@@ -109,7 +124,8 @@ impl Vault {
                 tracing::error!(%subject_ref, "stored template is not decodable");
                 Error::Integrity
             })?;
-            let record = envelope::open_template(keys, tenant, subject_ref, &template_id, sealed).map_err(|e| {
+            let record = envelope::open_template(keys, tenant, subject_ref, &template_id, sealed)
+                .map_err(|e| {
                 tracing::error!(%subject_ref, error = %e, "stored template failed to open");
                 Error::from(e)
             })?;
@@ -124,9 +140,18 @@ impl Vault {
             if !covered {
                 continue;
             }
-            let salt: [u8; 32] = record.salt.as_slice().try_into().map_err(|_| Error::Integrity)?;
-            transform::protect(keys.transform_key(), &salt, opened.embedding.values(), &mut probe)
-                .map_err(|_| InvalidInput::ZeroVector)?;
+            let salt: [u8; 32] = record
+                .salt
+                .as_slice()
+                .try_into()
+                .map_err(|_| Error::Integrity)?;
+            transform::protect(
+                keys.transform_key(),
+                &salt,
+                opened.embedding.values(),
+                &mut probe,
+            )
+            .map_err(|_| InvalidInput::ZeroVector)?;
             if probe.len() != record.protected.len() {
                 return Err(Error::Integrity);
             }

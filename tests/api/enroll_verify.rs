@@ -14,7 +14,10 @@ async fn genuine_probe_matches_and_impostor_does_not() {
     assert_eq!(enrolled.subject_ref.len(), 43);
     assert!(!enrolled.subject_ref.contains("alice"));
 
-    let genuine = app.verify(&mut client, "alice", &capture_of(&alice, 0.4, 2)).await.unwrap();
+    let genuine = app
+        .verify(&mut client, "alice", &capture_of(&alice, 0.4, 2))
+        .await
+        .unwrap();
     assert_eq!(genuine.decision(), Decision::Match);
     assert_eq!(genuine.threshold, THRESHOLD);
     assert!(genuine.score.unwrap() > 0.8, "{:?}", genuine.score);
@@ -47,9 +50,19 @@ async fn best_of_several_templates_wins_and_replace_drops_them() {
         .unwrap()
         .into_inner();
     assert_eq!(replaced.templates_held, 1);
-    let old = app.verify(&mut client, "bob", &capture_of(&captures[0], 0.3, 7)).await.unwrap();
-    assert_eq!(old.decision(), Decision::NoMatch, "replace must drop old templates");
-    let new = app.verify(&mut client, "bob", &capture_of(&fresh, 0.3, 8)).await.unwrap();
+    let old = app
+        .verify(&mut client, "bob", &capture_of(&captures[0], 0.3, 7))
+        .await
+        .unwrap();
+    assert_eq!(
+        old.decision(),
+        Decision::NoMatch,
+        "replace must drop old templates"
+    );
+    let new = app
+        .verify(&mut client, "bob", &capture_of(&fresh, 0.3, 8))
+        .await
+        .unwrap();
     assert_eq!(new.decision(), Decision::Match);
 }
 
@@ -60,7 +73,9 @@ async fn template_limit_is_enforced() {
     for seed in 0..5 {
         app.enroll(&mut client, "carol", &face(seed)).await;
     }
-    let sixth = client.enroll(app.enroll_request("carol", &face(9), &["login"], false)).await;
+    let sixth = client
+        .enroll(app.enroll_request("carol", &face(9), &["login"], false))
+        .await;
     assert_eq!(code(sixth), Code::FailedPrecondition);
 }
 
@@ -68,9 +83,20 @@ async fn template_limit_is_enforced() {
 async fn both_sealing_suites_work_end_to_end() {
     let app = spawn_app().await;
     let mut client = app.app_client().await;
-    for (subject, suite) in [("x-user", Suite::X25519Sha256Aes256Gcm), ("pq-user", Suite::XWingSha256Aes256Gcm)] {
+    for (subject, suite) in [
+        ("x-user", Suite::X25519Sha256Aes256Gcm),
+        ("pq-user", Suite::XWingSha256Aes256Gcm),
+    ] {
         let values = face(20);
-        let embedding = app.seal_with(suite, SealedFor::Enroll, "demo", subject, MODEL, &values, now_ms());
+        let embedding = app.seal_with(
+            suite,
+            SealedFor::Enroll,
+            "demo",
+            subject,
+            MODEL,
+            &values,
+            now_ms(),
+        );
         assert_eq!(embedding.suite, suite.as_str());
         client
             .enroll(proto::EnrollRequest {
@@ -81,7 +107,15 @@ async fn both_sealing_suites_work_end_to_end() {
             })
             .await
             .unwrap();
-        let probe = app.seal_with(suite, SealedFor::Verify, "demo", subject, MODEL, &capture_of(&values, 0.3, 21), now_ms());
+        let probe = app.seal_with(
+            suite,
+            SealedFor::Verify,
+            "demo",
+            subject,
+            MODEL,
+            &capture_of(&values, 0.3, 21),
+            now_ms(),
+        );
         let result = client
             .verify(proto::VerifyRequest {
                 subject_id: subject.to_owned(),
@@ -104,8 +138,16 @@ async fn sealing_keys_are_published_in_rfc9180_form() {
         .await
         .unwrap()
         .into_inner();
-    let x = keys.keys.iter().find(|k| k.suite == "x25519-sha256-aes256gcm").unwrap();
-    let w = keys.keys.iter().find(|k| k.suite == "xwing-sha256-aes256gcm").unwrap();
+    let x = keys
+        .keys
+        .iter()
+        .find(|k| k.suite == "x25519-sha256-aes256gcm")
+        .unwrap();
+    let w = keys
+        .keys
+        .iter()
+        .find(|k| k.suite == "xwing-sha256-aes256gcm")
+        .unwrap();
     assert_eq!(x.public_key.len(), 32);
     assert_eq!(w.public_key.len(), 1216);
     assert!(x.not_after.is_some());
@@ -147,7 +189,15 @@ async fn bad_input_is_refused_with_invalid_argument() {
         ("model not enrolled", good[..64].to_vec(), "other-64"),
     ];
     for (name, values, model) in cases {
-        let probe = app.seal_with(Suite::X25519Sha256Aes256Gcm, SealedFor::Verify, "demo", "erin", model, &values, now_ms());
+        let probe = app.seal_with(
+            Suite::X25519Sha256Aes256Gcm,
+            SealedFor::Verify,
+            "demo",
+            "erin",
+            model,
+            &values,
+            now_ms(),
+        );
         let result = client
             .verify(proto::VerifyRequest {
                 subject_id: "erin".to_owned(),
@@ -164,9 +214,15 @@ async fn bad_input_is_refused_with_invalid_argument() {
     };
     assert_eq!(code(client.enroll(no_consent).await), Code::InvalidArgument);
     let bad_purpose = app.enroll_request("erin", &good, &["Not A Purpose"], false);
-    assert_eq!(code(client.enroll(bad_purpose).await), Code::InvalidArgument);
+    assert_eq!(
+        code(client.enroll(bad_purpose).await),
+        Code::InvalidArgument
+    );
     let empty_subject = app.verify_request("", &good, "login");
-    assert_eq!(code(client.verify(empty_subject).await), Code::InvalidArgument);
+    assert_eq!(
+        code(client.verify(empty_subject).await),
+        Code::InvalidArgument
+    );
     let no_probe = proto::VerifyRequest {
         subject_id: "erin".to_owned(),
         probe: None,
@@ -175,7 +231,10 @@ async fn bad_input_is_refused_with_invalid_argument() {
     assert_eq!(code(client.verify(no_probe).await), Code::InvalidArgument);
 
     // None of these touched the lockout counter: a genuine probe still matches.
-    let ok = app.verify(&mut client, "erin", &capture_of(&good, 0.2, 41)).await.unwrap();
+    let ok = app
+        .verify(&mut client, "erin", &capture_of(&good, 0.2, 41))
+        .await
+        .unwrap();
     assert_eq!(ok.decision(), Decision::Match);
 }
 
@@ -183,7 +242,10 @@ async fn bad_input_is_refused_with_invalid_argument() {
 async fn unknown_subject_is_not_found() {
     let app = spawn_app().await;
     let mut client = app.app_client().await;
-    assert_eq!(code(app.verify(&mut client, "nobody", &face(1)).await), Code::NotFound);
+    assert_eq!(
+        code(app.verify(&mut client, "nobody", &face(1)).await),
+        Code::NotFound
+    );
 }
 
 #[tokio::test]
@@ -195,20 +257,36 @@ async fn lockout_after_five_failures_and_success_resets() {
 
     // Four failures, then a success: the count resets.
     for seed in 0..4 {
-        let r = app.verify(&mut client, "frank", &face(600 + seed)).await.unwrap();
+        let r = app
+            .verify(&mut client, "frank", &face(600 + seed))
+            .await
+            .unwrap();
         assert_eq!(r.decision(), Decision::NoMatch);
     }
-    let ok = app.verify(&mut client, "frank", &capture_of(&frank, 0.2, 51)).await.unwrap();
+    let ok = app
+        .verify(&mut client, "frank", &capture_of(&frank, 0.2, 51))
+        .await
+        .unwrap();
     assert_eq!(ok.decision(), Decision::Match);
 
     for seed in 0..5 {
-        let r = app.verify(&mut client, "frank", &face(700 + seed)).await.unwrap();
+        let r = app
+            .verify(&mut client, "frank", &face(700 + seed))
+            .await
+            .unwrap();
         assert_eq!(r.decision(), Decision::NoMatch);
     }
     // Locked: even the genuine face is refused now, and the refusal says when to retry.
-    let locked = app.verify(&mut client, "frank", &capture_of(&frank, 0.2, 52)).await.unwrap_err();
+    let locked = app
+        .verify(&mut client, "frank", &capture_of(&frank, 0.2, 52))
+        .await
+        .unwrap_err();
     assert_eq!(locked.code(), Code::ResourceExhausted);
-    assert!(locked.message().contains("retry after 30 s"), "{}", locked.message());
+    assert!(
+        locked.message().contains("retry after 30 s"),
+        "{}",
+        locked.message()
+    );
     assert!(!locked.message().contains("frank"));
 }
 
@@ -231,16 +309,27 @@ async fn fifty_failures_disable_until_reenrollment() {
         .query_async(&mut redis)
         .await
         .unwrap();
-    let disabled = app.verify(&mut client, "gina", &capture_of(&gina, 0.2, 61)).await;
+    let disabled = app
+        .verify(&mut client, "gina", &capture_of(&gina, 0.2, 61))
+        .await;
     assert_eq!(code(disabled), Code::ResourceExhausted);
-    let add = client.enroll(app.enroll_request("gina", &gina, &["login"], false)).await;
-    assert_eq!(code(add), Code::ResourceExhausted, "adding a template does not lift the disable");
+    let add = client
+        .enroll(app.enroll_request("gina", &gina, &["login"], false))
+        .await;
+    assert_eq!(
+        code(add),
+        Code::ResourceExhausted,
+        "adding a template does not lift the disable"
+    );
 
     client
         .enroll(app.enroll_request("gina", &gina, &["login"], true))
         .await
         .unwrap();
-    let ok = app.verify(&mut client, "gina", &capture_of(&gina, 0.2, 62)).await.unwrap();
+    let ok = app
+        .verify(&mut client, "gina", &capture_of(&gina, 0.2, 62))
+        .await
+        .unwrap();
     assert_eq!(ok.decision(), Decision::Match);
 }
 
@@ -270,5 +359,8 @@ async fn delete_subject_erases_everything() {
         .await
         .unwrap();
     assert!(keys.is_empty(), "left behind: {keys:?}");
-    assert_eq!(code(app.verify(&mut client, "henry", &values).await), Code::NotFound);
+    assert_eq!(
+        code(app.verify(&mut client, "henry", &values).await),
+        Code::NotFound
+    );
 }

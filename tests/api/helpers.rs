@@ -27,7 +27,7 @@ pub struct TestApp {
     pub redis: RedisServer,
     pub pki: DevPki,
     pub keys: KeyPaths,
-    pub dir: tempfile::TempDir,
+    _dir: tempfile::TempDir,
     pub targets: Vec<SealingTarget>,
     server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -118,16 +118,19 @@ expose_scores = true
     let server = tokio::spawn(app.run_until(async {
         let _ = stopped.await;
     }));
-    let public: PublicSealingKeys =
-        serde_json::from_slice(&std::fs::read(dir.path().join("keys").join(keyfiles::SEALING_PUBLIC_FILE)).unwrap())
-            .unwrap();
+    let public: PublicSealingKeys = serde_json::from_slice(
+        &std::fs::read(dir.path().join("keys").join(keyfiles::SEALING_PUBLIC_FILE)).unwrap(),
+    )
+    .unwrap();
     let targets = public
         .keys
         .iter()
         .map(|k| SealingTarget {
             key_id: k.key_id.clone(),
             suite: Suite::parse(&k.suite).unwrap(),
-            public_key: base64::engine::general_purpose::STANDARD.decode(&k.public_key).unwrap(),
+            public_key: base64::engine::general_purpose::STANDARD
+                .decode(&k.public_key)
+                .unwrap(),
         })
         .collect();
     let app = TestApp {
@@ -136,7 +139,7 @@ expose_scores = true
         redis,
         pki,
         keys,
-        dir,
+        _dir: dir,
         targets,
         server: Some(server),
         stop: Some(stop),
@@ -148,12 +151,20 @@ expose_scores = true
 impl TestApp {
     pub fn tls_config(&self, cert: &PathBuf, key: &PathBuf) -> ClientTlsConfig {
         ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(std::fs::read(&self.pki.ca_cert).unwrap()))
-            .identity(Identity::from_pem(std::fs::read(cert).unwrap(), std::fs::read(key).unwrap()))
+            .ca_certificate(Certificate::from_pem(
+                std::fs::read(&self.pki.ca_cert).unwrap(),
+            ))
+            .identity(Identity::from_pem(
+                std::fs::read(cert).unwrap(),
+                std::fs::read(key).unwrap(),
+            ))
             .domain_name("localhost")
     }
 
-    pub async fn channel_with(&self, tls: ClientTlsConfig) -> Result<Channel, tonic::transport::Error> {
+    pub async fn channel_with(
+        &self,
+        tls: ClientTlsConfig,
+    ) -> Result<Channel, tonic::transport::Error> {
         Channel::from_shared(format!("https://127.0.0.1:{}", self.port))
             .unwrap()
             .tls_config(tls)?
@@ -185,8 +196,22 @@ impl TestApp {
         self.targets.iter().find(|t| t.suite == suite).unwrap()
     }
 
-    pub fn seal(&self, op: SealedFor, tenant: &str, subject: &str, values: &[f32]) -> proto::SealedEmbedding {
-        self.seal_with(Suite::X25519Sha256Aes256Gcm, op, tenant, subject, MODEL, values, now_ms())
+    pub fn seal(
+        &self,
+        op: SealedFor,
+        tenant: &str,
+        subject: &str,
+        values: &[f32],
+    ) -> proto::SealedEmbedding {
+        self.seal_with(
+            Suite::X25519Sha256Aes256Gcm,
+            op,
+            tenant,
+            subject,
+            MODEL,
+            values,
+            now_ms(),
+        )
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -214,7 +239,13 @@ impl TestApp {
         .unwrap()
     }
 
-    pub fn enroll_request(&self, subject: &str, values: &[f32], purposes: &[&str], replace: bool) -> proto::EnrollRequest {
+    pub fn enroll_request(
+        &self,
+        subject: &str,
+        values: &[f32],
+        purposes: &[&str],
+        replace: bool,
+    ) -> proto::EnrollRequest {
         proto::EnrollRequest {
             subject_id: subject.to_owned(),
             embedding: Some(self.seal(SealedFor::Enroll, "demo", subject, values)),
@@ -223,7 +254,12 @@ impl TestApp {
         }
     }
 
-    pub fn verify_request(&self, subject: &str, values: &[f32], purpose: &str) -> proto::VerifyRequest {
+    pub fn verify_request(
+        &self,
+        subject: &str,
+        values: &[f32],
+        purpose: &str,
+    ) -> proto::VerifyRequest {
         proto::VerifyRequest {
             subject_id: subject.to_owned(),
             probe: Some(self.seal(SealedFor::Verify, "demo", subject, values)),
@@ -231,7 +267,12 @@ impl TestApp {
         }
     }
 
-    pub async fn enroll(&self, client: &mut FaceVaultClient<Channel>, subject: &str, values: &[f32]) -> proto::EnrollResponse {
+    pub async fn enroll(
+        &self,
+        client: &mut FaceVaultClient<Channel>,
+        subject: &str,
+        values: &[f32],
+    ) -> proto::EnrollResponse {
         client
             .enroll(self.enroll_request(subject, values, &["login"], false))
             .await
@@ -267,7 +308,9 @@ impl TestApp {
             .ok()?;
         let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
         client
-            .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
             .await
             .ok()
             .map(|r| r.into_inner().status)
@@ -275,7 +318,9 @@ impl TestApp {
 
     pub async fn wait_until_serving(&self) {
         for _ in 0..200 {
-            if self.health().await == Some(tonic_health::pb::health_check_response::ServingStatus::Serving as i32) {
+            if self.health().await
+                == Some(tonic_health::pb::health_check_response::ServingStatus::Serving as i32)
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
@@ -327,7 +372,9 @@ pub fn face(seed: u64) -> Vec<f32> {
 /// Another capture of the same face: `base` plus noise (cosine ≈ 0.9 for 0.4).
 pub fn capture_of(base: &[f32], noise: f32, seed: u64) -> Vec<f32> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    base.iter().map(|v| v + noise * gaussian(&mut rng)).collect()
+    base.iter()
+        .map(|v| v + noise * gaussian(&mut rng))
+        .collect()
 }
 
 fn gaussian(rng: &mut rand::rngs::StdRng) -> f32 {
