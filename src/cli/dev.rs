@@ -17,6 +17,7 @@ use crate::startup::Application;
 
 pub const DEV_MODEL: &str = "demo-512";
 pub const DEV_DIMENSION: usize = 512;
+const HEALTH_PROTO: &str = include_str!("../../proto/grpc/health/v1/health.proto");
 
 #[derive(Debug, clap::Args)]
 pub struct DevArgs {
@@ -43,6 +44,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         keyfiles::generate(&key_dir, 365)?;
     }
     write_samples(&dir.join("samples"))?;
+    // The plaintext health port serves no reflection; grpcurl needs the schema.
+    std::fs::write(dir.join("health.proto"), HEALTH_PROTO)?;
     let config_path = dir.join("facevault.toml");
     std::fs::write(&config_path, dev_config(&pki, &key_dir, &args))
         .with_context(|| format!("cannot write {}", config_path.display()))?;
@@ -183,7 +186,7 @@ fn banner(dir: &Path, args: &DevArgs, redis_url: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "  grpcurl -plaintext {} grpc.health.v1.Health/Check",
+        "  grpcurl -plaintext -import-path {d} -proto health.proto {} grpc.health.v1.Health/Check",
         args.health_listen
     );
     let _ = writeln!(
