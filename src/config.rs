@@ -31,7 +31,62 @@ pub struct Settings {
     #[serde(default)]
     pub tenants: BTreeMap<String, TenantSettings>,
     #[serde(default)]
+    pub deletion: DeletionSettings,
+    #[serde(default)]
+    pub compliance: ComplianceSettings,
+    #[serde(default)]
     pub logging: LoggingSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeletionSettings {
+    /// IANA time zone deciding which calendar day a request falls on.
+    pub time_zone: String,
+    /// Working days between an account cancellation and its erasure deadline.
+    pub working_days: u32,
+    /// TOML file extending or overriding the official holiday schedule.
+    pub holiday_file: Option<PathBuf>,
+    /// Delay before a cancellation is erased; must end 2 working days before the deadline.
+    pub grace_period_secs: u64,
+    /// Run the deletion worker in this process.
+    pub worker: bool,
+    /// How often the worker looks for due tickets.
+    pub poll_interval_ms: u64,
+    /// How long a worker's claim on a ticket lasts before another may take it.
+    pub claim_ttl_secs: u64,
+    /// Days completed tickets (and receipts) are kept; at least 180.
+    pub ticket_retention_days: u32,
+}
+
+impl Default for DeletionSettings {
+    fn default() -> Self {
+        Self {
+            time_zone: "Asia/Shanghai".to_owned(),
+            working_days: crate::domain::calendar::STATUTORY_WORKING_DAYS,
+            holiday_file: None,
+            grace_period_secs: 0,
+            worker: true,
+            poll_interval_ms: 1000,
+            claim_ttl_secs: 60,
+            ticket_retention_days: 180,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ComplianceSettings {
+    /// Subjects stored across the deployment at which filing with the regulator is due.
+    pub filing_threshold: u64,
+}
+
+impl Default for ComplianceSettings {
+    fn default() -> Self {
+        Self {
+            filing_threshold: 100_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -137,6 +192,9 @@ pub struct TenantSettings {
     /// Return the similarity score in VerifyResponse (off: scores help hill-climbing).
     #[serde(default)]
     pub expose_scores: bool,
+    /// Erase templates older than this many days (minimum necessary); none by default.
+    #[serde(default)]
+    pub max_template_age_days: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default, clap::ValueEnum)]
@@ -241,6 +299,9 @@ impl Settings {
         fix(&mut self.keys.transform_secret);
         fix(&mut self.keys.sealing_keys);
         fix(&mut self.keys.receipt_signing_key);
+        if let Some(p) = self.deletion.holiday_file.as_mut() {
+            fix(p);
+        }
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -302,6 +363,30 @@ impl Settings {
                 bail!("model {:?}: threshold must be in (0, 1)", m.id);
             }
         }
+        let d = &self.deletion;
+        if d.time_zone.parse::<chrono_tz::Tz>().is_err() {
+            bail!(
+                "deletion.time_zone {:?} is not an IANA time zone",
+                d.time_zone
+            );
+        }
+        if !(3..=60).contains(&d.working_days) {
+            bail!("deletion.working_days must be between 3 and 60 (the statute says 15)");
+        }
+        if d.ticket_retention_days < 180 {
+            bail!("deletion.ticket_retention_days must be at least 180");
+        }
+        if !(10..=60_000).contains(&d.poll_interval_ms) || !(5..=3600).contains(&d.claim_ttl_secs) {
+            bail!("deletion.poll_interval_ms must be 10-60000 and deletion.claim_ttl_secs 5-3600");
+        }
+        if self.compliance.filing_threshold == 0 {
+            bail!("compliance.filing_threshold must be positive");
+        }
+        for (name, t) in &self.tenants {
+            if t.max_template_age_days == Some(0) {
+                bail!("tenants.{name}.max_template_age_days must be positive");
+            }
+        }
         for name in self.tenants.keys() {
             Tenant::try_from(name.as_str())
                 .map_err(|_| anyhow::anyhow!("tenant name {name:?} must be [a-z0-9-]"))?;
@@ -330,10 +415,11 @@ impl Settings {
         }
     }
 
-    pub fn expose_scores(&self, tenant: &Tenant) -> bool {
-        self.tenants
-            .get(tenant.as_str())
-            .is_some_and(|t| t.expose_scores)
+    pub fn time_zone(&self) -> chrono_tz::Tz {
+        self.deletion
+            .time_zone
+            .parse()
+            .unwrap_or(crate::domain::calendar::DEFAULT_TIME_ZONE)
     }
 }
 

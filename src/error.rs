@@ -22,6 +22,8 @@ pub enum Error {
     PurposeNotConsented,
     #[error("no template is enrolled for this subject")]
     NoTemplate,
+    #[error("no deletion ticket with this id in your tenant")]
+    TicketNotFound,
     #[error("the subject's account is cancelled")]
     AccountCancelled,
     #[error("the subject already holds the maximum number of templates; enroll with replace")]

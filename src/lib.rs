@@ -16,6 +16,7 @@ pub mod startup;
 pub mod storage;
 pub mod telemetry;
 pub mod vault;
+pub mod worker;
 
 pub mod proto {
     #![allow(clippy::all)]

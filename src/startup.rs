@@ -15,6 +15,8 @@ use tonic_health::server::HealthReporter;
 use crate::config::Settings;
 use crate::crypto::keyfiles;
 use crate::domain::Tenant;
+use crate::domain::calendar::WorkingCalendar;
+use crate::domain::deletion::DeletionPolicy;
 use crate::grpc::audit_api::AuditLogApi;
 use crate::grpc::facevault_api::FaceVaultApi;
 use crate::grpc::tls::{self, IdentityPolicy, TlsFiles};
@@ -22,6 +24,7 @@ use crate::proto::audit_log_server::AuditLogServer;
 use crate::proto::face_vault_server::FaceVaultServer;
 use crate::storage::{RedisTls, Store};
 use crate::vault::{Vault, VaultSettings};
+use crate::worker::DeletionWorker;
 
 /// Largest gRPC message accepted: a sealed 4096-dimension embedding is ~17 KiB.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024;
@@ -33,6 +36,8 @@ pub struct Application {
     tls: Arc<rustls::ServerConfig>,
     identity: Arc<IdentityPolicy>,
     vault: Arc<Vault>,
+    /// Poll interval of the in-process deletion worker, when it runs.
+    deletion_worker: Option<Duration>,
     drain_timeout: Duration,
 }
 
@@ -68,6 +73,23 @@ impl Application {
                     .filter(|(_, t)| t.expose_scores)
                     .filter_map(|(name, _)| Tenant::try_from(name.as_str()).ok())
                     .collect(),
+                deletion_policy: deletion_policy(&settings)?,
+                ticket_retention: Duration::from_secs(
+                    u64::from(settings.deletion.ticket_retention_days) * 86_400,
+                ),
+                claim_ttl: Duration::from_secs(settings.deletion.claim_ttl_secs),
+                filing_threshold: settings.compliance.filing_threshold,
+                max_template_age: settings
+                    .tenants
+                    .iter()
+                    .filter_map(|(name, t)| {
+                        let days = t.max_template_age_days?;
+                        Some((
+                            Tenant::try_from(name.as_str()).ok()?,
+                            Duration::from_secs(u64::from(days) * 86_400),
+                        ))
+                    })
+                    .collect(),
             },
         );
         let listener = TcpListener::bind(settings.server.listen)
@@ -90,6 +112,10 @@ impl Application {
                 allow_cn_fallback: settings.server.allow_cn_fallback,
             }),
             vault: Arc::new(vault),
+            deletion_worker: settings
+                .deletion
+                .worker
+                .then(|| Duration::from_millis(settings.deletion.poll_interval_ms)),
             drain_timeout: Duration::from_secs(settings.server.drain_timeout_secs),
         })
     }
@@ -115,6 +141,9 @@ impl Application {
     ) -> anyhow::Result<()> {
         let (reporter, health_service) = tonic_health::server::health_reporter();
         let monitor = tokio::spawn(monitor_storage(self.vault.clone(), reporter));
+        let worker = self
+            .deletion_worker
+            .map(|poll| tokio::spawn(DeletionWorker::new(self.vault.clone(), poll).run()));
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -175,6 +204,9 @@ impl Application {
         };
         acceptor.abort();
         monitor.abort();
+        if let Some(worker) = worker {
+            worker.abort();
+        }
         if let Some(task) = health_task {
             task.abort();
         }
@@ -182,6 +214,36 @@ impl Application {
         tracing::info!("facevault stopped");
         Ok(())
     }
+}
+
+/// The statutory calendar and deletion policy; refuses a grace period that could
+/// end less than two working days before a deadline.
+fn deletion_policy(settings: &Settings) -> anyhow::Result<DeletionPolicy> {
+    let tz = settings.time_zone();
+    let calendar = match &settings.deletion.holiday_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read deletion.holiday_file {}", path.display()))?;
+            WorkingCalendar::with_overrides(tz, &text)
+                .with_context(|| format!("invalid holiday file {}", path.display()))?
+        }
+        None => WorkingCalendar::official(tz),
+    };
+    let now = chrono::Utc::now();
+    let policy = DeletionPolicy::new(
+        calendar,
+        settings.deletion.working_days,
+        Duration::from_secs(settings.deletion.grace_period_secs),
+        now,
+    )?;
+    let horizon = now.with_timezone(&tz).date_naive() + chrono::Days::new(60);
+    if !policy.calendar().has_published_data(horizon) {
+        tracing::warn!(
+            %horizon,
+            "no published holiday schedule within the next 60 days: deadlines there count Monday-Friday only (earliest, safest); add deletion.holiday_file"
+        );
+    }
+    Ok(policy)
 }
 
 /// Health follows Redis: without it nothing can be served safely, so probes see

@@ -1,6 +1,8 @@
 //! The one binary: `facevault serve | dev | keygen | seal`.
 
+mod deadline;
 mod dev;
+mod receipt;
 mod seal;
 
 use std::path::PathBuf;
@@ -51,6 +53,11 @@ enum Command {
     },
     /// Seal an embedding and print the complete JSON request body for grpcurl `-d @`.
     Seal(seal::SealArgs),
+    /// Print the statutory deletion deadline for a request instant.
+    Deadline(deadline::DeadlineArgs),
+    /// Deletion receipts.
+    #[command(subcommand)]
+    Receipt(receipt::ReceiptCommand),
 }
 
 pub async fn run() -> ExitCode {
@@ -63,6 +70,8 @@ pub async fn run() -> ExitCode {
             sealing_validity_days,
         } => keygen(dir, sealing_validity_days),
         Command::Seal(args) => seal::run(args),
+        Command::Deadline(args) => deadline::run(args),
+        Command::Receipt(command) => receipt::run(command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -88,6 +88,9 @@ struct SealingEntry {
 #[serde(rename_all = "camelCase")]
 pub struct PublicSealingKeys {
     pub keys: Vec<PublicSealingKey>,
+    /// Ed25519 key verifying deletion receipts (base64).
+    #[serde(default)]
+    pub receipt_verification_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -234,7 +237,9 @@ pub fn generate(dir: &Path, sealing_validity_days: i64) -> anyhow::Result<KeyPat
 
 /// `sealing-public.json`: what a client needs to seal, safe to share.
 pub fn write_public(path: &Path, material: &KeyMaterial) -> anyhow::Result<()> {
-    let keys = public_keys(&material.sealing, chrono::Utc::now().timestamp_millis());
+    use ring::signature::KeyPair as _;
+    let mut keys = public_keys(&material.sealing, chrono::Utc::now().timestamp_millis());
+    keys.receipt_verification_key = Some(B64.encode(material.receipt_signer.public_key().as_ref()));
     let json = serde_json::to_string_pretty(&keys)?;
     std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
@@ -253,6 +258,7 @@ pub fn public_keys(sealing: &SealingKeys, now_unix_ms: i64) -> PublicSealingKeys
                     .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
             })
             .collect(),
+        receipt_verification_key: None,
     }
 }
 

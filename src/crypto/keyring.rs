@@ -141,6 +141,20 @@ impl TenantKeys {
         SubjectRef(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref()))
     }
 
+    /// The ticket id of the subject's account cancellation: derived, so that a
+    /// repeated cancellation finds the same ticket without any index naming the
+    /// subject.
+    pub fn cancel_ticket_id(&self, subject: &SubjectRef) -> String {
+        let tag = hmac::sign(
+            &self.index,
+            format!("cancel-ticket|{}", subject.as_str()).as_bytes(),
+        );
+        format!(
+            "c{}",
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())[..22]
+        )
+    }
+
     pub fn active_kek(&self) -> (u32, &aead::LessSafeKey) {
         (
             self.active_kek_version,

@@ -4,6 +4,7 @@
 pub mod calendar;
 pub mod caller;
 pub mod consent;
+pub mod deletion;
 pub mod embedding;
 pub mod lockout;
 pub mod subject;

@@ -3,7 +3,9 @@
 
 use crate::domain::{Consent, ConsentMethod, InvalidInput, Purpose, SubjectId};
 use crate::proto;
-use crate::vault::{DeleteCommand, EnrollCommand, SealedEnvelope, VerifyCommand};
+use crate::vault::{
+    CancelCommand, DeleteCommand, EnrollCommand, SealedEnvelope, VerifyCommand, WithdrawCommand,
+};
 
 /// Upper bounds on envelope fields, far above legitimate sizes (X-Wing enc is
 /// 1120 bytes), so garbage is refused before any cryptography runs.
@@ -87,6 +89,37 @@ impl TryFrom<proto::DeleteSubjectRequest> for DeleteCommand {
     fn try_from(request: proto::DeleteSubjectRequest) -> Result<Self, Self::Error> {
         Ok(Self {
             subject: SubjectId::try_from(request.subject_id)?,
+        })
+    }
+}
+
+impl TryFrom<proto::WithdrawConsentRequest> for WithdrawCommand {
+    type Error = InvalidInput;
+
+    fn try_from(request: proto::WithdrawConsentRequest) -> Result<Self, Self::Error> {
+        let subject = SubjectId::try_from(request.subject_id)?;
+        if request.purposes.is_empty() || request.purposes.len() > Consent::MAX_PURPOSES {
+            return Err(InvalidInput::ConsentPurposes);
+        }
+        let purposes = request
+            .purposes
+            .iter()
+            .map(|p| Purpose::try_from(p.as_str()))
+            .collect::<Result<_, _>>()?;
+        Ok(Self { subject, purposes })
+    }
+}
+
+impl TryFrom<proto::CancelAccountRequest> for CancelCommand {
+    type Error = InvalidInput;
+
+    fn try_from(request: proto::CancelAccountRequest) -> Result<Self, Self::Error> {
+        if request.reason.chars().count() > 256 || request.reason.chars().any(char::is_control) {
+            return Err(InvalidInput::Reason);
+        }
+        Ok(Self {
+            subject: SubjectId::try_from(request.subject_id)?,
+            reason: request.reason,
         })
     }
 }

@@ -10,7 +10,10 @@ use crate::domain::Role;
 use crate::error::Error;
 use crate::proto::face_vault_server::FaceVault;
 use crate::proto::{self, DeletionState};
-use crate::vault::{DeleteCommand, EnrollCommand, Vault, VerifyCommand, now_unix_ms};
+use crate::vault::{
+    CancelCommand, DeleteCommand, EnrollCommand, Ticket, Vault, VerifyCommand, WithdrawCommand,
+    now_unix_ms, timestamp,
+};
 
 pub struct FaceVaultApi {
     vault: Arc<Vault>,
@@ -38,7 +41,7 @@ impl FaceVault for FaceVaultApi {
                 key_id: k.key_id.clone(),
                 suite: k.suite.as_str().to_owned(),
                 public_key: k.public_key.clone(),
-                not_after: Some(crate::vault::timestamp(k.not_after_unix_ms)),
+                not_after: Some(timestamp(k.not_after_unix_ms)),
             })
             .collect();
         Ok(Response::new(proto::GetSealingKeysResponse {
@@ -58,7 +61,7 @@ impl FaceVault for FaceVaultApi {
             subject_ref: enrolled.subject_ref.to_string(),
             template_id: enrolled.template_id,
             templates_held: enrolled.templates_held,
-            expires_at: None,
+            expires_at: enrolled.expires_at_unix_ms.map(timestamp),
         }))
     }
 
@@ -89,57 +92,73 @@ impl FaceVault for FaceVaultApi {
         let caller = require(&request, Role::App)?;
         let command = DeleteCommand::try_from(request.into_inner()).map_err(Error::from)?;
         let ticket = self.vault.delete_subject(&caller.tenant, command).await?;
-        Ok(Response::new(proto::DeletionTicket {
-            ticket_id: ticket.ticket_id,
-            subject_ref: ticket.subject_ref.to_string(),
-            state: if ticket.completed_at_unix_ms.is_some() {
-                DeletionState::Completed
-            } else {
-                DeletionState::Pending
-            }
-            .into(),
-            requested_at: Some(crate::vault::timestamp(ticket.requested_at_unix_ms)),
-            deadline: Some(crate::vault::timestamp(ticket.deadline_unix_ms)),
-            completed_at: ticket.completed_at_unix_ms.map(crate::vault::timestamp),
-            receipt: ticket.receipt,
-        }))
+        Ok(Response::new(ticket_to_proto(ticket)))
     }
 
     async fn withdraw_consent(
         &self,
         request: Request<proto::WithdrawConsentRequest>,
     ) -> Result<Response<proto::DeletionTicket>, Status> {
-        require(&request, Role::App)?;
-        Err(Status::unimplemented(
-            "WithdrawConsent is not available yet",
-        ))
+        let caller = require(&request, Role::App)?;
+        let command = WithdrawCommand::try_from(request.into_inner()).map_err(Error::from)?;
+        let ticket = self.vault.withdraw_consent(&caller.tenant, command).await?;
+        Ok(Response::new(ticket_to_proto(ticket)))
     }
 
     async fn cancel_account(
         &self,
         request: Request<proto::CancelAccountRequest>,
     ) -> Result<Response<proto::DeletionTicket>, Status> {
-        require(&request, Role::App)?;
-        Err(Status::unimplemented("CancelAccount is not available yet"))
+        let caller = require(&request, Role::App)?;
+        let command = CancelCommand::try_from(request.into_inner()).map_err(Error::from)?;
+        let ticket = self.vault.cancel_account(&caller.tenant, command).await?;
+        Ok(Response::new(ticket_to_proto(ticket)))
     }
 
     async fn get_deletion_ticket(
         &self,
         request: Request<proto::GetDeletionTicketRequest>,
     ) -> Result<Response<proto::DeletionTicket>, Status> {
-        require(&request, Role::App)?;
-        Err(Status::unimplemented(
-            "GetDeletionTicket is not available yet",
-        ))
+        let caller = require(&request, Role::App)?;
+        let ticket = self
+            .vault
+            .deletion_ticket(&caller.tenant, &request.get_ref().ticket_id)
+            .await?;
+        Ok(Response::new(ticket_to_proto(ticket)))
     }
 
     async fn get_compliance_report(
         &self,
         request: Request<proto::GetComplianceReportRequest>,
     ) -> Result<Response<proto::ComplianceReport>, Status> {
-        require(&request, Role::App)?;
-        Err(Status::unimplemented(
-            "GetComplianceReport is not available yet",
-        ))
+        let caller = require(&request, Role::App)?;
+        let report = self.vault.compliance_report(&caller.tenant).await?;
+        Ok(Response::new(proto::ComplianceReport {
+            tenant_subjects: report.tenant_subjects,
+            total_subjects: report.total_subjects,
+            filing_threshold: report.filing_threshold,
+            filing_required: report.filing_required,
+            deletions_pending: report.deletions_pending,
+            deletions_overdue: report.deletions_overdue,
+            oldest_pending_deadline: report.oldest_pending_deadline_unix_ms.map(timestamp),
+            consents_by_purpose: report.consents_by_purpose.into_iter().collect(),
+        }))
+    }
+}
+
+fn ticket_to_proto(ticket: Ticket) -> proto::DeletionTicket {
+    let state = if ticket.completed_at_unix_ms.is_some() {
+        DeletionState::Completed
+    } else {
+        DeletionState::Pending
+    };
+    proto::DeletionTicket {
+        ticket_id: ticket.ticket_id,
+        subject_ref: ticket.subject_ref,
+        state: state.into(),
+        requested_at: Some(timestamp(ticket.requested_at_unix_ms)),
+        deadline: Some(timestamp(ticket.deadline_unix_ms)),
+        completed_at: ticket.completed_at_unix_ms.map(timestamp),
+        receipt: ticket.receipt,
     }
 }

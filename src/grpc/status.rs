@@ -30,6 +30,7 @@ pub fn code_of(error: &Error) -> Code {
         Error::WrongRole => Code::PermissionDenied,
         Error::PurposeNotConsented => Code::PermissionDenied,
         Error::NoTemplate => Code::NotFound,
+        Error::TicketNotFound => Code::NotFound,
         Error::AccountCancelled => Code::FailedPrecondition,
         Error::TemplateLimit => Code::FailedPrecondition,
         Error::LockedOut { .. } => Code::ResourceExhausted,

@@ -2,9 +2,12 @@
 //! digest (see `keys`). Every call has a deadline; past it, or with Redis down, the
 //! caller gets `StorageError::Unavailable` and fails closed.
 
+pub mod deletions;
 pub mod keys;
+pub mod ledger;
 mod scripts;
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -34,12 +37,23 @@ pub struct RedisTls {
     pub client_key_pem: Option<Vec<u8>>,
 }
 
+static VERIFY_BEGIN: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::VERIFY_BEGIN));
+static ENROLL: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::ENROLL));
+static CANCEL: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::CANCEL));
+static REWRITE: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::REWRITE));
+
 #[derive(Clone)]
 pub struct Store {
     conn: ConnectionManager,
     timeout: Duration,
-    verify_begin: Script,
-    enroll: Script,
+}
+
+/// One stored template to change atomically: its id, the bytes read, and the
+/// replacement (None erases it).
+pub struct TemplateChange {
+    pub template_id: String,
+    pub expected: Vec<u8>,
+    pub replacement: Option<Vec<u8>>,
 }
 
 /// The subject's counters and flags as read at the start of a call.
@@ -120,12 +134,7 @@ impl Store {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Self {
-            conn,
-            timeout,
-            verify_begin: Script::new(scripts::VERIFY_BEGIN),
-            enroll: Script::new(scripts::ENROLL),
-        })
+        Ok(Self { conn, timeout })
     }
 
     async fn deadline<T>(
@@ -156,7 +165,7 @@ impl Store {
         inflight_ttl: Duration,
     ) -> Result<VerifyBegin, StorageError> {
         let mut conn = self.conn.clone();
-        let mut invocation = self.verify_begin.prepare_invoke();
+        let mut invocation = VERIFY_BEGIN.prepare_invoke();
         invocation
             .key(&keys.templates)
             .key(&keys.state)
@@ -216,7 +225,7 @@ impl Store {
         write: EnrollWrite<'_>,
     ) -> Result<EnrollOutcome, StorageError> {
         let mut conn = self.conn.clone();
-        let mut invocation = self.enroll.prepare_invoke();
+        let mut invocation = ENROLL.prepare_invoke();
         invocation
             .key(&keys.templates)
             .key(&keys.state)
@@ -246,16 +255,74 @@ impl Store {
         }
     }
 
-    /// Erases every key of the subject. Returns how many templates were held.
-    pub async fn erase_subject(&self, keys: &SubjectKeys) -> Result<u64, StorageError> {
+    /// Erases every key of the subject. Returns the ids of the templates it held.
+    pub async fn erase_subject(&self, keys: &SubjectKeys) -> Result<Vec<String>, StorageError> {
         let mut pipe = redis::pipe();
         pipe.atomic()
-            .hlen(&keys.templates)
+            .hkeys(&keys.templates)
             .del(&keys.all()[..])
             .ignore();
         let mut conn = self.conn.clone();
-        let (held,): (u64,) = self.deadline(pipe.query_async(&mut conn)).await?;
+        let (held,): (Vec<String>,) = self.deadline(pipe.query_async(&mut conn)).await?;
         Ok(held)
+    }
+}
+
+impl Store {
+    /// Freezes the subject for cancellation. Returns the ticket id in force (an
+    /// earlier cancellation's, if any) and the number of templates held.
+    pub async fn cancel_subject(
+        &self,
+        keys: &SubjectKeys,
+        ticket_id: &str,
+    ) -> Result<(String, u64), StorageError> {
+        let mut invocation = CANCEL.prepare_invoke();
+        invocation
+            .key(&keys.templates)
+            .key(&keys.state)
+            .arg(ticket_id);
+        let mut conn = self.conn.clone();
+        let (in_force, held): (String, u64) =
+            self.deadline(invocation.invoke_async(&mut conn)).await?;
+        Ok((in_force, held))
+    }
+
+    /// The subject's state and templates, for rewriting them.
+    pub async fn read_subject(&self, keys: &SubjectKeys) -> Result<StoredTemplates, StorageError> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("HGETALL")
+            .arg(&keys.state)
+            .cmd("HGETALL")
+            .arg(&keys.templates);
+        let mut conn = self.conn.clone();
+        let (state, templates): (Value, Value) = self.deadline(pipe.query_async(&mut conn)).await?;
+        Ok(StoredTemplates {
+            state: parse_state(pairs(Some(state))?)?,
+            templates: pairs(Some(templates))?
+                .into_iter()
+                .map(|(k, v)| Ok((String::from_utf8(k).map_err(|_| StorageError::Corrupt)?, v)))
+                .collect::<Result<_, StorageError>>()?,
+        })
+    }
+
+    /// Applies the changes atomically if no template changed meanwhile. Returns the
+    /// number of templates held afterwards, or None on a conflict (read again).
+    pub async fn rewrite_templates(
+        &self,
+        keys: &SubjectKeys,
+        changes: &[TemplateChange],
+    ) -> Result<Option<u64>, StorageError> {
+        let mut invocation = REWRITE.prepare_invoke();
+        invocation.key(&keys.templates);
+        for c in changes {
+            invocation
+                .arg(&c.template_id)
+                .arg(&c.expected)
+                .arg(c.replacement.as_deref().unwrap_or(&[]));
+        }
+        let mut conn = self.conn.clone();
+        let held: i64 = self.deadline(invocation.invoke_async(&mut conn)).await?;
+        Ok(u64::try_from(held).ok())
     }
 }
 

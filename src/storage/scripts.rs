@@ -5,7 +5,12 @@
 /// ARGV: now_ms, envelope digest, replay expiry ms, in-flight TTL ms.
 /// Marks the envelope as seen, claims the subject's single in-flight slot, and
 /// returns {"ok", state fields, templates} — or {"replayed"} / {"busy"}.
+/// A subject without templates gets nothing written: probing unknown or erased
+/// subjects must not leave keys behind.
 pub const VERIFY_BEGIN: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {'ok', redis.call('HGETALL', KEYS[2]), {}}
+end
 local now = tonumber(ARGV[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
 if redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[2]) == 0 then
@@ -46,4 +51,32 @@ else
 end
 redis.call('HSET', KEYS[1], ARGV[7], ARGV[8])
 return {'ok', redis.call('HLEN', KEYS[1])}
+"#;
+
+/// KEYS: templates, state. ARGV: ticket id.
+/// Marks the subject cancelled (unusable at once) unless it already is; returns
+/// {ticket id in force, templates held}.
+pub const CANCEL: &str = r#"
+redis.call('HSETNX', KEYS[2], 'cancelled', ARGV[1])
+return {redis.call('HGET', KEYS[2], 'cancelled'), redis.call('HLEN', KEYS[1])}
+"#;
+
+/// KEYS: templates. ARGV: triples of (template id, expected sealed bytes, new
+/// sealed bytes or "" to delete). Applies all only if every template still holds
+/// the expected bytes (compare-and-set against a concurrent enrollment); returns
+/// the number held afterwards, or -1 on conflict.
+pub const REWRITE: &str = r#"
+for i = 1, #ARGV, 3 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) ~= ARGV[i + 1] then
+    return -1
+  end
+end
+for i = 1, #ARGV, 3 do
+  if ARGV[i + 2] == '' then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 2])
+  end
+end
+return redis.call('HLEN', KEYS[1])
 "#;

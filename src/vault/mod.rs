@@ -2,23 +2,30 @@
 //! domain rules, the crypto and the store. Transport-agnostic: gRPC handlers parse
 //! requests into the commands below and map `Error` to status codes.
 
+mod compliance;
 mod enroll;
-mod erase;
+mod lifecycle;
 mod verify;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message as _;
 use ring::signature::Ed25519KeyPair;
 use zeroize::Zeroizing;
 
+pub use compliance::ComplianceReport;
 pub use enroll::{EnrollCommand, Enrollment};
-pub use erase::{DeleteCommand, ErasureTicket, RECEIPT_CONTEXT, timestamp};
+pub use lifecycle::{
+    CancelCommand, DeleteCommand, RECEIPT_CONTEXT, Ticket, WithdrawCommand, is_valid_ticket_id,
+    timestamp, verify_receipt,
+};
 pub use verify::{Verification, VerifyCommand};
 
 use crate::crypto::keyring::Keyring;
 use crate::crypto::sealing::{self, SealedFor, SealingKeys};
+use crate::domain::deletion::DeletionPolicy;
 use crate::domain::{Embedding, EmbeddingModel, LockoutPolicy, SubjectId, Tenant};
 use crate::error::{EnvelopeRefusal, Error};
 use crate::storage::Store;
@@ -39,6 +46,22 @@ pub struct VaultSettings {
     pub replay_window: Duration,
     pub max_clock_skew: Duration,
     pub tenants_exposing_scores: Vec<Tenant>,
+    pub deletion_policy: DeletionPolicy,
+    pub ticket_retention: Duration,
+    pub claim_ttl: Duration,
+    pub filing_threshold: u64,
+    pub max_template_age: Vec<(Tenant, Duration)>,
+}
+
+/// What erasure and compliance need.
+struct Lifecycle {
+    policy: DeletionPolicy,
+    ticket_retention_ms: i64,
+    claim_ttl_ms: i64,
+    filing_threshold: u64,
+    max_template_age: Vec<(Tenant, Duration)>,
+    /// Wakes the local deletion worker when a ticket is queued.
+    wake: Arc<tokio::sync::Notify>,
 }
 
 pub struct Vault {
@@ -52,6 +75,7 @@ pub struct Vault {
     replay_window: Duration,
     max_clock_skew: Duration,
     tenants_exposing_scores: Vec<Tenant>,
+    lifecycle: Lifecycle,
 }
 
 /// An opened, checked embedding and the model it belongs to.
@@ -86,7 +110,32 @@ impl Vault {
             replay_window: settings.replay_window,
             max_clock_skew: settings.max_clock_skew,
             tenants_exposing_scores: settings.tenants_exposing_scores,
+            lifecycle: Lifecycle {
+                policy: settings.deletion_policy,
+                ticket_retention_ms: settings.ticket_retention.as_millis() as i64,
+                claim_ttl_ms: settings.claim_ttl.as_millis() as i64,
+                filing_threshold: settings.filing_threshold,
+                max_template_age: settings.max_template_age,
+                wake: Arc::new(tokio::sync::Notify::new()),
+            },
         }
+    }
+
+    /// Notified when a deletion ticket is queued.
+    pub fn deletion_wakeup(&self) -> Arc<tokio::sync::Notify> {
+        self.lifecycle.wake.clone()
+    }
+
+    pub fn deletion_policy(&self) -> &DeletionPolicy {
+        &self.lifecycle.policy
+    }
+
+    fn max_template_age(&self, tenant: &Tenant) -> Option<Duration> {
+        self.lifecycle
+            .max_template_age
+            .iter()
+            .find(|(t, _)| t == tenant)
+            .map(|(_, age)| *age)
     }
 
     pub fn sealing_keys(&self) -> &SealingKeys {

@@ -71,7 +71,19 @@ impl Vault {
         self.store
             .verify_finish(&subject_keys, outcome, now)
             .await?;
-        let best = compared?;
+        let best = match compared {
+            // Off the hot path: an erased cancelled account still answers "cancelled".
+            Err(Error::NoTemplate)
+                if self
+                    .store
+                    .ticket(tenant.as_str(), &keys.cancel_ticket_id(&subject_ref))
+                    .await?
+                    .is_some() =>
+            {
+                return Err(Error::AccountCancelled);
+            }
+            other => other?,
+        };
         Ok(Verification {
             matched: outcome == VerifyOutcome::Matched,
             threshold: opened.model.threshold,

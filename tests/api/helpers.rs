@@ -27,14 +27,45 @@ pub struct TestApp {
     pub redis: RedisServer,
     pub pki: DevPki,
     pub keys: KeyPaths,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     pub targets: Vec<SealingTarget>,
-    server: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+    server: Option<ServerHandle>,
+    options: AppOptions,
+}
+
+/// One running facevault process-equivalent (several may share one Redis).
+pub struct ServerHandle {
+    pub port: u16,
+    pub health_port: u16,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
+impl ServerHandle {
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+#[derive(Clone)]
 pub struct AppOptions {
+    /// TOML appended to the config (sections other than [tenants.demo]).
     pub extra_config: String,
+    /// Body of the [tenants.demo] section.
+    pub demo_tenant: String,
     pub redis_timeout_ms: u64,
 }
 
@@ -42,6 +73,7 @@ impl Default for AppOptions {
     fn default() -> Self {
         Self {
             extra_config: String::new(),
+            demo_tenant: "expose_scores = true".to_owned(),
             redis_timeout_ms: 500,
         }
     }
@@ -58,8 +90,45 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
     let dir = tempfile::tempdir().unwrap();
     let pki = DevPki::ensure(&dir.path().join("pki"), DEV_TRUST_DOMAIN, &[]).unwrap();
     let keys = keyfiles::generate(&dir.path().join("keys"), 30).unwrap();
-    let config = format!(
-        r#"
+    let public: PublicSealingKeys = serde_json::from_slice(
+        &std::fs::read(dir.path().join("keys").join(keyfiles::SEALING_PUBLIC_FILE)).unwrap(),
+    )
+    .unwrap();
+    let targets = public
+        .keys
+        .iter()
+        .map(|k| SealingTarget {
+            key_id: k.key_id.clone(),
+            suite: Suite::parse(&k.suite).unwrap(),
+            public_key: base64::engine::general_purpose::STANDARD
+                .decode(&k.public_key)
+                .unwrap(),
+        })
+        .collect();
+    let mut app = TestApp {
+        port: 0,
+        health_port: 0,
+        redis,
+        pki,
+        keys,
+        dir,
+        targets,
+        server: None,
+        options,
+    };
+    let server = app.start_server(&app.options.extra_config.clone()).await;
+    app.port = server.port;
+    app.health_port = server.health_port;
+    app.server = Some(server);
+    app.wait_until_serving().await;
+    app
+}
+
+impl TestApp {
+    /// The config a server of this app runs with, plus `extra` TOML.
+    pub fn config_text(&self, extra: &str) -> String {
+        format!(
+            r#"
 [server]
 listen = "127.0.0.1:0"
 health_listen = "127.0.0.1:0"
@@ -92,63 +161,71 @@ dimension = 64
 threshold = 0.5
 
 [tenants.demo]
-expose_scores = true
+{demo}
 
 {extra}
 "#,
-        td = DEV_TRUST_DOMAIN,
-        cert = pki.server_cert.display(),
-        key = pki.server_key.display(),
-        ca = pki.ca_cert.display(),
-        keyring = keys.keyring.display(),
-        transform = keys.transform_secret.display(),
-        sealing = keys.sealing_keys.display(),
-        receipt = keys.receipt_signing_key.display(),
-        redis = redis.url(),
-        timeout = options.redis_timeout_ms,
-        extra = options.extra_config,
-    );
-    let config_path = dir.path().join("facevault.toml");
-    std::fs::write(&config_path, config).unwrap();
-    let settings = Settings::load(&config_path, &Overrides::default()).unwrap();
-    let app = Application::build(settings).await.unwrap();
-    let port = app.port();
-    let health_port = app.health_port().unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(app.run_until(async {
-        let _ = stopped.await;
-    }));
-    let public: PublicSealingKeys = serde_json::from_slice(
-        &std::fs::read(dir.path().join("keys").join(keyfiles::SEALING_PUBLIC_FILE)).unwrap(),
-    )
-    .unwrap();
-    let targets = public
-        .keys
-        .iter()
-        .map(|k| SealingTarget {
-            key_id: k.key_id.clone(),
-            suite: Suite::parse(&k.suite).unwrap(),
-            public_key: base64::engine::general_purpose::STANDARD
-                .decode(&k.public_key)
-                .unwrap(),
-        })
-        .collect();
-    let app = TestApp {
-        port,
-        health_port,
-        redis,
-        pki,
-        keys,
-        _dir: dir,
-        targets,
-        server: Some(server),
-        stop: Some(stop),
-    };
-    app.wait_until_serving().await;
-    app
-}
+            demo = self.options.demo_tenant,
+            td = DEV_TRUST_DOMAIN,
+            cert = self.pki.server_cert.display(),
+            key = self.pki.server_key.display(),
+            ca = self.pki.ca_cert.display(),
+            keyring = self.keys.keyring.display(),
+            transform = self.keys.transform_secret.display(),
+            sealing = self.keys.sealing_keys.display(),
+            receipt = self.keys.receipt_signing_key.display(),
+            redis = self.redis.url(),
+            timeout = self.options.redis_timeout_ms,
+        )
+    }
 
-impl TestApp {
+    /// Builds an application from this app's keys, PKI and Redis with `extra` TOML.
+    pub async fn build_server(&self, extra: &str) -> anyhow::Result<Application> {
+        let path = self
+            .dir
+            .path()
+            .join(format!("facevault-{}.toml", rand::random::<u32>()));
+        std::fs::write(&path, self.config_text(extra)).unwrap();
+        let settings = Settings::load(&path, &Overrides::default())?;
+        Application::build(settings).await
+    }
+
+    /// Starts another server sharing this app's Redis and keys.
+    pub async fn start_server(&self, extra: &str) -> ServerHandle {
+        let app = self.build_server(extra).await.unwrap();
+        let port = app.port();
+        let health_port = app.health_port().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(app.run_until(async {
+            let _ = stopped.await;
+        }));
+        ServerHandle {
+            port,
+            health_port,
+            task: Some(task),
+            stop: Some(stop),
+        }
+    }
+
+    /// Stops the primary server (the app's clients then fail to connect).
+    pub async fn stop_server(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.stop().await;
+        }
+    }
+
+    /// A client of tenant demo, role app, for another server of this app.
+    pub async fn app_client_for(&self, server: &ServerHandle) -> FaceVaultClient<Channel> {
+        let tls = self.tls_config(&self.pki.app.0, &self.pki.app.1);
+        let channel = Channel::from_shared(format!("https://127.0.0.1:{}", server.port))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        FaceVaultClient::new(channel)
+    }
     pub fn tls_config(&self, cert: &PathBuf, key: &PathBuf) -> ClientTlsConfig {
         ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(
@@ -329,20 +406,7 @@ impl TestApp {
     }
 
     pub async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(server) = self.server.take() {
-            server.await.unwrap().unwrap();
-        }
-    }
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            server.abort();
-        }
+        self.stop_server().await;
     }
 }
 

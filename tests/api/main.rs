@@ -3,6 +3,7 @@
 mod enroll_verify;
 mod envelope;
 mod helpers;
+mod lifecycle;
 mod mtls;
 mod outage;
 mod storage_at_rest;

@@ -1,0 +1,213 @@
+//! Deletion rules: when an erasure is due, by when it must be done, and which
+//! grace periods are lawful. Pure: the caller passes the instant.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::calendar::{CalendarError, WorkingCalendar};
+
+/// Why a subject's data is erased.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeletionKind {
+    /// `DeleteSubject`: erased at once.
+    Delete,
+    /// `WithdrawConsent`: templates no purpose covers any more, erased at once.
+    Withdraw,
+    /// `CancelAccount`: unusable at once, erased by the statutory deadline.
+    Cancel,
+    /// The tenant's maximum template age was reached.
+    Retention,
+}
+
+impl DeletionKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delete => "delete",
+            Self::Withdraw => "withdraw",
+            Self::Cancel => "cancel",
+            Self::Retention => "retention",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        [Self::Delete, Self::Withdraw, Self::Cancel, Self::Retention]
+            .into_iter()
+            .find(|k| k.as_str() == value)
+    }
+}
+
+/// When an account cancellation is erased and by when it must be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    pub due: DateTime<Utc>,
+    pub deadline: DateTime<Utc>,
+    /// Years counted with the Monday–Friday fallback (no published schedule).
+    pub fallback_years: Vec<i32>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeletionPolicy {
+    calendar: WorkingCalendar,
+    working_days: u32,
+    grace: Duration,
+}
+
+/// Working days that must remain between the end of a grace period and the
+/// statutory deadline, so an erasure that fails once still has time to be retried.
+pub const GRACE_MARGIN_WORKING_DAYS: u32 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeletionPolicyError {
+    #[error(transparent)]
+    Calendar(#[from] CalendarError),
+    #[error(
+        "the deletion grace period must end at least {GRACE_MARGIN_WORKING_DAYS} working days before the \
+         {working_days}-working-day deadline; a request on {day} would not (shorten deletion.grace_period_secs)"
+    )]
+    GraceTooLong {
+        working_days: u32,
+        day: chrono::NaiveDate,
+    },
+    #[error("deletion.working_days must be greater than {GRACE_MARGIN_WORKING_DAYS}")]
+    TooFewWorkingDays,
+}
+
+impl DeletionPolicy {
+    /// Checks the grace period against every request day of the coming year (the
+    /// calendar's holidays make some deadlines much closer than others).
+    pub fn new(
+        calendar: WorkingCalendar,
+        working_days: u32,
+        grace: Duration,
+        today: DateTime<Utc>,
+    ) -> Result<Self, DeletionPolicyError> {
+        if working_days <= GRACE_MARGIN_WORKING_DAYS {
+            return Err(DeletionPolicyError::TooFewWorkingDays);
+        }
+        let policy = Self {
+            calendar,
+            working_days,
+            grace,
+        };
+        if !grace.is_zero() {
+            let grace = chrono::Duration::from_std(grace).map_err(|_| CalendarError::OutOfRange)?;
+            let tz = policy.calendar.time_zone();
+            let first = today.with_timezone(&tz).date_naive();
+            for offset in 0..=366 {
+                let day = first + chrono::Days::new(offset);
+                // The latest instant of the day leaves the least time.
+                let Some(latest) = day
+                    .and_hms_opt(23, 59, 59)
+                    .and_then(|t| t.and_local_timezone(tz).latest())
+                else {
+                    continue;
+                };
+                let requested_at = latest.with_timezone(&Utc);
+                let limit = policy
+                    .calendar
+                    .deadline(requested_at, working_days - GRACE_MARGIN_WORKING_DAYS)?;
+                if requested_at + grace > limit.at {
+                    return Err(DeletionPolicyError::GraceTooLong { working_days, day });
+                }
+            }
+        }
+        Ok(policy)
+    }
+
+    pub fn calendar(&self) -> &WorkingCalendar {
+        &self.calendar
+    }
+
+    pub fn working_days(&self) -> u32 {
+        self.working_days
+    }
+
+    pub fn schedule(&self, requested_at: DateTime<Utc>) -> Result<Schedule, CalendarError> {
+        let deadline = self.calendar.deadline(requested_at, self.working_days)?;
+        let grace =
+            chrono::Duration::from_std(self.grace).map_err(|_| CalendarError::OutOfRange)?;
+        Ok(Schedule {
+            due: requested_at + grace,
+            deadline: deadline.at,
+            fallback_years: deadline.fallback_years,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone as _;
+
+    use super::*;
+    use crate::domain::calendar::DEFAULT_TIME_ZONE;
+
+    fn shanghai(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
+        DEFAULT_TIME_ZONE
+            .with_ymd_and_hms(y, m, d, h, min, 0)
+            .single()
+            .unwrap()
+            .with_timezone(&Utc)
+    }
+
+    #[test]
+    fn immediate_erasure_is_due_at_request() {
+        let p = DeletionPolicy::new(
+            WorkingCalendar::default(),
+            15,
+            Duration::ZERO,
+            shanghai(2025, 9, 1, 0, 0),
+        )
+        .unwrap();
+        let at = shanghai(2025, 9, 26, 10, 0);
+        let s = p.schedule(at).unwrap();
+        assert_eq!(s.due, at);
+        // 2025 National Day: see calendar tests; the 15th working day is 23 Oct.
+        assert_eq!(
+            s.deadline,
+            shanghai(2025, 10, 23, 23, 59) + chrono::Duration::milliseconds(59_999)
+        );
+    }
+
+    #[test]
+    fn a_short_grace_period_is_accepted() {
+        let grace = Duration::from_secs(3 * 24 * 3600);
+        let p = DeletionPolicy::new(
+            WorkingCalendar::default(),
+            15,
+            grace,
+            shanghai(2025, 1, 1, 0, 0),
+        )
+        .unwrap();
+        let at = shanghai(2025, 3, 3, 9, 0);
+        assert_eq!(p.schedule(at).unwrap().due, at + chrono::Duration::days(3));
+    }
+
+    #[test]
+    fn a_grace_period_too_close_to_the_deadline_is_refused() {
+        // 15 working days are at least three calendar weeks; around Spring Festival
+        // or National Day the 13th working day comes before 17 calendar days, so
+        // 17 days of grace must be refused.
+        let grace = Duration::from_secs(17 * 24 * 3600);
+        let err = DeletionPolicy::new(
+            WorkingCalendar::default(),
+            15,
+            grace,
+            shanghai(2025, 1, 1, 0, 0),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, DeletionPolicyError::GraceTooLong { .. }),
+            "{err}"
+        );
+        assert!(err.to_string().contains("grace_period_secs"));
+    }
+
+    #[test]
+    fn too_few_working_days_are_refused() {
+        assert!(matches!(
+            DeletionPolicy::new(WorkingCalendar::default(), 2, Duration::ZERO, Utc::now()),
+            Err(DeletionPolicyError::TooFewWorkingDays)
+        ));
+    }
+}

@@ -1,0 +1,322 @@
+//! Deletion tickets and the durable deletion queue. Everything lives in one hash
+//! slot (`{fv-deletion}`), so creating a ticket, queueing it, claiming it and
+//! completing it are each one atomic script, on a single Redis or a Cluster.
+//!
+//! - `fv:{fv-deletion}:ticket:<tenant>:<id>`: HASH, the ticket (no biometric data).
+//! - `…:queue`: ZSET of `<tenant>/<id>` by due time (ms).
+//! - `…:claims`: ZSET of claimed members by claim expiry; an expired claim (its
+//!   worker died) goes back to the queue.
+//! - `…:deadlines` and `…:deadlines:<tenant>`: ZSETs of pending tickets by
+//!   deadline, for the overdue count and the compliance report.
+
+use std::sync::LazyLock;
+
+use redis::{Script, Value};
+
+use super::{StorageError, Store};
+
+const SLOT: &str = "fv:{fv-deletion}";
+
+/// KEYS: ticket, queue, deadlines, tenant deadlines.
+/// ARGV: member, due_ms, deadline_ms, then field/value pairs.
+/// Creates the ticket unless it exists; returns 1 if created, 0 if it existed.
+const CREATE: &str = r#"
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  return 0
+end
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+if redis.call('HGET', KEYS[1], 'state') == 'pending' then
+  redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+  redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+end
+return 1
+"#;
+
+/// KEYS: queue, claims. ARGV: now_ms, claim_until_ms, max.
+const CLAIM: &str = r#"
+local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+for _, m in ipairs(expired) do
+  redis.call('ZREM', KEYS[2], m)
+  redis.call('ZADD', KEYS[1], ARGV[1], m)
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[3]))
+for _, m in ipairs(due) do
+  redis.call('ZREM', KEYS[1], m)
+  redis.call('ZADD', KEYS[2], ARGV[2], m)
+end
+return due
+"#;
+
+/// KEYS: ticket, claims, deadlines, tenant deadlines, queue.
+/// ARGV: member, retention_ms, then field/value pairs of the completion.
+/// Completes a pending ticket once; returns 1 if it did, 0 if already completed.
+const COMPLETE: &str = r#"
+local done = redis.call('HGET', KEYS[1], 'state') == 'completed'
+if not done then
+  local fields = {}
+  for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
+  redis.call('HSET', KEYS[1], 'state', 'completed', unpack(fields))
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+redis.call('ZREM', KEYS[5], ARGV[1])
+if done then return 0 end
+return 1
+"#;
+
+static CREATE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CREATE));
+static CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM));
+static COMPLETE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(COMPLETE));
+
+/// A ticket as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TicketRecord {
+    pub tenant: String,
+    pub ticket_id: String,
+    pub kind: String,
+    pub subject_ref: String,
+    pub completed: bool,
+    pub requested_at_ms: i64,
+    pub deadline_ms: i64,
+    pub due_ms: i64,
+    pub completed_at_ms: Option<i64>,
+    /// Templates held when the request was made (what the erasure removes).
+    pub templates: u64,
+    pub reason: String,
+    pub receipt_body: Vec<u8>,
+    pub receipt_signature: Vec<u8>,
+    /// How many times a worker ran the erasure (1 when all went well).
+    pub erasures: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeletionBacklog {
+    pub pending: u64,
+    pub overdue: u64,
+    pub oldest_deadline_ms: Option<i64>,
+}
+
+fn ticket_key(tenant: &str, ticket_id: &str) -> String {
+    format!("{SLOT}:ticket:{tenant}:{ticket_id}")
+}
+
+fn member(tenant: &str, ticket_id: &str) -> String {
+    format!("{tenant}/{ticket_id}")
+}
+
+fn queue_key() -> String {
+    format!("{SLOT}:queue")
+}
+fn claims_key() -> String {
+    format!("{SLOT}:claims")
+}
+fn deadlines_key() -> String {
+    format!("{SLOT}:deadlines")
+}
+fn tenant_deadlines_key(tenant: &str) -> String {
+    format!("{SLOT}:deadlines:{tenant}")
+}
+
+impl Store {
+    /// Stores a ticket (and queues it when pending). Idempotent: an existing
+    /// ticket with that id is left as it is.
+    pub async fn create_ticket(
+        &self,
+        t: &TicketRecord,
+        retention_ms: i64,
+    ) -> Result<bool, StorageError> {
+        let mut inv = CREATE_SCRIPT.prepare_invoke();
+        inv.key(ticket_key(&t.tenant, &t.ticket_id))
+            .key(queue_key())
+            .key(deadlines_key())
+            .key(tenant_deadlines_key(&t.tenant))
+            .arg(member(&t.tenant, &t.ticket_id))
+            .arg(t.due_ms)
+            .arg(t.deadline_ms);
+        inv.arg("state")
+            .arg(if t.completed { "completed" } else { "pending" });
+        inv.arg("kind").arg(&t.kind);
+        inv.arg("subject_ref").arg(&t.subject_ref);
+        inv.arg("requested_ms").arg(t.requested_at_ms);
+        inv.arg("deadline_ms").arg(t.deadline_ms);
+        inv.arg("due_ms").arg(t.due_ms);
+        inv.arg("templates").arg(t.templates);
+        inv.arg("reason").arg(&t.reason);
+        if let Some(done) = t.completed_at_ms {
+            inv.arg("completed_ms").arg(done);
+            inv.arg("receipt_body").arg(&t.receipt_body);
+            inv.arg("receipt_sig").arg(&t.receipt_signature);
+        }
+        let mut conn = self.conn.clone();
+        let created: i64 = self.deadline(inv.invoke_async(&mut conn)).await?;
+        if t.completed {
+            let mut conn = self.conn.clone();
+            let _: () = self
+                .deadline(
+                    redis::cmd("PEXPIRE")
+                        .arg(ticket_key(&t.tenant, &t.ticket_id))
+                        .arg(retention_ms)
+                        .query_async(&mut conn),
+                )
+                .await?;
+        }
+        Ok(created == 1)
+    }
+
+    pub async fn ticket(
+        &self,
+        tenant: &str,
+        ticket_id: &str,
+    ) -> Result<Option<TicketRecord>, StorageError> {
+        let mut conn = self.conn.clone();
+        let fields: Vec<(String, Vec<u8>)> = self
+            .deadline(
+                redis::cmd("HGETALL")
+                    .arg(ticket_key(tenant, ticket_id))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        if fields.is_empty() {
+            return Ok(None);
+        }
+        let mut t = TicketRecord {
+            tenant: tenant.to_owned(),
+            ticket_id: ticket_id.to_owned(),
+            ..TicketRecord::default()
+        };
+        let text = |v: &[u8]| String::from_utf8(v.to_vec()).map_err(|_| StorageError::Corrupt);
+        let number = |v: &[u8]| -> Result<i64, StorageError> {
+            std::str::from_utf8(v)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or(StorageError::Corrupt)
+        };
+        for (k, v) in fields {
+            match k.as_str() {
+                "state" => t.completed = v == b"completed",
+                "kind" => t.kind = text(&v)?,
+                "subject_ref" => t.subject_ref = text(&v)?,
+                "requested_ms" => t.requested_at_ms = number(&v)?,
+                "deadline_ms" => t.deadline_ms = number(&v)?,
+                "due_ms" => t.due_ms = number(&v)?,
+                "completed_ms" => t.completed_at_ms = Some(number(&v)?),
+                "templates" => t.templates = number(&v)?.max(0) as u64,
+                "reason" => t.reason = text(&v)?,
+                "receipt_body" => t.receipt_body = v,
+                "receipt_sig" => t.receipt_signature = v,
+                "erasures" => t.erasures = number(&v)?.max(0) as u64,
+                _ => {}
+            }
+        }
+        Ok(Some(t))
+    }
+
+    /// Claims up to `max` due tickets for `claim_for_ms`; returns (tenant, ticket id).
+    pub async fn claim_due(
+        &self,
+        now_ms: i64,
+        claim_for_ms: i64,
+        max: usize,
+    ) -> Result<Vec<(String, String)>, StorageError> {
+        let mut inv = CLAIM_SCRIPT.prepare_invoke();
+        inv.key(queue_key())
+            .key(claims_key())
+            .arg(now_ms)
+            .arg(now_ms + claim_for_ms)
+            .arg(max);
+        let mut conn = self.conn.clone();
+        let members: Vec<String> = self.deadline(inv.invoke_async(&mut conn)).await?;
+        Ok(members
+            .into_iter()
+            .filter_map(|m| {
+                m.split_once('/')
+                    .map(|(t, id)| (t.to_owned(), id.to_owned()))
+            })
+            .collect())
+    }
+
+    /// Counts one erasure run on a ticket (for the exactly-once guarantee's proof).
+    pub async fn count_erasure(&self, tenant: &str, ticket_id: &str) -> Result<(), StorageError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .deadline(
+                redis::cmd("HINCRBY")
+                    .arg(ticket_key(tenant, ticket_id))
+                    .arg("erasures")
+                    .arg(1)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub async fn complete_ticket(
+        &self,
+        tenant: &str,
+        ticket_id: &str,
+        completed_at_ms: i64,
+        receipt_body: &[u8],
+        receipt_signature: &[u8],
+        retention_ms: i64,
+    ) -> Result<bool, StorageError> {
+        let mut inv = COMPLETE_SCRIPT.prepare_invoke();
+        inv.key(ticket_key(tenant, ticket_id))
+            .key(claims_key())
+            .key(deadlines_key())
+            .key(tenant_deadlines_key(tenant))
+            .key(queue_key())
+            .arg(member(tenant, ticket_id))
+            .arg(retention_ms)
+            .arg("completed_ms")
+            .arg(completed_at_ms)
+            .arg("receipt_body")
+            .arg(receipt_body)
+            .arg("receipt_sig")
+            .arg(receipt_signature);
+        let mut conn = self.conn.clone();
+        let done: i64 = self.deadline(inv.invoke_async(&mut conn)).await?;
+        Ok(done == 1)
+    }
+
+    /// Pending and overdue deletions, for one tenant or (None) the deployment.
+    pub async fn deletion_backlog(
+        &self,
+        tenant: Option<&str>,
+        now_ms: i64,
+    ) -> Result<DeletionBacklog, StorageError> {
+        let key = tenant.map_or_else(deadlines_key, tenant_deadlines_key);
+        let mut pipe = redis::pipe();
+        pipe.zcard(&key)
+            .zcount(&key, "-inf", now_ms)
+            .cmd("ZRANGE")
+            .arg(&key)
+            .arg(0)
+            .arg(0)
+            .arg("WITHSCORES");
+        let mut conn = self.conn.clone();
+        let (pending, overdue, oldest): (u64, u64, Value) =
+            self.deadline(pipe.query_async(&mut conn)).await?;
+        let oldest_deadline_ms = match oldest {
+            Value::Array(items) => items.get(1).and_then(|v| match v {
+                Value::BulkString(b) => std::str::from_utf8(b)
+                    .ok()?
+                    .parse::<f64>()
+                    .ok()
+                    .map(|f| f as i64),
+                Value::Double(d) => Some(*d as i64),
+                _ => None,
+            }),
+            _ => None,
+        };
+        Ok(DeletionBacklog {
+            pending,
+            overdue,
+            oldest_deadline_ms,
+        })
+    }
+}

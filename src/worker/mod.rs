@@ -1,0 +1,63 @@
+//! Background work: the deletion worker erases due account cancellations and
+//! expired templates. Safe with many replicas: tickets are claimed atomically in
+//! Redis, and a claim whose worker died expires and is taken by another.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::vault::Vault;
+
+/// Tickets claimed per round; more wait for the next round (or another replica).
+const BATCH: usize = 32;
+/// How often an overdue backlog is reported while it lasts.
+const OVERDUE_REPORT_EVERY: Duration = Duration::from_secs(60);
+
+pub struct DeletionWorker {
+    vault: Arc<Vault>,
+    poll_interval: Duration,
+}
+
+impl DeletionWorker {
+    pub fn new(vault: Arc<Vault>, poll_interval: Duration) -> Self {
+        Self {
+            vault,
+            poll_interval,
+        }
+    }
+
+    /// Runs until the task is dropped or aborted.
+    pub async fn run(self) {
+        let wake = self.vault.deletion_wakeup();
+        let mut last_overdue_report: Option<tokio::time::Instant> = None;
+        loop {
+            loop {
+                match self.vault.run_due_deletions(BATCH).await {
+                    Ok(n) if n == BATCH => continue,
+                    Ok(_) => break,
+                    Err(error) => {
+                        tracing::warn!(%error, "deletion worker cannot reach storage; retrying");
+                        break;
+                    }
+                }
+            }
+            if let Err(error) = self.vault.expire_templates(BATCH).await {
+                tracing::warn!(%error, "template retention sweep failed; retrying");
+            }
+            if last_overdue_report.is_none_or(|t| t.elapsed() >= OVERDUE_REPORT_EVERY) {
+                if let Ok(overdue) = self.vault.overdue_deletions().await
+                    && overdue > 0
+                {
+                    tracing::error!(
+                        overdue,
+                        "deletion tickets are past their statutory deadline"
+                    );
+                }
+                last_overdue_report = Some(tokio::time::Instant::now());
+            }
+            tokio::select! {
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(self.poll_interval) => {}
+            }
+        }
+    }
+}
