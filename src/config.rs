@@ -35,6 +35,12 @@ pub struct Settings {
     #[serde(default)]
     pub compliance: ComplianceSettings,
     #[serde(default)]
+    pub audit: AuditConfig,
+    #[serde(default)]
+    pub limits: LimitSettings,
+    #[serde(default)]
+    pub telemetry: crate::telemetry::TelemetrySettings,
+    #[serde(default)]
     pub logging: LoggingSettings,
 }
 
@@ -70,6 +76,54 @@ impl Default for DeletionSettings {
             poll_interval_ms: 1000,
             claim_ttl_secs: 60,
             ticket_retention_days: 180,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Days audit events are kept; at least 180.
+    pub retention_days: u32,
+    /// How often each chain's head is signed into a checkpoint.
+    pub checkpoint_interval_secs: u64,
+    /// Most events appended in one group commit.
+    pub max_batch: usize,
+    /// Events waiting to be written; past it calls fail UNAVAILABLE (no unbounded queue).
+    pub queue_capacity: usize,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 180,
+            checkpoint_interval_secs: 60,
+            max_batch: 512,
+            queue_capacity: 10_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Sustained calls per second allowed per client certificate.
+    pub rate_per_second: f64,
+    /// Calls a client may make in a burst above its rate.
+    pub burst: f64,
+    /// Calls in flight across all clients; past it calls fail UNAVAILABLE at once.
+    pub max_in_flight: usize,
+    /// Longest a call may take; past it DEADLINE_EXCEEDED.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            rate_per_second: 1000.0,
+            burst: 2000.0,
+            max_in_flight: 1024,
+            request_timeout_ms: 5000,
         }
     }
 }
@@ -378,6 +432,27 @@ impl Settings {
         }
         if !(10..=60_000).contains(&d.poll_interval_ms) || !(5..=3600).contains(&d.claim_ttl_secs) {
             bail!("deletion.poll_interval_ms must be 10-60000 and deletion.claim_ttl_secs 5-3600");
+        }
+        if self.audit.retention_days < 180 {
+            bail!("audit.retention_days must be at least 180");
+        }
+        if self.audit.max_batch == 0
+            || self.audit.queue_capacity < self.audit.max_batch
+            || self.audit.checkpoint_interval_secs == 0
+        {
+            bail!(
+                "audit: max_batch and checkpoint_interval_secs must be positive, queue_capacity >= max_batch"
+            );
+        }
+        let l = &self.limits;
+        if !(l.rate_per_second > 0.0
+            && l.burst >= 1.0
+            && l.max_in_flight > 0
+            && l.request_timeout_ms >= 10)
+        {
+            bail!(
+                "limits: rate_per_second > 0, burst >= 1, max_in_flight > 0, request_timeout_ms >= 10"
+            );
         }
         if self.compliance.filing_threshold == 0 {
             bail!("compliance.filing_threshold must be positive");

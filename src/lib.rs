@@ -3,6 +3,7 @@
 //! Rooms: `grpc` (transport), `vault` (use cases), `domain` (pure rules),
 //! `crypto`, `storage` (Redis), `config`, `telemetry`, `startup`, `cli`.
 
+pub mod audit;
 pub mod cli;
 pub mod client;
 pub mod config;

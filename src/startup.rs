@@ -12,23 +12,40 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
-use crate::config::Settings;
+use crate::audit::{AuditReader, AuditSettings, AuditSink};
+use crate::config::{LimitSettings, Settings};
 use crate::crypto::keyfiles;
+use crate::crypto::keyring::Keyring;
 use crate::domain::Tenant;
 use crate::domain::calendar::WorkingCalendar;
 use crate::domain::deletion::DeletionPolicy;
 use crate::grpc::audit_api::AuditLogApi;
 use crate::grpc::facevault_api::FaceVaultApi;
+use crate::grpc::layers::audit::AuditLayer;
+use crate::grpc::layers::load_shed::LoadShedLayer;
+use crate::grpc::layers::rate_limit::{RateLimit, RateLimitLayer};
+use crate::grpc::layers::timeout::TimeoutLayer;
+use crate::grpc::layers::trace::TraceLayer;
 use crate::grpc::tls::{self, IdentityPolicy, TlsFiles};
 use crate::proto::audit_log_server::AuditLogServer;
 use crate::proto::face_vault_server::FaceVaultServer;
 use crate::storage::{RedisTls, Store};
 use crate::vault::{Vault, VaultSettings};
 use crate::worker::DeletionWorker;
+use ring::signature::Ed25519KeyPair;
 
 /// Largest gRPC message accepted: a sealed 4096-dimension embedding is ~17 KiB.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// What the audit writer and reader are built from.
+struct AuditParts {
+    store: Store,
+    keyring: Arc<Keyring>,
+    signer: Arc<Ed25519KeyPair>,
+    settings: AuditSettings,
+    reader: Arc<AuditReader>,
+}
 
 pub struct Application {
     listener: TcpListener,
@@ -36,6 +53,8 @@ pub struct Application {
     tls: Arc<rustls::ServerConfig>,
     identity: Arc<IdentityPolicy>,
     vault: Arc<Vault>,
+    audit: AuditParts,
+    limits: LimitSettings,
     /// Poll interval of the in-process deletion worker, when it runs.
     deletion_worker: Option<Duration>,
     drain_timeout: Duration,
@@ -56,11 +75,21 @@ impl Application {
             Duration::from_millis(settings.redis.timeout_ms),
         )
         .context("invalid redis.url")?;
+        let keyring = Arc::new(keys.keyring);
+        let signer = Arc::new(keys.receipt_signer);
+        let audit_settings = AuditSettings {
+            retention: Duration::from_secs(u64::from(settings.audit.retention_days) * 86_400),
+            checkpoint_interval: Duration::from_secs(settings.audit.checkpoint_interval_secs),
+            max_batch: settings.audit.max_batch,
+            queue_capacity: settings.audit.queue_capacity,
+            ack_timeout: Duration::from_millis(settings.redis.timeout_ms * 3),
+        };
+        let audit_reader = Arc::new(AuditReader::new(store.clone(), keyring.clone(), &signer));
         let vault = Vault::new(
-            keys.keyring,
+            keyring.clone(),
             keys.sealing,
-            keys.receipt_signer,
-            store,
+            signer.clone(),
+            store.clone(),
             VaultSettings {
                 models: settings.models(),
                 lockout: settings.lockout_policy(),
@@ -112,6 +141,14 @@ impl Application {
                 allow_cn_fallback: settings.server.allow_cn_fallback,
             }),
             vault: Arc::new(vault),
+            audit: AuditParts {
+                store,
+                keyring,
+                signer,
+                settings: audit_settings,
+                reader: audit_reader,
+            },
+            limits: settings.limits.clone(),
             deletion_worker: settings
                 .deletion
                 .worker
@@ -177,13 +214,33 @@ impl Application {
             })
         });
 
+        let (audit_sink, audit_writer) = AuditSink::spawn(
+            self.audit.store.clone(),
+            self.audit.keyring.clone(),
+            self.audit.signer.clone(),
+            self.audit.settings.clone(),
+        )?;
+        let layers = tower::ServiceBuilder::new()
+            .layer(TraceLayer)
+            .layer(AuditLayer::new(audit_sink))
+            .layer(RateLimitLayer::new(RateLimit {
+                per_second: self.limits.rate_per_second,
+                burst: self.limits.burst,
+            }))
+            .layer(LoadShedLayer::new(self.limits.max_in_flight))
+            .layer(TimeoutLayer::new(Duration::from_millis(
+                self.limits.request_timeout_ms,
+            )))
+            .into_inner();
         let (incoming, acceptor) = tls::incoming(self.listener, self.tls, self.identity);
         let facevault = FaceVaultServer::new(FaceVaultApi::new(self.vault.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let audit = AuditLogServer::new(AuditLogApi).max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let audit = AuditLogServer::new(AuditLogApi::new(self.audit.reader.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let drain_timeout = self.drain_timeout;
         let mut stop_for_drain = stop_rx.clone();
         let serve = Server::builder()
+            .layer(layers)
             .add_service(facevault)
             .add_service(audit)
             .add_service(health_service)
@@ -204,6 +261,14 @@ impl Application {
         };
         acceptor.abort();
         monitor.abort();
+        // The server (and with it every audit sink) is gone: the writer flushes,
+        // writes final checkpoints and ends.
+        if tokio::time::timeout(Duration::from_secs(5), audit_writer)
+            .await
+            .is_err()
+        {
+            tracing::error!("audit writer did not finish in time");
+        }
         if let Some(worker) = worker {
             worker.abort();
         }

@@ -36,7 +36,11 @@ pub struct DevArgs {
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
-    crate::telemetry::init(LogFormat::Pretty, "info");
+    let telemetry = crate::telemetry::init(
+        LogFormat::Pretty,
+        "info",
+        &crate::telemetry::TelemetrySettings::default(),
+    )?;
     let dir = &args.dir;
     let pki = DevPki::ensure(dir, DEV_TRUST_DOMAIN, &[])?;
     let key_dir = dir.join("keys");
@@ -77,6 +81,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     println!("{}", banner(dir, &args, &redis_url));
     let result = app.run_until_stopped().await;
     drop(redis);
+    telemetry.shutdown().await;
     result
 }
 

@@ -1,5 +1,6 @@
 //! The one binary: `facevault serve | dev | keygen | seal`.
 
+mod audit;
 mod deadline;
 mod dev;
 mod receipt;
@@ -58,6 +59,9 @@ enum Command {
     /// Deletion receipts.
     #[command(subcommand)]
     Receipt(receipt::ReceiptCommand),
+    /// The audit log: verify its hash chains, export it.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
 }
 
 pub async fn run() -> ExitCode {
@@ -72,6 +76,7 @@ pub async fn run() -> ExitCode {
         Command::Seal(args) => seal::run(args),
         Command::Deadline(args) => deadline::run(args),
         Command::Receipt(command) => receipt::run(command),
+        Command::Audit(command) => audit::run(command).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -84,10 +89,16 @@ pub async fn run() -> ExitCode {
 
 async fn serve(config: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
     let settings = Settings::load(&config, &overrides)?;
-    crate::telemetry::init(settings.logging.format, &settings.logging.level);
+    let telemetry = crate::telemetry::init(
+        settings.logging.format,
+        &settings.logging.level,
+        &settings.telemetry,
+    )?;
     let app = Application::build(settings).await?;
     tracing::info!(port = app.port(), health_port = ?app.health_port(), "listening");
-    app.run_until_stopped().await
+    let result = app.run_until_stopped().await;
+    telemetry.shutdown().await;
+    result
 }
 
 fn keygen(dir: PathBuf, validity_days: i64) -> anyhow::Result<()> {

@@ -55,6 +55,8 @@ pub enum InvalidInput {
     Reason,
     #[error("ticket_id is malformed")]
     TicketId,
+    #[error("page_token is malformed")]
+    PageToken,
     #[error("no template of the probe's embedding model is enrolled")]
     ModelMismatch,
 }

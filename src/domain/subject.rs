@@ -44,6 +44,24 @@ impl Tenant {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// Where calls without an acceptable identity are audited. Its name cannot
+    /// come from a certificate (`_` is outside the tenant alphabet).
+    pub fn unauthenticated() -> Self {
+        Self(Self::UNAUTHENTICATED.to_owned())
+    }
+
+    const UNAUTHENTICATED: &str = "_unauthenticated";
+
+    /// A tenant name as stored in audit stream names (which include the
+    /// unauthenticated stream).
+    pub fn from_audit_stream(name: &str) -> Option<Self> {
+        if name == Self::UNAUTHENTICATED {
+            Some(Self::unauthenticated())
+        } else {
+            Self::try_from(name).ok()
+        }
+    }
 }
 
 impl TryFrom<&str> for Tenant {

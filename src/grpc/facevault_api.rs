@@ -6,6 +6,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::caller::require;
+use super::layers::audit::AuditNote;
 use crate::domain::Role;
 use crate::error::Error;
 use crate::proto::face_vault_server::FaceVault;
@@ -23,6 +24,25 @@ impl FaceVaultApi {
     pub fn new(vault: Arc<Vault>) -> Self {
         Self { vault }
     }
+
+    /// Records the subject's pseudonym on the call's audit event as soon as the id
+    /// parses, so refusals of malformed requests are still attributed.
+    fn note_subject(&self, note: &AuditNote, caller: &crate::domain::Caller, subject_id: &str) {
+        if let Ok(subject) = crate::domain::SubjectId::try_from(subject_id.to_owned())
+            && let Ok(subject_ref) = self.vault.subject_ref(&caller.tenant, &subject)
+        {
+            note.subject(subject_ref.as_str());
+        }
+    }
+}
+
+/// The call's audit note (a detached one if the audit layer is not installed).
+fn note<T>(request: &Request<T>) -> AuditNote {
+    request
+        .extensions()
+        .get::<AuditNote>()
+        .cloned()
+        .unwrap_or_default()
 }
 
 #[tonic::async_trait]
@@ -54,9 +74,15 @@ impl FaceVault for FaceVaultApi {
         &self,
         request: Request<proto::EnrollRequest>,
     ) -> Result<Response<proto::EnrollResponse>, Status> {
+        let note = note(&request);
         let caller = require(&request, Role::App)?;
+        self.note_subject(&note, &caller, &request.get_ref().subject_id);
         let command = EnrollCommand::try_from(request.into_inner()).map_err(Error::from)?;
-        let enrolled = self.vault.enroll(&caller.tenant, command).await?;
+        let enrolled = self
+            .vault
+            .enroll(&caller.tenant, command)
+            .await
+            .inspect_err(|e| note_refusal(&note, e))?;
         Ok(Response::new(proto::EnrollResponse {
             subject_ref: enrolled.subject_ref.to_string(),
             template_id: enrolled.template_id,
@@ -69,19 +95,31 @@ impl FaceVault for FaceVaultApi {
         &self,
         request: Request<proto::VerifyRequest>,
     ) -> Result<Response<proto::VerifyResponse>, Status> {
+        let note = note(&request);
         let caller = require(&request, Role::App)?;
+        self.note_subject(&note, &caller, &request.get_ref().subject_id);
         let command = VerifyCommand::try_from(request.into_inner()).map_err(Error::from)?;
-        let verification = self.vault.verify(&caller.tenant, command).await?;
+        note.purpose(command.purpose.as_str());
+        let verification = self
+            .vault
+            .verify(&caller.tenant, command)
+            .await
+            .inspect_err(|e| note_refusal(&note, e))?;
         let decision = if verification.matched {
+            note.detail("match");
             proto::Decision::Match
+        } else if verification.lockout_started {
+            note.detail("no-match, lockout-started");
+            proto::Decision::NoMatch
         } else {
+            note.detail("no-match");
             proto::Decision::NoMatch
         };
         Ok(Response::new(proto::VerifyResponse {
             decision: decision.into(),
             threshold: verification.threshold,
             score: verification.score,
-            audit_id: verification.audit_id,
+            audit_id: note.event_id().to_owned(),
         }))
     }
 
@@ -89,8 +127,14 @@ impl FaceVault for FaceVaultApi {
         &self,
         request: Request<proto::DeleteSubjectRequest>,
     ) -> Result<Response<proto::DeletionTicket>, Status> {
+        let note = note(&request);
         let caller = require(&request, Role::App)?;
         let command = DeleteCommand::try_from(request.into_inner()).map_err(Error::from)?;
+        note.subject(
+            self.vault
+                .subject_ref(&caller.tenant, &command.subject)?
+                .as_str(),
+        );
         let ticket = self.vault.delete_subject(&caller.tenant, command).await?;
         Ok(Response::new(ticket_to_proto(ticket)))
     }
@@ -99,8 +143,16 @@ impl FaceVault for FaceVaultApi {
         &self,
         request: Request<proto::WithdrawConsentRequest>,
     ) -> Result<Response<proto::DeletionTicket>, Status> {
+        let note = note(&request);
         let caller = require(&request, Role::App)?;
         let command = WithdrawCommand::try_from(request.into_inner()).map_err(Error::from)?;
+        note.subject(
+            self.vault
+                .subject_ref(&caller.tenant, &command.subject)?
+                .as_str(),
+        );
+        let purposes: Vec<&str> = command.purposes.iter().map(|p| p.as_str()).collect();
+        note.purpose(&purposes.join(","));
         let ticket = self.vault.withdraw_consent(&caller.tenant, command).await?;
         Ok(Response::new(ticket_to_proto(ticket)))
     }
@@ -109,8 +161,14 @@ impl FaceVault for FaceVaultApi {
         &self,
         request: Request<proto::CancelAccountRequest>,
     ) -> Result<Response<proto::DeletionTicket>, Status> {
+        let note = note(&request);
         let caller = require(&request, Role::App)?;
         let command = CancelCommand::try_from(request.into_inner()).map_err(Error::from)?;
+        note.subject(
+            self.vault
+                .subject_ref(&caller.tenant, &command.subject)?
+                .as_str(),
+        );
         let ticket = self.vault.cancel_account(&caller.tenant, command).await?;
         Ok(Response::new(ticket_to_proto(ticket)))
     }
@@ -119,11 +177,13 @@ impl FaceVault for FaceVaultApi {
         &self,
         request: Request<proto::GetDeletionTicketRequest>,
     ) -> Result<Response<proto::DeletionTicket>, Status> {
+        let note = note(&request);
         let caller = require(&request, Role::App)?;
         let ticket = self
             .vault
             .deletion_ticket(&caller.tenant, &request.get_ref().ticket_id)
             .await?;
+        note.subject(&ticket.subject_ref);
         Ok(Response::new(ticket_to_proto(ticket)))
     }
 
@@ -160,5 +220,15 @@ fn ticket_to_proto(ticket: Ticket) -> proto::DeletionTicket {
         deadline: Some(timestamp(ticket.deadline_unix_ms)),
         completed_at: ticket.completed_at_unix_ms.map(timestamp),
         receipt: ticket.receipt,
+    }
+}
+
+/// What an auditor needs to tell refusals of interest apart.
+fn note_refusal(note: &AuditNote, error: &Error) {
+    match error {
+        Error::LockedOut { .. } => note.detail("lockout"),
+        Error::TemplatesDisabled => note.detail("disabled"),
+        Error::Envelope(crate::error::EnvelopeRefusal::Replayed) => note.detail("replay"),
+        _ => {}
     }
 }

@@ -5,5 +5,6 @@ pub mod audit_api;
 pub mod caller;
 pub mod convert;
 pub mod facevault_api;
+pub mod layers;
 pub mod status;
 pub mod tls;

@@ -2,6 +2,7 @@
 //! digest (see `keys`). Every call has a deadline; past it, or with Redis down, the
 //! caller gets `StorageError::Unavailable` and fails closed.
 
+pub mod audit;
 pub mod deletions;
 pub mod keys;
 pub mod ledger;
@@ -156,6 +157,7 @@ impl Store {
     }
 
     /// One round trip: replay check, in-flight claim, state and templates.
+    #[tracing::instrument(name = "redis.verify_begin", skip_all, fields(otel.kind = "client", db.system = "redis"))]
     pub async fn verify_begin(
         &self,
         keys: &SubjectKeys,
@@ -193,6 +195,7 @@ impl Store {
     }
 
     /// One pipelined, atomic write: the lockout counter and the in-flight release.
+    #[tracing::instrument(name = "redis.verify_finish", skip_all, fields(otel.kind = "client", db.system = "redis"))]
     pub async fn verify_finish(
         &self,
         keys: &SubjectKeys,
@@ -219,6 +222,7 @@ impl Store {
         Ok(())
     }
 
+    #[tracing::instrument(name = "redis.enroll", skip_all, fields(otel.kind = "client", db.system = "redis"))]
     pub async fn enroll(
         &self,
         keys: &SubjectKeys,
@@ -256,6 +260,7 @@ impl Store {
     }
 
     /// Erases every key of the subject. Returns the ids of the templates it held.
+    #[tracing::instrument(name = "redis.erase_subject", skip_all, fields(otel.kind = "client", db.system = "redis"))]
     pub async fn erase_subject(&self, keys: &SubjectKeys) -> Result<Vec<String>, StorageError> {
         let mut pipe = redis::pipe();
         pipe.atomic()

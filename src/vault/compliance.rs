@@ -45,3 +45,22 @@ impl Vault {
             .overdue)
     }
 }
+
+impl Vault {
+    /// Deployment-wide figures for the metrics gauges.
+    pub async fn gauge_snapshot(&self) -> Result<crate::telemetry::GaugeSnapshot, Error> {
+        let now = now_unix_ms();
+        let backlog = self.store.deletion_backlog(None, now).await?;
+        let today = chrono::Utc::now()
+            .with_timezone(&self.lifecycle.policy.calendar().time_zone())
+            .date_naive();
+        let horizon = today + chrono::Days::new(30);
+        Ok(crate::telemetry::GaugeSnapshot {
+            deletions_pending: backlog.pending,
+            deletions_overdue: backlog.overdue,
+            subjects_stored: self.store.ledger_total_subjects().await?,
+            filing_threshold: self.lifecycle.filing_threshold,
+            calendar_fallback: !self.lifecycle.policy.calendar().has_published_data(horizon),
+        })
+    }
+}

@@ -145,7 +145,10 @@ impl Vault {
                     expires_at_unix_ms,
                 })
             }
-            EnrollOutcome::Replayed => Err(EnvelopeRefusal::Replayed.into()),
+            EnrollOutcome::Replayed => {
+                crate::telemetry::metrics().replays_refused.add(1, &[]);
+                Err(EnvelopeRefusal::Replayed.into())
+            }
             EnrollOutcome::Cancelled => Err(Error::AccountCancelled),
             EnrollOutcome::Disabled => Err(Error::TemplatesDisabled),
             EnrollOutcome::Full => Err(Error::TemplateLimit),

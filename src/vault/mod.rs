@@ -65,9 +65,9 @@ struct Lifecycle {
 }
 
 pub struct Vault {
-    keyring: Keyring,
+    keyring: Arc<Keyring>,
     sealing: SealingKeys,
-    receipt_signer: Ed25519KeyPair,
+    receipt_signer: Arc<Ed25519KeyPair>,
     store: Store,
     models: HashMap<String, EmbeddingModel>,
     lockout: LockoutPolicy,
@@ -89,9 +89,9 @@ struct OpenedEmbedding<'a> {
 
 impl Vault {
     pub fn new(
-        keyring: Keyring,
+        keyring: Arc<Keyring>,
         sealing: SealingKeys,
-        receipt_signer: Ed25519KeyPair,
+        receipt_signer: Arc<Ed25519KeyPair>,
         store: Store,
         settings: VaultSettings,
     ) -> Self {
@@ -136,6 +136,15 @@ impl Vault {
             .iter()
             .find(|(t, _)| t == tenant)
             .map(|(_, age)| *age)
+    }
+
+    /// The pseudonym of a subject in a tenant (what audit records and tickets name).
+    pub fn subject_ref(
+        &self,
+        tenant: &Tenant,
+        subject: &SubjectId,
+    ) -> Result<crate::crypto::keyring::SubjectRef, Error> {
+        Ok(self.keyring.tenant(tenant)?.subject_ref(subject))
     }
 
     pub fn sealing_keys(&self) -> &SealingKeys {

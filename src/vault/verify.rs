@@ -1,7 +1,7 @@
 use prost::Message as _;
 use std::time::Duration;
 
-use super::{SealedEnvelope, Vault, now_unix_ms, random_id};
+use super::{SealedEnvelope, Vault, now_unix_ms};
 use crate::crypto::envelope::{self, SealedTemplate};
 use crate::crypto::keyring::{SubjectRef, TenantKeys};
 use crate::crypto::sealing::SealedFor;
@@ -22,7 +22,8 @@ pub struct Verification {
     pub threshold: f32,
     pub score: Option<f32>,
     pub subject_ref: SubjectRef,
-    pub audit_id: String,
+    /// This failure started a lockout (or disabled the templates).
+    pub lockout_started: bool,
 }
 
 /// Longest a verification may hold its subject's in-flight slot if the process
@@ -50,10 +51,14 @@ impl Vault {
             )
             .await?;
         let stored = match begin {
-            VerifyBegin::Replayed => return Err(EnvelopeRefusal::Replayed.into()),
+            VerifyBegin::Replayed => {
+                crate::telemetry::metrics().replays_refused.add(1, &[]);
+                return Err(EnvelopeRefusal::Replayed.into());
+            }
             VerifyBegin::Busy => return Err(Error::SubjectBusy),
             VerifyBegin::Ready(stored) => stored,
         };
+        let stored_failures = stored.state.failures;
         let compared = self.compare(
             &keys,
             tenant,
@@ -71,6 +76,24 @@ impl Vault {
         self.store
             .verify_finish(&subject_keys, outcome, now)
             .await?;
+        let lockout_started = outcome == VerifyOutcome::Failed
+            && self.lockout.state(stored_failures + 1, now, now) != LockoutState::Open;
+        let metrics = crate::telemetry::metrics();
+        match &compared {
+            Ok(_) => metrics.verify_decisions.add(
+                1,
+                &[opentelemetry::KeyValue::new(
+                    "decision",
+                    if outcome == VerifyOutcome::Matched {
+                        "match"
+                    } else {
+                        "no_match"
+                    },
+                )],
+            ),
+            Err(Error::LockedOut { .. } | Error::TemplatesDisabled) => metrics.lockouts.add(1, &[]),
+            Err(_) => {}
+        }
         let best = match compared {
             // Off the hot path: an erased cancelled account still answers "cancelled".
             Err(Error::NoTemplate)
@@ -92,7 +115,7 @@ impl Vault {
                 .contains(tenant)
                 .then_some(best),
             subject_ref,
-            audit_id: random_id()?,
+            lockout_started,
         })
     }
 

@@ -11,6 +11,8 @@ use crate::vault::Vault;
 const BATCH: usize = 32;
 /// How often an overdue backlog is reported while it lasts.
 const OVERDUE_REPORT_EVERY: Duration = Duration::from_secs(60);
+/// How often the compliance gauges (queue depth, subjects stored) are refreshed.
+const GAUGES_EVERY: Duration = Duration::from_secs(10);
 
 pub struct DeletionWorker {
     vault: Arc<Vault>,
@@ -29,6 +31,7 @@ impl DeletionWorker {
     pub async fn run(self) {
         let wake = self.vault.deletion_wakeup();
         let mut last_overdue_report: Option<tokio::time::Instant> = None;
+        let mut last_gauges: Option<tokio::time::Instant> = None;
         loop {
             loop {
                 match self.vault.run_due_deletions(BATCH).await {
@@ -42,6 +45,12 @@ impl DeletionWorker {
             }
             if let Err(error) = self.vault.expire_templates(BATCH).await {
                 tracing::warn!(%error, "template retention sweep failed; retrying");
+            }
+            if last_gauges.is_none_or(|t| t.elapsed() >= GAUGES_EVERY) {
+                if let Ok(snapshot) = self.vault.gauge_snapshot().await {
+                    crate::telemetry::set_gauges(snapshot);
+                }
+                last_gauges = Some(tokio::time::Instant::now());
             }
             if last_overdue_report.is_none_or(|t| t.elapsed() >= OVERDUE_REPORT_EVERY) {
                 if let Ok(overdue) = self.vault.overdue_deletions().await

@@ -1,9 +1,12 @@
 //! Integration tests: one binary, real redis-server per test, real mTLS.
 
+mod audit;
 mod enroll_verify;
 mod envelope;
 mod helpers;
 mod lifecycle;
+mod limits;
 mod mtls;
 mod outage;
 mod storage_at_rest;
+mod telemetry;

@@ -1,0 +1,175 @@
+//! Group commit: RPCs hand their event to one writer task and wait; the task
+//! chains whatever has queued up, appends it per tenant in one MULTI, and only then
+//! acknowledges. One round trip serves many RPCs; no RPC returns before its event
+//! is in Redis; a failed write fails every RPC in it (fail closed).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ring::signature::Ed25519KeyPair;
+use tokio::sync::{mpsc, oneshot};
+
+use super::chain;
+use super::{AuditError, AuditSettings};
+use crate::crypto::keyring::Keyring;
+use crate::domain::Tenant;
+use crate::proto::AuditEvent;
+use crate::storage::Store;
+use crate::storage::audit::{AuditAppend, CheckpointAppend};
+
+pub(super) struct Pending {
+    pub tenant: Tenant,
+    pub event: AuditEvent,
+    pub ack: oneshot::Sender<Result<(), AuditError>>,
+}
+
+struct Head {
+    seq: u64,
+    hash: Vec<u8>,
+    checkpointed_seq: u64,
+    last_checkpoint: Instant,
+}
+
+pub(super) struct Writer {
+    pub rx: mpsc::Receiver<Pending>,
+    pub store: Store,
+    pub keyring: Arc<Keyring>,
+    pub signer: Arc<Ed25519KeyPair>,
+    pub chain_id: String,
+    pub settings: AuditSettings,
+}
+
+impl Writer {
+    pub async fn run(mut self) {
+        let mut heads: HashMap<Tenant, Head> = HashMap::new();
+        let mut last_trim: Option<Instant> = None;
+        while let Some(first) = self.rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < self.settings.max_batch {
+                match self.rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            self.commit(batch, &mut heads).await;
+            if last_trim.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
+                self.trim(heads.keys()).await;
+                last_trim = Some(Instant::now());
+            }
+        }
+        // Shutdown: every chain's head gets a final signed checkpoint.
+        self.final_checkpoints(&mut heads).await;
+    }
+
+    async fn commit(&self, batch: Vec<Pending>, heads: &mut HashMap<Tenant, Head>) {
+        let mut by_tenant: Vec<(Tenant, Vec<Pending>)> = Vec::new();
+        for p in batch {
+            match by_tenant.iter_mut().find(|(t, _)| *t == p.tenant) {
+                Some((_, list)) => list.push(p),
+                None => by_tenant.push((p.tenant.clone(), vec![p])),
+            }
+        }
+        let mut writes = Vec::new();
+        for (tenant, pending) in by_tenant {
+            let keys = match self.keyring.tenant(&tenant) {
+                Ok(k) => k,
+                Err(_) => {
+                    for p in pending {
+                        let _ = p.ack.send(Err(AuditError::Unavailable));
+                    }
+                    continue;
+                }
+            };
+            let head = heads.entry(tenant.clone()).or_insert_with(|| Head {
+                seq: 0,
+                hash: Vec::new(),
+                checkpointed_seq: 0,
+                last_checkpoint: Instant::now(),
+            });
+            let (mut seq, mut prev) = (head.seq, head.hash.clone());
+            let mut entries = Vec::with_capacity(pending.len());
+            let mut acks = Vec::with_capacity(pending.len());
+            for p in pending {
+                seq += 1;
+                let (event, hash) =
+                    chain::link(keys.audit_key(), p.event, &self.chain_id, seq, &prev);
+                prev = hash.clone();
+                entries.push(AuditAppend { event, hash });
+                acks.push(p.ack);
+            }
+            let checkpoint = (head.last_checkpoint.elapsed() >= self.settings.checkpoint_interval)
+                .then(|| self.checkpoint(&tenant, seq, &prev));
+            writes.push((tenant, entries, checkpoint, acks, seq, prev));
+        }
+        let results =
+            futures::future::join_all(writes.iter().map(|(tenant, entries, checkpoint, ..)| {
+                self.store
+                    .audit_append(tenant.as_str(), entries, checkpoint.as_ref())
+            }))
+            .await;
+        for ((tenant, _, checkpoint, acks, seq, hash), result) in writes.into_iter().zip(results) {
+            match result {
+                Ok(_) => {
+                    if let Some(head) = heads.get_mut(&tenant) {
+                        head.seq = seq;
+                        head.hash = hash;
+                        if checkpoint.is_some() {
+                            head.checkpointed_seq = seq;
+                            head.last_checkpoint = Instant::now();
+                        }
+                    }
+                    crate::telemetry::metrics()
+                        .audit_events
+                        .add(acks.len() as u64, &[]);
+                    for ack in acks {
+                        let _ = ack.send(Ok(()));
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "audit write failed; refusing the calls it recorded");
+                    for ack in acks {
+                        let _ = ack.send(Err(AuditError::Unavailable));
+                    }
+                }
+            }
+        }
+    }
+
+    fn checkpoint(&self, tenant: &Tenant, seq: u64, head: &[u8]) -> CheckpointAppend {
+        let time_ms = chrono::Utc::now().timestamp_millis();
+        let message =
+            chain::checkpoint_message(tenant.as_str(), &self.chain_id, seq, head, time_ms);
+        CheckpointAppend {
+            chain_id: self.chain_id.clone(),
+            seq,
+            head: head.to_vec(),
+            time_ms,
+            signature: self.signer.sign(&message).as_ref().to_vec(),
+        }
+    }
+
+    async fn final_checkpoints(&self, heads: &mut HashMap<Tenant, Head>) {
+        for (tenant, head) in heads.iter_mut() {
+            if head.seq == head.checkpointed_seq {
+                continue;
+            }
+            let cp = self.checkpoint(tenant, head.seq, &head.hash);
+            // A checkpoint alone: no events, just the signed head.
+            if let Err(error) = self.store.audit_checkpoint(tenant.as_str(), &cp).await {
+                tracing::warn!(%error, "final audit checkpoint not written");
+            }
+            head.checkpointed_seq = head.seq;
+        }
+    }
+
+    async fn trim<'a>(&self, tenants: impl Iterator<Item = &'a Tenant>) {
+        let cutoff =
+            chrono::Utc::now().timestamp_millis() - self.settings.retention.as_millis() as i64;
+        for tenant in tenants {
+            if let Err(error) = self.store.audit_trim(tenant.as_str(), cutoff).await {
+                tracing::warn!(%error, "audit retention trim failed; retried in an hour");
+            }
+        }
+    }
+}

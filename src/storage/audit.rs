@@ -1,0 +1,253 @@
+//! Audit streams, one per tenant: `fv:audit:{<tenant>}:events` (entries: `e` =
+//! encoded AuditEvent without its hash, `h` = its HMAC) and
+//! `fv:audit:{<tenant>}:checkpoints` (signed chain heads). Entry ids are Redis
+//! stream ids, so time-range queries and time-based trimming are native.
+
+use redis::Value;
+
+use super::{StorageError, Store};
+
+pub fn events_key(tenant: &str) -> String {
+    format!("fv:audit:{{{tenant}}}:events")
+}
+
+pub fn checkpoints_key(tenant: &str) -> String {
+    format!("fv:audit:{{{tenant}}}:checkpoints")
+}
+
+fn trimmed_key(tenant: &str) -> String {
+    format!("fv:audit:{{{tenant}}}:trimmed-before")
+}
+
+/// One entry to append: encoded event and its hash.
+pub struct AuditAppend {
+    pub event: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+pub struct CheckpointAppend {
+    pub chain_id: String,
+    pub seq: u64,
+    pub head: Vec<u8>,
+    pub time_ms: i64,
+    pub signature: Vec<u8>,
+}
+
+/// A stream entry as read back.
+#[derive(Debug, Clone)]
+pub struct StreamEntry {
+    pub id: String,
+    pub fields: Vec<(String, Vec<u8>)>,
+}
+
+impl StreamEntry {
+    pub fn field(&self, name: &str) -> Option<&[u8]> {
+        self.fields
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// Milliseconds part of the stream id.
+    pub fn time_ms(&self) -> i64 {
+        self.id
+            .split('-')
+            .next()
+            .and_then(|ms| ms.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Store {
+    /// Appends a batch of one tenant's events (and optionally a checkpoint) in one
+    /// MULTI: all are recorded, or none.
+    pub async fn audit_append(
+        &self,
+        tenant: &str,
+        events: &[AuditAppend],
+        checkpoint: Option<&CheckpointAppend>,
+    ) -> Result<Vec<String>, StorageError> {
+        let key = events_key(tenant);
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        for e in events {
+            pipe.cmd("XADD")
+                .arg(&key)
+                .arg("*")
+                .arg("e")
+                .arg(&e.event)
+                .arg("h")
+                .arg(&e.hash);
+        }
+        if let Some(cp) = checkpoint {
+            pipe.cmd("XADD")
+                .arg(checkpoints_key(tenant))
+                .arg("*")
+                .arg("chain")
+                .arg(&cp.chain_id)
+                .arg("seq")
+                .arg(cp.seq)
+                .arg("head")
+                .arg(&cp.head)
+                .arg("time")
+                .arg(cp.time_ms)
+                .arg("sig")
+                .arg(&cp.signature)
+                .ignore();
+        }
+        let mut conn = self.conn.clone();
+        let ids: Vec<String> = self.deadline(pipe.query_async(&mut conn)).await?;
+        Ok(ids)
+    }
+
+    pub async fn audit_checkpoint(
+        &self,
+        tenant: &str,
+        cp: &CheckpointAppend,
+    ) -> Result<(), StorageError> {
+        let mut conn = self.conn.clone();
+        let _: String = self
+            .deadline(
+                redis::cmd("XADD")
+                    .arg(checkpoints_key(tenant))
+                    .arg("*")
+                    .arg("chain")
+                    .arg(&cp.chain_id)
+                    .arg("seq")
+                    .arg(cp.seq)
+                    .arg("head")
+                    .arg(&cp.head)
+                    .arg("time")
+                    .arg(cp.time_ms)
+                    .arg("sig")
+                    .arg(&cp.signature)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Drops events (and checkpoints) older than `cutoff_ms`, and remembers that
+    /// it did, so a verifier knows chains may legitimately start later.
+    pub async fn audit_trim(&self, tenant: &str, cutoff_ms: i64) -> Result<(), StorageError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("XTRIM")
+            .arg(events_key(tenant))
+            .arg("MINID")
+            .arg(cutoff_ms)
+            .ignore()
+            .cmd("XTRIM")
+            .arg(checkpoints_key(tenant))
+            .arg("MINID")
+            .arg(cutoff_ms)
+            .ignore()
+            .set(trimmed_key(tenant), cutoff_ms)
+            .ignore();
+        let mut conn = self.conn.clone();
+        let () = self.deadline(pipe.query_async(&mut conn)).await?;
+        Ok(())
+    }
+
+    pub async fn audit_trimmed_before(&self, tenant: &str) -> Result<Option<i64>, StorageError> {
+        let mut conn = self.conn.clone();
+        self.deadline(
+            redis::cmd("GET")
+                .arg(trimmed_key(tenant))
+                .query_async(&mut conn),
+        )
+        .await
+    }
+
+    /// Entries of a stream from `start` (inclusive id, or "(id" exclusive, or "-")
+    /// to `end`, at most `count`.
+    pub async fn audit_range(
+        &self,
+        key: &str,
+        start: &str,
+        end: &str,
+        count: usize,
+    ) -> Result<Vec<StreamEntry>, StorageError> {
+        let mut conn = self.conn.clone();
+        let reply: Value = self
+            .deadline(
+                redis::cmd("XRANGE")
+                    .arg(key)
+                    .arg(start)
+                    .arg(end)
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        parse_entries(reply)
+    }
+}
+
+fn parse_entries(reply: Value) -> Result<Vec<StreamEntry>, StorageError> {
+    let Value::Array(items) = reply else {
+        return Err(StorageError::Corrupt);
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let Value::Array(mut pair) = item else {
+            return Err(StorageError::Corrupt);
+        };
+        if pair.len() != 2 {
+            return Err(StorageError::Corrupt);
+        }
+        let fields = pair.pop();
+        let id = match pair.pop() {
+            Some(Value::BulkString(b)) => {
+                String::from_utf8(b).map_err(|_| StorageError::Corrupt)?
+            }
+            Some(Value::SimpleString(s)) => s,
+            _ => return Err(StorageError::Corrupt),
+        };
+        let Some(Value::Array(flat)) = fields else {
+            return Err(StorageError::Corrupt);
+        };
+        let mut fields = Vec::with_capacity(flat.len() / 2);
+        let mut it = flat.into_iter();
+        while let (Some(Value::BulkString(k)), Some(Value::BulkString(v))) = (it.next(), it.next())
+        {
+            fields.push((String::from_utf8(k).map_err(|_| StorageError::Corrupt)?, v));
+        }
+        out.push(StreamEntry { id, fields });
+    }
+    Ok(out)
+}
+
+impl Store {
+    /// Tenants that have an audit stream (SCAN; for the operator's CLI, not the hot path).
+    pub async fn audit_tenants(&self) -> Result<Vec<String>, StorageError> {
+        let mut conn = self.conn.clone();
+        let mut cursor = 0u64;
+        let mut tenants = Vec::new();
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .deadline(
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg("fv:audit:{*}:events")
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            tenants.extend(keys.iter().filter_map(|k| {
+                k.strip_prefix("fv:audit:{")
+                    .and_then(|r| r.strip_suffix("}:events"))
+                    .map(str::to_owned)
+            }));
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        tenants.sort();
+        tenants.dedup();
+        Ok(tenants)
+    }
+}

@@ -1,0 +1,423 @@
+//! The audit log: one event per call, tamper-evident chains, fail closed, group
+//! commit without gaps.
+
+use std::collections::HashMap;
+
+use facevault::proto::audit_log_client::AuditLogClient;
+use facevault::proto::{self, AuditEvent};
+use tonic::Code;
+use tonic::transport::Channel;
+
+use crate::helpers::*;
+
+async fn auditor(app: &TestApp) -> AuditLogClient<Channel> {
+    let tls = app.tls_config(&app.pki.auditor.0, &app.pki.auditor.1);
+    AuditLogClient::new(app.channel_with(tls).await.unwrap())
+}
+
+async fn all_events(client: &mut AuditLogClient<Channel>) -> Vec<AuditEvent> {
+    let mut events = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .list_events(proto::ListEventsRequest {
+                page_size: 200,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        events.extend(page.events);
+        if page.next_page_token.is_empty() {
+            return events;
+        }
+        token = page.next_page_token;
+    }
+}
+
+async fn verify_chain(client: &mut AuditLogClient<Channel>) -> proto::VerifyChainResponse {
+    client
+        .verify_chain(proto::VerifyChainRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+#[tokio::test]
+async fn every_call_allowed_or_refused_is_one_event_with_the_right_fields() {
+    let app = spawn_app().await;
+    let mut client = app.app_client().await;
+    let mut as_auditor = app.auditor_as_app_client().await;
+    let values = face(1);
+
+    client
+        .get_sealing_keys(proto::GetSealingKeysRequest {})
+        .await
+        .unwrap();
+    let enrolled = client
+        .enroll(app.enroll_request("alice", &values, &["login", "payment"], false))
+        .await
+        .unwrap()
+        .into_inner();
+    let matched = app
+        .verify(&mut client, "alice", &capture_of(&values, 0.2, 2))
+        .await
+        .unwrap();
+    app.verify(&mut client, "alice", &face(3)).await.unwrap();
+    let refused = client
+        .verify(app.verify_request("alice", &values, "Bad Purpose"))
+        .await;
+    assert_eq!(code(refused), Code::InvalidArgument);
+    let denied = as_auditor
+        .get_sealing_keys(proto::GetSealingKeysRequest {})
+        .await;
+    assert_eq!(code(denied), Code::PermissionDenied);
+    client
+        .withdraw_consent(proto::WithdrawConsentRequest {
+            subject_id: "alice".into(),
+            purposes: vec!["payment".into()],
+        })
+        .await
+        .unwrap();
+    client
+        .get_compliance_report(proto::GetComplianceReportRequest {})
+        .await
+        .unwrap();
+    let ticket = client
+        .cancel_account(proto::CancelAccountRequest {
+            subject_id: "alice".into(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    client
+        .get_deletion_ticket(proto::GetDeletionTicketRequest {
+            ticket_id: ticket.ticket_id.clone(),
+        })
+        .await
+        .unwrap();
+    client
+        .delete_subject(proto::DeleteSubjectRequest {
+            subject_id: "bob".into(),
+        })
+        .await
+        .unwrap();
+
+    let mut audit = auditor(&app).await;
+    let events = all_events(&mut audit).await;
+    let mut by_op: HashMap<&str, Vec<&AuditEvent>> = HashMap::new();
+    for e in &events {
+        by_op.entry(e.op.as_str()).or_default().push(e);
+    }
+    let count = |op: &str| by_op.get(op).map_or(0, Vec::len);
+    assert_eq!(count("GetSealingKeys"), 2);
+    assert_eq!(count("Enroll"), 1);
+    assert_eq!(count("Verify"), 3);
+    assert_eq!(count("WithdrawConsent"), 1);
+    assert_eq!(count("GetComplianceReport"), 1);
+    assert_eq!(count("CancelAccount"), 1);
+    assert_eq!(count("GetDeletionTicket"), 1);
+    assert_eq!(count("DeleteSubject"), 1);
+    assert_eq!(events.len(), 11);
+
+    let app_identity = "spiffe://facevault.dev/tenant/demo/role/app";
+    for e in &events {
+        assert_eq!(e.tenant, "demo");
+        assert_eq!(e.caller_cert_sha256.len(), 64);
+        assert!(!e.request_id.is_empty() && !e.event_id.is_empty());
+        assert!(e.time.is_some());
+        assert_eq!(e.chain_id, events[0].chain_id);
+    }
+    let verifies = &by_op["Verify"];
+    assert_eq!(verifies[0].event_id, matched.audit_id);
+    assert_eq!(verifies[0].caller, app_identity);
+    assert_eq!(verifies[0].subject_ref, enrolled.subject_ref);
+    assert_eq!(verifies[0].purpose, "login");
+    assert_eq!(
+        (verifies[0].outcome.as_str(), verifies[0].code.as_str()),
+        ("allowed", "OK")
+    );
+    assert_eq!(verifies[0].detail, "match");
+    assert_eq!(verifies[1].detail, "no-match");
+    assert_eq!(
+        (verifies[2].outcome.as_str(), verifies[2].code.as_str()),
+        ("refused", "INVALID_ARGUMENT")
+    );
+    let denied = by_op["GetSealingKeys"]
+        .iter()
+        .find(|e| e.code == "PERMISSION_DENIED")
+        .unwrap();
+    assert_eq!(
+        denied.caller,
+        "spiffe://facevault.dev/tenant/demo/role/auditor"
+    );
+    assert_eq!(denied.outcome, "refused");
+    assert_eq!(by_op["CancelAccount"][0].subject_ref, enrolled.subject_ref);
+    assert_eq!(by_op["WithdrawConsent"][0].purpose, "payment");
+
+    // Filters.
+    let only_verify = audit
+        .list_events(proto::ListEventsRequest {
+            op: "Verify".into(),
+            subject_ref: enrolled.subject_ref.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(only_verify.events.len(), 3);
+
+    let report = verify_chain(&mut audit).await;
+    assert!(report.intact, "{report:?}");
+    assert!(report.events_checked >= 11);
+}
+
+#[tokio::test]
+async fn the_audit_api_is_for_auditors_of_their_own_tenant() {
+    let app = spawn_app().await;
+    let tls = app.tls_config(&app.pki.app.0, &app.pki.app.1);
+    let mut as_app = AuditLogClient::new(app.channel_with(tls).await.unwrap());
+    let r = as_app.verify_chain(proto::VerifyChainRequest {}).await;
+    assert_eq!(code(r), Code::PermissionDenied);
+
+    let mut other = app.other_tenant_client().await;
+    other
+        .get_sealing_keys(proto::GetSealingKeysRequest {})
+        .await
+        .unwrap();
+    let mut audit = auditor(&app).await;
+    let events = all_events(&mut audit).await;
+    assert!(
+        events.iter().all(|e| e.tenant == "demo"),
+        "demo's auditor sees only demo"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.op == "VerifyChain" && e.code == "PERMISSION_DENIED")
+    );
+}
+
+/// A raw stream entry: id and fields.
+type Entry = (String, Vec<(String, Vec<u8>)>);
+
+/// Rewrites the tenant's stream with the same ids, after `tamper` changes the
+/// list of (id, fields): how an attacker with Redis access would edit history.
+async fn rewrite_stream(app: &TestApp, tamper: impl FnOnce(&mut Vec<Entry>)) {
+    let mut redis = app.redis().await;
+    let key = "fv:audit:{demo}:events";
+    let reply: Vec<Entry> = redis::cmd("XRANGE")
+        .arg(key)
+        .arg("-")
+        .arg("+")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let mut entries = reply;
+    tamper(&mut entries);
+    let _: () = redis::cmd("DEL")
+        .arg(key)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    for (id, fields) in entries {
+        let mut cmd = redis::cmd("XADD");
+        cmd.arg(key).arg(id);
+        for (k, v) in fields {
+            cmd.arg(k).arg(v);
+        }
+        let _: String = cmd.query_async(&mut redis).await.unwrap();
+    }
+}
+
+async fn make_history(app: &TestApp) {
+    let mut client = app.app_client().await;
+    let values = face(1);
+    app.enroll(&mut client, "alice", &values).await;
+    for i in 0..8 {
+        app.verify(&mut client, "alice", &capture_of(&values, 0.2, 10 + i))
+            .await
+            .unwrap();
+    }
+}
+
+fn seq_of(fields: &[(String, Vec<u8>)]) -> u64 {
+    use prost::Message as _;
+    let e = fields.iter().find(|(k, _)| k == "e").unwrap();
+    AuditEvent::decode(e.1.as_slice()).unwrap().seq
+}
+
+#[tokio::test]
+async fn verify_chain_pinpoints_an_edited_event() {
+    let app = spawn_app().await;
+    make_history(&app).await;
+    let mut audit = auditor(&app).await;
+    assert!(verify_chain(&mut audit).await.intact);
+    rewrite_stream(&app, |entries| {
+        use prost::Message as _;
+        let fields = &mut entries[4].1;
+        let e = fields.iter_mut().find(|(k, _)| k == "e").unwrap();
+        let mut event = AuditEvent::decode(e.1.as_slice()).unwrap();
+        event.outcome = "allowed".into();
+        event.code = "OK".into();
+        event.detail = "match".into();
+        event.purpose = "payment".into();
+        e.1 = event.encode_to_vec();
+    })
+    .await;
+    let report = verify_chain(&mut audit).await;
+    assert!(!report.intact);
+    assert_eq!(report.broken_at_seq, 5, "{report:?}");
+    assert!(report.reason.contains("edited"), "{report:?}");
+}
+
+#[tokio::test]
+async fn verify_chain_pinpoints_a_deleted_event() {
+    let app = spawn_app().await;
+    make_history(&app).await;
+    let mut redis = app.redis().await;
+    let entries: Vec<Entry> = redis::cmd("XRANGE")
+        .arg("fv:audit:{demo}:events")
+        .arg("-")
+        .arg("+")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let (id, fields) = &entries[3];
+    assert_eq!(seq_of(fields), 4);
+    let _: i64 = redis::cmd("XDEL")
+        .arg("fv:audit:{demo}:events")
+        .arg(id)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let mut audit = auditor(&app).await;
+    let report = verify_chain(&mut audit).await;
+    assert!(!report.intact);
+    assert_eq!(report.broken_at_seq, 4, "{report:?}");
+}
+
+#[tokio::test]
+async fn verify_chain_pinpoints_reordered_events() {
+    let app = spawn_app().await;
+    make_history(&app).await;
+    rewrite_stream(&app, |entries| {
+        // Swap the contents of two entries, keeping the ids in order.
+        let a = entries[5].1.clone();
+        entries[5].1 = entries[6].1.clone();
+        entries[6].1 = a;
+    })
+    .await;
+    let mut audit = auditor(&app).await;
+    let report = verify_chain(&mut audit).await;
+    assert!(!report.intact);
+    assert_eq!(report.broken_at_seq, 6, "{report:?}");
+}
+
+#[tokio::test]
+async fn calls_fail_closed_when_the_audit_stream_cannot_be_written() {
+    let app = spawn_app().await;
+    let mut client = app.app_client().await;
+    let values = face(1);
+    app.enroll(&mut client, "alice", &values).await;
+    let mut redis = app.redis().await;
+    // Make the stream unwritable: a key of the wrong type in its place.
+    let _: () = redis::cmd("DEL")
+        .arg("fv:audit:{demo}:events")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("fv:audit:{demo}:events")
+        .arg("not a stream")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let r = app
+        .verify(&mut client, "alice", &capture_of(&values, 0.2, 2))
+        .await;
+    let status = r.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.message().contains("audit"), "{status:?}");
+    let r = client
+        .get_sealing_keys(proto::GetSealingKeysRequest {})
+        .await;
+    assert_eq!(code(r), Code::Unavailable);
+
+    let _: () = redis::cmd("DEL")
+        .arg("fv:audit:{demo}:events")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    client
+        .get_sealing_keys(proto::GetSealingKeysRequest {})
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_concurrent_verifies_make_a_thousand_chained_events() {
+    // A load test on two cores: generous deadlines, so that what is measured is
+    // the chain, not the scheduler.
+    let app = spawn_app_with(AppOptions {
+        redis_timeout_ms: 10_000,
+        ..AppOptions::default()
+    })
+    .await;
+    let client = app.app_client().await;
+    let subjects = 100;
+    let faces: Vec<Vec<f32>> = (0..subjects).map(|i| face(1000 + i)).collect();
+    let mut enroller = client.clone();
+    for (i, f) in faces.iter().enumerate() {
+        app.enroll(&mut enroller, &format!("s{i}"), f).await;
+    }
+    let requests: Vec<_> = (0..1000)
+        .map(|i| {
+            let s = i % subjects as usize;
+            app.verify_request(
+                &format!("s{s}"),
+                &capture_of(&faces[s], 0.2, i as u64),
+                "login",
+            )
+        })
+        .collect();
+    let calls = requests.into_iter().map(|r| {
+        let mut c = client.clone();
+        tokio::spawn(async move { c.verify(r).await.map(|_| ()) })
+    });
+    let results = futures::future::join_all(calls).await;
+    let mut outcomes: HashMap<String, usize> = HashMap::new();
+    for r in &results {
+        let key = match r {
+            Ok(Ok(())) => "OK".to_owned(),
+            Ok(Err(status)) => format!("{:?}: {}", status.code(), status.message()),
+            Err(e) => format!("join: {e}"),
+        };
+        *outcomes.entry(key).or_default() += 1;
+    }
+    // Every call is answered: matched, or refused because the same subject was
+    // being verified at that instant (one verification per subject at a time).
+    let answered = outcomes.get("OK").copied().unwrap_or(0)
+        + outcomes
+            .get("Aborted: another verification of this subject is in progress")
+            .copied()
+            .unwrap_or(0);
+    assert_eq!(answered, 1000, "{outcomes:?}");
+
+    let mut audit = auditor(&app).await;
+    let events = all_events(&mut audit).await;
+    let verifies: Vec<_> = events.iter().filter(|e| e.op == "Verify").collect();
+    assert_eq!(verifies.len(), 1000);
+    let mut seqs: Vec<u64> = events.iter().map(|e| e.seq).collect();
+    seqs.sort_unstable();
+    let expected: Vec<u64> = (1..=events.len() as u64).collect();
+    assert_eq!(seqs, expected, "no gap, no duplicate");
+    assert!(
+        events.iter().all(|e| e.chain_id == events[0].chain_id),
+        "one writer, no fork"
+    );
+    let report = verify_chain(&mut audit).await;
+    assert!(report.intact, "{report:?}");
+}
