@@ -80,20 +80,7 @@ impl Store {
                 .arg(&e.hash);
         }
         if let Some(cp) = checkpoint {
-            pipe.cmd("XADD")
-                .arg(checkpoints_key(tenant))
-                .arg("*")
-                .arg("chain")
-                .arg(&cp.chain_id)
-                .arg("seq")
-                .arg(cp.seq)
-                .arg("head")
-                .arg(&cp.head)
-                .arg("time")
-                .arg(cp.time_ms)
-                .arg("sig")
-                .arg(&cp.signature)
-                .ignore();
+            pipe.add_command(checkpoint_command(tenant, cp)).ignore();
         }
         let mut conn = self.conn.clone();
         let ids: Vec<String> = self.deadline(pipe.query_async(&mut conn)).await?;
@@ -107,22 +94,7 @@ impl Store {
     ) -> Result<(), StorageError> {
         let mut conn = self.conn.clone();
         let _: String = self
-            .deadline(
-                redis::cmd("XADD")
-                    .arg(checkpoints_key(tenant))
-                    .arg("*")
-                    .arg("chain")
-                    .arg(&cp.chain_id)
-                    .arg("seq")
-                    .arg(cp.seq)
-                    .arg("head")
-                    .arg(&cp.head)
-                    .arg("time")
-                    .arg(cp.time_ms)
-                    .arg("sig")
-                    .arg(&cp.signature)
-                    .query_async(&mut conn),
-            )
+            .deadline(checkpoint_command(tenant, cp).query_async(&mut conn))
             .await?;
         Ok(())
     }
@@ -182,6 +154,23 @@ impl Store {
             .await?;
         parse_entries(reply)
     }
+}
+
+fn checkpoint_command(tenant: &str, cp: &CheckpointAppend) -> redis::Cmd {
+    let mut cmd = redis::cmd("XADD");
+    cmd.arg(checkpoints_key(tenant))
+        .arg("*")
+        .arg("chain")
+        .arg(&cp.chain_id)
+        .arg("seq")
+        .arg(cp.seq)
+        .arg("head")
+        .arg(&cp.head)
+        .arg("time")
+        .arg(cp.time_ms)
+        .arg("sig")
+        .arg(&cp.signature);
+    cmd
 }
 
 fn parse_entries(reply: Value) -> Result<Vec<StreamEntry>, StorageError> {

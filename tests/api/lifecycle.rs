@@ -91,6 +91,20 @@ async fn subject_keys(app: &TestApp, subject_ref: &str) -> Vec<String> {
     traces
 }
 
+async fn withdraw(
+    client: &mut FaceVaultClient<Channel>,
+    subject: &str,
+    purposes: &[&str],
+) -> Result<proto::DeletionTicket, tonic::Status> {
+    client
+        .withdraw_consent(proto::WithdrawConsentRequest {
+            subject_id: subject.to_owned(),
+            purposes: purposes.iter().map(|p| (*p).to_owned()).collect(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
 async fn receipt_key(client: &mut FaceVaultClient<Channel>) -> Vec<u8> {
     client
         .get_sealing_keys(proto::GetSealingKeysRequest {})
@@ -240,14 +254,7 @@ async fn withdrawing_one_purpose_keeps_the_other_and_the_last_erases() {
         .unwrap()
         .into_inner();
 
-    let t = client
-        .withdraw_consent(proto::WithdrawConsentRequest {
-            subject_id: "carol".to_owned(),
-            purposes: vec!["payment".to_owned()],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let t = withdraw(&mut client, "carol", &["payment"]).await.unwrap();
     assert_eq!(t.state(), DeletionState::Completed);
     let key = receipt_key(&mut client).await;
     assert!(verify_receipt(&key, t.receipt.as_ref().unwrap()).is_some());
@@ -263,14 +270,7 @@ async fn withdrawing_one_purpose_keeps_the_other_and_the_last_erases() {
         .into_inner();
     assert_eq!(ok.decision(), proto::Decision::Match);
 
-    let last = client
-        .withdraw_consent(proto::WithdrawConsentRequest {
-            subject_id: "carol".to_owned(),
-            purposes: vec!["login".to_owned()],
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let last = withdraw(&mut client, "carol", &["login"]).await.unwrap();
     let body = verify_receipt(&key, last.receipt.as_ref().unwrap()).unwrap();
     assert!(
         body.erased.contains(&"templates:1".to_owned()),
@@ -298,13 +298,7 @@ async fn withdrawal_erases_only_templates_no_purpose_covers() {
         .enroll(app.enroll_request("dan", &pay_face, &["payment"], false))
         .await
         .unwrap();
-    client
-        .withdraw_consent(proto::WithdrawConsentRequest {
-            subject_id: "dan".to_owned(),
-            purposes: vec!["payment".to_owned()],
-        })
-        .await
-        .unwrap();
+    withdraw(&mut client, "dan", &["payment"]).await.unwrap();
     let ok = client
         .verify(app.verify_request("dan", &capture_of(&login_face, 0.2, 3), "login"))
         .await
@@ -317,13 +311,10 @@ async fn withdrawal_erases_only_templates_no_purpose_covers() {
         .unwrap()
         .into_inner();
     assert_eq!(gone.decision(), proto::Decision::NoMatch);
-    let r = client
-        .withdraw_consent(proto::WithdrawConsentRequest {
-            subject_id: "dan".to_owned(),
-            purposes: vec![],
-        })
-        .await;
-    assert_eq!(code(r), Code::InvalidArgument);
+    assert_eq!(
+        code(withdraw(&mut client, "dan", &[]).await),
+        Code::InvalidArgument
+    );
 }
 
 #[tokio::test]
