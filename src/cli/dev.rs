@@ -216,6 +216,10 @@ fn banner(dir: &Path, args: &DevArgs, redis_url: &str) -> String {
     );
     let _ = writeln!(
         out,
+        "  grpcurl -cacert {d}/ca.pem -cert {d}/auditor.pem -key {d}/auditor.key {addr} facevault.v1.AuditLog/VerifyChain"
+    );
+    let _ = writeln!(
+        out,
         "\nOther identities: {d}/auditor.pem (role auditor), {d}/other.pem (tenant other). Ctrl-C stops (Redis too)."
     );
     out
