@@ -4,6 +4,7 @@
 //! `crypto`, `storage` (Redis), `config`, `telemetry`, `startup`, `cli`.
 
 pub mod audit;
+pub mod bench;
 pub mod cli;
 pub mod client;
 pub mod config;

@@ -62,6 +62,16 @@ enum Command {
     /// The audit log: verify its hash chains, export it.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Load generator: verify throughput and latency against the floors.
+    Bench(crate::bench::BenchArgs),
+    /// Internal: the naive baseline service `bench` compares against.
+    #[command(hide = true)]
+    BenchBaseline {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
 }
 
 pub async fn run() -> ExitCode {
@@ -77,6 +87,8 @@ pub async fn run() -> ExitCode {
         Command::Deadline(args) => deadline::run(args),
         Command::Receipt(command) => receipt::run(command),
         Command::Audit(command) => audit::run(command).await,
+        Command::Bench(args) => crate::bench::run(args).await,
+        Command::BenchBaseline { config, listen } => crate::bench::serve_baseline_process(&config, listen).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

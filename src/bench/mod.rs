@@ -1,0 +1,722 @@
+//! `facevault bench`: a load generator over real mTLS gRPC with real sealing. With
+//! no `--target` it starts its own redis-server and `facevault serve` (a child
+//! process, so its memory is measured alone) and, in the same run and on the same
+//! stack, measures the floors: the gRPC+TLS health check, a Redis GET from this
+//! process, and a naive unprotected baseline service (see `baseline`).
+
+mod baseline;
+pub mod stats;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rand::{Rng as _, SeedableRng as _};
+use serde::Serialize;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+
+use crate::client::{PayloadSpec, SealingTarget, seal_embedding};
+use crate::crypto::keyfiles;
+use crate::crypto::sealing::{SealedFor, Suite};
+use crate::pki::{DEV_TRUST_DOMAIN, DevPki};
+use crate::proto::face_vault_client::FaceVaultClient;
+use crate::proto::{self, Decision};
+use crate::redis_server::{RedisOptions, RedisServer};
+use stats::PhaseStats;
+
+pub use baseline::serve as serve_baseline;
+
+const MODEL: &str = "bench-512";
+const DIMENSION: usize = 512;
+const THRESHOLD: f32 = 0.6;
+/// Probes are sealed before the timed phase so that it measures the server, not
+/// this process's sealing; a phase ends early if its pool runs out.
+const PROBE_POOL: usize = 40_000;
+const CHANNELS: usize = 4;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// A running facevault (host:port). Without it, the bench starts its own.
+    #[arg(long)]
+    target: Option<String>,
+    /// With --target: CA, client certificate and key (tenant role app).
+    #[arg(long, default_value = "dev/ca.pem")]
+    ca: PathBuf,
+    #[arg(long, default_value = "dev/app.pem")]
+    cert: PathBuf,
+    #[arg(long, default_value = "dev/app.key")]
+    key: PathBuf,
+    /// With --target: the tenant of the client certificate.
+    #[arg(long, default_value = "demo")]
+    tenant: String,
+    /// With --target: the 512-dimension model id configured there.
+    #[arg(long, default_value = "demo-512")]
+    target_model: String,
+    /// Subjects enrolled before verifying.
+    #[arg(long, default_value_t = 10_000)]
+    subjects: usize,
+    /// Calls in flight.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Length of each timed phase, e.g. 10s, 500ms.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Sealing suite: x25519 or xwing.
+    #[arg(long, default_value = "x25519")]
+    suite: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .map_or((text, "s"), |i| text.split_at(i));
+    let value: f64 = number.parse().map_err(|_| format!("bad duration {text:?}"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "s" => value,
+        "m" => value * 60.0,
+        _ => return Err(format!("bad duration unit in {text:?} (ms, s, m)")),
+    };
+    if !(0.1..=3600.0).contains(&seconds) {
+        return Err("duration must be between 100ms and 1h".into());
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    machine: Machine,
+    settings: Settings,
+    enroll: PhaseStats,
+    health: Option<PhaseStats>,
+    redis_get: Option<PhaseStats>,
+    verify: PhaseStats,
+    baseline_verify: Option<PhaseStats>,
+    server_rss_mib: Option<f64>,
+    server_peak_rss_mib: Option<f64>,
+    ratios: Ratios,
+}
+
+#[derive(Debug, Serialize)]
+struct Machine {
+    cpus: usize,
+    os: &'static str,
+    arch: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct Settings {
+    subjects: usize,
+    concurrency: usize,
+    duration_s: f64,
+    suite: String,
+    dimension: usize,
+    self_hosted: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Ratios {
+    verify_vs_health: Option<f64>,
+    verify_p99_vs_health_p99: Option<f64>,
+    protected_vs_unprotected: Option<f64>,
+}
+
+/// Child processes and files of a self-hosted run; killed on drop.
+struct SelfHosted {
+    _dir: tempfile_dir::TempDir,
+    redis: RedisServer,
+    server: tokio::process::Child,
+    baseline: tokio::process::Child,
+    server_addr: SocketAddr,
+    baseline_addr: SocketAddr,
+    pki: DevPki,
+}
+
+mod tempfile_dir {
+    /// A scratch directory removed on drop (the runtime crate has no tempfile).
+    pub struct TempDir(pub std::path::PathBuf);
+
+    impl TempDir {
+        pub fn new() -> std::io::Result<Self> {
+            let name = format!("facevault-bench-{}-{}", std::process::id(), rand::random::<u32>());
+            let path = std::env::temp_dir().join(name);
+            std::fs::create_dir_all(&path)?;
+            Ok(Self(path))
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn start_self_hosted() -> anyhow::Result<SelfHosted> {
+    let dir = tempfile_dir::TempDir::new()?;
+    let pki = DevPki::ensure(&dir.0.join("pki"), DEV_TRUST_DOMAIN, &[])?;
+    let keys = keyfiles::generate(&dir.0.join("keys"), 30)?;
+    let redis = RedisServer::start(RedisOptions::default()).await?;
+    let (port, health, base) = (free_port()?, free_port()?, free_port()?);
+    let config = format!(
+        r#"[server]
+listen = "127.0.0.1:{port}"
+health_listen = "127.0.0.1:{health}"
+trust_domain = "{DEV_TRUST_DOMAIN}"
+
+[tls]
+cert = "{cert}"
+key = "{key}"
+client_ca = "{ca}"
+
+[keys]
+keyring = "{keyring}"
+transform_secret = "{transform}"
+sealing_keys = "{sealing}"
+receipt_signing_key = "{receipt}"
+
+[redis]
+url = "{redis}"
+timeout_ms = 5000
+
+[limits]
+rate_per_second = 1000000000.0
+burst = 1000000000.0
+max_in_flight = 100000
+request_timeout_ms = 30000
+
+[[models]]
+id = "{MODEL}"
+dimension = {DIMENSION}
+threshold = {THRESHOLD}
+
+[logging]
+format = "json"
+level = "warn"
+"#,
+        cert = pki.server_cert.display(),
+        key = pki.server_key.display(),
+        ca = pki.ca_cert.display(),
+        keyring = keys.keyring.display(),
+        transform = keys.transform_secret.display(),
+        sealing = keys.sealing_keys.display(),
+        receipt = keys.receipt_signing_key.display(),
+        redis = redis.url(),
+    );
+    let config_path = dir.0.join("facevault.toml");
+    std::fs::write(&config_path, config)?;
+    let exe = std::env::current_exe()?;
+    let log = |name: &str| std::fs::File::create(dir.0.join(name));
+    let server = tokio::process::Command::new(&exe)
+        .arg("serve")
+        .arg("--config")
+        .arg(&config_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(log("server.log")?)
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start facevault serve")?;
+    let baseline_addr: SocketAddr = format!("127.0.0.1:{base}").parse()?;
+    let baseline = tokio::process::Command::new(&exe)
+        .arg("bench-baseline")
+        .arg("--config")
+        .arg(&config_path)
+        .arg("--listen")
+        .arg(baseline_addr.to_string())
+        .stdout(std::process::Stdio::null())
+        .stderr(log("baseline.log")?)
+        .kill_on_drop(true)
+        .spawn()
+        .context("cannot start the baseline")?;
+    wait_for_port(port).await?;
+    wait_for_port(base).await?;
+    Ok(SelfHosted {
+        _dir: dir,
+        redis,
+        server,
+        baseline,
+        server_addr: format!("127.0.0.1:{port}").parse()?,
+        baseline_addr,
+        pki,
+    })
+}
+
+async fn wait_for_port(port: u16) -> anyhow::Result<()> {
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    bail!("nothing listens on 127.0.0.1:{port} after 10 s (see the bench's server log)")
+}
+
+async fn channels(addr: &str, ca: &Path, cert: &Path, key: &Path) -> anyhow::Result<Vec<Channel>> {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?))
+        .identity(Identity::from_pem(std::fs::read(cert)?, std::fs::read(key)?))
+        .domain_name("localhost");
+    let mut out = Vec::new();
+    for _ in 0..CHANNELS {
+        let channel = Channel::from_shared(format!("https://{addr}"))?
+            .tls_config(tls.clone())?
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {addr}"))?;
+        out.push(channel);
+    }
+    Ok(out)
+}
+
+/// A reproducible face per subject; a probe is another capture of it.
+fn face(subject: usize) -> Vec<f32> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(subject as u64);
+    (0..DIMENSION).map(|_| rng.random::<f32>() - 0.5).collect()
+}
+
+fn capture(subject: usize, n: u64) -> Vec<f32> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(n ^ 0x5eed);
+    face(subject).into_iter().map(|v| v + 0.1 * (rng.random::<f32>() - 0.5)).collect()
+}
+
+fn consent() -> proto::Consent {
+    proto::Consent {
+        consent_id: "bench".into(),
+        purposes: vec!["login".into()],
+        granted_at: Some(crate::vault::timestamp(crate::vault::now_unix_ms() - 1000)),
+        method: proto::ConsentMethod::SeparateInApp as i32,
+        notice_version: "bench".into(),
+    }
+}
+
+/// Runs `call` from `concurrency` workers until `duration` passes or a worker's
+/// call returns None (its input ran out), with a progress line per second.
+async fn timed<F, Fut>(label: &str, concurrency: usize, duration: Duration, quiet: bool, call: F) -> PhaseStats
+where
+    F: Fn(usize) -> Option<Fut> + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+{
+    let call = Arc::new(call);
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + duration;
+    let progress = {
+        let done = done.clone();
+        let label = label.to_owned();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if !quiet {
+                    eprintln!(
+                        "  {label}: {:.0}/{:.0} s, {} calls",
+                        started.elapsed().as_secs_f64(),
+                        duration.as_secs_f64(),
+                        done.load(Ordering::Relaxed)
+                    );
+                }
+            }
+        })
+    };
+    let workers: Vec<_> = (0..concurrency)
+        .map(|worker| {
+            let call = call.clone();
+            let done = done.clone();
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                let mut errors = 0u64;
+                while Instant::now() < deadline {
+                    let Some(fut) = call(worker) else { break };
+                    let t = Instant::now();
+                    if fut.await {
+                        latencies.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                        done.fetch_add(1, Ordering::Relaxed);
+                    } else {
+                        errors += 1;
+                    }
+                }
+                (latencies, errors)
+            })
+        })
+        .collect();
+    let mut latencies = Vec::new();
+    let mut errors = 0;
+    for w in workers {
+        if let Ok((l, e)) = w.await {
+            latencies.extend(l);
+            errors += e;
+        }
+    }
+    let elapsed = started.elapsed();
+    progress.abort();
+    PhaseStats::from_samples(latencies, errors, elapsed.min(duration.max(elapsed)))
+}
+
+fn rss_mib(pid: Option<u32>, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let suite = match args.suite.as_str() {
+        "x25519" => Suite::X25519Sha256Aes256Gcm,
+        "xwing" => Suite::XWingSha256Aes256Gcm,
+        other => bail!("--suite {other:?}: use x25519 or xwing"),
+    };
+    if args.concurrency == 0 || args.subjects == 0 {
+        bail!("--concurrency and --subjects must be positive");
+    }
+    let quiet = args.json;
+    let hosted = match &args.target {
+        Some(_) => None,
+        None => {
+            eprintln!("starting redis-server, facevault serve and the naive baseline …");
+            Some(start_self_hosted().await?)
+        }
+    };
+    let (addr, ca, cert, key, tenant, model) = match (&hosted, &args.target) {
+        (Some(h), _) => (
+            h.server_addr.to_string(),
+            h.pki.ca_cert.clone(),
+            h.pki.app.0.clone(),
+            h.pki.app.1.clone(),
+            "demo".to_owned(),
+            MODEL.to_owned(),
+        ),
+        (None, Some(t)) => (
+            t.clone(),
+            args.ca.clone(),
+            args.cert.clone(),
+            args.key.clone(),
+            args.tenant.clone(),
+            args.target_model.clone(),
+        ),
+        (None, None) => unreachable!("no target and not self-hosted"),
+    };
+    let channels = channels(&addr, &ca, &cert, &key).await?;
+    let client = |i: usize| FaceVaultClient::new(channels[i % CHANNELS].clone());
+    let keys = client(0)
+        .get_sealing_keys(proto::GetSealingKeysRequest {})
+        .await
+        .context("GetSealingKeys failed")?
+        .into_inner();
+    let key = keys
+        .keys
+        .iter()
+        .find(|k| k.suite == suite.as_str())
+        .context("the server offers no key of this suite")?;
+    let target = Arc::new(SealingTarget {
+        key_id: key.key_id.clone(),
+        suite,
+        public_key: key.public_key.clone(),
+    });
+    let run_id: u32 = rand::random();
+    let subject = move |i: usize| format!("bench-{run_id:08x}-{i}");
+
+    // Enroll.
+    eprintln!("enrolling {} subjects …", args.subjects);
+    let next = Arc::new(AtomicUsize::new(0));
+    let enroll = {
+        let (next, target, tenant, model, subjects) =
+            (next.clone(), target.clone(), tenant.clone(), model.clone(), args.subjects);
+        let clients: Vec<_> = (0..args.concurrency).map(client).collect();
+        timed("enroll", args.concurrency, Duration::from_secs(3600), quiet, move |w| {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            if i >= subjects {
+                return None;
+            }
+            let mut c = clients[w].clone();
+            let (target, tenant, model) = (target.clone(), tenant.clone(), model.clone());
+            Some(async move {
+                let id = subject(i);
+                let values = face(i);
+                let Ok(sealed) = seal_embedding(
+                    &target,
+                    &PayloadSpec {
+                        op: SealedFor::Enroll,
+                        tenant: &tenant,
+                        subject_id: &id,
+                        model: &model,
+                        values: &values,
+                        sealed_at_unix_ms: crate::vault::now_unix_ms(),
+                    },
+                ) else {
+                    return false;
+                };
+                c.enroll(proto::EnrollRequest {
+                    subject_id: id,
+                    embedding: Some(sealed),
+                    consent: Some(consent()),
+                    replace: true,
+                })
+                .await
+                .is_ok()
+            })
+        })
+        .await
+    };
+    if enroll.errors > 0 {
+        bail!("{} enrollments failed", enroll.errors);
+    }
+
+    // The gRPC + TLS floor on the same channels.
+    let health = if hosted.is_some() || args.target.is_some() {
+        eprintln!("health-check floor …");
+        let hc: Vec<_> = (0..args.concurrency)
+            .map(|i| tonic_health::pb::health_client::HealthClient::new(channels[i % CHANNELS].clone()))
+            .collect();
+        Some(
+            timed("health", args.concurrency, args.duration, quiet, move |w| {
+                let mut c = hc[w].clone();
+                Some(async move {
+                    c.check(tonic_health::pb::HealthCheckRequest::default())
+                        .await
+                        .is_ok_and(|r| r.into_inner().status == 1)
+                })
+            })
+            .await,
+        )
+    } else {
+        None
+    };
+
+    // The storage floor.
+    let redis_get = match &hosted {
+        Some(h) => {
+            eprintln!("redis GET floor …");
+            let conn = redis::Client::open(h.redis.url())?.get_multiplexed_async_connection().await?;
+            let mut c = conn.clone();
+            let () = redis::cmd("SET").arg("bench:floor").arg(vec![7u8; 2048]).query_async(&mut c).await?;
+            Some(
+                timed("redis GET", args.concurrency, args.duration, quiet, move |_| {
+                    let mut c = conn.clone();
+                    Some(async move {
+                        redis::cmd("GET")
+                            .arg("bench:floor")
+                            .query_async::<Vec<u8>>(&mut c)
+                            .await
+                            .is_ok()
+                    })
+                })
+                .await,
+            )
+        }
+        None => None,
+    };
+
+    // Protected verify, with probes sealed beforehand.
+    eprintln!("sealing {PROBE_POOL} probes …");
+    let pool: Arc<Vec<proto::VerifyRequest>> = Arc::new(
+        (0..PROBE_POOL)
+            .map(|n| {
+                let i = n % args.subjects;
+                let id = subject(i);
+                let probe = seal_embedding(
+                    &target,
+                    &PayloadSpec {
+                        op: SealedFor::Verify,
+                        tenant: &tenant,
+                        subject_id: &id,
+                        model: &model,
+                        values: &capture(i, n as u64),
+                        sealed_at_unix_ms: crate::vault::now_unix_ms(),
+                    },
+                )?;
+                Ok(proto::VerifyRequest {
+                    subject_id: id,
+                    probe: Some(probe),
+                    purpose: "login".into(),
+                })
+            })
+            .collect::<Result<_, crate::crypto::sealing::SealingError>>()?,
+    );
+    eprintln!("verify …");
+    let verify = verify_phase(&channels, pool, args.concurrency, args.duration, quiet, "verify").await;
+    let server_pid = hosted.as_ref().and_then(|h| h.server.id());
+    let server_rss_mib = rss_mib(server_pid, "VmRSS:");
+    let server_peak_rss_mib = rss_mib(server_pid, "VmHWM:");
+
+    // The naive baseline on the same stack.
+    let baseline_verify = match &hosted {
+        Some(h) => {
+            eprintln!("naive baseline: enroll and verify …");
+            let base = channels_to(&h.baseline_addr.to_string(), &h.pki).await?;
+            for chunk in (0..args.subjects).collect::<Vec<_>>().chunks(256) {
+                let calls = chunk.iter().map(|&i| {
+                    let mut c = FaceVaultClient::new(base[i % CHANNELS].clone());
+                    async move {
+                        c.enroll(proto::EnrollRequest {
+                            subject_id: subject(i),
+                            embedding: Some(plain(&face(i))),
+                            ..Default::default()
+                        })
+                        .await
+                    }
+                });
+                for r in futures::future::join_all(calls).await {
+                    r.context("baseline enroll failed")?;
+                }
+            }
+            let pool = Arc::new(
+                (0..PROBE_POOL)
+                    .map(|n| {
+                        let i = n % args.subjects;
+                        proto::VerifyRequest {
+                            subject_id: subject(i),
+                            probe: Some(plain(&capture(i, n as u64))),
+                            purpose: "login".into(),
+                        }
+                    })
+                    .collect(),
+            );
+            Some(verify_phase(&base, pool, args.concurrency, args.duration, quiet, "baseline verify").await)
+        }
+        None => None,
+    };
+
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let report = Report {
+        machine: Machine {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            os: std::env::consts::OS,
+            arch: std::env::consts::ARCH,
+        },
+        settings: Settings {
+            subjects: args.subjects,
+            concurrency: args.concurrency,
+            duration_s: args.duration.as_secs_f64(),
+            suite: suite.as_str().to_owned(),
+            dimension: DIMENSION,
+            self_hosted: hosted.is_some(),
+        },
+        ratios: Ratios {
+            verify_vs_health: ratio(Some(verify.throughput_per_s), health.as_ref().map(|h| h.throughput_per_s)),
+            verify_p99_vs_health_p99: ratio(Some(verify.p99_ms), health.as_ref().map(|h| h.p99_ms)),
+            protected_vs_unprotected: ratio(
+                Some(verify.throughput_per_s),
+                baseline_verify.as_ref().map(|b| b.throughput_per_s),
+            ),
+        },
+        enroll,
+        health,
+        redis_get,
+        verify,
+        baseline_verify,
+        server_rss_mib,
+        server_peak_rss_mib,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    if let Some(mut h) = hosted {
+        let _ = h.server.start_kill();
+        let _ = h.baseline.start_kill();
+        h.redis.stop().await;
+    }
+    Ok(())
+}
+
+fn plain(values: &[f32]) -> proto::SealedEmbedding {
+    proto::SealedEmbedding {
+        ciphertext: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        ..Default::default()
+    }
+}
+
+async fn channels_to(addr: &str, pki: &DevPki) -> anyhow::Result<Vec<Channel>> {
+    channels(addr, &pki.ca_cert, &pki.app.0, &pki.app.1).await
+}
+
+async fn verify_phase(
+    channels: &[Channel],
+    pool: Arc<Vec<proto::VerifyRequest>>,
+    concurrency: usize,
+    duration: Duration,
+    quiet: bool,
+    label: &str,
+) -> PhaseStats {
+    let next = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..concurrency)
+        .map(|i| FaceVaultClient::new(channels[i % channels.len()].clone()))
+        .collect();
+    timed(label, concurrency, duration, quiet, move |w| {
+        let n = next.fetch_add(1, Ordering::Relaxed);
+        let request = pool.get(n)?.clone();
+        let mut c = clients[w].clone();
+        Some(async move {
+            c.verify(request)
+                .await
+                .is_ok_and(|r| r.into_inner().decision() == Decision::Match)
+        })
+    })
+    .await
+}
+
+fn print_table(r: &Report) {
+    println!(
+        "\nfacevault bench: {} subjects, concurrency {}, {:.0} s per phase, suite {}, {} CPUs",
+        r.settings.subjects, r.settings.concurrency, r.settings.duration_s, r.settings.suite, r.machine.cpus
+    );
+    println!(
+        "{:<18} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "phase", "calls/s", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms"
+    );
+    let row = |name: &str, s: &Option<&PhaseStats>| match s {
+        Some(s) => println!(
+            "{:<18} {:>10.0} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            name, s.throughput_per_s, s.errors, s.p50_ms, s.p90_ms, s.p99_ms, s.p999_ms
+        ),
+        None => println!("{name:<18} {:>10}", "-"),
+    };
+    row("enroll", &Some(&r.enroll));
+    row("health (floor)", &r.health.as_ref());
+    row("redis GET (floor)", &r.redis_get.as_ref());
+    row("verify", &Some(&r.verify));
+    row("naive baseline", &r.baseline_verify.as_ref());
+    let f = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+    println!(
+        "\nratios: verify/health throughput {}, verify p99/health p99 {}, protected/unprotected {}",
+        f(r.ratios.verify_vs_health),
+        f(r.ratios.verify_p99_vs_health_p99),
+        f(r.ratios.protected_vs_unprotected)
+    );
+    println!(
+        "server RSS: {} MiB now, {} MiB peak",
+        f(r.server_rss_mib),
+        f(r.server_peak_rss_mib)
+    );
+}
+
+/// `facevault bench-baseline`: the naive service in its own process, for `bench`.
+pub async fn serve_baseline_process(config: &Path, listen: SocketAddr) -> anyhow::Result<()> {
+    let settings = crate::config::Settings::load(config, &crate::config::Overrides::default())?;
+    let tls = crate::grpc::tls::server_config(&crate::grpc::tls::TlsFiles {
+        cert: &settings.tls.cert,
+        key: &settings.tls.key,
+        client_ca: &settings.tls.client_ca,
+        crls: &settings.tls.crls,
+    })?;
+    let policy = Arc::new(crate::grpc::tls::IdentityPolicy {
+        trust_domain: settings.server.trust_domain.clone(),
+        allow_cn_fallback: false,
+    });
+    let threshold = settings.models.first().map_or(THRESHOLD, |m| m.threshold);
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    serve_baseline(listener, tls, policy, &settings.redis.url, threshold).await
+}
