@@ -1,1 +1,168 @@
-fn main() {}
+//! Micro-benchmarks of the verify and enroll hot path: HPKE open (both suites),
+//! the salted transform, template decryption, cosine, and the whole per-template
+//! verify core for 512 dimensions (target: ≤ 50 µs).
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use facevault::client::{PayloadSpec, SealingTarget, seal_embedding};
+use facevault::crypto::envelope::{self, TemplateRecord};
+use facevault::crypto::keyring::Keyring;
+use facevault::crypto::sealing::{self, OpeningKey, SealedFor, SealingKeys, Suite};
+use facevault::crypto::transform;
+use facevault::domain::{SubjectId, Tenant};
+use prost::Message as _;
+use zeroize::Zeroizing;
+
+const NOW: i64 = 1_800_000_000_000;
+
+fn vector(dim: usize, seed: u32) -> Vec<f32> {
+    (0..dim)
+        .map(|i| (((i as u32).wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 1000.0 - 0.5)
+        .collect()
+}
+
+fn setup() -> (SealingKeys, Keyring, Tenant) {
+    let keys = SealingKeys::new(vec![
+        OpeningKey::from_seed("x".into(), Suite::X25519Sha256Aes256Gcm, &[1; 32], NOW + 1_000_000),
+        OpeningKey::from_seed("w".into(), Suite::XWingSha256Aes256Gcm, &[2; 32], NOW + 1_000_000),
+    ]);
+    let ring = Keyring::new(1, BTreeMap::from([(1, Zeroizing::new([3u8; 32]))]), Zeroizing::new([4u8; 32])).unwrap();
+    (keys, ring, Tenant::try_from("demo").unwrap())
+}
+
+fn target(keys: &SealingKeys, suite: Suite) -> SealingTarget {
+    let key = keys.current(NOW).into_iter().find(|k| k.suite == suite).unwrap();
+    SealingTarget {
+        key_id: key.key_id.clone(),
+        suite,
+        public_key: key.public_key.clone(),
+    }
+}
+
+fn hpke_open(c: &mut Criterion) {
+    let (keys, _, _) = setup();
+    let aad = sealing::aad(SealedFor::Verify, "demo", "alice");
+    let mut group = c.benchmark_group("hpke_open_512");
+    for suite in Suite::ALL {
+        let sealed = seal_embedding(
+            &target(&keys, suite),
+            &PayloadSpec {
+                op: SealedFor::Verify,
+                tenant: "demo",
+                subject_id: "alice",
+                model: "m",
+                values: &vector(512, 1),
+                sealed_at_unix_ms: NOW,
+            },
+        )
+        .unwrap();
+        group.bench_function(suite.as_str(), |b| {
+            b.iter(|| {
+                keys.open(&sealed.suite, &sealed.key_id, &sealed.enc, &sealed.ciphertext, &aad, NOW)
+                    .unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+fn salted_transform(c: &mut Criterion) {
+    let key = transform::TransformKey::from_bytes([9; 32]);
+    let mut group = c.benchmark_group("transform");
+    for dim in [128, 512, 1024] {
+        let input = vector(dim, 2);
+        let mut out = Vec::new();
+        group.bench_with_input(BenchmarkId::from_parameter(dim), &input, |b, input| {
+            b.iter(|| transform::protect(&key, &[5; 32], black_box(input), &mut out).unwrap())
+        });
+    }
+    group.finish();
+}
+
+fn record(ring: &Keyring, tenant: &Tenant, dim: usize) -> TemplateRecord {
+    let keys = ring.tenant(tenant).unwrap();
+    let mut protected = Vec::new();
+    transform::protect(keys.transform_key(), &[5; 32], &vector(dim, 3), &mut protected).unwrap();
+    TemplateRecord {
+        model: "m".into(),
+        salt: vec![5; 32],
+        protected,
+        enrolled_at_unix_ms: NOW,
+        consent: None,
+    }
+}
+
+fn template_open_and_cosine(c: &mut Criterion) {
+    let (_, ring, tenant) = setup();
+    let keys = ring.tenant(&tenant).unwrap();
+    let subject = keys.subject_ref(&SubjectId::try_from("alice".to_owned()).unwrap());
+    let sealed = envelope::seal_template(&keys, &tenant, &subject, "t1", &record(&ring, &tenant, 512)).unwrap();
+    c.bench_function("template_open_512", |b| {
+        b.iter(|| envelope::open_template(&keys, &tenant, &subject, "t1", sealed.clone()).unwrap())
+    });
+    let a = vector(512, 4);
+    let bv = vector(512, 5);
+    c.bench_function("cosine_512", |b| b.iter(|| transform::similarity(black_box(&a), black_box(&bv))));
+}
+
+/// Everything the service does per verify in CPU, for one template: HPKE open,
+/// payload decode, probe transform, template decryption, cosine.
+fn verify_core(c: &mut Criterion) {
+    let (keys, ring, tenant) = setup();
+    let tkeys = ring.tenant(&tenant).unwrap();
+    let subject = tkeys.subject_ref(&SubjectId::try_from("alice".to_owned()).unwrap());
+    let stored = envelope::seal_template(&tkeys, &tenant, &subject, "t1", &record(&ring, &tenant, 512))
+        .unwrap()
+        .encode_to_vec();
+    let aad = sealing::aad(SealedFor::Verify, "demo", "alice");
+    let sealed = seal_embedding(
+        &target(&keys, Suite::X25519Sha256Aes256Gcm),
+        &PayloadSpec {
+            op: SealedFor::Verify,
+            tenant: "demo",
+            subject_id: "alice",
+            model: "m",
+            values: &vector(512, 3),
+            sealed_at_unix_ms: NOW,
+        },
+    )
+    .unwrap();
+    let mut probe = Vec::new();
+    c.bench_function("verify_core_512_x25519", |b| {
+        b.iter(|| {
+            let plain = keys
+                .open(&sealed.suite, &sealed.key_id, &sealed.enc, &sealed.ciphertext, &aad, NOW)
+                .unwrap();
+            let payload = facevault::proto::EmbeddingPayload::decode(plain.as_slice()).unwrap();
+            let template = envelope::SealedTemplate::decode(stored.as_slice()).unwrap();
+            let record = envelope::open_template(&tkeys, &tenant, &subject, "t1", template).unwrap();
+            let salt: [u8; 32] = record.salt.as_slice().try_into().unwrap();
+            transform::protect(tkeys.transform_key(), &salt, &payload.values, &mut probe).unwrap();
+            black_box(transform::similarity(&probe, &record.protected))
+        })
+    });
+    c.bench_function("enroll_core_512_x25519", |b| {
+        let aad = sealing::aad(SealedFor::Verify, "demo", "alice");
+        b.iter(|| {
+            let plain = keys
+                .open(&sealed.suite, &sealed.key_id, &sealed.enc, &sealed.ciphertext, &aad, NOW)
+                .unwrap();
+            let payload = facevault::proto::EmbeddingPayload::decode(plain.as_slice()).unwrap();
+            let mut protected = Vec::new();
+            transform::protect(tkeys.transform_key(), &[6; 32], &payload.values, &mut protected).unwrap();
+            let record = TemplateRecord {
+                model: "m".into(),
+                salt: vec![6; 32],
+                protected,
+                enrolled_at_unix_ms: NOW,
+                consent: None,
+            };
+            black_box(envelope::seal_template(&tkeys, &tenant, &subject, "t1", &record).unwrap())
+        })
+    });
+}
+
+criterion_group!(benches, hpke_open, salted_transform, template_open_and_cosine, verify_core);
+criterion_main!(benches);

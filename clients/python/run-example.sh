@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# Runs the Python client end to end: installs its requirements if missing,
+# starts `facevault dev` in a temporary directory on free ports, waits for
+# health, checks the sealing test vector, runs example.py against the server,
+# and stops the server again.
+#
+#   clients/python/run-example.sh
+#   FACEVAULT_BIN=/path/to/facevault clients/python/run-example.sh
+#
+# Environment: FACEVAULT_BIN (default <repo>/target/release/facevault),
+# PYTHON (default python3), KEEP_TMP=1 keeps the temporary directory.
+# Exit status: the example's; if the example passed, the test vector's.
+set -euo pipefail
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+bin=${FACEVAULT_BIN:-$repo/target/release/facevault}
+python=${PYTHON:-python3}
+export PYTHONDONTWRITEBYTECODE=1
+
+if [[ ! -x $bin ]]; then
+    echo "run-example: no facevault binary at $bin" >&2
+    echo "  build it with 'cargo build --release' in $repo, or set FACEVAULT_BIN" >&2
+    exit 2
+fi
+bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
+
+# --- requirements -------------------------------------------------------------
+have_requirements() {
+    "$1" -c 'import grpc, grpc_tools.protoc, google.protobuf, pyhpke, cryptography' 2>/dev/null
+}
+
+if ! have_requirements "$python"; then
+    echo "run-example: installing $here/requirements.txt" >&2
+    if "$python" -m pip install -q -r "$here/requirements.txt" && have_requirements "$python"; then
+        :
+    elif "$python" -m pip install -q --break-system-packages -r "$here/requirements.txt" \
+        && have_requirements "$python"; then
+        :
+    else
+        venv=${XDG_CACHE_HOME:-$HOME/.cache}/facevault/python-venv
+        echo "run-example: pip refused; using a virtual environment at $venv" >&2
+        [[ -x $venv/bin/python ]] || "$python" -m venv "$venv"
+        "$venv/bin/python" -m pip install -q -r "$here/requirements.txt"
+        python=$venv/bin/python
+        have_requirements "$python" || { echo "run-example: requirements still missing" >&2; exit 2; }
+    fi
+fi
+
+# --- server ---------------------------------------------------------------------
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/facevault-example.XXXXXX")
+server_pid=
+
+stop_server() {
+    [[ -n $server_pid ]] || return 0
+    if kill -0 "$server_pid" 2>/dev/null; then
+        kill -TERM "$server_pid" 2>/dev/null || true
+        for _ in $(seq 1 150); do
+            kill -0 "$server_pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        if kill -0 "$server_pid" 2>/dev/null; then
+            echo "run-example: the server did not stop on SIGTERM; killing it" >&2
+            for child in $(ps -o pid= --ppid "$server_pid" 2>/dev/null); do
+                kill -KILL "$child" 2>/dev/null || true
+            done
+            kill -KILL "$server_pid" 2>/dev/null || true
+        fi
+    fi
+    wait "$server_pid" 2>/dev/null || true
+    server_pid=
+}
+
+cleanup() {
+    local status=$?
+    stop_server
+    if [[ ${KEEP_TMP:-0} == 1 ]]; then
+        echo "run-example: kept $tmp" >&2
+    else
+        rm -rf "$tmp"
+    fi
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+read -r grpc_port health_port < <("$python" - <<'EOF'
+import socket
+socks = [socket.socket() for _ in range(2)]
+for s in socks:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in socks))
+for s in socks:
+    s.close()
+EOF
+)
+
+echo "run-example: starting facevault dev on 127.0.0.1:$grpc_port (health $health_port), dir $tmp/dev"
+"$bin" dev --dir "$tmp/dev" --listen "127.0.0.1:$grpc_port" --health-listen "127.0.0.1:$health_port" \
+    >"$tmp/server.log" 2>&1 &
+server_pid=$!
+
+healthy=
+for _ in $(seq 1 120); do
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+        echo "run-example: the server exited; its log:" >&2
+        cat "$tmp/server.log" >&2
+        exit 1
+    fi
+    status=$(cd "$here" && "$python" -c \
+        "import facevault_client as fv; print(fv.health_check('127.0.0.1:$health_port', 1.0))" 2>/dev/null || true)
+    if [[ $status == SERVING ]]; then
+        healthy=1
+        break
+    fi
+    sleep 0.5
+done
+if [[ -z $healthy ]]; then
+    echo "run-example: the server did not become healthy in 60 s; its log:" >&2
+    tail -50 "$tmp/server.log" >&2
+    exit 1
+fi
+echo "run-example: health SERVING"
+
+# --- checks ---------------------------------------------------------------------
+cd "$here"
+vector_status=0
+"$python" test_vector.py || vector_status=$?
+
+example_status=0
+"$python" example.py --target "localhost:$grpc_port" --tenant demo \
+    --ca "$tmp/dev/ca.pem" --cert "$tmp/dev/app.pem" --key "$tmp/dev/app.key" || example_status=$?
+
+if [[ $example_status -ne 0 ]]; then
+    echo "run-example: example.py FAILED ($example_status); server log tail:" >&2
+    tail -20 "$tmp/server.log" >&2
+    exit "$example_status"
+fi
+if [[ $vector_status -ne 0 ]]; then
+    echo "run-example: test_vector.py FAILED ($vector_status)" >&2
+    exit "$vector_status"
+fi
+echo "run-example: passed"
