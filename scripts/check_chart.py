@@ -1,0 +1,640 @@
+#!/usr/bin/env python3
+"""Checks the Helm chart in helm/facevault without a cluster.
+
+Uses the real Helm v4 engine as a library (helm-python-sdk) to lint and render
+the chart for several value sets, validates every rendered manifest against
+the Kubernetes API schemas (kubernetes-validate, strict: unknown fields fail),
+and asserts the properties the service depends on: hardened pods, gRPC probes
+on the plaintext health port, no secret material anywhere in the manifests,
+Secret volumes no wider than 0440, a config checksum that rolls the pods, and
+values the schema must refuse.
+
+When a built `facevault` binary is found (FACEVAULT_BIN, target/release,
+target/debug or PATH), the rendered facevault.toml is also fed to the service
+itself to prove it parses and validates.
+
+Run through scripts/check-chart.sh, which installs the Python packages.
+Exits non-zero on any failure.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+from typing import Any, Callable
+
+import helm_python as helm
+import kubernetes_validate
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+CHART = REPO / "helm" / "facevault"
+KUBE_VERSION = "1.32.0"
+RELEASE = "fv"
+NAMESPACE = "security"
+FULLNAME = f"{RELEASE}-facevault"
+# Kinds whose schemas are not part of Kubernetes (CRDs): checked structurally.
+CRD_KINDS = {("cert-manager.io/v1", "Certificate"), ("monitoring.coreos.com/v1", "ServiceMonitor")}
+SEVERITY = {0: "unknown", 1: "info", 2: "warning", 3: "error"}
+
+MODEL = {"id": "arcface-r100-512", "dimension": 512, "threshold": 0.42}
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+BASE = {"redis": {"url": "redis://redis:6379"}}
+
+GOOD_SETS: dict[str, dict[str, Any]] = {
+    "defaults": BASE,
+    "minimal": {
+        "replicaCount": 1,
+        "redis": {"url": "redis://redis.data:6379"},
+        "models": [MODEL],
+        "serviceAccount": {"create": False},
+        "podDisruptionBudget": {"enabled": False},
+        "topologySpread": {"enabled": False},
+        "autoscaling": {"enabled": False},
+        "networkPolicy": {"enabled": False},
+        "certManager": {"enabled": False},
+        "service": {"headless": {"enabled": False}},
+        "resources": {},
+    },
+    "certmanager+hpa+netpol": {
+        "redis": {
+            "url": "rediss://redis.data.svc:6380/0",
+            "password": {"existingSecret": "facevault-redis", "key": "password"},
+            "tls": {"ca": {"existingConfigMap": "redis-ca", "key": "ca.crt"}},
+        },
+        "models": [MODEL, {"id": "adaface-ir101", "dimension": 512, "threshold": 0.35}],
+        "tenants": {"bank-a": {"exposeScores": False, "maxTemplateAgeDays": 730}, "bank-b": {}},
+        "certManager": {"enabled": True, "issuerRef": {"name": "internal-ca", "kind": "ClusterIssuer"}},
+        "tls": {
+            "clientCa": {"existingConfigMap": "facevault-clients-bundle", "key": "bundle.pem"},
+            "crls": {"existingSecret": "facevault-crls", "keys": ["clients.crl.pem"]},
+        },
+        "autoscaling": {"enabled": True, "minReplicas": 3, "maxReplicas": 9},
+        "networkPolicy": {
+            "enabled": True,
+            "ingress": {"namespaceSelector": {"matchLabels": {"facevault-access": "true"}}},
+            "egress": {"redis": {"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "data"}}}]}},
+        },
+        "service": {"headless": {"enabled": True}},
+        "telemetry": {"otlpEndpoint": "http://otel-collector.observability:4317", "traceSampleRatio": 0.1},
+        "deletion": {"holidayFile": {"existingConfigMap": "facevault-holidays"}},
+        "preStopSleepSeconds": 5,
+        "extraEnv": [{"name": "RUST_BACKTRACE", "value": "1"}],
+        "image": {"digest": "sha256:" + "ab" * 32},
+    },
+    "redis-cluster+tls": {
+        "redis": {
+            "url": "rediss://facevault@redis-cluster.data.svc:6380",
+            "mode": "cluster",
+            "urlSecret": {"existingSecret": "facevault-redis-url", "key": "url"},
+            "tls": {"ca": {"existingSecret": "redis-ca", "key": "ca.crt"}},
+        },
+        "models": [MODEL],
+        "tls": {"existingSecret": "facevault-server-tls", "clientCa": {"existingSecret": "facevault-client-ca"}},
+        "keys": {
+            "keyring": {"existingSecret": "fv-keyring"},
+            "transformSecret": {"existingSecret": "fv-transform"},
+            "sealingKeys": {"existingSecret": "fv-sealing"},
+            "receiptSigningKey": {"existingSecret": "fv-receipt"},
+        },
+        "server": {"bindAddress": "[::]", "drainTimeoutSecs": 25},
+        "networkPolicy": {"enabled": True},
+    },
+}
+
+# Values the chart must refuse (schema or template `fail`).
+BAD_SETS: dict[str, dict[str, Any]] = {
+    'replicaCount: "two"': deep_merge(BASE, {"replicaCount": "two"}),
+    "replicaCount: 0": deep_merge(BASE, {"replicaCount": 0}),
+    "redis.url missing": {},
+    'redis.url: ""': {"redis": {"url": ""}},
+    'redis.url: "http://x"': {"redis": {"url": "http://x"}},
+    "redis.url with an inline password": {"redis": {"url": "rediss://:hunter2@redis:6380"}},
+    "transform secret = keyring secret": deep_merge(
+        BASE, {"keys": {"keyring": {"existingSecret": "k"}, "transformSecret": {"existingSecret": "k"}}}
+    ),
+    "unknown top-level key": deep_merge(BASE, {"replicacount": 3}),
+    "model threshold 1.5": deep_merge(BASE, {"models": [{"id": "m", "dimension": 512, "threshold": 1.5}]}),
+    "https OTLP endpoint": deep_merge(BASE, {"telemetry": {"otlpEndpoint": "https://collector:4317"}}),
+    "certManager without issuer": deep_merge(BASE, {"certManager": {"enabled": True}}),
+    "audit retention < 180 days": deep_merge(BASE, {"audit": {"retentionDays": 30}}),
+}
+# The bad sets the brief names: lint must report them as errors too.
+LINT_BAD = ['replicaCount: "two"', "redis.url missing", 'redis.url: "http://x"']
+
+
+class Report:
+    def __init__(self) -> None:
+        self.passed = 0
+        self.failures: list[str] = []
+        self.notes: list[str] = []
+
+    def check(self, ok: bool, what: str, detail: str = "") -> bool:
+        if ok:
+            self.passed += 1
+        else:
+            self.failures.append(f"{what}{': ' + detail if detail else ''}")
+            print(f"  FAIL {what}{': ' + detail if detail else ''}")
+        return ok
+
+    def run(self, what: str, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001 - report and go on
+            self.check(False, what, f"{type(exc).__name__}: {exc}")
+
+
+R = Report()
+
+
+def render(values: dict[str, Any]) -> dict[str, str]:
+    with helm.Chart.load(CHART) as chart:
+        return chart.render(values, name=RELEASE, namespace=NAMESPACE)
+
+
+def manifests(rendered: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
+    docs = []
+    for path, text in sorted(rendered.items()):
+        if not path.endswith((".yaml", ".yml")):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                docs.append((path, doc))
+    return docs
+
+
+def of_kind(docs: list[tuple[str, dict[str, Any]]], kind: str) -> list[dict[str, Any]]:
+    return [d for _, d in docs if d.get("kind") == kind]
+
+
+def one(docs: list[tuple[str, dict[str, Any]]], kind: str) -> dict[str, Any]:
+    found = of_kind(docs, kind)
+    if len(found) != 1:
+        raise AssertionError(f"expected one {kind}, got {len(found)}")
+    return found[0]
+
+
+def lint(values: dict[str, Any]) -> dict[str, Any]:
+    return helm.lint(CHART, values, strict=True, kube_version="v" + KUBE_VERSION)
+
+
+def lint_problems(report: dict[str, Any], min_severity: int) -> list[str]:
+    return [
+        f"[{SEVERITY.get(m['severity'], m['severity'])}] {m['path']}: {m['error'].strip()}"
+        for m in report.get("messages", [])
+        if m.get("severity", 0) >= min_severity
+    ]
+
+
+# --- structural checks ------------------------------------------------------
+
+def validate_schema(name: str, docs: list[tuple[str, dict[str, Any]]]) -> None:
+    for path, doc in docs:
+        what = f"{name}: {doc.get('kind')}/{doc.get('metadata', {}).get('name')} ({path})"
+        if (doc.get("apiVersion"), doc.get("kind")) in CRD_KINDS:
+            check_certificate_shape(what, doc)
+            continue
+        try:
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+            R.check(True, what)
+        except kubernetes_validate.ValidationError as exc:
+            where = ".".join(str(p) for p in exc.path)
+            R.check(False, f"{what} validates against Kubernetes {KUBE_VERSION}", f"{where}: {exc.message}")
+        except kubernetes_validate.SchemaNotFoundError as exc:
+            R.check(False, f"{what} has a known schema", exc.message)
+
+
+def check_certificate_shape(what: str, doc: dict[str, Any]) -> None:
+    spec = doc.get("spec") or {}
+    if doc["kind"] != "Certificate":
+        R.check(isinstance(spec, dict) and bool(spec), f"{what} has a spec")
+        return
+    R.check(doc["apiVersion"] == "cert-manager.io/v1", f"{what} apiVersion cert-manager.io/v1")
+    R.check(bool(spec.get("secretName")), f"{what} has spec.secretName")
+    issuer = spec.get("issuerRef") or {}
+    R.check(bool(issuer.get("name")) and issuer.get("kind") in ("Issuer", "ClusterIssuer"),
+            f"{what} issuerRef name and kind", str(issuer))
+    names = spec.get("dnsNames") or []
+    R.check(bool(names) and all(isinstance(n, str) and n for n in names), f"{what} has dnsNames")
+    usages = spec.get("usages") or []
+    R.check("server auth" in usages, f"{what} usages include server auth", str(usages))
+    allowed = {"secretName", "secretTemplate", "duration", "renewBefore", "privateKey", "usages",
+               "dnsNames", "issuerRef", "commonName", "ipAddresses", "uris", "subject"}
+    extra = set(spec) - allowed
+    R.check(not extra, f"{what} has only known spec fields", str(sorted(extra)))
+    R.check("metadata" in doc and doc["metadata"].get("namespace") == NAMESPACE, f"{what} namespaced")
+
+
+CRED_URL = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s\"'@]*:(?!\$\(REDIS_PASSWORD\)@)[^/\s\"'@]+@", re.I)
+
+
+def check_no_secrets(name: str, rendered: dict[str, str], docs: list[tuple[str, dict[str, Any]]]) -> None:
+    kinds = [d.get("kind") for _, d in docs]
+    R.check("Secret" not in kinds, f"{name}: no Secret is rendered", str(kinds))
+    text = "\n".join(rendered.values())
+    for marker in ("BEGIN ", "PRIVATE KEY", "hunter2"):
+        R.check(marker not in text, f"{name}: no {marker.strip()!r} in any manifest")
+    R.check(not CRED_URL.search(text), f"{name}: no URL with inline credentials",
+            CRED_URL.search(text).group(0) if CRED_URL.search(text) else "")
+    for _, doc in docs:
+        if doc.get("kind") == "ConfigMap":
+            R.check(set(doc.get("data", {})) == {"facevault.toml"} and "binaryData" not in doc,
+                    f"{name}: the ConfigMap carries only facevault.toml")
+        else:
+            R.check("data" not in doc and "stringData" not in doc,
+                    f"{name}: {doc.get('kind')} carries no data")
+    dep = one(docs, "Deployment")
+    for container in dep["spec"]["template"]["spec"]["containers"]:
+        for env in container.get("env", []):
+            if "value" in env and env["name"] != "FACEVAULT_REDIS_URL":
+                R.check("password" not in env["name"].lower(), f"{name}: env {env['name']} comes from a Secret")
+
+
+def mount_for(path: str, mounts: list[dict[str, Any]]) -> dict[str, Any] | None:
+    best = None
+    for m in mounts:
+        if path.startswith(m["mountPath"].rstrip("/") + "/"):
+            if best is None or len(m["mountPath"]) > len(best["mountPath"]):
+                best = m
+    return best
+
+
+def check_file_is_mounted(name: str, label: str, path: str, pod: dict[str, Any], container: dict[str, Any],
+                          secret: bool) -> dict[str, Any] | None:
+    mount = mount_for(path, container.get("volumeMounts", []))
+    if not R.check(mount is not None, f"{name}: {label} {path} lies in a mounted volume"):
+        return None
+    volume = next((v for v in pod["volumes"] if v["name"] == mount["name"]), None)
+    if not R.check(volume is not None, f"{name}: volume {mount['name']} exists"):
+        return None
+    source = volume.get("secret") or volume.get("configMap")
+    if not R.check(source is not None, f"{name}: {label} comes from a Secret or ConfigMap", str(volume)):
+        return None
+    rel = path[len(mount["mountPath"].rstrip("/")) + 1:]
+    items = [i["path"] for i in source.get("items", [])]
+    R.check(rel in items, f"{name}: {label} file {rel} is projected by volume {mount['name']}", str(items))
+    if secret:
+        R.check("secret" in volume, f"{name}: {label} is mounted from a Secret", str(volume))
+    return volume
+
+
+def check_deployment(name: str, values: dict[str, Any], rendered: dict[str, str],
+                     docs: list[tuple[str, dict[str, Any]]]) -> None:
+    merged = helm.Chart.load(CHART).merge_values(values)
+    dep = one(docs, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    containers = pod["containers"]
+    R.check(len(containers) == 1, f"{name}: one container")
+    c = containers[0]
+
+    # Pod security.
+    psc = pod.get("securityContext", {})
+    R.check(psc.get("runAsNonRoot") is True, f"{name}: pod runAsNonRoot")
+    R.check(psc.get("runAsUser") == 65532 and psc.get("fsGroup") == 65532, f"{name}: pod uid/fsGroup 65532", str(psc))
+    R.check(psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{name}: pod seccomp RuntimeDefault")
+    R.check(pod.get("automountServiceAccountToken") is False, f"{name}: pod automountServiceAccountToken false")
+    csc = c.get("securityContext", {})
+    R.check(csc.get("runAsNonRoot") is True, f"{name}: container runAsNonRoot")
+    R.check(csc.get("readOnlyRootFilesystem") is True, f"{name}: container readOnlyRootFilesystem")
+    R.check(csc.get("allowPrivilegeEscalation") is False, f"{name}: container allowPrivilegeEscalation false")
+    R.check(csc.get("privileged") in (None, False), f"{name}: container not privileged")
+    R.check(csc.get("capabilities", {}).get("drop") == ["ALL"] and not csc.get("capabilities", {}).get("add"),
+            f"{name}: container drops ALL capabilities", str(csc.get("capabilities")))
+    R.check(csc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{name}: container seccomp RuntimeDefault")
+    R.check(not c.get("image", "").endswith(":latest"), f"{name}: image is pinned", c.get("image", ""))
+
+    # Ports and probes.
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    R.check(ports.get("grpc") == merged["server"]["grpcPort"] and ports.get("health") == merged["server"]["healthPort"],
+            f"{name}: container ports grpc and health", str(ports))
+    R.check(ports.get("grpc") != ports.get("health"), f"{name}: health port differs from the gRPC port")
+    for probe_name in ("livenessProbe", "readinessProbe"):
+        probe = c.get(probe_name)
+        if not R.check(isinstance(probe, dict), f"{name}: {probe_name} present"):
+            continue
+        handlers = [k for k in ("grpc", "httpGet", "tcpSocket", "exec") if k in probe]
+        R.check(handlers == ["grpc"], f"{name}: {probe_name} is a native gRPC probe", str(handlers))
+        port = probe.get("grpc", {}).get("port")
+        R.check(port in (ports.get("health"), "health"), f"{name}: {probe_name} targets the health port", str(port))
+
+    # Graceful shutdown.
+    drain = merged["server"]["drainTimeoutSecs"]
+    grace = pod.get("terminationGracePeriodSeconds", 30)
+    R.check(grace > drain + 10, f"{name}: terminationGracePeriodSeconds {grace} > drain {drain} + flush time")
+
+    # Config checksum = sha256 of the rendered ConfigMap.
+    cm_path = next(p for p in rendered if p.endswith("/templates/configmap.yaml"))
+    annotation = dep["spec"]["template"]["metadata"].get("annotations", {}).get("checksum/config")
+    R.check(annotation == hashlib.sha256(rendered[cm_path].encode()).hexdigest(),
+            f"{name}: checksum/config is the sha256 of the rendered ConfigMap", str(annotation))
+
+    # Secret volumes: 0440 or stricter, never readable by others.
+    for volume in pod.get("volumes", []):
+        if "secret" not in volume:
+            continue
+        mode = volume["secret"].get("defaultMode")
+        R.check(mode is not None and mode & ~0o440 == 0,
+                f"{name}: Secret volume {volume['name']} defaultMode {oct(mode) if mode is not None else None} <= 0440")
+        for item in volume["secret"].get("items", []):
+            if "mode" in item:
+                R.check(item["mode"] & ~0o440 == 0, f"{name}: item {item['path']} mode <= 0440")
+    R.check(any(v["name"] == "tmp" and "emptyDir" in v for v in pod.get("volumes", []))
+            and any(m["mountPath"] == "/tmp" for m in c.get("volumeMounts", [])), f"{name}: emptyDir at /tmp")
+    for m in c.get("volumeMounts", []):
+        if m["mountPath"] != "/tmp":
+            R.check(m.get("readOnly") is True, f"{name}: mount {m['mountPath']} read-only")
+    mount_paths = [m["mountPath"].rstrip("/") + "/" for m in c.get("volumeMounts", [])]
+    nested = [a for a in mount_paths for b in mount_paths if a != b and a.startswith(b)]
+    R.check(not nested, f"{name}: no mount nests inside another", str(nested))
+
+    # The config file and every path it names are mounted.
+    env = {e["name"]: e for e in c.get("env", [])}
+    config_path = env.get("FACEVAULT_CONFIG", {}).get("value", "/etc/facevault/facevault.toml")
+    cm = one(docs, "ConfigMap")
+    R.check(cm["metadata"]["name"] == FULLNAME, f"{name}: ConfigMap name")
+    check_file_is_mounted(name, "config file", config_path, pod, c, secret=False)
+    toml = tomllib.loads(cm["data"]["facevault.toml"])
+    R.check(toml["server"]["listen"].endswith(f":{ports.get('grpc')}"), f"{name}: server.listen uses the gRPC port")
+    R.check(toml["server"]["health_listen"].endswith(f":{ports.get('health')}"),
+            f"{name}: server.health_listen uses the health port")
+    R.check(toml["server"]["drain_timeout_secs"] == drain, f"{name}: drain timeout in the config")
+    R.check(toml["logging"]["format"] == "json", f"{name}: JSON logs")
+    R.check(toml["redis"]["url"] == merged["redis"]["url"], f"{name}: redis.url in the config")
+    secret_volumes = {}
+    for label in ("keyring", "transform_secret", "sealing_keys", "receipt_signing_key"):
+        secret_volumes[label] = check_file_is_mounted(name, f"keys.{label}", toml["keys"][label], pod, c, secret=True)
+    check_file_is_mounted(name, "tls.cert", toml["tls"]["cert"], pod, c, secret=True)
+    check_file_is_mounted(name, "tls.key", toml["tls"]["key"], pod, c, secret=True)
+    check_file_is_mounted(name, "tls.client_ca", toml["tls"]["client_ca"], pod, c, secret=False)
+    for crl in toml["tls"]["crls"]:
+        check_file_is_mounted(name, "tls.crls", crl, pod, c, secret=False)
+    if "holiday_file" in toml.get("deletion", {}):
+        check_file_is_mounted(name, "deletion.holiday_file", toml["deletion"]["holiday_file"], pod, c, secret=False)
+    keyring, transform = secret_volumes.get("keyring"), secret_volumes.get("transform_secret")
+    if keyring and transform:
+        R.check(keyring["secret"]["secretName"] != transform["secret"]["secretName"],
+                f"{name}: transform secret and keyring are separate Secrets")
+    R.check(len(toml["models"]) == len(merged["models"]) if "models" in toml else not merged["models"],
+            f"{name}: models rendered")
+
+    # Redis URL and trust.
+    redis = merged["redis"]
+    url_env = env.get("FACEVAULT_REDIS_URL")
+    if redis["password"]["existingSecret"]:
+        names = [e["name"] for e in c["env"]]
+        R.check("REDIS_PASSWORD" in names and url_env is not None
+                and names.index("REDIS_PASSWORD") < names.index("FACEVAULT_REDIS_URL"),
+                f"{name}: REDIS_PASSWORD defined before FACEVAULT_REDIS_URL")
+        R.check(env["REDIS_PASSWORD"].get("valueFrom", {}).get("secretKeyRef", {}).get("name")
+                == redis["password"]["existingSecret"], f"{name}: REDIS_PASSWORD from its Secret")
+        R.check(url_env is not None and "$(REDIS_PASSWORD)@" in url_env.get("value", "")
+                and url_env["value"].startswith(redis["url"].split("://")[0] + "://"),
+                f"{name}: FACEVAULT_REDIS_URL composes $(REDIS_PASSWORD)", str(url_env))
+    elif redis["urlSecret"]["existingSecret"]:
+        R.check(url_env is not None and url_env.get("valueFrom", {}).get("secretKeyRef", {}).get("name")
+                == redis["urlSecret"]["existingSecret"], f"{name}: FACEVAULT_REDIS_URL from its Secret")
+    else:
+        R.check(url_env is None, f"{name}: no FACEVAULT_REDIS_URL override without a Secret")
+    ca = redis["tls"]["ca"]
+    if ca["existingSecret"] or ca["existingConfigMap"]:
+        cert_file = env.get("SSL_CERT_FILE", {}).get("value")
+        R.check(cert_file is not None, f"{name}: SSL_CERT_FILE set for the Redis CA")
+        if cert_file:
+            check_file_is_mounted(name, "Redis CA (SSL_CERT_FILE)", cert_file, pod, c, secret=False)
+    else:
+        R.check("SSL_CERT_FILE" not in env, f"{name}: system roots kept without a Redis CA")
+
+    # Replicas and spreading.
+    if merged["autoscaling"]["enabled"]:
+        R.check("replicas" not in dep["spec"], f"{name}: the HPA owns the replica count")
+    else:
+        R.check(dep["spec"].get("replicas") == merged["replicaCount"], f"{name}: replicas = replicaCount")
+    if merged["topologySpread"]["enabled"]:
+        keys = sorted(t["topologyKey"] for t in pod.get("topologySpreadConstraints", []))
+        R.check(keys == ["kubernetes.io/hostname", "topology.kubernetes.io/zone"],
+                f"{name}: topology spread over zone and hostname", str(keys))
+    anti = pod.get("affinity", {}).get("podAntiAffinity", {})
+    R.check(bool(anti.get("preferredDuringSchedulingIgnoredDuringExecution")), f"{name}: preferred podAntiAffinity")
+    for key in ("requests",):
+        if merged["resources"]:
+            R.check(bool(c.get("resources", {}).get(key)), f"{name}: resource {key} set")
+
+
+def check_service(name: str, values: dict[str, Any], docs: list[tuple[str, dict[str, Any]]]) -> None:
+    merged = helm.Chart.load(CHART).merge_values(values)
+    services = of_kind(docs, "Service")
+    R.check(len(services) == (2 if merged["service"]["headless"]["enabled"] else 1), f"{name}: Service count")
+    for svc in services:
+        sname = svc["metadata"]["name"]
+        for port in svc["spec"]["ports"]:
+            R.check(port.get("appProtocol") == "grpc", f"{name}: Service {sname} port {port['name']} appProtocol grpc")
+            R.check(port.get("targetPort") in ("grpc", merged["server"]["grpcPort"]),
+                    f"{name}: Service {sname} targets only the gRPC port", str(port))
+        if sname.endswith("-headless"):
+            R.check(svc["spec"].get("clusterIP") == "None", f"{name}: headless Service has clusterIP None")
+    sas = of_kind(docs, "ServiceAccount")
+    R.check(len(sas) == (1 if merged["serviceAccount"]["create"] else 0), f"{name}: ServiceAccount rendered as asked")
+    for sa in sas:
+        R.check(sa.get("automountServiceAccountToken") is False, f"{name}: ServiceAccount automount false")
+
+
+def check_optional(name: str, values: dict[str, Any], rendered: dict[str, str],
+                   docs: list[tuple[str, dict[str, Any]]]) -> None:
+    merged = helm.Chart.load(CHART).merge_values(values)
+    dep = one(docs, "Deployment")
+    pod = dep["spec"]["template"]["spec"]
+    hpa = of_kind(docs, "HorizontalPodAutoscaler")
+    if merged["autoscaling"]["enabled"]:
+        if R.check(len(hpa) == 1, f"{name}: HorizontalPodAutoscaler rendered"):
+            h = hpa[0]
+            R.check(h["apiVersion"] == "autoscaling/v2", f"{name}: HPA autoscaling/v2")
+            R.check(h["spec"]["scaleTargetRef"]["name"] == dep["metadata"]["name"], f"{name}: HPA targets the Deployment")
+            R.check(h["spec"]["metrics"][0]["resource"]["name"] == "cpu", f"{name}: HPA on CPU")
+    else:
+        R.check(not hpa, f"{name}: no HPA")
+
+    expected_replicas = merged["autoscaling"]["minReplicas"] if merged["autoscaling"]["enabled"] else merged["replicaCount"]
+    pdbs = of_kind(docs, "PodDisruptionBudget")
+    if merged["podDisruptionBudget"]["enabled"] and expected_replicas > 1:
+        R.check(len(pdbs) == 1 and pdbs[0]["spec"].get("minAvailable") == 1, f"{name}: PDB minAvailable 1")
+    else:
+        R.check(not pdbs, f"{name}: no PDB (single replica or disabled)")
+
+    certs = of_kind(docs, "Certificate")
+    if merged["certManager"]["enabled"]:
+        if R.check(len(certs) == 1, f"{name}: Certificate rendered"):
+            cert = certs[0]
+            tls_volume = next(v for v in pod["volumes"] if v["name"] == "tls")
+            R.check(cert["spec"]["secretName"] == tls_volume["secret"]["secretName"],
+                    f"{name}: Certificate writes the Secret the pods mount")
+            svc = f"{FULLNAME}.{NAMESPACE}.svc"
+            R.check(svc in cert["spec"]["dnsNames"], f"{name}: Certificate names {svc}", str(cert["spec"]["dnsNames"]))
+            if merged["service"]["headless"]["enabled"]:
+                R.check(f"{FULLNAME}-headless.{NAMESPACE}.svc" in cert["spec"]["dnsNames"],
+                        f"{name}: Certificate names the headless Service")
+            R.check(cert["spec"]["issuerRef"]["name"] == merged["certManager"]["issuerRef"]["name"],
+                    f"{name}: Certificate issuerRef from values")
+    else:
+        R.check(not certs, f"{name}: no Certificate")
+
+    nps = of_kind(docs, "NetworkPolicy")
+    if merged["networkPolicy"]["enabled"]:
+        if R.check(len(nps) == 1, f"{name}: NetworkPolicy rendered"):
+            np = nps[0]["spec"]
+            R.check(sorted(np["policyTypes"]) == ["Egress", "Ingress"], f"{name}: policy covers ingress and egress")
+            ingress_ports = {p["port"] for rule in np["ingress"] for p in rule.get("ports", [])}
+            R.check(ingress_ports == {"grpc"}, f"{name}: ingress only on the gRPC port", str(ingress_ports))
+            R.check(all(rule.get("from") for rule in np["ingress"]), f"{name}: every ingress rule names its peers")
+            egress = {(p.get("protocol", "TCP"), p["port"]) for rule in np["egress"] for p in rule.get("ports", [])}
+            R.check({("UDP", 53), ("TCP", 53)} <= egress, f"{name}: egress DNS 53/UDP+TCP", str(egress))
+            m = re.search(r":(\d+)(/|$)", merged["redis"]["url"].split("@")[-1])
+            redis_port = int(m.group(1)) if m else 6379
+            R.check(("TCP", redis_port) in egress, f"{name}: egress to Redis port {redis_port}", str(egress))
+            if merged["telemetry"]["otlpEndpoint"]:
+                R.check(("TCP", 4317) in egress, f"{name}: egress to the OTLP collector", str(egress))
+            R.check(all(rule.get("ports") for rule in np["egress"]), f"{name}: every egress rule is port-scoped")
+    else:
+        R.check(not nps, f"{name}: no NetworkPolicy")
+
+    notes = next((t for p, t in rendered.items() if p.endswith("NOTES.txt")), "")
+    line = f"grpcurl -cacert ca.pem -cert app.pem -key app.key {FULLNAME}.{NAMESPACE}.svc:{merged['service']['port']} list"
+    R.check(line in notes, f"{name}: NOTES.txt prints the grpcurl line", line)
+    if merged["redis"]["mode"] == "cluster":
+        R.check("cluster" in notes.lower(), f"{name}: NOTES.txt explains Redis Cluster mode")
+
+
+# --- the service's own config parser (optional) -----------------------------
+
+def find_binary() -> str | None:
+    for candidate in (os.environ.get("FACEVAULT_BIN"), REPO / "target/release/facevault",
+                      REPO / "target/debug/facevault", shutil.which("facevault")):
+        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return None
+
+
+def check_service_accepts(name: str, docs: list[tuple[str, dict[str, Any]]], binary: str, tmp: Path) -> None:
+    """`facevault serve` parses and validates the config before it reads any key
+    file, so "cannot read <mounted path>" proves the rendered config is accepted."""
+    toml = one(docs, "ConfigMap")["data"]["facevault.toml"]
+    path = tmp / f"{re.sub(r'[^a-z0-9]+', '-', name)}.toml"
+    path.write_text(toml)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEVAULT_") and k != "SSL_CERT_FILE"}
+    try:
+        proc = subprocess.run([binary, "serve", "--config", str(path)], env=env, capture_output=True,
+                              text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        R.check(False, f"{name}: the service exits on the unmounted key files", "it kept running")
+        return
+    err = proc.stderr.strip().splitlines()
+    last = err[-1] if err else ""
+    R.check(proc.returncode != 0 and re.search(r"cannot read /var/run/facevault/", proc.stderr) is not None,
+            f"{name}: the service accepts the rendered facevault.toml", last or f"exit {proc.returncode}")
+
+
+# --- main -------------------------------------------------------------------
+
+def main() -> int:
+    started = time.monotonic()
+    print(f"helm-python-sdk {helm.__version__} (Helm SDK {helm.helm_sdk_version()}), "
+          f"kubernetes-validate {kubernetes_validate.__version__ if hasattr(kubernetes_validate, '__version__') else ''}, "
+          f"Kubernetes schemas {KUBE_VERSION}")
+    print(f"chart {CHART.relative_to(REPO)}")
+
+    print("--- lint (strict)")
+    for name, values in GOOD_SETS.items():
+        def _lint(name=name, values=values) -> None:
+            problems = lint_problems(lint(values), 2)
+            R.check(not problems, f"lint {name}: no warnings or errors", "; ".join(problems))
+        R.run(f"lint {name}", _lint)
+
+    print("--- render and validate")
+    binary = find_binary()
+    tmp = Path(os.environ.get("TMPDIR", "/tmp")) / f"facevault-chart-check-{os.getpid()}"
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        for name, values in GOOD_SETS.items():
+            def _one(name=name, values=values) -> None:
+                rendered = render(values)
+                docs = manifests(rendered)
+                kinds = sorted(d["kind"] for _, d in docs)
+                print(f"  {name}: {', '.join(kinds)}")
+                validate_schema(name, docs)
+                check_no_secrets(name, rendered, docs)
+                check_deployment(name, values, rendered, docs)
+                check_service(name, values, docs)
+                check_optional(name, values, rendered, docs)
+                if binary and helm.Chart.load(CHART).merge_values(values)["models"]:
+                    check_service_accepts(name, docs, binary, tmp)
+            R.run(f"render {name}", _one)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    if binary:
+        print(f"  rendered configs fed to {os.path.relpath(binary, REPO)}")
+    else:
+        R.notes.append("no facevault binary found: the service's own config check was skipped")
+
+    print("--- checksum/config rolls the pods")
+
+    def _checksum() -> None:
+        def checksum(values: dict[str, Any]) -> str:
+            dep = one(manifests(render(values)), "Deployment")
+            return dep["spec"]["template"]["metadata"]["annotations"]["checksum/config"]
+        base = checksum(BASE)
+        R.check(checksum(deep_merge(BASE, {"limits": {"requestTimeoutMs": 6000}})) != base,
+                "checksum changes when a config value changes")
+        R.check(checksum(deep_merge(BASE, {"models": [MODEL]})) != base, "checksum changes when a model is added")
+        R.check(checksum(deep_merge(BASE, {"replicaCount": 3})) == base,
+                "checksum stays when only the replica count changes")
+    R.run("checksum", _checksum)
+
+    print("--- bad values are refused")
+    for name, values in BAD_SETS.items():
+        try:
+            render(values)
+            R.check(False, f"render refuses {name}", "it rendered")
+        except helm.HelmError as exc:
+            first = str(exc).strip().splitlines()
+            R.check(True, f"render refuses {name}")
+            print(f"  refused {name}: {type(exc).__name__}: {' '.join(s.strip() for s in first[-1:])}")
+    for name in LINT_BAD:
+        def _lint_bad(name=name) -> None:
+            errors = lint_problems(lint(BAD_SETS[name]), 3)
+            R.check(bool(errors), f"lint reports {name} as an error")
+        R.run(f"lint {name}", _lint_bad)
+
+    elapsed = time.monotonic() - started
+    print("--- summary")
+    for note in R.notes:
+        print(f"  note: {note}")
+    print(f"  {len(GOOD_SETS)} value sets rendered, {len(BAD_SETS)} bad value sets, {elapsed:.1f} s")
+    if R.failures:
+        print(f"chart: {R.passed} passed, {len(R.failures)} failed")
+        for failure in R.failures:
+            print(f"  FAILED {failure}")
+        return 1
+    print(f"chart: {R.passed} passed, 0 failed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
