@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import sys
 import time
-import tomllib
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Callable
 
@@ -35,8 +35,14 @@ import helm_python as helm
 import kubernetes_validate
 import yaml
 
+try:
+    import tomllib
+except ImportError:  # Python < 3.11
+    import tomli as tomllib
+
 REPO = Path(__file__).resolve().parent.parent
-CHART = REPO / "helm" / "facevault"
+# The chart directory; another path may be given as the first argument.
+CHART = Path(sys.argv[1]).resolve() if len(sys.argv) > 1 else REPO / "helm" / "facevault"
 KUBE_VERSION = "1.32.0"
 RELEASE = "fv"
 NAMESPACE = "security"
@@ -126,6 +132,7 @@ BAD_SETS: dict[str, dict[str, Any]] = {
     'replicaCount: "two"': deep_merge(BASE, {"replicaCount": "two"}),
     "replicaCount: 0": deep_merge(BASE, {"replicaCount": 0}),
     "redis.url missing": {},
+    "redis.url: null": {"redis": {"url": None}},
     'redis.url: ""': {"redis": {"url": ""}},
     'redis.url: "http://x"': {"redis": {"url": "http://x"}},
     "redis.url with an inline password": {"redis": {"url": "rediss://:hunter2@redis:6380"}},
@@ -169,6 +176,12 @@ R = Report()
 def render(values: dict[str, Any]) -> dict[str, str]:
     with helm.Chart.load(CHART) as chart:
         return chart.render(values, name=RELEASE, namespace=NAMESPACE)
+
+
+def merged_values(values: dict[str, Any]) -> dict[str, Any]:
+    """The values a release would use: the chart's defaults coalesced with `values`."""
+    with helm.Chart.load(CHART) as chart:
+        return chart.merge_values(values)
 
 
 def manifests(rendered: dict[str, str]) -> list[tuple[str, dict[str, Any]]]:
@@ -299,7 +312,7 @@ def check_file_is_mounted(name: str, label: str, path: str, pod: dict[str, Any],
 
 def check_deployment(name: str, values: dict[str, Any], rendered: dict[str, str],
                      docs: list[tuple[str, dict[str, Any]]]) -> None:
-    merged = helm.Chart.load(CHART).merge_values(values)
+    merged = merged_values(values)
     dep = one(docs, "Deployment")
     pod = dep["spec"]["template"]["spec"]
     containers = pod["containers"]
@@ -440,7 +453,7 @@ def check_deployment(name: str, values: dict[str, Any], rendered: dict[str, str]
 
 
 def check_service(name: str, values: dict[str, Any], docs: list[tuple[str, dict[str, Any]]]) -> None:
-    merged = helm.Chart.load(CHART).merge_values(values)
+    merged = merged_values(values)
     services = of_kind(docs, "Service")
     R.check(len(services) == (2 if merged["service"]["headless"]["enabled"] else 1), f"{name}: Service count")
     for svc in services:
@@ -459,7 +472,7 @@ def check_service(name: str, values: dict[str, Any], docs: list[tuple[str, dict[
 
 def check_optional(name: str, values: dict[str, Any], rendered: dict[str, str],
                    docs: list[tuple[str, dict[str, Any]]]) -> None:
-    merged = helm.Chart.load(CHART).merge_values(values)
+    merged = merged_values(values)
     dep = one(docs, "Deployment")
     pod = dep["spec"]["template"]["spec"]
     hpa = of_kind(docs, "HorizontalPodAutoscaler")
@@ -555,10 +568,9 @@ def check_service_accepts(name: str, docs: list[tuple[str, dict[str, Any]]], bin
 
 def main() -> int:
     started = time.monotonic()
-    print(f"helm-python-sdk {helm.__version__} (Helm SDK {helm.helm_sdk_version()}), "
-          f"kubernetes-validate {kubernetes_validate.__version__ if hasattr(kubernetes_validate, '__version__') else ''}, "
-          f"Kubernetes schemas {KUBE_VERSION}")
-    print(f"chart {CHART.relative_to(REPO)}")
+    print(f"helm-python-sdk {version('helm-python-sdk')} (Helm SDK {helm.helm_sdk_version()}), "
+          f"kubernetes-validate {version('kubernetes-validate')}, Kubernetes schemas {KUBE_VERSION}")
+    print(f"chart {os.path.relpath(CHART, REPO)}")
 
     print("--- lint (strict)")
     for name, values in GOOD_SETS.items():
@@ -583,7 +595,7 @@ def main() -> int:
                 check_deployment(name, values, rendered, docs)
                 check_service(name, values, docs)
                 check_optional(name, values, rendered, docs)
-                if binary and helm.Chart.load(CHART).merge_values(values)["models"]:
+                if binary and merged_values(values)["models"]:
                     check_service_accepts(name, docs, binary, tmp)
             R.run(f"render {name}", _one)
     finally:
@@ -613,9 +625,11 @@ def main() -> int:
             render(values)
             R.check(False, f"render refuses {name}", "it rendered")
         except helm.HelmError as exc:
-            first = str(exc).strip().splitlines()
+            lines = [s.strip() for s in str(exc).strip().splitlines() if s.strip()]
             R.check(True, f"render refuses {name}")
-            print(f"  refused {name}: {type(exc).__name__}: {' '.join(s.strip() for s in first[-1:])}")
+            print(f"  refused {name}: {type(exc).__name__}: {lines[-1] if lines else ''}")
+        except Exception as exc:  # noqa: BLE001
+            R.check(False, f"render refuses {name} with a Helm error", f"{type(exc).__name__}: {exc}")
     for name in LINT_BAD:
         def _lint_bad(name=name) -> None:
             errors = lint_problems(lint(BAD_SETS[name]), 3)
@@ -627,13 +641,10 @@ def main() -> int:
     for note in R.notes:
         print(f"  note: {note}")
     print(f"  {len(GOOD_SETS)} value sets rendered, {len(BAD_SETS)} bad value sets, {elapsed:.1f} s")
-    if R.failures:
-        print(f"chart: {R.passed} passed, {len(R.failures)} failed")
-        for failure in R.failures:
-            print(f"  FAILED {failure}")
-        return 1
-    print(f"chart: {R.passed} passed, 0 failed")
-    return 0
+    for failure in R.failures:
+        print(f"  FAILED {failure}")
+    print(f"chart: {R.passed} passed, {len(R.failures)} failed")
+    return 1 if R.failures else 0
 
 
 if __name__ == "__main__":

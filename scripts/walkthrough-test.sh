@@ -40,7 +40,7 @@ for arg in "$@"; do
         --isolated) isolated=1 ;;
         --keep) keep=1; args+=("$arg") ;;
         --in-netns) in_netns=1 ;;
-        -h | --help) sed -n '2,30p' "$self" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$self"; exit 0 ;;
         *) echo "walkthrough-test: unknown argument $arg" >&2; exit 2 ;;
     esac
 done
@@ -95,6 +95,7 @@ if [[ $isolated == 1 && $in_netns == 0 ]]; then
     userns=()
     [[ $(id -u) == 0 ]] || userns=(--map-root-user)
     say "re-running in a private network namespace"
+    # shellcheck disable=SC2016 # expanded by the inner bash
     exec unshare --net "${userns[@]}" -- bash -c 'ip link set lo up && exec bash "$0" --in-netns "$@"' \
         "$self" "${args[@]}"
 fi
@@ -194,6 +195,7 @@ sh_blocks "Consent and deletion" | awk '
     /^#@@end$/ { if (block ~ /receipt verify/) printf "%s", block; block = ""; next }
     { block = block $0 "\n" }' >"$work/readme/receipt.sh"
 # The auditor lines: `A=...` and `grpcurl $A ...` (ListEvents, VerifyChain).
+# shellcheck disable=SC2016 # a literal $A
 sh_blocks "Audit and observability" | grep -E '^(A=|grpcurl \$A )' >"$work/readme/audit.sh" || true
 
 grep -q 'FaceVault/Verify' "$work/readme/walkthrough.sh" || die "README.md: no grpcurl walkthrough block found"

@@ -108,8 +108,9 @@ for _ in $(seq 1 120); do
         cat "$tmp/server.log" >&2
         exit 1
     fi
-    status=$(cd "$here" && "$python" -c \
-        "import facevault_client as fv; print(fv.health_check('127.0.0.1:$health_port', 1.0))" 2>/dev/null || true)
+    status=$( (cd "$here" && exec "$python" -c \
+        "import facevault_client as fv; print(fv.health_check('127.0.0.1:$health_port', 1.0))") 2>/dev/null) \
+        || status=
     if [[ $status == SERVING ]]; then
         healthy=1
         break
