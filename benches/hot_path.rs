@@ -25,15 +25,34 @@ fn vector(dim: usize, seed: u32) -> Vec<f32> {
 
 fn setup() -> (SealingKeys, Keyring, Tenant) {
     let keys = SealingKeys::new(vec![
-        OpeningKey::from_seed("x".into(), Suite::X25519Sha256Aes256Gcm, &[1; 32], NOW + 1_000_000),
-        OpeningKey::from_seed("w".into(), Suite::XWingSha256Aes256Gcm, &[2; 32], NOW + 1_000_000),
+        OpeningKey::from_seed(
+            "x".into(),
+            Suite::X25519Sha256Aes256Gcm,
+            &[1; 32],
+            NOW + 1_000_000,
+        ),
+        OpeningKey::from_seed(
+            "w".into(),
+            Suite::XWingSha256Aes256Gcm,
+            &[2; 32],
+            NOW + 1_000_000,
+        ),
     ]);
-    let ring = Keyring::new(1, BTreeMap::from([(1, Zeroizing::new([3u8; 32]))]), Zeroizing::new([4u8; 32])).unwrap();
+    let ring = Keyring::new(
+        1,
+        BTreeMap::from([(1, Zeroizing::new([3u8; 32]))]),
+        Zeroizing::new([4u8; 32]),
+    )
+    .unwrap();
     (keys, ring, Tenant::try_from("demo").unwrap())
 }
 
 fn target(keys: &SealingKeys, suite: Suite) -> SealingTarget {
-    let key = keys.current(NOW).into_iter().find(|k| k.suite == suite).unwrap();
+    let key = keys
+        .current(NOW)
+        .into_iter()
+        .find(|k| k.suite == suite)
+        .unwrap();
     SealingTarget {
         key_id: key.key_id.clone(),
         suite,
@@ -60,8 +79,15 @@ fn hpke_open(c: &mut Criterion) {
         .unwrap();
         group.bench_function(suite.as_str(), |b| {
             b.iter(|| {
-                keys.open(&sealed.suite, &sealed.key_id, &sealed.enc, &sealed.ciphertext, &aad, NOW)
-                    .unwrap()
+                keys.open(
+                    &sealed.suite,
+                    &sealed.key_id,
+                    &sealed.enc,
+                    &sealed.ciphertext,
+                    &aad,
+                    NOW,
+                )
+                .unwrap()
             })
         });
     }
@@ -84,7 +110,13 @@ fn salted_transform(c: &mut Criterion) {
 fn record(ring: &Keyring, tenant: &Tenant, dim: usize) -> TemplateRecord {
     let keys = ring.tenant(tenant).unwrap();
     let mut protected = Vec::new();
-    transform::protect(keys.transform_key(), &[5; 32], &vector(dim, 3), &mut protected).unwrap();
+    transform::protect(
+        keys.transform_key(),
+        &[5; 32],
+        &vector(dim, 3),
+        &mut protected,
+    )
+    .unwrap();
     TemplateRecord {
         model: "m".into(),
         salt: vec![5; 32],
@@ -98,13 +130,17 @@ fn template_open_and_cosine(c: &mut Criterion) {
     let (_, ring, tenant) = setup();
     let keys = ring.tenant(&tenant).unwrap();
     let subject = keys.subject_ref(&SubjectId::try_from("alice".to_owned()).unwrap());
-    let sealed = envelope::seal_template(&keys, &tenant, &subject, "t1", &record(&ring, &tenant, 512)).unwrap();
+    let sealed =
+        envelope::seal_template(&keys, &tenant, &subject, "t1", &record(&ring, &tenant, 512))
+            .unwrap();
     c.bench_function("template_open_512", |b| {
         b.iter(|| envelope::open_template(&keys, &tenant, &subject, "t1", sealed.clone()).unwrap())
     });
     let a = vector(512, 4);
     let bv = vector(512, 5);
-    c.bench_function("cosine_512", |b| b.iter(|| transform::similarity(black_box(&a), black_box(&bv))));
+    c.bench_function("cosine_512", |b| {
+        b.iter(|| transform::similarity(black_box(&a), black_box(&bv)))
+    });
 }
 
 /// Everything the service does per verify in CPU, for one template: HPKE open,
@@ -113,9 +149,15 @@ fn verify_core(c: &mut Criterion) {
     let (keys, ring, tenant) = setup();
     let tkeys = ring.tenant(&tenant).unwrap();
     let subject = tkeys.subject_ref(&SubjectId::try_from("alice".to_owned()).unwrap());
-    let stored = envelope::seal_template(&tkeys, &tenant, &subject, "t1", &record(&ring, &tenant, 512))
-        .unwrap()
-        .encode_to_vec();
+    let stored = envelope::seal_template(
+        &tkeys,
+        &tenant,
+        &subject,
+        "t1",
+        &record(&ring, &tenant, 512),
+    )
+    .unwrap()
+    .encode_to_vec();
     let aad = sealing::aad(SealedFor::Verify, "demo", "alice");
     let sealed = seal_embedding(
         &target(&keys, Suite::X25519Sha256Aes256Gcm),
@@ -133,11 +175,19 @@ fn verify_core(c: &mut Criterion) {
     c.bench_function("verify_core_512_x25519", |b| {
         b.iter(|| {
             let plain = keys
-                .open(&sealed.suite, &sealed.key_id, &sealed.enc, &sealed.ciphertext, &aad, NOW)
+                .open(
+                    &sealed.suite,
+                    &sealed.key_id,
+                    &sealed.enc,
+                    &sealed.ciphertext,
+                    &aad,
+                    NOW,
+                )
                 .unwrap();
             let payload = facevault::proto::EmbeddingPayload::decode(plain.as_slice()).unwrap();
             let template = envelope::SealedTemplate::decode(stored.as_slice()).unwrap();
-            let record = envelope::open_template(&tkeys, &tenant, &subject, "t1", template).unwrap();
+            let record =
+                envelope::open_template(&tkeys, &tenant, &subject, "t1", template).unwrap();
             let salt: [u8; 32] = record.salt.as_slice().try_into().unwrap();
             transform::protect(tkeys.transform_key(), &salt, &payload.values, &mut probe).unwrap();
             black_box(transform::similarity(&probe, &record.protected))
@@ -147,11 +197,24 @@ fn verify_core(c: &mut Criterion) {
         let aad = sealing::aad(SealedFor::Verify, "demo", "alice");
         b.iter(|| {
             let plain = keys
-                .open(&sealed.suite, &sealed.key_id, &sealed.enc, &sealed.ciphertext, &aad, NOW)
+                .open(
+                    &sealed.suite,
+                    &sealed.key_id,
+                    &sealed.enc,
+                    &sealed.ciphertext,
+                    &aad,
+                    NOW,
+                )
                 .unwrap();
             let payload = facevault::proto::EmbeddingPayload::decode(plain.as_slice()).unwrap();
             let mut protected = Vec::new();
-            transform::protect(tkeys.transform_key(), &[6; 32], &payload.values, &mut protected).unwrap();
+            transform::protect(
+                tkeys.transform_key(),
+                &[6; 32],
+                &payload.values,
+                &mut protected,
+            )
+            .unwrap();
             let record = TemplateRecord {
                 model: "m".into(),
                 salt: vec![6; 32],
@@ -164,5 +227,11 @@ fn verify_core(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, hpke_open, salted_transform, template_open_and_cosine, verify_core);
+criterion_group!(
+    benches,
+    hpke_open,
+    salted_transform,
+    template_open_and_cosine,
+    verify_core
+);
 criterion_main!(benches);

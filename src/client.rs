@@ -98,7 +98,8 @@ mod tests {
 
         let v: Value = serde_json::from_str(VECTOR).unwrap();
         let ikm_r: [u8; 32] = hex_field(&v, "ikm_r").try_into().unwrap();
-        let service_key = OpeningKey::from_seed("tv".into(), Suite::X25519Sha256Aes256Gcm, &ikm_r, i64::MAX);
+        let service_key =
+            OpeningKey::from_seed("tv".into(), Suite::X25519Sha256Aes256Gcm, &ikm_r, i64::MAX);
         assert_eq!(service_key.public_key, hex_field(&v, "pk_r"));
 
         let payload = proto::EmbeddingPayload {
@@ -117,24 +118,33 @@ mod tests {
         assert_eq!(aad.as_slice(), hex_field(&v, "aad").as_slice());
         assert_eq!(sealing::INFO, hex_field(&v, "info").as_slice());
 
-        let pk = <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(&service_key.public_key).unwrap();
+        let pk = <X25519HkdfSha256 as hpke::Kem>::PublicKey::from_bytes(&service_key.public_key)
+            .unwrap();
         let ikm_e = hex_field(&v, "ikm_e");
-        let (enc, ciphertext) = hpke::single_shot_seal_with_rng::<AesGcm256, HkdfSha256, X25519HkdfSha256>(
-            &hpke::OpModeS::Base,
-            &pk,
-            sealing::INFO,
-            &payload.encode_to_vec(),
-            &aad,
-            &mut FixedRng(&ikm_e),
-        )
-        .unwrap();
+        let (enc, ciphertext) =
+            hpke::single_shot_seal_with_rng::<AesGcm256, HkdfSha256, X25519HkdfSha256>(
+                &hpke::OpModeS::Base,
+                &pk,
+                sealing::INFO,
+                &payload.encode_to_vec(),
+                &aad,
+                &mut FixedRng(&ikm_e),
+            )
+            .unwrap();
         assert_eq!(enc.to_bytes().to_vec(), hex_field(&v, "enc"));
         assert_eq!(ciphertext, hex_field(&v, "ciphertext"));
 
         // And the service opens it.
         let keys = SealingKeys::new(vec![service_key]);
         let opened = keys
-            .open("x25519-sha256-aes256gcm", "tv", &enc.to_bytes(), &ciphertext, &aad, 0)
+            .open(
+                "x25519-sha256-aes256gcm",
+                "tv",
+                &enc.to_bytes(),
+                &ciphertext,
+                &aad,
+                0,
+            )
             .unwrap();
         assert_eq!(opened.as_slice(), payload.encode_to_vec().as_slice());
         let _ = X25519HkdfSha256::derive_keypair(&ikm_e);

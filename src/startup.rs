@@ -37,6 +37,8 @@ use ring::signature::Ed25519KeyPair;
 /// Largest gRPC message accepted: a sealed 4096-dimension embedding is ~17 KiB.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024;
 const HEALTH_PROBE_INTERVAL: Duration = Duration::from_secs(1);
+/// Health service name that reports the process alone (for liveness probes).
+pub const LIVENESS_SERVICE: &str = "liveness";
 
 /// What the audit writer and reader are built from.
 struct AuditParts {
@@ -314,6 +316,11 @@ fn deletion_policy(settings: &Settings) -> anyhow::Result<DeletionPolicy> {
 /// Health follows Redis: without it nothing can be served safely, so probes see
 /// NOT_SERVING and load balancers route elsewhere.
 async fn monitor_storage(vault: Arc<Vault>, reporter: HealthReporter) {
+    // Liveness probes ask for "liveness": the process answers, whatever Redis does,
+    // so an outage makes pods unready but never restarts them.
+    reporter
+        .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+        .await;
     let mut last: Option<bool> = None;
     loop {
         let up = vault.store().ping().await.is_ok();

@@ -40,7 +40,9 @@ pub fn service(redis: ConnectionManager, threshold: f32) -> FaceVaultServer<Naiv
 }
 
 fn unimplemented<T>() -> Result<Response<T>, Status> {
-    Err(Status::unimplemented("the baseline implements Enroll and Verify only"))
+    Err(Status::unimplemented(
+        "the baseline implements Enroll and Verify only",
+    ))
 }
 
 #[tonic::async_trait]
@@ -52,7 +54,10 @@ impl FaceVault for NaiveVault {
         unimplemented()
     }
 
-    async fn enroll(&self, request: Request<proto::EnrollRequest>) -> Result<Response<proto::EnrollResponse>, Status> {
+    async fn enroll(
+        &self,
+        request: Request<proto::EnrollRequest>,
+    ) -> Result<Response<proto::EnrollResponse>, Status> {
         let r = request.into_inner();
         let values = r.embedding.map(|e| e.ciphertext).unwrap_or_default();
         let mut conn = self.redis.clone();
@@ -68,7 +73,10 @@ impl FaceVault for NaiveVault {
         }))
     }
 
-    async fn verify(&self, request: Request<proto::VerifyRequest>) -> Result<Response<proto::VerifyResponse>, Status> {
+    async fn verify(
+        &self,
+        request: Request<proto::VerifyRequest>,
+    ) -> Result<Response<proto::VerifyResponse>, Status> {
         let r = request.into_inner();
         let probe = floats(&r.probe.map(|p| p.ciphertext).unwrap_or_default());
         let mut conn = self.redis.clone();
@@ -79,7 +87,11 @@ impl FaceVault for NaiveVault {
             .map_err(|_| Status::unavailable("redis"))?;
         let stored = floats(&stored.ok_or_else(|| Status::not_found("no template"))?);
         let score = cosine(&probe, &stored);
-        let decision = if score >= self.threshold { Decision::Match } else { Decision::NoMatch };
+        let decision = if score >= self.threshold {
+            Decision::Match
+        } else {
+            Decision::NoMatch
+        };
         Ok(Response::new(proto::VerifyResponse {
             decision: decision.into(),
             threshold: self.threshold,
@@ -88,7 +100,10 @@ impl FaceVault for NaiveVault {
         }))
     }
 
-    async fn delete_subject(&self, _: Request<proto::DeleteSubjectRequest>) -> Result<Response<proto::DeletionTicket>, Status> {
+    async fn delete_subject(
+        &self,
+        _: Request<proto::DeleteSubjectRequest>,
+    ) -> Result<Response<proto::DeletionTicket>, Status> {
         unimplemented()
     }
 
@@ -99,7 +114,10 @@ impl FaceVault for NaiveVault {
         unimplemented()
     }
 
-    async fn cancel_account(&self, _: Request<proto::CancelAccountRequest>) -> Result<Response<proto::DeletionTicket>, Status> {
+    async fn cancel_account(
+        &self,
+        _: Request<proto::CancelAccountRequest>,
+    ) -> Result<Response<proto::DeletionTicket>, Status> {
         unimplemented()
     }
 

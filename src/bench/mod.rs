@@ -76,7 +76,9 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     let (number, unit) = text
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .map_or((text, "s"), |i| text.split_at(i));
-    let value: f64 = number.parse().map_err(|_| format!("bad duration {text:?}"))?;
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("bad duration {text:?}"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "s" => value,
@@ -144,7 +146,11 @@ mod tempfile_dir {
 
     impl TempDir {
         pub fn new() -> std::io::Result<Self> {
-            let name = format!("facevault-bench-{}-{}", std::process::id(), rand::random::<u32>());
+            let name = format!(
+                "facevault-bench-{}-{}",
+                std::process::id(),
+                rand::random::<u32>()
+            );
             let path = std::env::temp_dir().join(name);
             std::fs::create_dir_all(&path)?;
             Ok(Self(path))
@@ -159,7 +165,9 @@ mod tempfile_dir {
 }
 
 fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 async fn start_self_hosted() -> anyhow::Result<SelfHosted> {
@@ -253,7 +261,10 @@ level = "warn"
 
 async fn wait_for_port(port: u16) -> anyhow::Result<()> {
     for _ in 0..400 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
@@ -263,8 +274,13 @@ async fn wait_for_port(port: u16) -> anyhow::Result<()> {
 
 async fn channels(addr: &str, ca: &Path, cert: &Path, key: &Path) -> anyhow::Result<Vec<Channel>> {
     let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?))
-        .identity(Identity::from_pem(std::fs::read(cert)?, std::fs::read(key)?))
+        .ca_certificate(Certificate::from_pem(
+            std::fs::read(ca).with_context(|| format!("cannot read {}", ca.display()))?,
+        ))
+        .identity(Identity::from_pem(
+            std::fs::read(cert)?,
+            std::fs::read(key)?,
+        ))
         .domain_name("localhost");
     let mut out = Vec::new();
     for _ in 0..CHANNELS {
@@ -286,7 +302,10 @@ fn face(subject: usize) -> Vec<f32> {
 
 fn capture(subject: usize, n: u64) -> Vec<f32> {
     let mut rng = rand::rngs::StdRng::seed_from_u64(n ^ 0x5eed);
-    face(subject).into_iter().map(|v| v + 0.1 * (rng.random::<f32>() - 0.5)).collect()
+    face(subject)
+        .into_iter()
+        .map(|v| v + 0.1 * (rng.random::<f32>() - 0.5))
+        .collect()
 }
 
 fn consent() -> proto::Consent {
@@ -301,7 +320,13 @@ fn consent() -> proto::Consent {
 
 /// Runs `call` from `concurrency` workers until `duration` passes or a worker's
 /// call returns None (its input ran out), with a progress line per second.
-async fn timed<F, Fut>(label: &str, concurrency: usize, duration: Duration, quiet: bool, call: F) -> PhaseStats
+async fn timed<F, Fut>(
+    label: &str,
+    concurrency: usize,
+    duration: Duration,
+    quiet: bool,
+    call: F,
+) -> PhaseStats
 where
     F: Fn(usize) -> Option<Fut> + Send + Sync + 'static,
     Fut: Future<Output = bool> + Send,
@@ -428,42 +453,53 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     eprintln!("enrolling {} subjects …", args.subjects);
     let next = Arc::new(AtomicUsize::new(0));
     let enroll = {
-        let (next, target, tenant, model, subjects) =
-            (next.clone(), target.clone(), tenant.clone(), model.clone(), args.subjects);
+        let (next, target, tenant, model, subjects) = (
+            next.clone(),
+            target.clone(),
+            tenant.clone(),
+            model.clone(),
+            args.subjects,
+        );
         let clients: Vec<_> = (0..args.concurrency).map(client).collect();
-        timed("enroll", args.concurrency, Duration::from_secs(3600), quiet, move |w| {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            if i >= subjects {
-                return None;
-            }
-            let mut c = clients[w].clone();
-            let (target, tenant, model) = (target.clone(), tenant.clone(), model.clone());
-            Some(async move {
-                let id = subject(i);
-                let values = face(i);
-                let Ok(sealed) = seal_embedding(
-                    &target,
-                    &PayloadSpec {
-                        op: SealedFor::Enroll,
-                        tenant: &tenant,
-                        subject_id: &id,
-                        model: &model,
-                        values: &values,
-                        sealed_at_unix_ms: crate::vault::now_unix_ms(),
-                    },
-                ) else {
-                    return false;
-                };
-                c.enroll(proto::EnrollRequest {
-                    subject_id: id,
-                    embedding: Some(sealed),
-                    consent: Some(consent()),
-                    replace: true,
+        timed(
+            "enroll",
+            args.concurrency,
+            Duration::from_secs(3600),
+            quiet,
+            move |w| {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= subjects {
+                    return None;
+                }
+                let mut c = clients[w].clone();
+                let (target, tenant, model) = (target.clone(), tenant.clone(), model.clone());
+                Some(async move {
+                    let id = subject(i);
+                    let values = face(i);
+                    let Ok(sealed) = seal_embedding(
+                        &target,
+                        &PayloadSpec {
+                            op: SealedFor::Enroll,
+                            tenant: &tenant,
+                            subject_id: &id,
+                            model: &model,
+                            values: &values,
+                            sealed_at_unix_ms: crate::vault::now_unix_ms(),
+                        },
+                    ) else {
+                        return false;
+                    };
+                    c.enroll(proto::EnrollRequest {
+                        subject_id: id,
+                        embedding: Some(sealed),
+                        consent: Some(consent()),
+                        replace: true,
+                    })
+                    .await
+                    .is_ok()
                 })
-                .await
-                .is_ok()
-            })
-        })
+            },
+        )
         .await
     };
     if enroll.errors > 0 {
@@ -474,7 +510,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let health = if hosted.is_some() || args.target.is_some() {
         eprintln!("health-check floor …");
         let hc: Vec<_> = (0..args.concurrency)
-            .map(|i| tonic_health::pb::health_client::HealthClient::new(channels[i % CHANNELS].clone()))
+            .map(|i| {
+                tonic_health::pb::health_client::HealthClient::new(channels[i % CHANNELS].clone())
+            })
             .collect();
         Some(
             timed("health", args.concurrency, args.duration, quiet, move |w| {
@@ -495,20 +533,32 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let redis_get = match &hosted {
         Some(h) => {
             eprintln!("redis GET floor …");
-            let conn = redis::Client::open(h.redis.url())?.get_multiplexed_async_connection().await?;
+            let conn = redis::Client::open(h.redis.url())?
+                .get_multiplexed_async_connection()
+                .await?;
             let mut c = conn.clone();
-            let () = redis::cmd("SET").arg("bench:floor").arg(vec![7u8; 2048]).query_async(&mut c).await?;
+            let () = redis::cmd("SET")
+                .arg("bench:floor")
+                .arg(vec![7u8; 2048])
+                .query_async(&mut c)
+                .await?;
             Some(
-                timed("redis GET", args.concurrency, args.duration, quiet, move |_| {
-                    let mut c = conn.clone();
-                    Some(async move {
-                        redis::cmd("GET")
-                            .arg("bench:floor")
-                            .query_async::<Vec<u8>>(&mut c)
-                            .await
-                            .is_ok()
-                    })
-                })
+                timed(
+                    "redis GET",
+                    args.concurrency,
+                    args.duration,
+                    quiet,
+                    move |_| {
+                        let mut c = conn.clone();
+                        Some(async move {
+                            redis::cmd("GET")
+                                .arg("bench:floor")
+                                .query_async::<Vec<u8>>(&mut c)
+                                .await
+                                .is_ok()
+                        })
+                    },
+                )
                 .await,
             )
         }
@@ -542,7 +592,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .collect::<Result<_, crate::crypto::sealing::SealingError>>()?,
     );
     eprintln!("verify …");
-    let verify = verify_phase(&channels, pool, args.concurrency, args.duration, quiet, "verify").await;
+    let verify = verify_phase(
+        &channels,
+        pool,
+        args.concurrency,
+        args.duration,
+        quiet,
+        "verify",
+    )
+    .await;
     let server_pid = hosted.as_ref().and_then(|h| h.server.id());
     let server_rss_mib = rss_mib(server_pid, "VmRSS:");
     let server_peak_rss_mib = rss_mib(server_pid, "VmHWM:");
@@ -580,7 +638,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     })
                     .collect(),
             );
-            Some(verify_phase(&base, pool, args.concurrency, args.duration, quiet, "baseline verify").await)
+            Some(
+                verify_phase(
+                    &base,
+                    pool,
+                    args.concurrency,
+                    args.duration,
+                    quiet,
+                    "baseline verify",
+                )
+                .await,
+            )
         }
         None => None,
     };
@@ -604,7 +672,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             self_hosted: hosted.is_some(),
         },
         ratios: Ratios {
-            verify_vs_health: ratio(Some(verify.throughput_per_s), health.as_ref().map(|h| h.throughput_per_s)),
+            verify_vs_health: ratio(
+                Some(verify.throughput_per_s),
+                health.as_ref().map(|h| h.throughput_per_s),
+            ),
             verify_p99_vs_health_p99: ratio(Some(verify.p99_ms), health.as_ref().map(|h| h.p99_ms)),
             protected_vs_unprotected: ratio(
                 Some(verify.throughput_per_s),
@@ -671,7 +742,11 @@ async fn verify_phase(
 fn print_table(r: &Report) {
     println!(
         "\nfacevault bench: {} subjects, concurrency {}, {:.0} s per phase, suite {}, {} CPUs",
-        r.settings.subjects, r.settings.concurrency, r.settings.duration_s, r.settings.suite, r.machine.cpus
+        r.settings.subjects,
+        r.settings.concurrency,
+        r.settings.duration_s,
+        r.settings.suite,
+        r.machine.cpus
     );
     println!(
         "{:<18} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9}",

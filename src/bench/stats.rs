@@ -33,7 +33,11 @@ impl PhaseStats {
             calls,
             errors,
             seconds,
-            throughput_per_s: if seconds > 0.0 { calls as f64 / seconds } else { 0.0 },
+            throughput_per_s: if seconds > 0.0 {
+                calls as f64 / seconds
+            } else {
+                0.0
+            },
             p50_ms: pct(50.0),
             p90_ms: pct(90.0),
             p99_ms: pct(99.0),

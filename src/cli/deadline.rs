@@ -62,9 +62,9 @@ pub fn run(args: DeadlineArgs) -> anyhow::Result<()> {
             "working_days_counted": deadline.working_days.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
             "fallback_years": deadline.fallback_years,
         });
-        println!("{}", serde_json::to_string_pretty(&body)?);
+        super::print_line(&serde_json::to_string_pretty(&body)?)?;
     } else {
-        println!("{local}");
+        super::print_line(&local)?;
     }
     Ok(())
 }

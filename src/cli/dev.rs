@@ -50,10 +50,6 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     write_samples(&dir.join("samples"))?;
     // The plaintext health port serves no reflection; grpcurl needs the schema.
     std::fs::write(dir.join("health.proto"), HEALTH_PROTO)?;
-    let config_path = dir.join("facevault.toml");
-    std::fs::write(&config_path, dev_config(&pki, &key_dir, &args))
-        .with_context(|| format!("cannot write {}", config_path.display()))?;
-
     let redis = match &args.redis_url {
         Some(_) => None,
         None => Some(
@@ -70,22 +66,23 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         .clone()
         .or_else(|| redis.as_ref().map(RedisServer::url))
         .context("no redis")?;
-    let settings = Settings::load(
-        &config_path,
-        &Overrides {
-            redis_url: Some(redis_url.clone()),
-            ..Overrides::default()
-        },
-    )?;
+    // The file names the Redis actually in use, so `facevault audit verify
+    // --config dev/facevault.toml` reads the same data as the running service.
+    let config_path = dir.join("facevault.toml");
+    std::fs::write(&config_path, dev_config(&pki, &key_dir, &args, &redis_url))
+        .with_context(|| format!("cannot write {}", config_path.display()))?;
+    let settings = Settings::load(&config_path, &Overrides::default())?;
     let app = Application::build(settings).await?;
     println!("{}", banner(dir, &args, &redis_url));
     let result = app.run_until_stopped().await;
-    drop(redis);
+    if let Some(mut redis) = redis {
+        redis.stop().await;
+    }
     telemetry.shutdown().await;
     result
 }
 
-fn dev_config(pki: &DevPki, key_dir: &Path, args: &DevArgs) -> String {
+fn dev_config(pki: &DevPki, key_dir: &Path, args: &DevArgs, redis_url: &str) -> String {
     let abs = |p: &Path| {
         std::path::absolute(p)
             .unwrap_or_else(|_| p.to_path_buf())
@@ -111,7 +108,7 @@ sealing_keys = "{sealing}"
 receipt_signing_key = "{receipt}"
 
 [redis]
-url = "redis://127.0.0.1:6379"
+url = "{redis_url}"
 
 [[models]]
 id = "{model}"

@@ -88,7 +88,9 @@ pub async fn run() -> ExitCode {
         Command::Receipt(command) => receipt::run(command),
         Command::Audit(command) => audit::run(command).await,
         Command::Bench(args) => crate::bench::run(args).await,
-        Command::BenchBaseline { config, listen } => crate::bench::serve_baseline_process(&config, listen).await,
+        Command::BenchBaseline { config, listen } => {
+            crate::bench::serve_baseline_process(&config, listen).await
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -96,6 +98,16 @@ pub async fn run() -> ExitCode {
             eprintln!("facevault: {error:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Prints a line to stdout; a closed pipe (`| head`) ends the output quietly
+/// instead of panicking.
+pub(crate) fn print_line(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    match writeln!(std::io::stdout().lock(), "{text}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
     }
 }
 

@@ -72,7 +72,7 @@ fn verify(ticket: &str, key: &str) -> anyhow::Result<()> {
         "completed_at": ts(&body.completed_at),
         "erased": body.erased,
     });
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    super::print_line(&serde_json::to_string_pretty(&out)?)?;
     Ok(())
 }
 

@@ -132,6 +132,6 @@ pub fn run(args: SealArgs) -> anyhow::Result<()> {
             })
         }
     };
-    println!("{}", serde_json::to_string(&body)?);
+    super::print_line(&serde_json::to_string(&body)?)?;
     Ok(())
 }
