@@ -1,8 +1,35 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests and the API tests (real redis-server per test,
-# real mTLS clients). Installs what a fresh machine lacks.
+# real mTLS clients), a bench smoke run, the Helm chart checks, the Python client
+# (an independent HPKE) and the README's grpcurl walkthrough against a real
+# server. Installs what a fresh machine lacks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/ensure-redis.sh
+echo "--- cargo test (unit and API tests)"
 cargo test --locked --all-targets "$@"
+
+echo "--- bench smoke (so the load generator cannot rot)"
+target/debug/facevault bench --duration 1s --subjects 200 --concurrency 8 --json > target/bench-smoke.json
+python3 - <<'PY'
+import json
+r = json.load(open("target/bench-smoke.json"))
+assert r["verify"]["calls"] > 0 and r["verify"]["errors"] == 0, r["verify"]
+for k in ("verify_vs_health", "verify_p99_vs_health_p99", "protected_vs_unprotected"):
+    assert r["ratios"][k] is not None, k
+print("bench smoke ok:", r["ratios"])
+PY
+
+echo "--- Helm chart: lint, render, schema-validate, assert"
+scripts/check-chart.sh
+
+echo "--- Python client (independent HPKE) against a real server"
+FACEVAULT_BIN="$PWD/target/debug/facevault" clients/python/run-example.sh
+
+echo "--- README grpcurl walkthrough, run as written"
+if python3 -c "import socket; [socket.create_server(('127.0.0.1', p)).close() for p in (50051, 50052)]" 2>/dev/null; then
+  FACEVAULT_BIN="$PWD/target/debug/facevault" scripts/walkthrough-test.sh
+else
+  FACEVAULT_BIN="$PWD/target/debug/facevault" scripts/walkthrough-test.sh --isolated
+fi
