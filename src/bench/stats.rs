@@ -24,7 +24,8 @@ impl PhaseStats {
             if latencies_us.is_empty() {
                 return 0.0;
             }
-            let rank = ((p / 100.0) * latencies_us.len() as f64).ceil() as usize;
+            // Nearest rank; the epsilon keeps 0.9 × 1000 from rounding up to 901.
+            let rank = ((p * latencies_us.len() as f64) / 100.0 - 1e-9).ceil() as usize;
             f64::from(latencies_us[rank.clamp(1, latencies_us.len()) - 1]) / 1000.0
         };
         let calls = latencies_us.len() as u64;
