@@ -1,6 +1,8 @@
-//! What a client does before calling facevault: build the `EmbeddingPayload` and
-//! seal it with HPKE to one of the service's public keys. Used by `facevault seal`,
-//! the benchmark and the tests; any RFC 9180 library can do the same.
+//! The client side: build the `EmbeddingPayload`, seal it with HPKE to one of the
+//! service's public keys (any RFC 9180 library can do the same; see
+//! docs/protocol.md), and call the service over mTLS with typed methods.
+//!
+//! Available without the server: `default-features = false, features = ["client"]`.
 
 use prost::Message as _;
 use zeroize::Zeroizing;
@@ -47,6 +49,271 @@ pub fn seal_embedding(
         enc,
         ciphertext,
     })
+}
+
+/// How to reach a facevault deployment.
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// e.g. `https://facevault.prod.svc:50051`
+    pub endpoint: String,
+    /// CA bundle that signed the server certificate (PEM).
+    pub ca_pem: Vec<u8>,
+    /// This backend's client certificate and key (PEM), SAN
+    /// `spiffe://<td>/tenant/<tenant>/role/app`.
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    /// Server name to verify, when it differs from the endpoint's host.
+    pub server_name: Option<String>,
+    /// The tenant of the client certificate (it is part of the sealing AAD).
+    pub tenant: String,
+    /// Sealing suite to use; X-Wing is the post-quantum hybrid.
+    pub suite: Suite,
+    pub timeout: std::time::Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot connect: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Status(#[from] tonic::Status),
+    #[error("the service publishes no key of the configured suite")]
+    NoKey,
+    #[error(transparent)]
+    Sealing(#[from] SealingError),
+}
+
+/// A typed facevault client. Sealing keys are fetched once and cached; a call
+/// refused because its key was retired refreshes them and is sealed again (it had
+/// no effect, so this is safe). Only idempotent calls are retried on
+/// `UNAVAILABLE`: a verify is never replayed, as it may already have counted.
+pub struct FaceVault {
+    inner: proto::face_vault_client::FaceVaultClient<tonic::transport::Channel>,
+    tenant: String,
+    suite: Suite,
+    target: tokio::sync::RwLock<Option<SealingTarget>>,
+}
+
+const IDEMPOTENT_RETRIES: usize = 2;
+
+impl FaceVault {
+    pub async fn connect(config: ClientConfig) -> Result<Self, ClientError> {
+        use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+        let mut tls = ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&config.ca_pem))
+            .identity(Identity::from_pem(&config.cert_pem, &config.key_pem));
+        if let Some(name) = &config.server_name {
+            tls = tls.domain_name(name.clone());
+        }
+        let channel = Channel::from_shared(config.endpoint.clone())
+            .map_err(|_| tonic::Status::invalid_argument("endpoint is not a URI"))?
+            .tls_config(tls)?
+            .timeout(config.timeout)
+            .connect()
+            .await?;
+        Ok(Self {
+            inner: proto::face_vault_client::FaceVaultClient::new(channel),
+            tenant: config.tenant,
+            suite: config.suite,
+            target: tokio::sync::RwLock::new(None),
+        })
+    }
+
+    async fn sealing_target(&self, refresh: bool) -> Result<SealingTarget, ClientError> {
+        if !refresh && let Some(t) = self.target.read().await.as_ref() {
+            return Ok(t.clone());
+        }
+        let keys = self
+            .idempotent(
+                |mut c| async move { c.get_sealing_keys(proto::GetSealingKeysRequest {}).await },
+            )
+            .await?;
+        let key = keys
+            .keys
+            .into_iter()
+            .find(|k| k.suite == self.suite.as_str())
+            .ok_or(ClientError::NoKey)?;
+        let target = SealingTarget {
+            key_id: key.key_id,
+            suite: self.suite,
+            public_key: key.public_key,
+        };
+        *self.target.write().await = Some(target.clone());
+        Ok(target)
+    }
+
+    async fn seal(
+        &self,
+        op: SealedFor,
+        subject_id: &str,
+        model: &str,
+        values: &[f32],
+        refresh: bool,
+    ) -> Result<proto::SealedEmbedding, ClientError> {
+        let target = self.sealing_target(refresh).await?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        Ok(seal_embedding(
+            &target,
+            &PayloadSpec {
+                op,
+                tenant: &self.tenant,
+                subject_id,
+                model,
+                values,
+                sealed_at_unix_ms: now,
+            },
+        )?)
+    }
+
+    /// Runs a call, retrying on UNAVAILABLE: only for calls whose repetition has
+    /// no further effect.
+    async fn idempotent<T, F, Fut>(&self, call: F) -> Result<T, ClientError>
+    where
+        F: Fn(proto::face_vault_client::FaceVaultClient<tonic::transport::Channel>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut attempt = 0;
+        loop {
+            match call(self.inner.clone()).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) if s.code() == tonic::Code::Unavailable && attempt < IDEMPOTENT_RETRIES => {
+                    attempt += 1;
+                    tokio::time::sleep(std::time::Duration::from_millis(100 << attempt)).await;
+                }
+                Err(s) => return Err(s.into()),
+            }
+        }
+    }
+
+    /// True when the service refused the envelope's key (retired or rotated).
+    fn stale_key(status: &tonic::Status) -> bool {
+        status.code() == tonic::Code::InvalidArgument && status.message().contains("sealing key")
+    }
+
+    pub async fn enroll(
+        &self,
+        subject_id: &str,
+        model: &str,
+        values: &[f32],
+        consent: proto::Consent,
+        replace: bool,
+    ) -> Result<proto::EnrollResponse, ClientError> {
+        for refresh in [false, true] {
+            let request = proto::EnrollRequest {
+                subject_id: subject_id.to_owned(),
+                embedding: Some(
+                    self.seal(SealedFor::Enroll, subject_id, model, values, refresh)
+                        .await?,
+                ),
+                consent: Some(consent.clone()),
+                replace,
+            };
+            match self.inner.clone().enroll(request).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) if !refresh && Self::stale_key(&s) => continue,
+                Err(s) => return Err(s.into()),
+            }
+        }
+        Err(ClientError::NoKey)
+    }
+
+    pub async fn verify(
+        &self,
+        subject_id: &str,
+        model: &str,
+        values: &[f32],
+        purpose: &str,
+    ) -> Result<proto::VerifyResponse, ClientError> {
+        for refresh in [false, true] {
+            let request = proto::VerifyRequest {
+                subject_id: subject_id.to_owned(),
+                probe: Some(
+                    self.seal(SealedFor::Verify, subject_id, model, values, refresh)
+                        .await?,
+                ),
+                purpose: purpose.to_owned(),
+            };
+            match self.inner.clone().verify(request).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(s) if !refresh && Self::stale_key(&s) => continue,
+                Err(s) => return Err(s.into()),
+            }
+        }
+        Err(ClientError::NoKey)
+    }
+
+    pub async fn delete_subject(
+        &self,
+        subject_id: &str,
+    ) -> Result<proto::DeletionTicket, ClientError> {
+        let subject_id = subject_id.to_owned();
+        self.idempotent(|mut c| {
+            let subject_id = subject_id.clone();
+            async move {
+                c.delete_subject(proto::DeleteSubjectRequest { subject_id })
+                    .await
+            }
+        })
+        .await
+    }
+
+    pub async fn withdraw_consent(
+        &self,
+        subject_id: &str,
+        purposes: &[&str],
+    ) -> Result<proto::DeletionTicket, ClientError> {
+        let request = proto::WithdrawConsentRequest {
+            subject_id: subject_id.to_owned(),
+            purposes: purposes.iter().map(|p| (*p).to_owned()).collect(),
+        };
+        self.idempotent(|mut c| {
+            let request = request.clone();
+            async move { c.withdraw_consent(request).await }
+        })
+        .await
+    }
+
+    /// Cancelling twice returns the same ticket, so this is safe to retry.
+    pub async fn cancel_account(
+        &self,
+        subject_id: &str,
+        reason: &str,
+    ) -> Result<proto::DeletionTicket, ClientError> {
+        let request = proto::CancelAccountRequest {
+            subject_id: subject_id.to_owned(),
+            reason: reason.to_owned(),
+        };
+        self.idempotent(|mut c| {
+            let request = request.clone();
+            async move { c.cancel_account(request).await }
+        })
+        .await
+    }
+
+    pub async fn deletion_ticket(
+        &self,
+        ticket_id: &str,
+    ) -> Result<proto::DeletionTicket, ClientError> {
+        let ticket_id = ticket_id.to_owned();
+        self.idempotent(|mut c| {
+            let ticket_id = ticket_id.clone();
+            async move {
+                c.get_deletion_ticket(proto::GetDeletionTicketRequest { ticket_id })
+                    .await
+            }
+        })
+        .await
+    }
+
+    pub async fn compliance_report(&self) -> Result<proto::ComplianceReport, ClientError> {
+        self.idempotent(|mut c| async move {
+            c.get_compliance_report(proto::GetComplianceReportRequest {})
+                .await
+        })
+        .await
+    }
 }
 
 #[cfg(test)]

@@ -1,23 +1,41 @@
 //! facevault: sealed 1:1 face-template verification over mTLS gRPC.
 //!
+//! With `default-features = false, features = ["client"]` only `client`, `proto`
+//! and `crypto::sealing` are built: what an app backend needs to call the service.
+//!
 //! Rooms: `grpc` (transport), `vault` (use cases), `domain` (pure rules),
 //! `crypto`, `storage` (Redis), `config`, `telemetry`, `startup`, `cli`.
 
-pub mod audit;
-pub mod bench;
-pub mod cli;
 pub mod client;
-pub mod config;
 pub mod crypto;
+
+#[cfg(feature = "server")]
+pub mod audit;
+#[cfg(feature = "server")]
+pub mod bench;
+#[cfg(feature = "server")]
+pub mod cli;
+#[cfg(feature = "server")]
+pub mod config;
+#[cfg(feature = "server")]
 pub mod domain;
+#[cfg(feature = "server")]
 pub mod error;
+#[cfg(feature = "server")]
 pub mod grpc;
+#[cfg(feature = "server")]
 pub mod pki;
+#[cfg(feature = "server")]
 pub mod redis_server;
+#[cfg(feature = "server")]
 pub mod startup;
+#[cfg(feature = "server")]
 pub mod storage;
+#[cfg(feature = "server")]
 pub mod telemetry;
+#[cfg(feature = "server")]
 pub mod vault;
+#[cfg(feature = "server")]
 pub mod worker;
 
 pub mod proto {
@@ -27,4 +45,5 @@ pub mod proto {
         tonic::include_file_descriptor_set!("facevault_descriptor");
 }
 
+#[cfg(feature = "server")]
 pub use error::Error;

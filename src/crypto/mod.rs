@@ -7,10 +7,14 @@
 //! - `envelope`: encryption of templates at rest under per-enrollment DEKs.
 //! - `keyfiles`: the on-disk formats of all secrets, and their generation.
 
+#[cfg(feature = "server")]
 pub mod envelope;
+#[cfg(feature = "server")]
 pub mod keyfiles;
+#[cfg(feature = "server")]
 pub mod keyring;
 pub mod sealing;
+#[cfg(feature = "server")]
 pub mod transform;
 
 use ring::rand::{SecureRandom, SystemRandom};

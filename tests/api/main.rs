@@ -1,6 +1,7 @@
 //! Integration tests: one binary, real redis-server per test, real mTLS.
 
 mod audit;
+mod client_sdk;
 mod enroll_verify;
 mod envelope;
 mod helpers;

@@ -1,0 +1,81 @@
+//! The typed Rust client (`facevault::client::FaceVault`) against a real server.
+
+use std::time::Duration;
+
+use facevault::client::{ClientConfig, FaceVault};
+use facevault::crypto::sealing::Suite;
+use facevault::proto::{Decision, DeletionState};
+
+use crate::helpers::*;
+
+async fn sdk(app: &TestApp, suite: Suite) -> FaceVault {
+    FaceVault::connect(ClientConfig {
+        endpoint: format!("https://127.0.0.1:{}", app.port),
+        ca_pem: std::fs::read(&app.pki.ca_cert).unwrap(),
+        cert_pem: std::fs::read(&app.pki.app.0).unwrap(),
+        key_pem: std::fs::read(&app.pki.app.1).unwrap(),
+        server_name: Some("localhost".into()),
+        tenant: "demo".into(),
+        suite,
+        timeout: Duration::from_secs(10),
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn the_rust_client_enrolls_verifies_and_cancels_with_both_suites() {
+    let app = spawn_app().await;
+    for (subject, suite) in [
+        ("sdk-x", Suite::X25519Sha256Aes256Gcm),
+        ("sdk-pq", Suite::XWingSha256Aes256Gcm),
+    ] {
+        let client = sdk(&app, suite).await;
+        let alice = face(5);
+        let enrolled = client
+            .enroll(subject, MODEL, &alice, consent(&["login"]), false)
+            .await
+            .unwrap();
+        assert_eq!(enrolled.templates_held, 1);
+        let ok = client
+            .verify(subject, MODEL, &capture_of(&alice, 0.2, 1), "login")
+            .await
+            .unwrap();
+        assert_eq!(ok.decision(), Decision::Match);
+        let no = client
+            .verify(subject, MODEL, &face(6), "login")
+            .await
+            .unwrap();
+        assert_eq!(no.decision(), Decision::NoMatch);
+
+        let first = client.cancel_account(subject, "closed").await.unwrap();
+        let again = client.cancel_account(subject, "closed").await.unwrap();
+        assert_eq!(first.ticket_id, again.ticket_id);
+        let mut state = DeletionState::Pending;
+        for _ in 0..100 {
+            state = client
+                .deletion_ticket(&first.ticket_id)
+                .await
+                .unwrap()
+                .state();
+            if state == DeletionState::Completed {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(state, DeletionState::Completed);
+        let refused = client
+            .verify(subject, MODEL, &alice, "login")
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(refused, facevault::client::ClientError::Status(ref s) if s.code() == tonic::Code::FailedPrecondition)
+        );
+    }
+    let report = sdk(&app, Suite::X25519Sha256Aes256Gcm)
+        .await
+        .compliance_report()
+        .await
+        .unwrap();
+    assert_eq!(report.tenant_subjects, 0);
+}
