@@ -170,6 +170,14 @@ pub struct TlsSettings {
     /// PEM CRLs honoured for client certificates.
     #[serde(default)]
     pub crls: Vec<PathBuf>,
+    /// How often the certificate, key, client CA and CRLs are re-read (rotation
+    /// without restart).
+    #[serde(default = "default_tls_reload_secs")]
+    pub reload_interval_secs: u64,
+}
+
+fn default_tls_reload_secs() -> u64 {
+    10
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -377,6 +385,9 @@ impl Settings {
         }
         if self.redis.url.starts_with("redis://") && !is_loopback_url(&self.redis.url) {
             tracing::warn!("redis.url is not TLS and not loopback: use rediss:// across a network");
+        }
+        if !(1..=3600).contains(&self.tls.reload_interval_secs) {
+            bail!("tls.reload_interval_secs must be between 1 and 3600");
         }
         if !(10..=60_000).contains(&self.redis.timeout_ms) {
             bail!("redis.timeout_ms must be between 10 and 60000");

@@ -26,7 +26,7 @@ use crate::grpc::layers::load_shed::LoadShedLayer;
 use crate::grpc::layers::rate_limit::{RateLimit, RateLimitLayer};
 use crate::grpc::layers::timeout::TimeoutLayer;
 use crate::grpc::layers::trace::TraceLayer;
-use crate::grpc::tls::{self, IdentityPolicy, TlsFiles};
+use crate::grpc::tls::{self, IdentityPolicy, TlsPaths};
 use crate::proto::audit_log_server::AuditLogServer;
 use crate::proto::face_vault_server::FaceVaultServer;
 use crate::storage::{RedisTls, Store};
@@ -52,7 +52,9 @@ struct AuditParts {
 pub struct Application {
     listener: TcpListener,
     health_listener: Option<TcpListener>,
-    tls: Arc<rustls::ServerConfig>,
+    tls: tokio::sync::watch::Sender<Arc<rustls::ServerConfig>>,
+    tls_paths: TlsPaths,
+    tls_reload_interval: Duration,
     identity: Arc<IdentityPolicy>,
     vault: Arc<Vault>,
     audit: AuditParts,
@@ -65,11 +67,11 @@ pub struct Application {
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         let keys = keyfiles::load(&settings.keys)?;
-        let tls = tls::server_config(&TlsFiles {
-            cert: &settings.tls.cert,
-            key: &settings.tls.key,
-            client_ca: &settings.tls.client_ca,
-            crls: &settings.tls.crls,
+        let (tls, tls_paths) = tls::reloading(TlsPaths {
+            cert: settings.tls.cert.clone(),
+            key: settings.tls.key.clone(),
+            client_ca: settings.tls.client_ca.clone(),
+            crls: settings.tls.crls.clone(),
         })?;
         let store = Store::connect(
             &settings.redis.url,
@@ -138,6 +140,8 @@ impl Application {
             listener,
             health_listener,
             tls,
+            tls_paths,
+            tls_reload_interval: Duration::from_secs(settings.tls.reload_interval_secs),
             identity: Arc::new(IdentityPolicy {
                 trust_domain: settings.server.trust_domain.clone(),
                 allow_cn_fallback: settings.server.allow_cn_fallback,
@@ -234,7 +238,13 @@ impl Application {
                 self.limits.request_timeout_ms,
             )))
             .into_inner();
-        let (incoming, acceptor) = tls::incoming(self.listener, self.tls, self.identity);
+        let reloader = tokio::spawn(tls::reload_loop(
+            self.tls_paths.clone(),
+            self.tls.clone(),
+            self.tls_reload_interval,
+        ));
+        let (incoming, acceptor) =
+            tls::incoming(self.listener, self.tls.subscribe(), self.identity);
         let facevault = FaceVaultServer::new(FaceVaultApi::new(self.vault.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let audit = AuditLogServer::new(AuditLogApi::new(self.audit.reader.clone()))
@@ -262,6 +272,7 @@ impl Application {
             }
         };
         acceptor.abort();
+        reloader.abort();
         monitor.abort();
         // The server (and with it every audit sink) is gone: the writer flushes,
         // writes final checkpoints and ends.

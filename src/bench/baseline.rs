@@ -146,7 +146,8 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let client = redis::Client::open(redis_url)?;
     let redis = ConnectionManager::new(client).await?;
-    let (incoming, _acceptor) = crate::grpc::tls::incoming(listener, tls, policy);
+    let (_tx, config) = tokio::sync::watch::channel(tls);
+    let (incoming, _acceptor) = crate::grpc::tls::incoming(listener, config, policy);
     tonic::transport::Server::builder()
         .add_service(service(redis, threshold))
         .serve_with_incoming(incoming)

@@ -17,7 +17,7 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKey
 use rustls::server::WebPkiClientVerifier;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
@@ -60,10 +60,16 @@ pub fn server_config(files: &TlsFiles<'_>) -> anyhow::Result<Arc<rustls::ServerC
     }
     let mut crls = Vec::new();
     for path in files.crls {
+        let before = crls.len();
         for crl in CertificateRevocationListDer::pem_file_iter(path)
             .with_context(|| format!("cannot read CRL {}", path.display()))?
         {
             crls.push(crl.with_context(|| format!("{} is not a PEM CRL", path.display()))?);
+        }
+        // A configured CRL file without a CRL would silently un-revoke everyone:
+        // refuse it (fail closed) instead.
+        if crls.len() == before {
+            bail!("{} holds no PEM CRL", path.display());
         }
     }
     let verifier = WebPkiClientVerifier::builder(Arc::new(roots))
@@ -216,14 +222,13 @@ impl AsyncWrite for PeerStream {
 /// client sees the TLS alert); only established connections reach the server.
 pub fn incoming(
     listener: TcpListener,
-    config: Arc<rustls::ServerConfig>,
+    config: watch::Receiver<Arc<rustls::ServerConfig>>,
     policy: Arc<IdentityPolicy>,
 ) -> (
     ReceiverStream<Result<PeerStream, io::Error>>,
     tokio::task::JoinHandle<()>,
 ) {
     let (tx, rx) = mpsc::channel(64);
-    let acceptor = TlsAcceptor::from(config);
     let task = tokio::spawn(async move {
         loop {
             let (tcp, remote) = match listener.accept().await {
@@ -235,7 +240,9 @@ pub fn incoming(
                 }
             };
             let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
+            // Each connection uses the configuration current when it arrives, so a
+            // renewed certificate or CRL applies to new connections at once.
+            let acceptor = TlsAcceptor::from(config.borrow().clone());
             let policy = policy.clone();
             let conn_tx = tx.clone();
             tokio::spawn(async move {
@@ -261,4 +268,75 @@ pub fn incoming(
         }
     });
     (ReceiverStream::new(rx), task)
+}
+
+/// The TLS files as owned paths, for reloading.
+#[derive(Debug, Clone)]
+pub struct TlsPaths {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+    pub crls: Vec<PathBuf>,
+}
+
+impl TlsPaths {
+    fn files(&self) -> TlsFiles<'_> {
+        TlsFiles {
+            cert: &self.cert,
+            key: &self.key,
+            client_ca: &self.client_ca,
+            crls: &self.crls,
+        }
+    }
+
+    /// A digest of every file's bytes: cert-manager and Kubernetes swap files by
+    /// symlink, so contents, not mtimes, say whether anything changed.
+    fn digest(&self) -> Option<Vec<u8>> {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        for path in [&self.cert, &self.key, &self.client_ca]
+            .into_iter()
+            .chain(&self.crls)
+        {
+            ctx.update(&std::fs::read(path).ok()?);
+        }
+        Some(ctx.finish().as_ref().to_vec())
+    }
+}
+
+/// Loads the TLS configuration and returns it as a watch channel that a reload
+/// task keeps current.
+pub fn reloading(
+    paths: TlsPaths,
+) -> anyhow::Result<(watch::Sender<Arc<rustls::ServerConfig>>, TlsPaths)> {
+    let config = server_config(&paths.files())?;
+    let (tx, _) = watch::channel(config);
+    Ok((tx, paths))
+}
+
+/// Re-reads the certificate, key, client CA and CRLs every `interval`; a change
+/// that loads cleanly replaces the configuration for new connections. A change that
+/// does not load is logged as an error and the last good configuration stays.
+pub async fn reload_loop(
+    paths: TlsPaths,
+    tx: watch::Sender<Arc<rustls::ServerConfig>>,
+    interval: Duration,
+) {
+    let mut seen = paths.digest();
+    loop {
+        tokio::time::sleep(interval).await;
+        let now = paths.digest();
+        if now.is_none() || now == seen {
+            continue;
+        }
+        match server_config(&paths.files()) {
+            Ok(config) => {
+                tx.send_replace(config);
+                seen = now;
+                tracing::info!("TLS certificates and CRLs reloaded");
+            }
+            Err(error) => {
+                tracing::error!(error = %format!("{error:#}"), "TLS reload failed; keeping the previous configuration")
+            }
+        }
+    }
 }

@@ -127,6 +127,11 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
 impl TestApp {
     /// The config a server of this app runs with, plus `extra` TOML.
     pub fn config_text(&self, extra: &str) -> String {
+        self.config_text_with_tls("", extra)
+    }
+
+    /// The config with `tls_extra` inside its [tls] section.
+    pub fn config_text_with_tls(&self, tls_extra: &str, extra: &str) -> String {
         format!(
             r#"
 [server]
@@ -139,6 +144,7 @@ drain_timeout_secs = 1
 cert = "{cert}"
 key = "{key}"
 client_ca = "{ca}"
+{tls_extra}
 
 [keys]
 keyring = "{keyring}"
@@ -181,18 +187,30 @@ threshold = 0.5
 
     /// Builds an application from this app's keys, PKI and Redis with `extra` TOML.
     pub async fn build_server(&self, extra: &str) -> anyhow::Result<Application> {
+        self.build_server_with_tls("", extra).await
+    }
+
+    pub async fn build_server_with_tls(
+        &self,
+        tls_extra: &str,
+        extra: &str,
+    ) -> anyhow::Result<Application> {
         let path = self
             .dir
             .path()
             .join(format!("facevault-{}.toml", rand::random::<u32>()));
-        std::fs::write(&path, self.config_text(extra)).unwrap();
+        std::fs::write(&path, self.config_text_with_tls(tls_extra, extra)).unwrap();
         let settings = Settings::load(&path, &Overrides::default())?;
         Application::build(settings).await
     }
 
     /// Starts another server sharing this app's Redis and keys.
     pub async fn start_server(&self, extra: &str) -> ServerHandle {
-        let app = self.build_server(extra).await.unwrap();
+        self.start_server_with_tls("", extra).await
+    }
+
+    pub async fn start_server_with_tls(&self, tls_extra: &str, extra: &str) -> ServerHandle {
+        let app = self.build_server_with_tls(tls_extra, extra).await.unwrap();
         let port = app.port();
         let health_port = app.health_port().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -9,5 +9,6 @@ mod lifecycle;
 mod limits;
 mod mtls;
 mod outage;
+mod reload;
 mod storage_at_rest;
 mod telemetry;
