@@ -225,6 +225,55 @@ threshold = 0.5
         }
     }
 
+    /// Runs the real binary, `facevault serve`, with this app's config (plus
+    /// `extra`), taking over the app's ports; logs go to the returned file.
+    pub async fn spawn_binary(&mut self, extra: &str) -> (tokio::process::Child, PathBuf) {
+        self.stop_server().await;
+        let ports: Vec<u16> = (0..2)
+            .map(|_| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+                    .port()
+            })
+            .collect();
+        let config = self
+            .config_text(extra)
+            .replace(
+                "health_listen = \"127.0.0.1:0\"",
+                &format!("health_listen = \"127.0.0.1:{}\"", ports[1]),
+            )
+            .replace(
+                "\nlisten = \"127.0.0.1:0\"",
+                &format!("\nlisten = \"127.0.0.1:{}\"", ports[0]),
+            );
+        let config_path = self.dir.path().join("binary.toml");
+        std::fs::write(&config_path, config).unwrap();
+        let log_path = self.dir.path().join("binary.log");
+        let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_facevault"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        self.port = ports[0];
+        self.health_port = ports[1];
+        for _ in 0..400 {
+            if self.health().await == Some(1) {
+                return (child, log_path);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "the binary did not become SERVING: {}",
+            String::from_utf8_lossy(&std::fs::read(&log_path).unwrap())
+        );
+    }
+
     /// Stops the primary server (the app's clients then fail to connect).
     pub async fn stop_server(&mut self) {
         if let Some(server) = self.server.take() {

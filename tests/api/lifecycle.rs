@@ -452,3 +452,61 @@ async fn a_grace_period_too_close_to_the_deadline_refuses_to_start() {
             .is_ok()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_match_is_ever_answered_after_a_cancellation_was_acknowledged() {
+    let app = spawn_app().await;
+    let mut client = app.app_client().await;
+    let alice = face(1);
+    app.enroll(&mut client, "alice", &alice).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for w in 0..4u64 {
+        let mut c = client.clone();
+        let stop = stop.clone();
+        let requests: Vec<_> = (0..400)
+            .map(|i| app.verify_request("alice", &capture_of(&alice, 0.2, w * 1000 + i), "login"))
+            .collect();
+        workers.push(tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for r in requests {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let started = std::time::Instant::now();
+                let answer = c.verify(r).await.map(|v| v.into_inner().decision());
+                seen.push((started, answer));
+            }
+            seen
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let cancel = cancel(&mut client, "alice").await;
+    let acknowledged = std::time::Instant::now();
+    let enroll = client
+        .enroll(app.enroll_request("alice", &alice, &["login"], true))
+        .await;
+    assert_eq!(code(enroll), Code::FailedPrecondition);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut before = 0;
+    let mut after = 0;
+    for w in workers {
+        for (started, answer) in w.await.unwrap() {
+            if started > acknowledged {
+                after += 1;
+                assert!(
+                    !matches!(answer, Ok(proto::Decision::Match)),
+                    "MATCH after the cancellation was acknowledged"
+                );
+            } else if matches!(answer, Ok(proto::Decision::Match)) {
+                before += 1;
+            }
+        }
+    }
+    assert!(
+        before > 0 && after > 0,
+        "the race was exercised: {before} before, {after} after"
+    );
+    wait_completed(&mut client, &cancel.ticket_id).await;
+}

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, real redis-server per test, real mTLS.
 
 mod audit;
+mod bad_input;
 mod client_sdk;
 mod enroll_verify;
 mod envelope;
@@ -10,5 +11,6 @@ mod limits;
 mod mtls;
 mod outage;
 mod reload;
+mod shutdown;
 mod storage_at_rest;
 mod telemetry;

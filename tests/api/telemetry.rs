@@ -2,7 +2,6 @@
 //! by the test; afterwards everything it produced (logs, spans, audit events) is
 //! searched for the subject id and the embedding.
 
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -93,49 +92,11 @@ async fn the_binary_exports_spans_and_metrics_and_leaks_nothing() {
 
     // A library app gives us Redis, keys and PKI; the binary is what is tested.
     let mut app = spawn_app().await;
-    app.stop_server().await;
-    let ports: Vec<u16> = (0..2)
-        .map(|_| {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port()
-        })
-        .collect();
-    let config = app
-        .config_text(&format!(
+    let (mut child, log_path) = app
+        .spawn_binary(&format!(
             "[telemetry]\notlp_endpoint = \"{otlp}\"\nmetrics_interval_ms = 200\n\n[logging]\nformat = \"json\"\nlevel = \"debug,h2=info,hyper=info,tower=info,tonic=info\"\n"
         ))
-        .replace("health_listen = \"127.0.0.1:0\"", &format!("health_listen = \"127.0.0.1:{}\"", ports[1]))
-        .replace("\nlisten = \"127.0.0.1:0\"", &format!("\nlisten = \"127.0.0.1:{}\"", ports[0]));
-    let dir = tempfile::tempdir().unwrap();
-    let config_path = dir.path().join("facevault.toml");
-    std::fs::write(&config_path, config).unwrap();
-    let log_path = dir.path().join("facevault.log");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_facevault"))
-        .arg("serve")
-        .arg("--config")
-        .arg(&config_path)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    app.port = ports[0];
-    app.health_port = ports[1];
-    for _ in 0..400 {
-        if app.health().await == Some(1) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert_eq!(
-        app.health().await,
-        Some(1),
-        "{}",
-        String::from_utf8_lossy(&std::fs::read(&log_path).unwrap())
-    );
+        .await;
 
     let subject = "subject-secret-7c1e@example.org";
     let values = face(77);
