@@ -200,15 +200,12 @@ async fn the_audit_api_is_for_auditors_of_their_own_tenant() {
     );
 }
 
-/// A raw stream entry: id and fields.
-type Entry = (String, Vec<(String, Vec<u8>)>);
-
 /// Rewrites the tenant's stream with the same ids, after `tamper` changes the
 /// list of (id, fields): how an attacker with Redis access would edit history.
-async fn rewrite_stream(app: &TestApp, tamper: impl FnOnce(&mut Vec<Entry>)) {
+async fn rewrite_stream(app: &TestApp, tamper: impl FnOnce(&mut Vec<StreamEntry>)) {
     let mut redis = app.redis().await;
     let key = "fv:audit:{demo}:events";
-    let reply: Vec<Entry> = redis::cmd("XRANGE")
+    let reply: Vec<StreamEntry> = redis::cmd("XRANGE")
         .arg(key)
         .arg("-")
         .arg("+")
@@ -278,7 +275,7 @@ async fn verify_chain_pinpoints_a_deleted_event() {
     let app = spawn_app().await;
     make_history(&app).await;
     let mut redis = app.redis().await;
-    let entries: Vec<Entry> = redis::cmd("XRANGE")
+    let entries: Vec<StreamEntry> = redis::cmd("XRANGE")
         .arg("fv:audit:{demo}:events")
         .arg("-")
         .arg("+")

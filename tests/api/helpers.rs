@@ -18,6 +18,9 @@ use rand::{Rng as _, SeedableRng as _};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 pub const MODEL: &str = "test-128";
+
+/// A raw Redis stream entry: id and fields.
+pub type StreamEntry = (String, Vec<(String, Vec<u8>)>);
 pub const DIM: usize = 128;
 pub const THRESHOLD: f32 = 0.6;
 

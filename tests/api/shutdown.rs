@@ -71,7 +71,7 @@ async fn sigterm_drains_flushes_the_audit_log_and_exits_zero() {
     );
 
     let mut redis = app.redis().await;
-    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+    let entries: Vec<StreamEntry> = redis::cmd("XRANGE")
         .arg("fv:audit:{demo}:events")
         .arg("-")
         .arg("+")
