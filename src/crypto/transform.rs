@@ -607,3 +607,49 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn plain_cosine(a: &[f32], b: &[f32]) -> f64 {
+        let dot: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| f64::from(*x) * f64::from(*y))
+            .sum();
+        let na: f64 = a.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+        let nb: f64 = b.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+        dot / (na * nb)
+    }
+
+    fn vectors() -> impl Strategy<Value = (Vec<f32>, Vec<f32>)> {
+        (1usize..600).prop_flat_map(|dim| {
+            (
+                prop::collection::vec(-10.0f32..10.0, dim),
+                prop::collection::vec(-10.0f32..10.0, dim),
+            )
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+
+        /// Orthogonal: unit length out, and scores preserved, for any dimension.
+        #[test]
+        fn protects_orthogonally((a, b) in vectors(), salt in any::<[u8; 32]>(), key in any::<[u8; 32]>()) {
+            prop_assume!(a.iter().any(|v| *v != 0.0) && b.iter().any(|v| *v != 0.0));
+            let key = TransformKey::from_bytes(key);
+            let (mut pa, mut pb) = (Vec::new(), Vec::new());
+            protect(&key, &salt, &a, &mut pa).unwrap();
+            protect(&key, &salt, &b, &mut pb).unwrap();
+            prop_assert_eq!(pa.len(), protected_len(a.len()));
+            let norm: f64 = pa.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt();
+            prop_assert!((norm - 1.0).abs() < 1e-4, "norm {}", norm);
+            let diff = (f64::from(similarity(&pa, &pb)) - plain_cosine(&a, &b)).abs();
+            prop_assert!(diff < 1e-4, "score drift {}", diff);
+        }
+    }
+}

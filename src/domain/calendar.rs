@@ -960,3 +960,58 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use chrono::{DateTime, Datelike as _, Utc};
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn instant() -> impl Strategy<Value = DateTime<Utc>> {
+        // 2004 to 2030: official data, its end, and fallback years.
+        (1_072_915_200i64..1_924_992_000).prop_map(|s| DateTime::from_timestamp(s, 0).unwrap())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+
+        /// Fifteen distinct working days strictly after the request day, in order,
+        /// the last being the deadline's day, which is at least 15 days later.
+        #[test]
+        fn deadlines_count_fifteen_working_days(t in instant()) {
+            let calendar = WorkingCalendar::default();
+            let d = calendar.deadline(t, STATUTORY_WORKING_DAYS).unwrap();
+            let tz = calendar.time_zone();
+            let request_day = t.with_timezone(&tz).date_naive();
+            prop_assert!(d.at > t);
+            prop_assert_eq!(d.working_days.len(), 15);
+            prop_assert!(d.working_days.windows(2).all(|w| w[0] < w[1]));
+            prop_assert!(d.working_days.iter().all(|day| calendar.is_working_day(*day) && *day > request_day));
+            let last = *d.working_days.last().unwrap();
+            prop_assert_eq!(d.at.with_timezone(&tz).date_naive(), last);
+            prop_assert!((last - request_day).num_days() >= 15);
+            // Every working day in between was counted: none skipped.
+            let mut day = request_day.succ_opt().unwrap();
+            let mut counted = 0;
+            while day <= last {
+                if calendar.is_working_day(day) {
+                    counted += 1;
+                }
+                day = day.succ_opt().unwrap();
+            }
+            prop_assert_eq!(counted, 15);
+            prop_assert!(d.fallback_years.iter().all(|y| *y >= request_day.year()));
+        }
+
+        /// A later request never gets an earlier deadline.
+        #[test]
+        fn deadlines_are_monotonic(a in instant(), b in instant()) {
+            let calendar = WorkingCalendar::default();
+            let (early, late) = if a <= b { (a, b) } else { (b, a) };
+            let de = calendar.deadline(early, STATUTORY_WORKING_DAYS).unwrap().at;
+            let dl = calendar.deadline(late, STATUTORY_WORKING_DAYS).unwrap().at;
+            prop_assert!(de <= dl);
+        }
+    }
+}
