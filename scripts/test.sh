@@ -33,3 +33,17 @@ if python3 -c "import socket; [socket.create_server(('127.0.0.1', p)).close() fo
 else
   FACEVAULT_BIN="$PWD/target/debug/facevault" scripts/walkthrough-test.sh --isolated
 fi
+
+echo "--- fuzz smoke (cargo fuzz, needs a nightly toolchain)"
+if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
+  command -v cargo-fuzz >/dev/null 2>&1 || cargo install --quiet --locked cargo-fuzz
+  (
+    cd fuzz
+    for target in open_envelope decode_payload parse_requests holiday_file; do
+      cargo +nightly fuzz run "$target" -- -max_total_time=15 2>&1 | grep -E '^Done|panicked|ERROR' || true
+      test "${PIPESTATUS[0]}" -eq 0
+    done
+  )
+else
+  echo "skipped: no nightly toolchain (rustup toolchain install nightly to run it)"
+fi
