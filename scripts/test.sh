@@ -40,8 +40,13 @@ if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   (
     cd fuzz
     for target in open_envelope decode_payload parse_requests holiday_file; do
-      cargo +nightly fuzz run "$target" -- -max_total_time=15 2>&1 | grep -E '^Done|panicked|ERROR' || true
-      test "${PIPESTATUS[0]}" -eq 0
+      log=$(mktemp)
+      if ! cargo +nightly fuzz run "$target" -- -max_total_time=15 >"$log" 2>&1; then
+        tail -40 "$log"
+        exit 1
+      fi
+      echo "$target: $(grep -E '^Done' "$log")"
+      rm -f "$log"
     done
   )
 else
