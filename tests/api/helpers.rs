@@ -70,6 +70,8 @@ pub struct AppOptions {
     /// Body of the [tenants.demo] section.
     pub demo_tenant: String,
     pub redis_timeout_ms: u64,
+    /// Redis with `appendonly yes`, `appendfsync always` (durability tests).
+    pub redis_append_only: bool,
 }
 
 impl Default for AppOptions {
@@ -78,6 +80,7 @@ impl Default for AppOptions {
             extra_config: String::new(),
             demo_tenant: "expose_scores = true".to_owned(),
             redis_timeout_ms: 500,
+            redis_append_only: false,
         }
     }
 }
@@ -87,9 +90,12 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
-    let redis = RedisServer::start(RedisOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
+    let redis = RedisServer::start(RedisOptions {
+        append_only: options.redis_append_only,
+        ..RedisOptions::default()
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"));
     let dir = tempfile::tempdir().unwrap();
     let pki = DevPki::ensure(&dir.path().join("pki"), DEV_TRUST_DOMAIN, &[]).unwrap();
     let keys = keyfiles::generate(&dir.path().join("keys"), 30).unwrap();
