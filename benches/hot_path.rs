@@ -171,20 +171,24 @@ fn verify_core(c: &mut Criterion) {
         },
     )
     .unwrap();
+    // HPKE open and payload decoding: the first step of both verify and enroll.
+    let open_payload = || {
+        let plain = keys
+            .open(
+                &sealed.suite,
+                &sealed.key_id,
+                &sealed.enc,
+                &sealed.ciphertext,
+                &aad,
+                NOW,
+            )
+            .unwrap();
+        facevault::proto::EmbeddingPayload::decode(plain.as_slice()).unwrap()
+    };
     let mut probe = Vec::new();
     c.bench_function("verify_core_512_x25519", |b| {
         b.iter(|| {
-            let plain = keys
-                .open(
-                    &sealed.suite,
-                    &sealed.key_id,
-                    &sealed.enc,
-                    &sealed.ciphertext,
-                    &aad,
-                    NOW,
-                )
-                .unwrap();
-            let payload = facevault::proto::EmbeddingPayload::decode(plain.as_slice()).unwrap();
+            let payload = open_payload();
             let template = envelope::SealedTemplate::decode(stored.as_slice()).unwrap();
             let record =
                 envelope::open_template(&tkeys, &tenant, &subject, "t1", template).unwrap();
@@ -194,19 +198,8 @@ fn verify_core(c: &mut Criterion) {
         })
     });
     c.bench_function("enroll_core_512_x25519", |b| {
-        let aad = sealing::aad(SealedFor::Verify, "demo", "alice");
         b.iter(|| {
-            let plain = keys
-                .open(
-                    &sealed.suite,
-                    &sealed.key_id,
-                    &sealed.enc,
-                    &sealed.ciphertext,
-                    &aad,
-                    NOW,
-                )
-                .unwrap();
-            let payload = facevault::proto::EmbeddingPayload::decode(plain.as_slice()).unwrap();
+            let payload = open_payload();
             let mut protected = Vec::new();
             transform::protect(
                 tkeys.transform_key(),

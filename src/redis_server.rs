@@ -449,12 +449,16 @@ async fn log_tail(path: &Path, offset: u64) -> String {
 /// A private temporary directory, removed on drop. (`tempfile` is only a
 /// dev-dependency of this crate.)
 #[derive(Debug)]
-struct TempDir {
+pub(crate) struct TempDir {
     path: PathBuf,
 }
 
 impl TempDir {
-    fn new() -> Result<Self, RedisServerError> {
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn new() -> Result<Self, RedisServerError> {
         use ring::rand::{SecureRandom, SystemRandom};
         let base = std::env::temp_dir();
         let mut last_error = None;

@@ -131,37 +131,13 @@ struct Ratios {
 
 /// Child processes and files of a self-hosted run; killed on drop.
 struct SelfHosted {
-    _dir: tempfile_dir::TempDir,
+    _dir: crate::redis_server::TempDir,
     redis: RedisServer,
     server: tokio::process::Child,
     baseline: tokio::process::Child,
     server_addr: SocketAddr,
     baseline_addr: SocketAddr,
     pki: DevPki,
-}
-
-mod tempfile_dir {
-    /// A scratch directory removed on drop (the runtime crate has no tempfile).
-    pub struct TempDir(pub std::path::PathBuf);
-
-    impl TempDir {
-        pub fn new() -> std::io::Result<Self> {
-            let name = format!(
-                "facevault-bench-{}-{}",
-                std::process::id(),
-                rand::random::<u32>()
-            );
-            let path = std::env::temp_dir().join(name);
-            std::fs::create_dir_all(&path)?;
-            Ok(Self(path))
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -171,9 +147,10 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 async fn start_self_hosted() -> anyhow::Result<SelfHosted> {
-    let dir = tempfile_dir::TempDir::new()?;
-    let pki = DevPki::ensure(&dir.0.join("pki"), DEV_TRUST_DOMAIN, &[])?;
-    let keys = keyfiles::generate(&dir.0.join("keys"), 30)?;
+    let dir = crate::redis_server::TempDir::new()?;
+    let root = dir.path().to_path_buf();
+    let pki = DevPki::ensure(&root.join("pki"), DEV_TRUST_DOMAIN, &[])?;
+    let keys = keyfiles::generate(&root.join("keys"), 30)?;
     let redis = RedisServer::start(RedisOptions::default()).await?;
     let (port, health, base) = (free_port()?, free_port()?, free_port()?);
     let config = format!(
@@ -221,10 +198,10 @@ level = "warn"
         receipt = keys.receipt_signing_key.display(),
         redis = redis.url(),
     );
-    let config_path = dir.0.join("facevault.toml");
+    let config_path = root.join("facevault.toml");
     std::fs::write(&config_path, config)?;
     let exe = std::env::current_exe()?;
-    let log = |name: &str| std::fs::File::create(dir.0.join(name));
+    let log = |name: &str| std::fs::File::create(root.join(name));
     let server = tokio::process::Command::new(&exe)
         .arg("serve")
         .arg("--config")

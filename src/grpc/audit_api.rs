@@ -23,10 +23,6 @@ impl AuditLogApi {
 
 const MAX_PAGE: u32 = 1000;
 
-fn millis(t: Option<prost_types::Timestamp>) -> Option<i64> {
-    t.map(|t| t.seconds.saturating_mul(1000) + i64::from(t.nanos / 1_000_000))
-}
-
 fn stream_id(token: &str) -> bool {
     token.split_once('-').is_some_and(|(a, b)| {
         !a.is_empty()
@@ -48,8 +44,8 @@ impl AuditLog for AuditLogApi {
             return Err(Error::from(InvalidInput::PageToken).into());
         }
         let query = EventQuery {
-            since_ms: millis(r.since),
-            until_ms: millis(r.until),
+            since_ms: r.since.as_ref().map(crate::vault::unix_ms),
+            until_ms: r.until.as_ref().map(crate::vault::unix_ms),
             subject_ref: (!r.subject_ref.is_empty()).then_some(r.subject_ref),
             op: (!r.op.is_empty()).then_some(r.op),
             page_size: if r.page_size == 0 {

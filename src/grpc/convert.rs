@@ -43,11 +43,7 @@ pub fn consent(value: Option<proto::Consent>, now_unix_ms: i64) -> Result<Consen
         Ok(proto::ConsentMethod::Written) => Some(ConsentMethod::Written),
         Ok(proto::ConsentMethod::Unspecified) | Err(_) => None,
     };
-    let granted_at = c.granted_at.map(|t| {
-        t.seconds
-            .saturating_mul(1000)
-            .saturating_add(i64::from(t.nanos / 1_000_000))
-    });
+    let granted_at = c.granted_at.as_ref().map(crate::vault::unix_ms);
     Consent::new(
         c.consent_id,
         &c.purposes,

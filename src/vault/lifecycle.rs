@@ -529,6 +529,13 @@ pub fn verify_receipt(
     crate::proto::ReceiptBody::decode(receipt.body.as_slice()).ok()
 }
 
+/// The inverse of `timestamp`, saturating rather than overflowing on absurd input.
+pub fn unix_ms(t: &prost_types::Timestamp) -> i64 {
+    t.seconds
+        .saturating_mul(1000)
+        .saturating_add(i64::from(t.nanos / 1_000_000))
+}
+
 pub fn timestamp(unix_ms: i64) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: unix_ms.div_euclid(1000),

@@ -19,7 +19,7 @@ pub use compliance::ComplianceReport;
 pub use enroll::{EnrollCommand, Enrollment};
 pub use lifecycle::{
     CancelCommand, DeleteCommand, RECEIPT_CONTEXT, Ticket, WithdrawCommand, is_valid_ticket_id,
-    timestamp, verify_receipt,
+    timestamp, unix_ms, verify_receipt,
 };
 pub use verify::{Verification, VerifyCommand};
 
