@@ -111,6 +111,7 @@ GOOD_SETS: dict[str, dict[str, Any]] = {
         "redis": {
             "url": "rediss://facevault@redis-cluster.data.svc:6380",
             "mode": "cluster",
+            "replicaAcks": 1,
             "urlSecret": {"existingSecret": "facevault-redis-url", "key": "url"},
             "tls": {"ca": {"existingSecret": "redis-ca", "key": "ca.crt"}},
         },
@@ -144,6 +145,8 @@ BAD_SETS: dict[str, dict[str, Any]] = {
     "https OTLP endpoint": deep_merge(BASE, {"telemetry": {"otlpEndpoint": "https://collector:4317"}}),
     "certManager without issuer": deep_merge(BASE, {"certManager": {"enabled": True}}),
     "audit retention < 180 days": deep_merge(BASE, {"audit": {"retentionDays": 30}}),
+    "redis.mode sentinel": deep_merge(BASE, {"redis": {"mode": "sentinel"}}),
+    "redis.replicaAcks 17": deep_merge(BASE, {"redis": {"replicaAcks": 17}}),
 }
 # The bad sets the brief names: lint must report them as errors too.
 LINT_BAD = ['replicaCount: "two"', "redis.url missing", 'redis.url: "http://x"']
@@ -427,14 +430,17 @@ def check_deployment(name: str, values: dict[str, Any], rendered: dict[str, str]
                 == redis["urlSecret"]["existingSecret"], f"{name}: FACEVAULT_REDIS_URL from its Secret")
     else:
         R.check(url_env is None, f"{name}: no FACEVAULT_REDIS_URL override without a Secret")
+    R.check("SSL_CERT_FILE" not in env, f"{name}: the pod's system roots are left alone")
+    R.check(toml["redis"]["mode"] == redis["mode"], f"{name}: redis.mode in the config")
+    R.check(toml["redis"]["replica_acks"] == redis["replicaAcks"], f"{name}: redis.replica_acks in the config")
     ca = redis["tls"]["ca"]
     if ca["existingSecret"] or ca["existingConfigMap"]:
-        cert_file = env.get("SSL_CERT_FILE", {}).get("value")
-        R.check(cert_file is not None, f"{name}: SSL_CERT_FILE set for the Redis CA")
-        if cert_file:
-            check_file_is_mounted(name, "Redis CA (SSL_CERT_FILE)", cert_file, pod, c, secret=False)
+        ca_file = toml["redis"].get("tls_ca")
+        R.check(ca_file is not None, f"{name}: redis.tls_ca set for the Redis CA")
+        if ca_file:
+            check_file_is_mounted(name, "Redis CA (redis.tls_ca)", ca_file, pod, c, secret=False)
     else:
-        R.check("SSL_CERT_FILE" not in env, f"{name}: system roots kept without a Redis CA")
+        R.check("tls_ca" not in toml["redis"], f"{name}: no redis.tls_ca without a Redis CA")
 
     # Replicas and spreading.
     if merged["autoscaling"]["enabled"]:

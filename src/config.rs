@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::crypto::keyfiles::KeyPaths;
 use crate::domain::{EmbeddingModel, LockoutPolicy, ModelId, Tenant};
+use crate::storage::{RedisMode, RedisTarget, RedisTls};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -188,6 +189,43 @@ pub struct RedisSettings {
     /// Deadline for any single Redis command; past it the call fails UNAVAILABLE.
     #[serde(default = "default_redis_timeout_ms")]
     pub timeout_ms: u64,
+    /// `standalone`, or `cluster` (then `url` names any one node of the cluster).
+    #[serde(default)]
+    pub mode: RedisMode,
+    /// Replicas that must hold each enrollment, cancellation, erasure and audit
+    /// batch (`WAIT`) before it is acknowledged, so a failover loses none. 0 trusts
+    /// the primary alone (Redis replication is asynchronous).
+    #[serde(default)]
+    pub replica_acks: u32,
+    /// PEM CA bundle that signed the Redis server certificate (`rediss://` only);
+    /// without it, the system roots.
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate and key, when Redis asks for mutual TLS.
+    pub tls_client_cert: Option<PathBuf>,
+    pub tls_client_key: Option<PathBuf>,
+}
+
+impl RedisSettings {
+    /// Reads the TLS files and describes the connection; `timeout` is the deadline
+    /// of each call (the CLI allows itself more than the service).
+    pub fn target(&self, timeout: Duration) -> anyhow::Result<RedisTarget<'_>> {
+        let read = |path: &Option<PathBuf>| -> anyhow::Result<Option<Vec<u8>>> {
+            path.as_ref()
+                .map(|p| std::fs::read(p).with_context(|| format!("reading {}", p.display())))
+                .transpose()
+        };
+        Ok(RedisTarget {
+            url: &self.url,
+            mode: self.mode,
+            tls: RedisTls {
+                ca_pem: read(&self.tls_ca)?,
+                client_cert_pem: read(&self.tls_client_cert)?,
+                client_key_pem: read(&self.tls_client_key)?,
+            },
+            timeout,
+            replica_acks: self.replica_acks,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -364,6 +402,15 @@ impl Settings {
         if let Some(p) = self.deletion.holiday_file.as_mut() {
             fix(p);
         }
+        for p in [
+            &mut self.redis.tls_ca,
+            &mut self.redis.tls_client_cert,
+            &mut self.redis.tls_client_key,
+        ] {
+            if let Some(p) = p.as_mut() {
+                fix(p);
+            }
+        }
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
@@ -391,6 +438,18 @@ impl Settings {
         }
         if !(10..=60_000).contains(&self.redis.timeout_ms) {
             bail!("redis.timeout_ms must be between 10 and 60000");
+        }
+        if self.redis.replica_acks > 16 {
+            bail!("redis.replica_acks must be at most 16");
+        }
+        let redis_tls_files = self.redis.tls_ca.is_some()
+            || self.redis.tls_client_cert.is_some()
+            || self.redis.tls_client_key.is_some();
+        if redis_tls_files && !self.redis.url.starts_with("rediss://") {
+            bail!("redis.tls_ca and redis.tls_client_* need a rediss:// url");
+        }
+        if self.redis.tls_client_cert.is_some() != self.redis.tls_client_key.is_some() {
+            bail!("redis.tls_client_cert and redis.tls_client_key go together");
         }
         if !(10..=3600).contains(&self.sealing.replay_window_secs) {
             bail!("sealing.replay_window_secs must be between 10 and 3600");
@@ -580,6 +639,18 @@ threshold = 0.5
                 "max_per_subject",
             ),
             (format!("{MINIMAL}\n[tenants.Bad]\n"), "tenant"),
+            (
+                MINIMAL.replace("[redis]", "[redis]\nmode = \"sentinel\""),
+                "mode",
+            ),
+            (
+                MINIMAL.replace("[redis]", "[redis]\ntls_ca = \"ca.pem\""),
+                "rediss://",
+            ),
+            (
+                MINIMAL.replace("[redis]", "[redis]\nreplica_acks = 99"),
+                "replica_acks",
+            ),
         ];
         for (text, needle) in cases {
             let err = format!("{:#}", parse(&text).unwrap_err());

@@ -49,6 +49,10 @@ pub enum RedisServerError {
         "redis-server was not found on PATH; install it (Debian/Ubuntu: `sudo apt-get install redis-server`, macOS: `brew install redis`) or pass --redis-url"
     )]
     NotInstalled,
+    #[error(
+        "redis-cli was not found on PATH; it ships with redis-server (Debian/Ubuntu: `sudo apt-get install redis-tools`)"
+    )]
+    CliNotInstalled,
     #[error("could not start redis-server: {0}")]
     Spawn(#[source] io::Error),
     #[error(
@@ -178,6 +182,11 @@ impl RedisServer {
         self.port
     }
 
+    /// False after `stop`, until `restart`.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
@@ -216,6 +225,152 @@ impl RedisServer {
         self.child = Some(child);
         Ok(())
     }
+}
+
+/// A real Redis Cluster on loopback: `masters` primaries with `replicas` each, made
+/// by `redis-cli --cluster create`, for the test suite.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+/// Failure detection after this long without an answer; a replica takes over soon
+/// after, so a failover completes in a few seconds.
+pub const CLUSTER_NODE_TIMEOUT_MS: u64 = 1000;
+
+impl RedisCluster {
+    pub async fn start(masters: usize, replicas: usize) -> Result<Self, RedisServerError> {
+        let mut nodes = Vec::with_capacity(masters * (1 + replicas));
+        for _ in 0..masters * (1 + replicas) {
+            nodes.push(
+                RedisServer::start(RedisOptions {
+                    extra_args: [
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        "nodes.conf",
+                        "--cluster-node-timeout",
+                        &CLUSTER_NODE_TIMEOUT_MS.to_string(),
+                    ]
+                    .map(str::to_owned)
+                    .to_vec(),
+                    ..RedisOptions::default()
+                })
+                .await?,
+            );
+        }
+        let mut create = Command::new(
+            resolve_program(Path::new("redis-cli"), std::env::var_os("PATH").as_deref())
+                .map_err(|_| RedisServerError::CliNotInstalled)?,
+        );
+        create.arg("--cluster").arg("create");
+        for node in &nodes {
+            create.arg(format!("127.0.0.1:{}", node.port()));
+        }
+        let output = create
+            .arg("--cluster-replicas")
+            .arg(replicas.to_string())
+            .arg("--cluster-yes")
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(RedisServerError::io("running redis-cli --cluster create"))?;
+        if !output.status.success() {
+            return Err(RedisServerError::Io {
+                context: "redis-cli --cluster create".into(),
+                source: io::Error::other(String::from_utf8_lossy(&output.stdout).into_owned()),
+            });
+        }
+        let cluster = Self { nodes };
+        cluster.wait_until_healthy(READY_TIMEOUT * 3).await?;
+        Ok(cluster)
+    }
+
+    /// A node to give clients as the seed (any node would do).
+    pub fn seed_url(&self) -> String {
+        self.nodes[0].url()
+    }
+
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    pub fn node_mut(&mut self, port: u16) -> Option<&mut RedisServer> {
+        self.nodes.iter_mut().find(|n| n.port() == port)
+    }
+
+    /// Waits until every running node sees the cluster as `ok` with all slots served,
+    /// and every replica's link to its primary is up and in sync.
+    pub async fn wait_until_healthy(&self, within: Duration) -> Result<(), RedisServerError> {
+        let started = Instant::now();
+        loop {
+            let mut healthy = true;
+            for node in self.nodes.iter().filter(|n| n.is_running()) {
+                healthy &= node_is_healthy(node.port()).await;
+            }
+            if healthy {
+                return Ok(());
+            }
+            if started.elapsed() >= within {
+                return Err(RedisServerError::NotReady {
+                    port: self.nodes[0].port(),
+                    waited: started.elapsed(),
+                    log_tail: log_tail(&self.nodes[0].log_path(), 0).await,
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn node_is_healthy(port: u16) -> bool {
+    let Some(info) = query_text(port, &["CLUSTER", "INFO"]).await else {
+        return false;
+    };
+    if !(info.contains("cluster_state:ok") && info.contains("cluster_slots_ok:16384")) {
+        return false;
+    }
+    let Some(replication) = query_text(port, &["INFO", "replication"]).await else {
+        return false;
+    };
+    !replication.contains("role:slave")
+        || (replication.contains("master_link_status:up")
+            && !replication.contains("master_sync_in_progress:1"))
+}
+
+/// One command over raw RESP; the bulk-string reply as text.
+async fn query_text(port: u16, args: &[&str]) -> Option<String> {
+    let mut request = format!("*{}\r\n", args.len());
+    for a in args {
+        request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+    }
+    let exchange = async {
+        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await.ok()?;
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut buf = Vec::with_capacity(4096);
+        loop {
+            let (header, rest) = split_line(&buf).unzip();
+            if let (Some(header), Some(rest)) = (header, rest) {
+                let len: usize = std::str::from_utf8(header.strip_prefix(b"$")?)
+                    .ok()?
+                    .parse()
+                    .ok()?;
+                if rest.len() >= len {
+                    return Some(String::from_utf8_lossy(&rest[..len]).into_owned());
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(PROBE_TIMEOUT, exchange)
+        .await
+        .ok()
+        .flatten()
 }
 
 fn resolve_program(

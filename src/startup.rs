@@ -29,7 +29,7 @@ use crate::grpc::layers::trace::TraceLayer;
 use crate::grpc::tls::{self, IdentityPolicy, TlsPaths};
 use crate::proto::audit_log_server::AuditLogServer;
 use crate::proto::face_vault_server::FaceVaultServer;
-use crate::storage::{RedisTls, Store};
+use crate::storage::Store;
 use crate::vault::{Vault, VaultSettings};
 use crate::worker::DeletionWorker;
 use ring::signature::Ed25519KeyPair;
@@ -74,9 +74,9 @@ impl Application {
             crls: settings.tls.crls.clone(),
         })?;
         let store = Store::connect(
-            &settings.redis.url,
-            &RedisTls::default(),
-            Duration::from_millis(settings.redis.timeout_ms),
+            &settings
+                .redis
+                .target(Duration::from_millis(settings.redis.timeout_ms))?,
         )
         .context("invalid redis.url")?;
         let keyring = Arc::new(keys.keyring);

@@ -87,6 +87,8 @@ impl Writer {
                 checkpointed_seq: 0,
                 last_checkpoint: Instant::now(),
             });
+            // A writer's first batch for a tenant registers the tenant's stream.
+            let first_batch = head.seq == 0;
             let (mut seq, mut prev) = (head.seq, head.hash.clone());
             let mut entries = Vec::with_capacity(pending.len());
             let mut acks = Vec::with_capacity(pending.len());
@@ -100,15 +102,21 @@ impl Writer {
             }
             let checkpoint = (head.last_checkpoint.elapsed() >= self.settings.checkpoint_interval)
                 .then(|| self.checkpoint(&tenant, seq, &prev));
-            writes.push((tenant, entries, checkpoint, acks, seq, prev));
+            writes.push((tenant, first_batch, entries, checkpoint, acks, seq, prev));
         }
-        let results =
-            futures::future::join_all(writes.iter().map(|(tenant, entries, checkpoint, ..)| {
+        let results = futures::future::join_all(writes.iter().map(
+            |(tenant, first_batch, entries, checkpoint, ..)| async move {
+                if *first_batch {
+                    self.store.audit_register_tenant(tenant.as_str()).await?;
+                }
                 self.store
                     .audit_append(tenant.as_str(), entries, checkpoint.as_ref())
-            }))
-            .await;
-        for ((tenant, _, checkpoint, acks, seq, hash), result) in writes.into_iter().zip(results) {
+                    .await
+            },
+        ))
+        .await;
+        for ((tenant, _, _, checkpoint, acks, seq, hash), result) in writes.into_iter().zip(results)
+        {
             match result {
                 Ok(_) => {
                     if let Some(head) = heads.get_mut(&tenant) {

@@ -15,7 +15,7 @@ use crate::audit::{AuditReader, EventQuery};
 use crate::config::{Overrides, Settings};
 use crate::crypto::keyfiles;
 use crate::domain::Tenant;
-use crate::storage::{RedisTls, Store};
+use crate::storage::Store;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCommand {
@@ -59,9 +59,9 @@ async fn reader(
     let settings = Settings::load(config, overrides)?;
     let keys = keyfiles::load(&settings.keys)?;
     let store = Store::connect(
-        &settings.redis.url,
-        &RedisTls::default(),
-        Duration::from_millis(settings.redis.timeout_ms.max(5000)),
+        &settings
+            .redis
+            .target(Duration::from_millis(settings.redis.timeout_ms.max(5000)))?,
     )?;
     let reader = AuditReader::new(store.clone(), Arc::new(keys.keyring), &keys.receipt_signer);
     Ok((reader, store))

@@ -2,10 +2,13 @@
 //! encoded AuditEvent without its hash, `h` = its HMAC) and
 //! `fv:audit:{<tenant>}:checkpoints` (signed chain heads). Entry ids are Redis
 //! stream ids, so time-range queries and time-based trimming are native.
+//! `fv:audit:tenants` is the SET of tenants that have a stream.
 
 use redis::Value;
 
 use super::{StorageError, Store};
+
+const AUDIT_TENANTS: &str = "fv:audit:tenants";
 
 pub fn events_key(tenant: &str) -> String {
     format!("fv:audit:{{{tenant}}}:events")
@@ -84,6 +87,7 @@ impl Store {
         }
         let mut conn = self.conn.clone();
         let ids: Vec<String> = self.deadline(pipe.query_async(&mut conn)).await?;
+        self.replicated(&key).await?;
         Ok(ids)
     }
 
@@ -96,6 +100,7 @@ impl Store {
         let _: String = self
             .deadline(checkpoint_command(tenant, cp).query_async(&mut conn))
             .await?;
+        self.replicated(&checkpoints_key(tenant)).await?;
         Ok(())
     }
 
@@ -208,35 +213,32 @@ fn parse_entries(reply: Value) -> Result<Vec<StreamEntry>, StorageError> {
 }
 
 impl Store {
-    /// Tenants that have an audit stream (SCAN; for the operator's CLI, not the hot path).
+    /// Records that `tenant` has an audit stream. A set, not a key scan, because
+    /// a scan sees one node of a Redis Cluster.
+    pub async fn audit_register_tenant(&self, tenant: &str) -> Result<(), StorageError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .deadline(
+                redis::cmd("SADD")
+                    .arg(AUDIT_TENANTS)
+                    .arg(tenant)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        self.replicated(AUDIT_TENANTS).await
+    }
+
+    /// Tenants that have an audit stream, sorted.
     pub async fn audit_tenants(&self) -> Result<Vec<String>, StorageError> {
         let mut conn = self.conn.clone();
-        let mut cursor = 0u64;
-        let mut tenants = Vec::new();
-        loop {
-            let (next, keys): (u64, Vec<String>) = self
-                .deadline(
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg("fv:audit:{*}:events")
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut conn),
-                )
-                .await?;
-            tenants.extend(keys.iter().filter_map(|k| {
-                k.strip_prefix("fv:audit:{")
-                    .and_then(|r| r.strip_suffix("}:events"))
-                    .map(str::to_owned)
-            }));
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
+        let mut tenants: Vec<String> = self
+            .deadline(
+                redis::cmd("SMEMBERS")
+                    .arg(AUDIT_TENANTS)
+                    .query_async(&mut conn),
+            )
+            .await?;
         tenants.sort();
-        tenants.dedup();
         Ok(tenants)
     }
 }

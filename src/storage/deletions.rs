@@ -165,6 +165,7 @@ impl Store {
                 )
                 .await?;
         }
+        self.replicated(&queue_key()).await?;
         Ok(created == 1)
     }
 
@@ -280,6 +281,7 @@ impl Store {
             .arg(receipt_signature);
         let mut conn = self.conn.clone();
         let done: i64 = self.deadline(inv.invoke_async(&mut conn)).await?;
+        self.replicated(&queue_key()).await?;
         Ok(done == 1)
     }
 

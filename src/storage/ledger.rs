@@ -50,6 +50,8 @@ impl Store {
                     .query_async(&mut conn),
             )
             .await?;
+        self.replicated(&format!("{t}:subjects")).await?;
+        self.replicated(TENANTS).await?;
         Ok(())
     }
 
@@ -69,6 +71,7 @@ impl Store {
         }
         let mut conn = self.conn.clone();
         let () = self.deadline(pipe.query_async(&mut conn)).await?;
+        self.replicated(&format!("{t}:subjects")).await?;
         Ok(())
     }
 

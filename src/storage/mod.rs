@@ -3,6 +3,7 @@
 //! caller gets `StorageError::Unavailable` and fails closed.
 
 pub mod audit;
+mod connection;
 pub mod deletions;
 pub mod keys;
 pub mod ledger;
@@ -11,9 +12,10 @@ mod scripts;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{Script, Value};
 
+use connection::RedisConnection;
+pub use connection::RedisMode;
 pub use keys::SubjectKeys;
 
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +24,8 @@ pub enum StorageError {
     Unavailable(#[source] Option<redis::RedisError>),
     #[error("redis returned an unexpected reply")]
     Corrupt,
+    #[error("{acknowledged} of {required} redis replicas acknowledged the write in time")]
+    NotReplicated { acknowledged: u32, required: u32 },
 }
 
 impl From<redis::RedisError> for StorageError {
@@ -45,8 +49,21 @@ static REWRITE: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::REWRITE
 
 #[derive(Clone)]
 pub struct Store {
-    conn: ConnectionManager,
+    conn: RedisConnection,
     timeout: Duration,
+    replica_acks: u32,
+}
+
+/// Where and how to reach Redis.
+#[derive(Debug, Clone)]
+pub struct RedisTarget<'a> {
+    pub url: &'a str,
+    pub mode: RedisMode,
+    pub tls: RedisTls,
+    /// Deadline of every call.
+    pub timeout: Duration,
+    /// Replicas that must hold a write (`WAIT`) before it is acknowledged.
+    pub replica_acks: u32,
 }
 
 /// One stored template to change atomically: its id, the bytes read, and the
@@ -108,34 +125,12 @@ pub enum VerifyOutcome {
 impl Store {
     /// Connects lazily: the service can start while Redis is still coming up (its
     /// health reports NOT_SERVING until Redis answers).
-    pub fn connect(url: &str, tls: &RedisTls, timeout: Duration) -> Result<Self, StorageError> {
-        let client = if url.starts_with("rediss://")
-            && (tls.ca_pem.is_some() || tls.client_cert_pem.is_some())
-        {
-            let client_tls = match (&tls.client_cert_pem, &tls.client_key_pem) {
-                (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
-                    client_cert: cert.clone(),
-                    client_key: key.clone(),
-                }),
-                _ => None,
-            };
-            redis::Client::build_with_tls(
-                url,
-                redis::TlsCertificates {
-                    client_tls,
-                    root_cert: tls.ca_pem.clone(),
-                },
-            )?
-        } else {
-            redis::Client::open(url)?
-        };
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(Self { conn, timeout })
+    pub fn connect(target: &RedisTarget<'_>) -> Result<Self, StorageError> {
+        Ok(Self {
+            conn: RedisConnection::open(target.url, target.mode, &target.tls, target.timeout)?,
+            timeout: target.timeout,
+            replica_acks: target.replica_acks,
+        })
     }
 
     async fn deadline<T>(
@@ -146,6 +141,29 @@ impl Store {
             Ok(result) => Ok(result?),
             Err(_) => Err(StorageError::Unavailable(None)),
         }
+    }
+
+    /// Holds the acknowledgement of a write until `replica_acks` replicas of the
+    /// primary holding `key` have it, so a failover cannot lose it. Fails closed:
+    /// too few replicas in time is `NotReplicated`, and the caller retries (every
+    /// write is idempotent).
+    async fn replicated(&self, key: &str) -> Result<(), StorageError> {
+        if self.replica_acks == 0 {
+            return Ok(());
+        }
+        let mut conn = self.conn.clone();
+        // WAIT's own timeout stays inside the call's deadline.
+        let wait = self.timeout.mul_f32(0.8);
+        let acknowledged = self
+            .deadline(conn.wait_for_replicas(key, self.replica_acks, wait))
+            .await?;
+        if acknowledged < self.replica_acks {
+            return Err(StorageError::NotReplicated {
+                acknowledged,
+                required: self.replica_acks,
+            });
+        }
+        Ok(())
     }
 
     pub async fn ping(&self) -> Result<(), StorageError> {
@@ -246,9 +264,12 @@ impl Store {
         let mut items = into_array(reply)?.into_iter();
         match status(items.next())?.as_str() {
             "ok" => match items.next() {
-                Some(Value::Int(n)) => Ok(EnrollOutcome::Stored {
-                    templates_held: u32::try_from(n).map_err(|_| StorageError::Corrupt)?,
-                }),
+                Some(Value::Int(n)) => {
+                    self.replicated(&keys.templates).await?;
+                    Ok(EnrollOutcome::Stored {
+                        templates_held: u32::try_from(n).map_err(|_| StorageError::Corrupt)?,
+                    })
+                }
                 _ => Err(StorageError::Corrupt),
             },
             "replayed" => Ok(EnrollOutcome::Replayed),
@@ -269,6 +290,7 @@ impl Store {
             .ignore();
         let mut conn = self.conn.clone();
         let (held,): (Vec<String>,) = self.deadline(pipe.query_async(&mut conn)).await?;
+        self.replicated(&keys.templates).await?;
         Ok(held)
     }
 }
@@ -289,6 +311,7 @@ impl Store {
         let mut conn = self.conn.clone();
         let (in_force, held): (String, u64) =
             self.deadline(invocation.invoke_async(&mut conn)).await?;
+        self.replicated(&keys.state).await?;
         Ok((in_force, held))
     }
 
@@ -327,6 +350,7 @@ impl Store {
         }
         let mut conn = self.conn.clone();
         let held: i64 = self.deadline(invocation.invoke_async(&mut conn)).await?;
+        self.replicated(&keys.templates).await?;
         Ok(u64::try_from(held).ok())
     }
 }

@@ -10,7 +10,7 @@ use tonic::transport::Channel;
 
 use crate::helpers::*;
 
-async fn auditor(app: &TestApp) -> AuditLogClient<Channel> {
+pub async fn auditor(app: &TestApp) -> AuditLogClient<Channel> {
     let tls = app.tls_config(&app.pki.auditor.0, &app.pki.auditor.1);
     AuditLogClient::new(app.channel_with(tls).await.unwrap())
 }
@@ -36,7 +36,7 @@ async fn all_events(client: &mut AuditLogClient<Channel>) -> Vec<AuditEvent> {
     }
 }
 
-async fn verify_chain(client: &mut AuditLogClient<Channel>) -> proto::VerifyChainResponse {
+pub async fn verify_chain(client: &mut AuditLogClient<Channel>) -> proto::VerifyChainResponse {
     client
         .verify_chain(proto::VerifyChainRequest {})
         .await

@@ -12,7 +12,7 @@ use facevault::crypto::sealing::{SealedFor, Suite};
 use facevault::pki::{DEV_TRUST_DOMAIN, DevPki};
 use facevault::proto;
 use facevault::proto::face_vault_client::FaceVaultClient;
-use facevault::redis_server::{RedisOptions, RedisServer};
+use facevault::redis_server::{RedisCluster, RedisOptions, RedisServer};
 use facevault::startup::Application;
 use rand::{Rng as _, SeedableRng as _};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
@@ -27,7 +27,7 @@ pub const THRESHOLD: f32 = 0.6;
 pub struct TestApp {
     pub port: u16,
     pub health_port: u16,
-    pub redis: RedisServer,
+    pub redis: TestRedis,
     pub pki: DevPki,
     pub keys: KeyPaths,
     dir: tempfile::TempDir,
@@ -63,6 +63,38 @@ impl Drop for ServerHandle {
     }
 }
 
+/// The app's own Redis: one server, or a cluster.
+pub enum TestRedis {
+    Standalone(Box<RedisServer>),
+    Cluster(RedisCluster),
+}
+
+impl TestRedis {
+    /// The standalone server (outage tests stop and restart it).
+    pub fn server(&mut self) -> &mut RedisServer {
+        match self {
+            Self::Standalone(server) => server.as_mut(),
+            Self::Cluster(_) => panic!("this app runs on a Redis Cluster"),
+        }
+    }
+
+    pub fn cluster(&mut self) -> &mut RedisCluster {
+        match self {
+            Self::Cluster(cluster) => cluster,
+            Self::Standalone(_) => panic!("this app runs on a standalone Redis"),
+        }
+    }
+
+    fn config(&self) -> String {
+        match self {
+            Self::Standalone(server) => format!("url = \"{}\"", server.url()),
+            Self::Cluster(cluster) => {
+                format!("url = \"{}\"\nmode = \"cluster\"", cluster.seed_url())
+            }
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct AppOptions {
     /// TOML appended to the config (sections other than [tenants.demo]).
@@ -72,6 +104,10 @@ pub struct AppOptions {
     pub redis_timeout_ms: u64,
     /// Redis with `appendonly yes`, `appendfsync always` (durability tests).
     pub redis_append_only: bool,
+    /// A Redis Cluster of 3 primaries with a replica each, instead of one server.
+    pub redis_cluster: bool,
+    /// `redis.replica_acks`.
+    pub redis_replica_acks: u32,
 }
 
 impl Default for AppOptions {
@@ -81,6 +117,8 @@ impl Default for AppOptions {
             demo_tenant: "expose_scores = true".to_owned(),
             redis_timeout_ms: 500,
             redis_append_only: false,
+            redis_cluster: false,
+            redis_replica_acks: 0,
         }
     }
 }
@@ -90,12 +128,22 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
-    let redis = RedisServer::start(RedisOptions {
-        append_only: options.redis_append_only,
-        ..RedisOptions::default()
-    })
-    .await
-    .unwrap_or_else(|e| panic!("{e}"));
+    let redis = if options.redis_cluster {
+        TestRedis::Cluster(
+            RedisCluster::start(3, 1)
+                .await
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+    } else {
+        TestRedis::Standalone(Box::new(
+            RedisServer::start(RedisOptions {
+                append_only: options.redis_append_only,
+                ..RedisOptions::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("{e}")),
+        ))
+    };
     let dir = tempfile::tempdir().unwrap();
     let pki = DevPki::ensure(&dir.path().join("pki"), DEV_TRUST_DOMAIN, &[]).unwrap();
     let keys = keyfiles::generate(&dir.path().join("keys"), 30).unwrap();
@@ -162,8 +210,9 @@ sealing_keys = "{sealing}"
 receipt_signing_key = "{receipt}"
 
 [redis]
-url = "{redis}"
+{redis}
 timeout_ms = {timeout}
+replica_acks = {replica_acks}
 
 [[models]]
 id = "{MODEL}"
@@ -189,8 +238,9 @@ threshold = 0.5
             transform = self.keys.transform_secret.display(),
             sealing = self.keys.sealing_keys.display(),
             receipt = self.keys.receipt_signing_key.display(),
-            redis = self.redis.url(),
+            redis = self.redis.config(),
             timeout = self.options.redis_timeout_ms,
+            replica_acks = self.options.redis_replica_acks,
         )
     }
 
@@ -445,8 +495,12 @@ threshold = 0.5
             .map(|r| r.into_inner())
     }
 
+    /// A connection to the standalone Redis.
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.redis.url())
+        let TestRedis::Standalone(server) = &self.redis else {
+            panic!("this app runs on a Redis Cluster: use cluster_redis()");
+        };
+        redis::Client::open(server.url())
             .unwrap()
             .get_multiplexed_async_connection()
             .await

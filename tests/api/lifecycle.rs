@@ -11,7 +11,7 @@ use tonic::transport::Channel;
 
 use crate::helpers::*;
 
-async fn cancel(client: &mut FaceVaultClient<Channel>, subject: &str) -> proto::DeletionTicket {
+pub async fn cancel(client: &mut FaceVaultClient<Channel>, subject: &str) -> proto::DeletionTicket {
     client
         .cancel_account(proto::CancelAccountRequest {
             subject_id: subject.to_owned(),
@@ -32,7 +32,7 @@ async fn ticket(client: &mut FaceVaultClient<Channel>, ticket_id: &str) -> proto
         .into_inner()
 }
 
-async fn wait_completed(
+pub async fn wait_completed(
     client: &mut FaceVaultClient<Channel>,
     ticket_id: &str,
 ) -> proto::DeletionTicket {
@@ -91,7 +91,7 @@ async fn subject_keys(app: &TestApp, subject_ref: &str) -> Vec<String> {
     traces
 }
 
-async fn withdraw(
+pub async fn withdraw(
     client: &mut FaceVaultClient<Channel>,
     subject: &str,
     purposes: &[&str],
@@ -105,7 +105,7 @@ async fn withdraw(
         .map(|r| r.into_inner())
 }
 
-async fn receipt_key(client: &mut FaceVaultClient<Channel>) -> Vec<u8> {
+pub async fn receipt_key(client: &mut FaceVaultClient<Channel>) -> Vec<u8> {
     client
         .get_sealing_keys(proto::GetSealingKeysRequest {})
         .await

@@ -3,6 +3,7 @@
 mod audit;
 mod bad_input;
 mod client_sdk;
+mod cluster;
 mod enroll_verify;
 mod envelope;
 mod helpers;

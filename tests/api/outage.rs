@@ -16,7 +16,7 @@ async fn redis_outage_fails_closed_and_recovers() {
     let values = face(1);
     app.enroll(&mut client, "alice", &values).await;
 
-    app.redis.stop().await;
+    app.redis.server().stop().await;
     let started = Instant::now();
     let r = app
         .verify(&mut client, "alice", &capture_of(&values, 0.2, 2))
@@ -46,7 +46,7 @@ async fn redis_outage_fails_closed_and_recovers() {
     );
 
     // Restarted without persistence: the data is gone, but the service recovers.
-    app.redis.restart().await.unwrap();
+    app.redis.server().restart().await.unwrap();
     app.wait_until_serving().await;
     let mut recovered = false;
     for _ in 0..50 {
@@ -131,9 +131,9 @@ async fn acknowledged_writes_survive_a_redis_crash() {
         })
     };
     tokio::time::sleep(Duration::from_millis(400)).await;
-    app.redis.stop().await;
+    app.redis.server().stop().await;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    app.redis.restart().await.unwrap();
+    app.redis.server().restart().await.unwrap();
     tokio::time::sleep(Duration::from_millis(800)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let (enrolled, tickets, refusals, slowest) = worker.await.unwrap();
