@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# Makes sure a real redis-server is on PATH: the service's dev stack and every
-# test start their own private instance. Installs it when missing and permitted.
+# Makes sure a real redis-server (and redis-cli, which builds the test suite's
+# Redis Cluster) is on PATH: the service's dev stack and every test start their
+# own private instances. Installs them when missing and permitted.
 set -euo pipefail
 
-if command -v redis-server >/dev/null 2>&1; then
+have_redis() {
+  command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1
+}
+
+if have_redis; then
   exit 0
 fi
 
@@ -17,18 +22,19 @@ if command -v apt-get >/dev/null 2>&1; then
 fi
 
 if [ -n "$install_cmd" ]; then
-  echo "redis-server not found; installing it with apt-get" >&2
+  echo "redis-server or redis-cli not found; installing them with apt-get" >&2
   DEBIAN_FRONTEND=noninteractive $install_cmd update -qq
-  DEBIAN_FRONTEND=noninteractive $install_cmd install -y -qq redis-server >/dev/null
+  DEBIAN_FRONTEND=noninteractive $install_cmd install -y -qq redis-server redis-tools >/dev/null
   # The package may start a system instance on 6379; the tests never use it.
-  command -v redis-server >/dev/null 2>&1 && exit 0
+  have_redis && exit 0
 fi
 
 cat >&2 <<'MSG'
-error: redis-server is required (the tests and `facevault dev` start their own
-private instance on a free port) and could not be installed automatically.
+error: redis-server and redis-cli are required (the tests and `facevault dev`
+start their own private instances on free ports) and could not be installed
+automatically.
 Install it, then run the command again:
-  Debian/Ubuntu:  sudo apt-get install redis-server
+  Debian/Ubuntu:  sudo apt-get install redis-server redis-tools
   Fedora:         sudo dnf install redis
   macOS:          brew install redis
 MSG

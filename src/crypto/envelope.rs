@@ -207,6 +207,68 @@ pub fn rewrap(
     Ok(sealed)
 }
 
+/// Seals a caller's note on a deletion ticket under the tenant's active KEK:
+/// `kek_version (4, BE) | nonce (12) | ciphertext | tag`. The AAD binds tenant and
+/// ticket id. Random nonces share the KEK's budget with DEK wrapping (one per
+/// enrollment or cancellation), far below the 2^32 limit.
+pub fn seal_ticket_note(
+    keys: &TenantKeys,
+    tenant: &Tenant,
+    ticket_id: &str,
+    note: &str,
+) -> Result<Vec<u8>, EnvelopeError> {
+    let (version, kek) = keys.active_kek();
+    let nonce = random_bytes::<12>()?;
+    let mut sealed = Vec::with_capacity(4 + 12 + note.len() + aead::AES_256_GCM.tag_len());
+    sealed.extend_from_slice(&version.to_be_bytes());
+    sealed.extend_from_slice(&nonce);
+    let mut body = note.as_bytes().to_vec();
+    kek.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(note_aad(tenant, ticket_id)),
+        &mut body,
+    )
+    .map_err(|_| CryptoError::Seal)?;
+    sealed.extend_from_slice(&body);
+    Ok(sealed)
+}
+
+/// Opens a note sealed by [`seal_ticket_note`] for the same tenant and ticket.
+pub fn open_ticket_note(
+    keys: &TenantKeys,
+    tenant: &Tenant,
+    ticket_id: &str,
+    sealed: &[u8],
+) -> Result<Zeroizing<String>, EnvelopeError> {
+    let (version, rest) = sealed
+        .split_first_chunk::<4>()
+        .ok_or(EnvelopeError::Integrity)?;
+    let (nonce_bytes, ciphertext) = rest
+        .split_first_chunk::<12>()
+        .ok_or(EnvelopeError::Integrity)?;
+    let kek = keys
+        .kek(u32::from_be_bytes(*version))
+        .ok_or(EnvelopeError::UnknownKekVersion)?;
+    let mut body = Zeroizing::new(ciphertext.to_vec());
+    let plaintext = kek
+        .open_in_place(
+            Nonce::assume_unique_for_key(*nonce_bytes),
+            Aad::from(note_aad(tenant, ticket_id)),
+            body.as_mut_slice(),
+        )
+        .map_err(|_| EnvelopeError::Integrity)?;
+    let text = std::str::from_utf8(plaintext).map_err(|_| EnvelopeError::Integrity)?;
+    Ok(Zeroizing::new(text.to_owned()))
+}
+
+fn note_aad(tenant: &Tenant, ticket_id: &str) -> Vec<u8> {
+    format!(
+        "facevault/v1 ticket-note|{tenant}|{ticket_id}|v{FORMAT_VERSION}",
+        tenant = tenant.as_str()
+    )
+    .into_bytes()
+}
+
 fn nonce(bytes: &[u8]) -> Result<Nonce, EnvelopeError> {
     Nonce::try_assume_unique_for_key(bytes).map_err(|_| EnvelopeError::Integrity)
 }
@@ -238,6 +300,41 @@ mod tests {
             enrolled_at_unix_ms: 1,
             consent: None,
         }
+    }
+
+    #[test]
+    fn ticket_notes_are_sealed_and_bound_to_their_ticket() {
+        let (ring, tenant) = setup();
+        let keys = ring.tenant(&tenant).unwrap();
+        let note = "closed by the user in the app";
+        let sealed = seal_ticket_note(&keys, &tenant, "ticket-1", note).unwrap();
+        assert!(!sealed.windows(6).any(|w| w == b"closed"));
+        assert_eq!(
+            open_ticket_note(&keys, &tenant, "ticket-1", &sealed)
+                .unwrap()
+                .as_str(),
+            note
+        );
+        assert_eq!(
+            open_ticket_note(&keys, &tenant, "ticket-2", &sealed).map(|_| ()),
+            Err(EnvelopeError::Integrity)
+        );
+        let other = Tenant::try_from("other").unwrap();
+        let other_keys = ring.tenant(&other).unwrap();
+        assert_eq!(
+            open_ticket_note(&other_keys, &other, "ticket-1", &sealed).map(|_| ()),
+            Err(EnvelopeError::Integrity)
+        );
+        let mut tampered = sealed.clone();
+        *tampered.last_mut().unwrap() ^= 1;
+        assert_eq!(
+            open_ticket_note(&keys, &tenant, "ticket-1", &tampered).map(|_| ()),
+            Err(EnvelopeError::Integrity)
+        );
+        assert_eq!(
+            open_ticket_note(&keys, &tenant, "ticket-1", &sealed[..10]).map(|_| ()),
+            Err(EnvelopeError::Integrity)
+        );
     }
 
     #[test]

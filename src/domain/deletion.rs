@@ -37,6 +37,38 @@ impl DeletionKind {
     }
 }
 
+/// The caller's free-text note on a cancellation: at most 256 characters, no
+/// control characters. Promised to hold no personal data, which nothing can
+/// enforce, so it is kept sealed.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct CancelReason(String);
+
+impl CancelReason {
+    pub const MAX_CHARS: usize = 256;
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for CancelReason {
+    type Error = super::InvalidInput;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        if value.chars().count() > Self::MAX_CHARS || value.chars().any(char::is_control) {
+            return Err(super::InvalidInput::Reason);
+        }
+        Ok(Self(value))
+    }
+}
+
+/// The note is the caller's text: never printed.
+impl std::fmt::Debug for CancelReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CancelReason({} chars)", self.0.chars().count())
+    }
+}
+
 /// When an account cancellation is erased and by when it must be.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Schedule {
@@ -141,6 +173,16 @@ mod tests {
 
     use super::*;
     use crate::domain::calendar::DEFAULT_TIME_ZONE;
+
+    #[test]
+    fn cancel_reasons_are_short_plain_text_and_never_printed() {
+        assert!(CancelReason::try_from(String::new()).is_ok());
+        assert!(CancelReason::try_from("关闭账户".repeat(64)).is_ok());
+        assert!(CancelReason::try_from("x".repeat(257)).is_err());
+        assert!(CancelReason::try_from("line\nbreak".to_owned()).is_err());
+        let reason = CancelReason::try_from("moved abroad".to_owned()).unwrap();
+        assert_eq!(format!("{reason:?}"), "CancelReason(12 chars)");
+    }
 
     fn shanghai(y: i32, m: u32, d: u32, h: u32, min: u32) -> DateTime<Utc> {
         DEFAULT_TIME_ZONE

@@ -1,6 +1,7 @@
 //! Parse, don't validate: wire messages become domain commands here, or are
 //! refused with INVALID_ARGUMENT before anything else happens.
 
+use crate::domain::deletion::CancelReason;
 use crate::domain::{Consent, ConsentMethod, InvalidInput, Purpose, SubjectId};
 use crate::proto;
 use crate::vault::{
@@ -110,12 +111,9 @@ impl TryFrom<proto::CancelAccountRequest> for CancelCommand {
     type Error = InvalidInput;
 
     fn try_from(request: proto::CancelAccountRequest) -> Result<Self, Self::Error> {
-        if request.reason.chars().count() > 256 || request.reason.chars().any(char::is_control) {
-            return Err(InvalidInput::Reason);
-        }
         Ok(Self {
             subject: SubjectId::try_from(request.subject_id)?,
-            reason: request.reason,
+            reason: CancelReason::try_from(request.reason)?,
         })
     }
 }

@@ -87,7 +87,8 @@ pub struct TicketRecord {
     pub completed_at_ms: Option<i64>,
     /// Templates held when the request was made (what the erasure removes).
     pub templates: u64,
-    pub reason: String,
+    /// The caller's note, sealed under the tenant KEK (`crypto::envelope`).
+    pub sealed_reason: Vec<u8>,
     pub receipt_body: Vec<u8>,
     pub receipt_signature: Vec<u8>,
     /// How many times a worker ran the erasure (1 when all went well).
@@ -146,7 +147,7 @@ impl Store {
         inv.arg("deadline_ms").arg(t.deadline_ms);
         inv.arg("due_ms").arg(t.due_ms);
         inv.arg("templates").arg(t.templates);
-        inv.arg("reason").arg(&t.reason);
+        inv.arg("reason_sealed").arg(&t.sealed_reason);
         if let Some(done) = t.completed_at_ms {
             inv.arg("completed_ms").arg(done);
             inv.arg("receipt_body").arg(&t.receipt_body);
@@ -207,7 +208,7 @@ impl Store {
                 "due_ms" => t.due_ms = number(&v)?,
                 "completed_ms" => t.completed_at_ms = Some(number(&v)?),
                 "templates" => t.templates = number(&v)?.max(0) as u64,
-                "reason" => t.reason = text(&v)?,
+                "reason_sealed" => t.sealed_reason = v,
                 "receipt_body" => t.receipt_body = v,
                 "receipt_sig" => t.receipt_signature = v,
                 "erasures" => t.erasures = number(&v)?.max(0) as u64,

@@ -8,9 +8,9 @@ use std::collections::BTreeSet;
 use prost::Message as _;
 
 use super::{Vault, now_unix_ms, random_id};
-use crate::crypto::envelope::{self, SealedTemplate};
+use crate::crypto::envelope::{self, SealedTemplate, seal_ticket_note};
 use crate::crypto::keyring::{SubjectRef, TenantKeys};
-use crate::domain::deletion::DeletionKind;
+use crate::domain::deletion::{CancelReason, DeletionKind};
 use crate::domain::{InvalidInput, Purpose, SubjectId, Tenant};
 use crate::error::Error;
 use crate::storage::deletions::TicketRecord;
@@ -27,7 +27,7 @@ pub struct WithdrawCommand {
 
 pub struct CancelCommand {
     pub subject: SubjectId,
-    pub reason: String,
+    pub reason: CancelReason,
 }
 
 /// A deletion ticket as callers see it.
@@ -99,7 +99,6 @@ impl Vault {
             requested_at,
             held,
             erased,
-            String::new(),
         )
         .await
     }
@@ -204,7 +203,6 @@ impl Vault {
                     requested_at,
                     erased,
                     erased_what,
-                    String::new(),
                 )
                 .await;
         }
@@ -219,9 +217,6 @@ impl Vault {
         tenant: &Tenant,
         cmd: CancelCommand,
     ) -> Result<Ticket, Error> {
-        if cmd.reason.chars().count() > 256 || cmd.reason.chars().any(char::is_control) {
-            return Err(InvalidInput::Reason.into());
-        }
         let keys = self.keyring.tenant(tenant)?;
         let subject_ref = keys.subject_ref(&cmd.subject);
         let ticket_id = keys.cancel_ticket_id(&subject_ref);
@@ -256,7 +251,8 @@ impl Vault {
             deadline_ms: schedule.deadline.timestamp_millis(),
             due_ms: schedule.due.timestamp_millis(),
             templates: held,
-            reason: cmd.reason,
+            sealed_reason: seal_ticket_note(&keys, tenant, &ticket_id, cmd.reason.as_str())
+                .map_err(|_| Error::Internal("sealing the cancellation note failed"))?,
             ..TicketRecord::default()
         };
         self.store
@@ -410,7 +406,6 @@ impl Vault {
                 requested_at,
                 1,
                 vec!["templates:1".to_owned()],
-                String::new(),
             )
             .await?;
             break;
@@ -451,7 +446,6 @@ impl Vault {
         requested_at: i64,
         templates: u64,
         erased: Vec<String>,
-        reason: String,
     ) -> Result<Ticket, Error> {
         let ticket_id = random_id()?;
         let completed_at = now_unix_ms();
@@ -475,7 +469,7 @@ impl Vault {
             due_ms: requested_at,
             completed_at_ms: Some(completed_at),
             templates,
-            reason,
+            sealed_reason: Vec::new(),
             receipt_body: body,
             receipt_signature: signature,
             erasures: 1,

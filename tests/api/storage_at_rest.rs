@@ -62,6 +62,54 @@ async fn redis_holds_neither_subject_ids_nor_embedding_floats() {
 }
 
 #[tokio::test]
+async fn a_cancellation_note_is_kept_sealed() {
+    let app = spawn_app().await;
+    let mut client = app.app_client().await;
+    app.enroll(&mut client, "alice", &face(1)).await;
+    let note = "moved abroad, asked by phone";
+    let ticket = client
+        .cancel_account(facevault::proto::CancelAccountRequest {
+            subject_id: "alice".to_owned(),
+            reason: note.to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+
+    let mut redis = app.redis().await;
+    let fields: Vec<(String, Vec<u8>)> = redis::cmd("HGETALL")
+        .arg(format!(
+            "fv:{{fv-deletion}}:ticket:demo:{}",
+            ticket.ticket_id
+        ))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let sealed = fields
+        .iter()
+        .find(|(k, _)| k == "reason_sealed")
+        .map(|(_, v)| v.clone())
+        .expect("the ticket keeps the note, sealed");
+    for (field, value) in &fields {
+        assert!(
+            !contains(value, b"abroad"),
+            "{field} holds the note in clear"
+        );
+    }
+
+    let keys = keyfiles::load(&app.keys).unwrap();
+    let tenant = Tenant::try_from("demo").unwrap();
+    let opened = facevault::crypto::envelope::open_ticket_note(
+        &keys.keyring.tenant(&tenant).unwrap(),
+        &tenant,
+        &ticket.ticket_id,
+        &sealed,
+    )
+    .unwrap();
+    assert_eq!(opened.as_str(), note);
+}
+
+#[tokio::test]
 async fn one_face_under_two_salts_gives_unlinkable_templates() {
     let app = spawn_app().await;
     let mut client = app.app_client().await;
