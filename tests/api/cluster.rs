@@ -205,6 +205,32 @@ async fn a_redis_cluster_runs_the_core_and_lifecycle_flows() {
     assert_eq!(report.deletions_pending, 0);
 
     assert!(verify_chain(&mut auditor(&app).await).await.intact);
+
+    // The operator's CLI finds every tenant's audit stream, wherever its slot is.
+    let mut other = app.other_tenant_client().await;
+    let probe = app.seal(SealedFor::Enroll, "other", "x", &face(50));
+    other
+        .enroll(proto::EnrollRequest {
+            subject_id: "x".to_owned(),
+            embedding: Some(probe),
+            consent: Some(consent(&["login"])),
+            replace: false,
+        })
+        .await
+        .unwrap();
+    let cli = app.run_cli(&["audit", "verify"]).await;
+    let stdout = String::from_utf8_lossy(&cli.stdout);
+    assert!(
+        cli.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    for tenant in ["demo", "other"] {
+        assert!(
+            stdout.contains(&format!("{tenant}: intact")),
+            "{tenant}: {stdout}"
+        );
+    }
 }
 
 /// What the load saw while a primary was killed.

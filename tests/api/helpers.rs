@@ -333,6 +333,19 @@ threshold = 0.5
         );
     }
 
+    /// Runs `facevault <args> --config <this app's config>` to completion.
+    pub async fn run_cli(&self, args: &[&str]) -> std::process::Output {
+        let config_path = self.dir.path().join("cli.toml");
+        std::fs::write(&config_path, self.config_text("")).unwrap();
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_facevault"))
+            .args(args)
+            .arg("--config")
+            .arg(&config_path)
+            .output()
+            .await
+            .unwrap()
+    }
+
     /// Stops the primary server (the app's clients then fail to connect).
     pub async fn stop_server(&mut self) {
         if let Some(server) = self.server.take() {
