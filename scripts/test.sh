@@ -20,6 +20,14 @@ for k in ("verify_vs_health", "verify_p99_vs_health_p99", "protected_vs_unprotec
     assert r["ratios"][k] is not None, k
 print("bench smoke ok:", r["ratios"])
 PY
+target/debug/facevault bench --redis-cluster --duration 1s --subjects 200 --concurrency 8 --json > target/bench-smoke-cluster.json
+python3 - <<'PY'
+import json
+r = json.load(open("target/bench-smoke-cluster.json"))
+assert r["settings"]["redis_cluster"], r["settings"]
+assert r["verify"]["calls"] > 0 and r["verify"]["errors"] == 0, r["verify"]
+print("bench smoke on a Redis Cluster ok:", r["verify"]["calls"], "verifies")
+PY
 
 echo "--- Helm chart: lint, render, schema-validate, assert"
 scripts/check-chart.sh

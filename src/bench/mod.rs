@@ -24,7 +24,7 @@ use crate::crypto::sealing::{SealedFor, Suite};
 use crate::pki::{DEV_TRUST_DOMAIN, DevPki};
 use crate::proto::face_vault_client::FaceVaultClient;
 use crate::proto::{self, Decision};
-use crate::redis_server::{RedisOptions, RedisServer};
+use crate::redis_server::{RedisCluster, RedisOptions, RedisServer};
 use stats::PhaseStats;
 
 pub use baseline::serve as serve_baseline;
@@ -70,6 +70,11 @@ pub struct BenchArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// Without --target: run against a Redis Cluster of 3 primaries with a replica
+    /// each, instead of one redis-server. The naive baseline and the GET floor
+    /// speak to one node, so they are skipped.
+    #[arg(long, conflicts_with = "target")]
+    redis_cluster: bool,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -120,6 +125,7 @@ struct Settings {
     suite: String,
     dimension: usize,
     self_hosted: bool,
+    redis_cluster: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -132,12 +138,21 @@ struct Ratios {
 /// Child processes and files of a self-hosted run; killed on drop.
 struct SelfHosted {
     _dir: crate::redis_server::TempDir,
-    redis: RedisServer,
+    redis: BenchRedis,
     server: tokio::process::Child,
-    baseline: tokio::process::Child,
     server_addr: SocketAddr,
-    baseline_addr: SocketAddr,
     pki: DevPki,
+}
+
+enum BenchRedis {
+    /// One server, and the naive baseline beside the service.
+    Standalone {
+        server: RedisServer,
+        baseline: tokio::process::Child,
+        baseline_addr: SocketAddr,
+    },
+    /// Held so the nodes live as long as the run (dropping kills them).
+    Cluster { _nodes: RedisCluster },
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -146,12 +161,22 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-async fn start_self_hosted() -> anyhow::Result<SelfHosted> {
+async fn start_self_hosted(redis_cluster: bool) -> anyhow::Result<SelfHosted> {
     let dir = crate::redis_server::TempDir::new()?;
     let root = dir.path().to_path_buf();
     let pki = DevPki::ensure(&root.join("pki"), DEV_TRUST_DOMAIN, &[])?;
     let keys = keyfiles::generate(&root.join("keys"), 30)?;
-    let redis = RedisServer::start(RedisOptions::default()).await?;
+    let (redis_url, redis_mode, cluster) = if redis_cluster {
+        let cluster = RedisCluster::start(3, 1).await?;
+        (cluster.seed_url(), "cluster", Some(cluster))
+    } else {
+        (String::new(), "standalone", None)
+    };
+    let standalone = match cluster {
+        Some(_) => None,
+        None => Some(RedisServer::start(RedisOptions::default()).await?),
+    };
+    let redis_url = standalone.as_ref().map_or(redis_url, RedisServer::url);
     let (port, health, base) = (free_port()?, free_port()?, free_port()?);
     let config = format!(
         r#"[server]
@@ -171,7 +196,8 @@ sealing_keys = "{sealing}"
 receipt_signing_key = "{receipt}"
 
 [redis]
-url = "{redis}"
+url = "{redis_url}"
+mode = "{redis_mode}"
 timeout_ms = 5000
 
 [limits]
@@ -196,7 +222,6 @@ level = "warn"
         transform = keys.transform_secret.display(),
         sealing = keys.sealing_keys.display(),
         receipt = keys.receipt_signing_key.display(),
-        redis = redis.url(),
     );
     let config_path = root.join("facevault.toml");
     std::fs::write(&config_path, config)?;
@@ -211,27 +236,36 @@ level = "warn"
         .kill_on_drop(true)
         .spawn()
         .context("cannot start facevault serve")?;
-    let baseline_addr: SocketAddr = format!("127.0.0.1:{base}").parse()?;
-    let baseline = tokio::process::Command::new(&exe)
-        .arg("bench-baseline")
-        .arg("--config")
-        .arg(&config_path)
-        .arg("--listen")
-        .arg(baseline_addr.to_string())
-        .stdout(std::process::Stdio::null())
-        .stderr(log("baseline.log")?)
-        .kill_on_drop(true)
-        .spawn()
-        .context("cannot start the baseline")?;
+    let redis = match (standalone, cluster) {
+        (Some(server), _) => {
+            let baseline_addr: SocketAddr = format!("127.0.0.1:{base}").parse()?;
+            let baseline = tokio::process::Command::new(&exe)
+                .arg("bench-baseline")
+                .arg("--config")
+                .arg(&config_path)
+                .arg("--listen")
+                .arg(baseline_addr.to_string())
+                .stdout(std::process::Stdio::null())
+                .stderr(log("baseline.log")?)
+                .kill_on_drop(true)
+                .spawn()
+                .context("cannot start the baseline")?;
+            wait_for_port(base).await?;
+            BenchRedis::Standalone {
+                server,
+                baseline,
+                baseline_addr,
+            }
+        }
+        (None, Some(cluster)) => BenchRedis::Cluster { _nodes: cluster },
+        (None, None) => unreachable!("one Redis was started"),
+    };
     wait_for_port(port).await?;
-    wait_for_port(base).await?;
     Ok(SelfHosted {
         _dir: dir,
         redis,
         server,
-        baseline,
         server_addr: format!("127.0.0.1:{port}").parse()?,
-        baseline_addr,
         pki,
     })
 }
@@ -383,8 +417,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let hosted = match &args.target {
         Some(_) => None,
         None => {
-            eprintln!("starting redis-server, facevault serve and the naive baseline …");
-            Some(start_self_hosted().await?)
+            eprintln!(
+                "starting {}, facevault serve{} …",
+                if args.redis_cluster {
+                    "a Redis Cluster"
+                } else {
+                    "redis-server"
+                },
+                if args.redis_cluster {
+                    ""
+                } else {
+                    " and the naive baseline"
+                }
+            );
+            Some(start_self_hosted(args.redis_cluster).await?)
         }
     };
     let (addr, ca, cert, key, tenant, model) = match (&hosted, &args.target) {
@@ -507,10 +553,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
 
     // The storage floor.
-    let redis_get = match &hosted {
-        Some(h) => {
+    let redis_get = match hosted.as_ref().map(|h| &h.redis) {
+        Some(BenchRedis::Standalone { server, .. }) => {
             eprintln!("redis GET floor …");
-            let conn = redis::Client::open(h.redis.url())?
+            let conn = redis::Client::open(server.url())?
                 .get_multiplexed_async_connection()
                 .await?;
             let mut c = conn.clone();
@@ -539,7 +585,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .await,
             )
         }
-        None => None,
+        Some(BenchRedis::Cluster { .. }) | None => None,
     };
 
     // Protected verify, with probes sealed beforehand.
@@ -584,9 +630,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     // The naive baseline on the same stack.
     let baseline_verify = match &hosted {
-        Some(h) => {
+        Some(SelfHosted {
+            redis: BenchRedis::Standalone { baseline_addr, .. },
+            pki,
+            ..
+        }) => {
             eprintln!("naive baseline: enroll and verify …");
-            let base = channels_to(&h.baseline_addr.to_string(), &h.pki).await?;
+            let base = channels_to(&baseline_addr.to_string(), pki).await?;
             for chunk in (0..args.subjects).collect::<Vec<_>>().chunks(256) {
                 let calls = chunk.iter().map(|&i| {
                     let mut c = FaceVaultClient::new(base[i % CHANNELS].clone());
@@ -627,7 +677,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .await,
             )
         }
-        None => None,
+        Some(SelfHosted {
+            redis: BenchRedis::Cluster { .. },
+            ..
+        })
+        | None => None,
     };
 
     let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
@@ -647,6 +701,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             suite: suite.as_str().to_owned(),
             dimension: DIMENSION,
             self_hosted: hosted.is_some(),
+            redis_cluster: args.redis_cluster,
         },
         ratios: Ratios {
             verify_vs_health: ratio(
@@ -674,8 +729,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if let Some(mut h) = hosted {
         let _ = h.server.start_kill();
-        let _ = h.baseline.start_kill();
-        h.redis.stop().await;
+        if let BenchRedis::Standalone {
+            mut server,
+            mut baseline,
+            ..
+        } = h.redis
+        {
+            let _ = baseline.start_kill();
+            server.stop().await;
+        }
     }
     Ok(())
 }
@@ -718,12 +780,17 @@ async fn verify_phase(
 
 fn print_table(r: &Report) {
     println!(
-        "\nfacevault bench: {} subjects, concurrency {}, {:.0} s per phase, suite {}, {} CPUs",
+        "\nfacevault bench: {} subjects, concurrency {}, {:.0} s per phase, suite {}, {} CPUs{}",
         r.settings.subjects,
         r.settings.concurrency,
         r.settings.duration_s,
         r.settings.suite,
-        r.machine.cpus
+        r.machine.cpus,
+        if r.settings.redis_cluster {
+            ", Redis Cluster (3 primaries)"
+        } else {
+            ""
+        }
     );
     println!(
         "{:<18} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9}",
