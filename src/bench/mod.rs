@@ -145,14 +145,18 @@ struct SelfHosted {
 }
 
 enum BenchRedis {
-    /// One server, and the naive baseline beside the service.
-    Standalone {
-        server: RedisServer,
-        baseline: tokio::process::Child,
-        baseline_addr: SocketAddr,
-    },
+    Standalone(Box<StandaloneStack>),
     /// Held so the nodes live as long as the run (dropping kills them).
-    Cluster { _nodes: RedisCluster },
+    Cluster {
+        _nodes: RedisCluster,
+    },
+}
+
+/// One redis-server, and the naive baseline beside the service.
+struct StandaloneStack {
+    server: RedisServer,
+    baseline: tokio::process::Child,
+    baseline_addr: SocketAddr,
 }
 
 fn free_port() -> anyhow::Result<u16> {
@@ -251,11 +255,11 @@ level = "warn"
                 .spawn()
                 .context("cannot start the baseline")?;
             wait_for_port(base).await?;
-            BenchRedis::Standalone {
+            BenchRedis::Standalone(Box::new(StandaloneStack {
                 server,
                 baseline,
                 baseline_addr,
-            }
+            }))
         }
         (None, Some(cluster)) => BenchRedis::Cluster { _nodes: cluster },
         (None, None) => unreachable!("one Redis was started"),
@@ -554,9 +558,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     // The storage floor.
     let redis_get = match hosted.as_ref().map(|h| &h.redis) {
-        Some(BenchRedis::Standalone { server, .. }) => {
+        Some(BenchRedis::Standalone(stack)) => {
             eprintln!("redis GET floor …");
-            let conn = redis::Client::open(server.url())?
+            let conn = redis::Client::open(stack.server.url())?
                 .get_multiplexed_async_connection()
                 .await?;
             let mut c = conn.clone();
@@ -631,12 +635,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // The naive baseline on the same stack.
     let baseline_verify = match &hosted {
         Some(SelfHosted {
-            redis: BenchRedis::Standalone { baseline_addr, .. },
+            redis: BenchRedis::Standalone(stack),
             pki,
             ..
         }) => {
             eprintln!("naive baseline: enroll and verify …");
-            let base = channels_to(&baseline_addr.to_string(), pki).await?;
+            let base = channels_to(&stack.baseline_addr.to_string(), pki).await?;
             for chunk in (0..args.subjects).collect::<Vec<_>>().chunks(256) {
                 let calls = chunk.iter().map(|&i| {
                     let mut c = FaceVaultClient::new(base[i % CHANNELS].clone());
@@ -729,14 +733,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if let Some(mut h) = hosted {
         let _ = h.server.start_kill();
-        if let BenchRedis::Standalone {
-            mut server,
-            mut baseline,
-            ..
-        } = h.redis
-        {
-            let _ = baseline.start_kill();
-            server.stop().await;
+        if let BenchRedis::Standalone(mut stack) = h.redis {
+            let _ = stack.baseline.start_kill();
+            stack.server.stop().await;
         }
     }
     Ok(())
