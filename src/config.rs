@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
+use zeroize::Zeroizing;
 
 use crate::crypto::keyfiles::KeyPaths;
 use crate::domain::{EmbeddingModel, LockoutPolicy, ModelId, Tenant};
@@ -220,7 +221,7 @@ impl RedisSettings {
             tls: RedisTls {
                 ca_pem: read(&self.tls_ca)?,
                 client_cert_pem: read(&self.tls_client_cert)?,
-                client_key_pem: read(&self.tls_client_key)?,
+                client_key_pem: read(&self.tls_client_key)?.map(Zeroizing::new),
             },
             timeout,
             replica_acks: self.replica_acks,

@@ -183,6 +183,17 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let (reporter, health_service) = tonic_health::server::health_reporter();
+        // Liveness probes ask for "liveness": the process answers, whatever Redis
+        // does, so an outage makes pods unready but never restarts them.
+        reporter
+            .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
+            .await;
+        // The reporter starts out SERVING; until Redis has answered once, it is not.
+        for service in ["", "facevault.v1.FaceVault"] {
+            reporter
+                .set_service_status(service, ServingStatus::NotServing)
+                .await;
+        }
         let monitor = tokio::spawn(monitor_storage(self.vault.clone(), reporter));
         let worker = self
             .deletion_worker
@@ -327,11 +338,6 @@ fn deletion_policy(settings: &Settings) -> anyhow::Result<DeletionPolicy> {
 /// Health follows Redis: without it nothing can be served safely, so probes see
 /// NOT_SERVING and load balancers route elsewhere.
 async fn monitor_storage(vault: Arc<Vault>, reporter: HealthReporter) {
-    // Liveness probes ask for "liveness": the process answers, whatever Redis does,
-    // so an outage makes pods unready but never restarts them.
-    reporter
-        .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
-        .await;
     let mut last: Option<bool> = None;
     loop {
         let up = vault.store().ping().await.is_ok();

@@ -128,7 +128,8 @@ fn tls_certificates(url: &str, tls: &RedisTls) -> Option<redis::TlsCertificates>
     let client_tls = match (&tls.client_cert_pem, &tls.client_key_pem) {
         (Some(cert), Some(key)) => Some(redis::ClientTlsConfig {
             client_cert: cert.clone(),
-            client_key: key.clone(),
+            // The Redis client keeps its own copy for reconnections.
+            client_key: key.to_vec(),
         }),
         _ => None,
     };

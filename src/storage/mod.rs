@@ -13,6 +13,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::{Script, Value};
+use zeroize::Zeroizing;
 
 use connection::RedisConnection;
 pub use connection::RedisMode;
@@ -34,12 +35,26 @@ impl From<redis::RedisError> for StorageError {
     }
 }
 
-/// TLS material for `rediss://`.
-#[derive(Debug, Clone, Default)]
+/// TLS material for `rediss://`. The client key is zeroized on drop and never
+/// printed.
+#[derive(Clone, Default)]
 pub struct RedisTls {
     pub ca_pem: Option<Vec<u8>>,
     pub client_cert_pem: Option<Vec<u8>>,
-    pub client_key_pem: Option<Vec<u8>>,
+    pub client_key_pem: Option<Zeroizing<Vec<u8>>>,
+}
+
+impl std::fmt::Debug for RedisTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTls")
+            .field("ca_pem", &self.ca_pem.is_some())
+            .field("client_cert_pem", &self.client_cert_pem.is_some())
+            .field(
+                "client_key_pem",
+                &self.client_key_pem.as_ref().map(|_| "[redacted]"),
+            )
+            .finish()
+    }
 }
 
 static VERIFY_BEGIN: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::VERIFY_BEGIN));

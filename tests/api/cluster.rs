@@ -22,7 +22,7 @@ use crate::lifecycle::{cancel, receipt_key, wait_completed, withdraw};
 fn cluster(app: &TestApp) -> &RedisCluster {
     match &app.redis {
         TestRedis::Cluster(cluster) => cluster,
-        TestRedis::Standalone(_) => unreachable!("a cluster app"),
+        TestRedis::Standalone(_) | TestRedis::Tls { .. } => unreachable!("a cluster app"),
     }
 }
 

@@ -55,6 +55,22 @@ impl ServerHandle {
     }
 }
 
+/// Runs a built application until its handle is stopped or dropped.
+pub fn serve(app: Application) -> ServerHandle {
+    let port = app.port();
+    let health_port = app.health_port().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(app.run_until(async {
+        let _ = stopped.await;
+    }));
+    ServerHandle {
+        port,
+        health_port,
+        task: Some(task),
+        stop: Some(stop),
+    }
+}
+
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
@@ -63,9 +79,17 @@ impl Drop for ServerHandle {
     }
 }
 
-/// The app's own Redis: one server, or a cluster.
+/// The app's own Redis: one server, one reached over mutual TLS, or a cluster.
 pub enum TestRedis {
     Standalone(Box<RedisServer>),
+    /// The app reaches it on `tls_port` (`rediss://`), trusting the dev CA and
+    /// presenting the app's client certificate; tests inspect it in plaintext.
+    Tls {
+        server: Box<RedisServer>,
+        tls_port: u16,
+        ca: PathBuf,
+        client: (PathBuf, PathBuf),
+    },
     Cluster(RedisCluster),
 }
 
@@ -73,7 +97,7 @@ impl TestRedis {
     /// The standalone server (outage tests stop and restart it).
     pub fn server(&mut self) -> &mut RedisServer {
         match self {
-            Self::Standalone(server) => server.as_mut(),
+            Self::Standalone(server) | Self::Tls { server, .. } => server.as_mut(),
             Self::Cluster(_) => panic!("this app runs on a Redis Cluster"),
         }
     }
@@ -81,13 +105,27 @@ impl TestRedis {
     pub fn cluster(&mut self) -> &mut RedisCluster {
         match self {
             Self::Cluster(cluster) => cluster,
-            Self::Standalone(_) => panic!("this app runs on a standalone Redis"),
+            Self::Standalone(_) | Self::Tls { .. } => {
+                panic!("this app runs on a standalone Redis")
+            }
         }
     }
 
     fn config(&self) -> String {
         match self {
             Self::Standalone(server) => format!("url = \"{}\"", server.url()),
+            Self::Tls {
+                tls_port,
+                ca,
+                client,
+                ..
+            } => format!(
+                "url = \"rediss://127.0.0.1:{tls_port}\"\ntls_ca = \"{}\"\n\
+                 tls_client_cert = \"{}\"\ntls_client_key = \"{}\"",
+                ca.display(),
+                client.0.display(),
+                client.1.display()
+            ),
             Self::Cluster(cluster) => {
                 format!("url = \"{}\"\nmode = \"cluster\"", cluster.seed_url())
             }
@@ -106,6 +144,8 @@ pub struct AppOptions {
     pub redis_append_only: bool,
     /// A Redis Cluster of 3 primaries with a replica each, instead of one server.
     pub redis_cluster: bool,
+    /// The app reaches Redis over mutual TLS (`rediss://`).
+    pub redis_tls: bool,
     /// `redis.replica_acks`.
     pub redis_replica_acks: u32,
 }
@@ -118,6 +158,7 @@ impl Default for AppOptions {
             redis_timeout_ms: 500,
             redis_append_only: false,
             redis_cluster: false,
+            redis_tls: false,
             redis_replica_acks: 0,
         }
     }
@@ -128,7 +169,39 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
-    let redis = if options.redis_cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = DevPki::ensure(&dir.path().join("pki"), DEV_TRUST_DOMAIN, &[]).unwrap();
+    let redis = if options.redis_tls {
+        let tls_port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let path = |p: &PathBuf| p.display().to_string();
+        let server = RedisServer::start(RedisOptions {
+            extra_args: vec![
+                "--tls-port".into(),
+                tls_port.to_string(),
+                "--tls-cert-file".into(),
+                path(&pki.server_cert),
+                "--tls-key-file".into(),
+                path(&pki.server_key),
+                "--tls-ca-cert-file".into(),
+                path(&pki.ca_cert),
+                "--tls-auth-clients".into(),
+                "yes".into(),
+            ],
+            ..RedisOptions::default()
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        TestRedis::Tls {
+            server: Box::new(server),
+            tls_port,
+            ca: pki.ca_cert.clone(),
+            client: pki.app.clone(),
+        }
+    } else if options.redis_cluster {
         TestRedis::Cluster(
             RedisCluster::start(3, 1)
                 .await
@@ -144,8 +217,6 @@ pub async fn spawn_app_with(options: AppOptions) -> TestApp {
             .unwrap_or_else(|e| panic!("{e}")),
         ))
     };
-    let dir = tempfile::tempdir().unwrap();
-    let pki = DevPki::ensure(&dir.path().join("pki"), DEV_TRUST_DOMAIN, &[]).unwrap();
     let keys = keyfiles::generate(&dir.path().join("keys"), 30).unwrap();
     let public: PublicSealingKeys = serde_json::from_slice(
         &std::fs::read(dir.path().join("keys").join(keyfiles::SEALING_PUBLIC_FILE)).unwrap(),
@@ -258,8 +329,18 @@ threshold = 0.5
             .dir
             .path()
             .join(format!("facevault-{}.toml", rand::random::<u32>()));
-        std::fs::write(&path, self.config_text_with_tls(tls_extra, extra)).unwrap();
-        let settings = Settings::load(&path, &Overrides::default())?;
+        self.build_server_from(&path, &self.config_text_with_tls(tls_extra, extra))
+            .await
+    }
+
+    /// Builds an application from a config text written to `path`.
+    pub async fn build_server_from(
+        &self,
+        path: &std::path::Path,
+        config: &str,
+    ) -> anyhow::Result<Application> {
+        std::fs::write(path, config).unwrap();
+        let settings = Settings::load(path, &Overrides::default())?;
         Application::build(settings).await
     }
 
@@ -269,19 +350,7 @@ threshold = 0.5
     }
 
     pub async fn start_server_with_tls(&self, tls_extra: &str, extra: &str) -> ServerHandle {
-        let app = self.build_server_with_tls(tls_extra, extra).await.unwrap();
-        let port = app.port();
-        let health_port = app.health_port().unwrap();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(app.run_until(async {
-            let _ = stopped.await;
-        }));
-        ServerHandle {
-            port,
-            health_port,
-            task: Some(task),
-            stop: Some(stop),
-        }
+        serve(self.build_server_with_tls(tls_extra, extra).await.unwrap())
     }
 
     /// Runs the real binary, `facevault serve`, with this app's config (plus
@@ -510,8 +579,8 @@ threshold = 0.5
 
     /// A connection to the standalone Redis.
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
-        let TestRedis::Standalone(server) = &self.redis else {
-            panic!("this app runs on a Redis Cluster: use cluster_redis()");
+        let (TestRedis::Standalone(server) | TestRedis::Tls { server, .. }) = &self.redis else {
+            panic!("this app runs on a Redis Cluster");
         };
         redis::Client::open(server.url())
             .unwrap()
@@ -521,19 +590,7 @@ threshold = 0.5
     }
 
     pub async fn health(&self) -> Option<i32> {
-        let channel = Channel::from_shared(format!("http://127.0.0.1:{}", self.health_port))
-            .unwrap()
-            .connect()
-            .await
-            .ok()?;
-        let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
-        client
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .ok()
-            .map(|r| r.into_inner().status)
+        health_at(self.health_port).await
     }
 
     pub async fn wait_until_serving(&self) {
@@ -551,6 +608,23 @@ threshold = 0.5
     pub async fn stop(mut self) {
         self.stop_server().await;
     }
+}
+
+/// The overall status from a server's plaintext health port.
+pub async fn health_at(port: u16) -> Option<i32> {
+    let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
+        .unwrap()
+        .connect()
+        .await
+        .ok()?;
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .ok()
+        .map(|r| r.into_inner().status)
 }
 
 pub fn consent(purposes: &[&str]) -> proto::Consent {

@@ -11,6 +11,7 @@ mod lifecycle;
 mod limits;
 mod mtls;
 mod outage;
+mod redis_tls;
 mod reload;
 mod shutdown;
 mod storage_at_rest;
