@@ -12,7 +12,7 @@ use rand_chacha::rand_core::{RngCore as _, SeedableRng as _};
 use crate::config::{LogFormat, Overrides, Settings};
 use crate::crypto::keyfiles;
 use crate::pki::{DEV_TRUST_DOMAIN, DevPki};
-use crate::redis_server::{RedisOptions, RedisServer};
+use crate::redis_server::{RedisCluster, RedisOptions, RedisServer};
 use crate::startup::Application;
 
 pub const DEV_MODEL: &str = "demo-512";
@@ -33,6 +33,17 @@ pub struct DevArgs {
     /// Use this Redis instead of starting a private redis-server.
     #[arg(long)]
     redis_url: Option<String>,
+    /// Start a private Redis Cluster (3 primaries, one replica each) instead of
+    /// one redis-server, to try `redis.mode = "cluster"`. Its data is discarded
+    /// at exit.
+    #[arg(long, conflicts_with = "redis_url")]
+    redis_cluster: bool,
+}
+
+/// The Redis `dev` started, if any; dropping it stops it.
+enum DevRedis {
+    Server(RedisServer),
+    Cluster(RedisCluster),
 }
 
 pub async fn run(args: DevArgs) -> anyhow::Result<()> {
@@ -50,22 +61,24 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     write_samples(&dir.join("samples"))?;
     // The plaintext health port serves no reflection; grpcurl needs the schema.
     std::fs::write(dir.join("health.proto"), HEALTH_PROTO)?;
-    let redis = match &args.redis_url {
-        Some(_) => None,
-        None => Some(
+    let redis = match (&args.redis_url, args.redis_cluster) {
+        (Some(_), _) => None,
+        (None, true) => Some(DevRedis::Cluster(RedisCluster::start(3, 1).await?)),
+        (None, false) => Some(DevRedis::Server(
             RedisServer::start(RedisOptions {
                 dir: Some(std::path::absolute(dir.join("redis"))?),
                 append_only: true,
                 ..RedisOptions::default()
             })
             .await?,
-        ),
+        )),
     };
-    let redis_url = args
-        .redis_url
-        .clone()
-        .or_else(|| redis.as_ref().map(RedisServer::url))
-        .context("no redis")?;
+    let redis_url = match (&args.redis_url, &redis) {
+        (Some(url), _) => url.clone(),
+        (None, Some(DevRedis::Server(server))) => server.url(),
+        (None, Some(DevRedis::Cluster(cluster))) => cluster.seed_url(),
+        (None, None) => unreachable!("dev starts a Redis when given none"),
+    };
     // The file names the Redis actually in use, so `facevault audit verify
     // --config dev/facevault.toml` reads the same data as the running service.
     let config_path = dir.join("facevault.toml");
@@ -75,8 +88,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let app = Application::build(settings).await?;
     println!("{}", banner(dir, &args, &redis_url));
     let result = app.run_until_stopped().await;
-    if let Some(mut redis) = redis {
-        redis.stop().await;
+    if let Some(DevRedis::Server(mut server)) = redis {
+        server.stop().await;
     }
     telemetry.shutdown().await;
     result
@@ -109,6 +122,7 @@ receipt_signing_key = "{receipt}"
 
 [redis]
 url = "{redis_url}"
+mode = "{mode}"
 
 [[models]]
 id = "{model}"
@@ -127,6 +141,11 @@ level = "info"
         listen = args.listen,
         health = args.health_listen,
         td = DEV_TRUST_DOMAIN,
+        mode = if args.redis_cluster {
+            "cluster"
+        } else {
+            "standalone"
+        },
         cert = abs(&pki.server_cert),
         key = abs(&pki.server_key),
         ca = abs(&pki.ca_cert),
@@ -174,8 +193,13 @@ fn banner(dir: &Path, args: &DevArgs, redis_url: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\nfacevault dev is up: mTLS gRPC on {addr}, health (plaintext) on {}, redis at {redis_url}",
-        args.health_listen
+        "\nfacevault dev is up: mTLS gRPC on {addr}, health (plaintext) on {}, redis at {redis_url}{}",
+        args.health_listen,
+        if args.redis_cluster {
+            " (Redis Cluster, discarded at exit)"
+        } else {
+            ""
+        }
     );
     let _ = writeln!(
         out,
