@@ -42,7 +42,7 @@ pub struct DevArgs {
 
 /// The Redis `dev` started, if any; dropping it stops it.
 enum DevRedis {
-    Server(RedisServer),
+    Server(Box<RedisServer>),
     Cluster(RedisCluster),
 }
 
@@ -64,14 +64,14 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     let redis = match (&args.redis_url, args.redis_cluster) {
         (Some(_), _) => None,
         (None, true) => Some(DevRedis::Cluster(RedisCluster::start(3, 1).await?)),
-        (None, false) => Some(DevRedis::Server(
+        (None, false) => Some(DevRedis::Server(Box::new(
             RedisServer::start(RedisOptions {
                 dir: Some(std::path::absolute(dir.join("redis"))?),
                 append_only: true,
                 ..RedisOptions::default()
             })
             .await?,
-        )),
+        ))),
     };
     let redis_url = match (&args.redis_url, &redis) {
         (Some(url), _) => url.clone(),
