@@ -193,9 +193,10 @@ pub struct RedisSettings {
     /// `standalone`, or `cluster` (then `url` names any one node of the cluster).
     #[serde(default)]
     pub mode: RedisMode,
-    /// Replicas that must hold each enrollment, cancellation, erasure and audit
-    /// batch (`WAIT`) before it is acknowledged, so a failover loses none. 0 trusts
-    /// the primary alone (Redis replication is asynchronous).
+    /// Replicas that must hold every durable write (enrollments, consent changes,
+    /// cancellations, erasures, retention schedules, audit batches; `WAIT`) before
+    /// it is acknowledged, so a failover loses none. 0 trusts the primary alone
+    /// (Redis replication is asynchronous).
     #[serde(default)]
     pub replica_acks: u32,
     /// PEM CA bundle that signed the Redis server certificate (`rediss://` only);

@@ -150,7 +150,8 @@ impl Store {
                     .query_async(&mut conn),
             )
             .await?;
-        Ok(())
+        // A lost schedule entry would be a template never erased.
+        self.replicated(&format!("{}:expiry", tag(tenant))).await
     }
 
     /// Templates past their retention: (subject_ref, template_id).
