@@ -160,8 +160,8 @@ impl Store {
 
     /// Holds the acknowledgement of a write until `replica_acks` replicas of the
     /// primary holding `key` have it, so a failover cannot lose it. Fails closed:
-    /// too few replicas in time is `NotReplicated`, and the caller retries (every
-    /// write is idempotent).
+    /// too few replicas in time is `NotReplicated`, whose outcome is unknown like
+    /// any timeout's (the primary may hold the write).
     async fn replicated(&self, key: &str) -> Result<(), StorageError> {
         if self.replica_acks == 0 {
             return Ok(());
