@@ -182,7 +182,7 @@ fn default_tls_reload_secs() -> u64 {
     10
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     /// `redis://` or `rediss://` URL; a password may be given in it.
@@ -205,6 +205,21 @@ pub struct RedisSettings {
     /// PEM client certificate and key, when Redis asks for mutual TLS.
     pub tls_client_cert: Option<PathBuf>,
     pub tls_client_key: Option<PathBuf>,
+}
+
+/// The URL may carry the password (`FACEVAULT_REDIS_URL`): never printed.
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSettings")
+            .field("url", &"[redacted]")
+            .field("timeout_ms", &self.timeout_ms)
+            .field("mode", &self.mode)
+            .field("replica_acks", &self.replica_acks)
+            .field("tls_ca", &self.tls_ca)
+            .field("tls_client_cert", &self.tls_client_cert)
+            .field("tls_client_key", &self.tls_client_key)
+            .finish()
+    }
 }
 
 impl RedisSettings {
@@ -620,6 +635,12 @@ threshold = 0.5
         assert_eq!(s.sealing.replay_window_secs, 300);
         assert_eq!(s.lockout_policy(), LockoutPolicy::default());
         assert_eq!(s.tls.cert, PathBuf::from("/etc/facevault/server.pem"));
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_redis_password() {
+        let s = parse(&MINIMAL.replace("redis://127.0.0.1", "redis://:hunter2@127.0.0.1")).unwrap();
+        assert!(!format!("{s:?}").contains("hunter2"));
     }
 
     #[test]

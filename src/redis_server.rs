@@ -338,39 +338,27 @@ async fn node_is_healthy(port: u16) -> bool {
             && !replication.contains("master_sync_in_progress:1"))
 }
 
-/// One command over raw RESP; the bulk-string reply as text.
+/// One command over raw RESP; its bulk-string reply as text (None for any other
+/// reply).
 async fn query_text(port: u16, args: &[&str]) -> Option<String> {
     let mut request = format!("*{}\r\n", args.len());
     for a in args {
         request.push_str(&format!("${}\r\n{a}\r\n", a.len()));
     }
-    let exchange = async {
-        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await.ok()?;
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut buf = Vec::with_capacity(4096);
-        loop {
-            let (header, rest) = split_line(&buf).unzip();
-            if let (Some(header), Some(rest)) = (header, rest) {
-                let len: usize = std::str::from_utf8(header.strip_prefix(b"$")?)
-                    .ok()?
-                    .parse()
-                    .ok()?;
-                if rest.len() >= len {
-                    return Some(String::from_utf8_lossy(&rest[..len]).into_owned());
-                }
-            }
-            let mut chunk = [0u8; 4096];
-            let n = stream.read(&mut chunk).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    };
-    tokio::time::timeout(PROBE_TIMEOUT, exchange)
+    exchange(port, request.as_bytes(), parse_bulk_text)
         .await
-        .ok()
         .flatten()
+}
+
+/// `Some(None)` for a complete reply that is not a bulk string; `None` until complete.
+fn parse_bulk_text(buf: &[u8]) -> Option<Option<String>> {
+    let (header, rest) = split_line(buf)?;
+    let Some(len) = header.strip_prefix(b"$") else {
+        return Some(None);
+    };
+    let len: usize = std::str::from_utf8(len).ok()?.parse().ok()?;
+    let body = rest.get(..len)?;
+    Some(Some(String::from_utf8_lossy(body).into_owned()))
 }
 
 fn resolve_program(
@@ -528,12 +516,18 @@ struct ProbeAnswer {
 }
 
 async fn probe(port: u16) -> Option<ProbeAnswer> {
+    exchange(port, b"PING\r\nINFO server\r\n", parse_probe).await
+}
+
+/// Sends `request` to the loopback `port` and reads until `parse` recognises a
+/// complete answer, within `PROBE_TIMEOUT`.
+async fn exchange<T>(port: u16, request: &[u8], parse: impl Fn(&[u8]) -> Option<T>) -> Option<T> {
     let exchange = async {
         let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).await.ok()?;
-        stream.write_all(b"PING\r\nINFO server\r\n").await.ok()?;
+        stream.write_all(request).await.ok()?;
         let mut buf = Vec::with_capacity(4096);
         loop {
-            if let Some(answer) = parse_probe(&buf) {
+            if let Some(answer) = parse(&buf) {
                 return Some(answer);
             }
             if buf.len() > 256 * 1024 {
@@ -926,5 +920,21 @@ mod tests {
         assert!(!answer.pong);
         assert!(parse_probe(b"+PONG\r\n$99999999999999999999999\r\n").is_none());
         assert!(parse_probe(b"+PONG\r\n$-5\r\n").is_none());
+    }
+
+    #[test]
+    fn bulk_text_parsing() {
+        let reply = b"$17\r\ncluster_state:ok\n\r\n";
+        assert_eq!(
+            parse_bulk_text(reply),
+            Some(Some("cluster_state:ok\n".to_owned()))
+        );
+        for cut in 0..reply.len() - 2 {
+            assert_eq!(parse_bulk_text(&reply[..cut]), None, "{cut}");
+        }
+        assert_eq!(
+            parse_bulk_text(b"-ERR cluster support disabled\r\n"),
+            Some(None)
+        );
     }
 }

@@ -28,7 +28,7 @@ use crate::grpc::layers::timeout::TimeoutLayer;
 use crate::grpc::layers::trace::TraceLayer;
 use crate::grpc::tls::{self, IdentityPolicy, TlsPaths};
 use crate::proto::audit_log_server::AuditLogServer;
-use crate::proto::face_vault_server::FaceVaultServer;
+use crate::proto::face_vault_server::{self, FaceVaultServer};
 use crate::storage::Store;
 use crate::vault::{Vault, VaultSettings};
 use crate::worker::DeletionWorker;
@@ -189,7 +189,7 @@ impl Application {
             .set_service_status(LIVENESS_SERVICE, ServingStatus::Serving)
             .await;
         // The reporter starts out SERVING; until Redis has answered once, it is not.
-        for service in ["", "facevault.v1.FaceVault"] {
+        for service in ["", face_vault_server::SERVICE_NAME] {
             reporter
                 .set_service_status(service, ServingStatus::NotServing)
                 .await;
@@ -349,7 +349,7 @@ async fn monitor_storage(vault: Arc<Vault>, reporter: HealthReporter) {
             };
             reporter.set_service_status("", status).await;
             reporter
-                .set_service_status("facevault.v1.FaceVault", status)
+                .set_service_status(face_vault_server::SERVICE_NAME, status)
                 .await;
             if up {
                 tracing::info!("redis reachable: SERVING");

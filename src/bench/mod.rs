@@ -170,17 +170,13 @@ async fn start_self_hosted(redis_cluster: bool) -> anyhow::Result<SelfHosted> {
     let root = dir.path().to_path_buf();
     let pki = DevPki::ensure(&root.join("pki"), DEV_TRUST_DOMAIN, &[])?;
     let keys = keyfiles::generate(&root.join("keys"), 30)?;
-    let (redis_url, redis_mode, cluster) = if redis_cluster {
+    let (redis_url, redis_mode, standalone, cluster) = if redis_cluster {
         let cluster = RedisCluster::start(3, 1).await?;
-        (cluster.seed_url(), "cluster", Some(cluster))
+        (cluster.seed_url(), "cluster", None, Some(cluster))
     } else {
-        (String::new(), "standalone", None)
+        let server = RedisServer::start(RedisOptions::default()).await?;
+        (server.url(), "standalone", Some(server), None)
     };
-    let standalone = match cluster {
-        Some(_) => None,
-        None => Some(RedisServer::start(RedisOptions::default()).await?),
-    };
-    let redis_url = standalone.as_ref().map_or(redis_url, RedisServer::url);
     let (port, health, base) = (free_port()?, free_port()?, free_port()?);
     let config = format!(
         r#"[server]
@@ -422,16 +418,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(_) => None,
         None => {
             eprintln!(
-                "starting {}, facevault serve{} …",
+                "{}",
                 if args.redis_cluster {
-                    "a Redis Cluster"
+                    "starting a Redis Cluster and facevault serve …"
                 } else {
-                    "redis-server"
-                },
-                if args.redis_cluster {
-                    ""
-                } else {
-                    " and the naive baseline"
+                    "starting redis-server, facevault serve and the naive baseline …"
                 }
             );
             Some(start_self_hosted(args.redis_cluster).await?)

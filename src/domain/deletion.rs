@@ -40,7 +40,7 @@ impl DeletionKind {
 /// The caller's free-text note on a cancellation: at most 256 characters, no
 /// control characters. Promised to hold no personal data, which nothing can
 /// enforce, so it is kept sealed.
-#[derive(Clone, PartialEq, Eq, Default)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct CancelReason(String);
 
 impl CancelReason {

@@ -69,8 +69,8 @@ pub struct Store {
     replica_acks: u32,
 }
 
-/// Where and how to reach Redis.
-#[derive(Debug, Clone)]
+/// Where and how to reach Redis. No `Debug`: the URL may carry the password.
+#[derive(Clone)]
 pub struct RedisTarget<'a> {
     pub url: &'a str,
     pub mode: RedisMode,
