@@ -93,6 +93,9 @@ pub struct AuditConfig {
     pub max_batch: usize,
     /// Events waiting to be written; past it calls fail UNAVAILABLE (no unbounded queue).
     pub queue_capacity: usize,
+    /// Refusals before admission (rate limit, load shed, no identity, refused TLS
+    /// handshakes) are recorded as one event per caller and reason per window.
+    pub refusal_window_secs: u64,
 }
 
 impl Default for AuditConfig {
@@ -102,6 +105,7 @@ impl Default for AuditConfig {
             checkpoint_interval_secs: 60,
             max_batch: 512,
             queue_capacity: 10_000,
+            refusal_window_secs: 10,
         }
     }
 }
@@ -115,8 +119,27 @@ pub struct LimitSettings {
     pub burst: f64,
     /// Calls in flight across all clients; past it calls fail UNAVAILABLE at once.
     pub max_in_flight: usize,
-    /// Longest a call may take; past it DEADLINE_EXCEEDED.
+    /// Longest a caller waits; past it DEADLINE_EXCEEDED. A call that has begun
+    /// runs to its end all the same, and its audit event says what it did.
     pub request_timeout_ms: u64,
+    /// TCP connections open at once (handshaking or established).
+    pub max_connections: usize,
+    /// HTTP/2 streams (calls) one connection may have open at once.
+    pub max_concurrent_streams: u32,
+    /// A TLS handshake not finished within this is dropped.
+    pub handshake_timeout_secs: u64,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout_secs: u64,
+}
+
+impl LimitSettings {
+    pub fn transport_bounds(&self) -> crate::grpc::tls::TransportBounds {
+        crate::grpc::tls::TransportBounds {
+            max_connections: self.max_connections,
+            handshake_timeout: std::time::Duration::from_secs(self.handshake_timeout_secs),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
+        }
+    }
 }
 
 impl Default for LimitSettings {
@@ -126,6 +149,10 @@ impl Default for LimitSettings {
             burst: 2000.0,
             max_in_flight: 1024,
             request_timeout_ms: 5000,
+            max_connections: 4096,
+            max_concurrent_streams: 128,
+            handshake_timeout_secs: 10,
+            idle_timeout_secs: 300,
         }
     }
 }
@@ -467,6 +494,19 @@ impl Settings {
         }
         if self.redis.tls_client_cert.is_some() != self.redis.tls_client_key.is_some() {
             bail!("redis.tls_client_cert and redis.tls_client_key go together");
+        }
+        let limits = &self.limits;
+        if limits.max_connections == 0 || limits.max_concurrent_streams == 0 {
+            bail!("limits.max_connections and limits.max_concurrent_streams must be > 0");
+        }
+        if !(1..=60).contains(&limits.handshake_timeout_secs) {
+            bail!("limits.handshake_timeout_secs must be between 1 and 60");
+        }
+        if limits.idle_timeout_secs * 1000 <= limits.request_timeout_ms {
+            bail!("limits.idle_timeout_secs must be longer than limits.request_timeout_ms");
+        }
+        if !(1..=3600).contains(&self.audit.refusal_window_secs) {
+            bail!("audit.refusal_window_secs must be between 1 and 3600");
         }
         if !(10..=3600).contains(&self.sealing.replay_window_secs) {
             bail!("sealing.replay_window_secs must be between 10 and 3600");

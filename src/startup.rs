@@ -12,6 +12,7 @@ use tonic::transport::Server;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 
+use crate::audit::refusals::RefusalTally;
 use crate::audit::{AuditReader, AuditSettings, AuditSink};
 use crate::config::{LimitSettings, Settings};
 use crate::crypto::keyfiles;
@@ -22,9 +23,10 @@ use crate::domain::deletion::DeletionPolicy;
 use crate::grpc::audit_api::AuditLogApi;
 use crate::grpc::facevault_api::FaceVaultApi;
 use crate::grpc::layers::audit::AuditLayer;
+use crate::grpc::layers::authenticate::AuthenticateLayer;
+use crate::grpc::layers::detach::DetachLayer;
 use crate::grpc::layers::load_shed::LoadShedLayer;
 use crate::grpc::layers::rate_limit::{RateLimit, RateLimitLayer};
-use crate::grpc::layers::timeout::TimeoutLayer;
 use crate::grpc::layers::trace::TraceLayer;
 use crate::grpc::tls::{self, IdentityPolicy, TlsPaths};
 use crate::proto::audit_log_server::AuditLogServer;
@@ -58,6 +60,7 @@ pub struct Application {
     identity: Arc<IdentityPolicy>,
     vault: Arc<Vault>,
     audit: AuditParts,
+    refusal_window: Duration,
     limits: LimitSettings,
     /// Poll interval of the in-process deletion worker, when it runs.
     deletion_worker: Option<Duration>,
@@ -154,6 +157,7 @@ impl Application {
                 settings: audit_settings,
                 reader: audit_reader,
             },
+            refusal_window: Duration::from_secs(settings.audit.refusal_window_secs),
             limits: settings.limits.clone(),
             deletion_worker: settings
                 .deletion
@@ -237,25 +241,42 @@ impl Application {
             self.audit.signer.clone(),
             self.audit.settings.clone(),
         )?;
+        let (refusals, refusal_recorder) = RefusalTally::spawn(
+            audit_sink.clone(),
+            self.refusal_window,
+            stopped(stop_rx.clone()),
+        );
         let layers = tower::ServiceBuilder::new()
             .layer(TraceLayer)
-            .layer(AuditLayer::new(audit_sink))
-            .layer(RateLimitLayer::new(RateLimit {
-                per_second: self.limits.rate_per_second,
-                burst: self.limits.burst,
-            }))
-            .layer(LoadShedLayer::new(self.limits.max_in_flight))
-            .layer(TimeoutLayer::new(Duration::from_millis(
+            .layer(AuthenticateLayer::new(refusals.clone()))
+            .layer(RateLimitLayer::new(
+                RateLimit {
+                    per_second: self.limits.rate_per_second,
+                    burst: self.limits.burst,
+                },
+                refusals.clone(),
+            ))
+            .layer(LoadShedLayer::new(
+                self.limits.max_in_flight,
+                refusals.clone(),
+            ))
+            .layer(DetachLayer::new(Duration::from_millis(
                 self.limits.request_timeout_ms,
             )))
+            .layer(AuditLayer::new(audit_sink))
             .into_inner();
         let reloader = tokio::spawn(tls::reload_loop(
             self.tls_paths.clone(),
             self.tls.clone(),
             self.tls_reload_interval,
         ));
-        let (incoming, acceptor) =
-            tls::incoming(self.listener, self.tls.subscribe(), self.identity);
+        let (incoming, acceptor) = tls::incoming(
+            self.listener,
+            self.tls.subscribe(),
+            self.identity,
+            self.limits.transport_bounds(),
+            refusals,
+        );
         let facevault = FaceVaultServer::new(FaceVaultApi::new(self.vault.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let audit = AuditLogServer::new(AuditLogApi::new(self.audit.reader.clone()))
@@ -263,6 +284,7 @@ impl Application {
         let drain_timeout = self.drain_timeout;
         let mut stop_for_drain = stop_rx.clone();
         let serve = Server::builder()
+            .max_concurrent_streams(self.limits.max_concurrent_streams)
             .layer(layers)
             .add_service(facevault)
             .add_service(audit)
@@ -285,8 +307,11 @@ impl Application {
         acceptor.abort();
         reloader.abort();
         monitor.abort();
-        // The server (and with it every audit sink) is gone: the writer flushes,
-        // writes final checkpoints and ends.
+        // The last window of refusal counts is recorded before the writer ends.
+        let _ = refusal_recorder.await;
+        // The server (and with it every audit sink) is gone, and so are the calls
+        // still running detached: the writer flushes, writes final checkpoints
+        // and ends.
         if tokio::time::timeout(Duration::from_secs(5), audit_writer)
             .await
             .is_err()

@@ -89,7 +89,7 @@ pub struct Verifier<'k> {
     /// Hashes at the sequence numbers checkpoints name.
     wanted: HashMap<(String, u64), Option<Vec<u8>>>,
     pub checked: u64,
-    pub broken: Option<Broken>,
+    pub breaks: Vec<Broken>,
 }
 
 impl<'k> Verifier<'k> {
@@ -107,15 +107,14 @@ impl<'k> Verifier<'k> {
                 .map(|c| ((c.chain_id.clone(), c.seq), None))
                 .collect(),
             checked: 0,
-            broken: None,
+            breaks: Vec::new(),
         }
     }
 
-    /// Feeds the next event; stops checking after the first broken link.
+    /// Feeds the next event. After a broken link the walk goes on from the event
+    /// found there, so every break is reported, not only the first (a first break
+    /// must not hide later tampering).
     pub fn feed(&mut self, stored: StoredEvent<'_>) {
-        if self.broken.is_some() {
-            return;
-        }
         self.checked += 1;
         let event = match AuditEvent::decode(stored.encoded) {
             Ok(e) => e,
@@ -129,11 +128,14 @@ impl<'k> Verifier<'k> {
         };
         let (chain, seq) = (event.chain_id.clone(), event.seq);
         if hash_of(self.key, stored.encoded).as_slice() != stored.hash {
-            return self.fail(
+            // The chain goes on from this entry's stored hash, which the next
+            // event's link names if only this event's content was edited.
+            self.fail(
                 &chain,
                 seq,
                 "event content does not match its hash (edited)".into(),
             );
+            return self.advance(chain, seq, stored.hash);
         }
         let (last_seq, last_hash) = self
             .chains
@@ -142,88 +144,90 @@ impl<'k> Verifier<'k> {
         if last_seq == 0 {
             let allowed_start = seq == 1 || self.trimmed_before_ms.is_some();
             if !allowed_start || (seq == 1 && !event.prev_hash.is_empty()) {
-                return self.fail(
+                self.fail(
                     &chain,
                     seq,
                     format!("chain starts at seq {seq}: earlier events are missing"),
                 );
             }
         } else if seq <= last_seq {
-            return self.fail(
+            self.fail(
                 &chain,
                 seq,
-                format!("seq {seq} follows seq {last_seq} (reordered)"),
+                format!("seq {seq} follows seq {last_seq} (reordered or forked)"),
             );
+            // The chain's position stays where it was: a stray earlier event
+            // must not move it back.
+            return;
         } else if seq != last_seq + 1 {
             let expected = last_seq + 1;
-            return self.fail(
+            self.fail(
                 &chain,
                 expected,
                 format!("expected seq {expected}, found seq {seq}: events deleted or reordered"),
             );
         } else if event.prev_hash != last_hash {
-            return self.fail(
+            self.fail(
                 &chain,
                 seq,
                 "previous-hash link does not match (reordered or replaced)".into(),
             );
         }
+        self.advance(chain, seq, stored.hash);
+    }
+
+    fn advance(&mut self, chain: String, seq: u64, hash: &[u8]) {
         let state = self.chains.entry(chain.clone()).or_default();
         state.last_seq = seq;
-        state.last_hash = stored.hash.to_vec();
+        state.last_hash = hash.to_vec();
         if let Some(slot) = self.wanted.get_mut(&(chain, seq)) {
-            *slot = Some(stored.hash.to_vec());
+            *slot = Some(hash.to_vec());
         }
     }
 
-    /// After the last event: checks checkpoints against what was seen.
-    pub fn finish(mut self, checkpoints: &[Checkpoint]) -> (u64, Option<Broken>) {
-        if self.broken.is_none() {
-            for cp in checkpoints {
-                if !cp.signature_valid {
+    /// After the last event: checks checkpoints against what was seen. Returns
+    /// the events checked and every break found, in the order found.
+    pub fn finish(mut self, checkpoints: &[Checkpoint]) -> (u64, Vec<Broken>) {
+        for cp in checkpoints {
+            if !cp.signature_valid {
+                self.fail(
+                    &cp.chain_id,
+                    cp.seq,
+                    "checkpoint signature is invalid".into(),
+                );
+                continue;
+            }
+            let seen = self
+                .wanted
+                .get(&(cp.chain_id.clone(), cp.seq))
+                .cloned()
+                .flatten();
+            match seen {
+                Some(hash) if hash == cp.head => {}
+                Some(_) => self.fail(
+                    &cp.chain_id,
+                    cp.seq,
+                    "event differs from the signed checkpoint".into(),
+                ),
+                None if self.trimmed_before_ms.is_some_and(|t| cp.time_ms < t) => {}
+                None => {
+                    let last = self.chains.get(&cp.chain_id).map_or(0, |c| c.last_seq);
                     self.fail(
-                        &cp.chain_id.clone(),
-                        cp.seq,
-                        "checkpoint signature is invalid".into(),
+                        &cp.chain_id,
+                        last + 1,
+                        format!(
+                            "events up to checkpointed seq {} are missing (truncated)",
+                            cp.seq
+                        ),
                     );
-                    break;
-                }
-                let seen = self
-                    .wanted
-                    .get(&(cp.chain_id.clone(), cp.seq))
-                    .cloned()
-                    .flatten();
-                match seen {
-                    Some(hash) if hash == cp.head => {}
-                    Some(_) => {
-                        self.fail(
-                            &cp.chain_id.clone(),
-                            cp.seq,
-                            "event differs from the signed checkpoint".into(),
-                        );
-                        break;
-                    }
-                    None if self.trimmed_before_ms.is_some_and(|t| cp.time_ms < t) => {}
-                    None => {
-                        let last = self.chains.get(&cp.chain_id).map_or(0, |c| c.last_seq);
-                        self.fail(
-                            &cp.chain_id.clone(),
-                            last + 1,
-                            format!(
-                                "events up to checkpointed seq {} are missing (truncated)",
-                                cp.seq
-                            ),
-                        );
-                        break;
-                    }
                 }
             }
         }
-        (self.checked, self.broken)
+        (self.checked, self.breaks)
     }
 
     fn fail(&mut self, chain_id: &str, seq: u64, reason: String) {
-        self.broken = Some(Broken {
+        self.breaks.push(Broken {
             chain_id: chain_id.to_owned(),
             seq,
             reason,
@@ -256,6 +260,10 @@ mod tests {
     }
 
     fn verify(entries: &[(Vec<u8>, Vec<u8>)]) -> Option<Broken> {
+        verify_all(entries).into_iter().next()
+    }
+
+    fn verify_all(entries: &[(Vec<u8>, Vec<u8>)]) -> Vec<Broken> {
         let key = key();
         let mut v = Verifier::new(&key, None, &[]);
         for (e, h) in entries {
@@ -294,5 +302,17 @@ mod tests {
         let mut head_cut = chain(10);
         head_cut.remove(0);
         assert_eq!(verify(&head_cut).unwrap().seq, 2);
+    }
+
+    #[test]
+    fn a_first_break_does_not_hide_later_ones() {
+        let mut damaged = chain(20);
+        let last = damaged[3].0.len() - 1;
+        damaged[3].0[last] ^= 1;
+        damaged.remove(12);
+        let breaks = verify_all(&damaged);
+        let seqs: Vec<u64> = breaks.iter().map(|b| b.seq).collect();
+        assert_eq!(seqs, vec![4, 13], "{breaks:?}");
+        assert!(breaks[1].reason.contains("deleted"), "{breaks:?}");
     }
 }

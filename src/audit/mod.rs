@@ -4,6 +4,7 @@
 //! subject ids, keys or ciphertexts. If an event cannot be recorded, the call fails.
 
 pub mod chain;
+pub mod refusals;
 mod writer;
 
 use std::sync::Arc;
@@ -106,7 +107,8 @@ pub struct EventQuery {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChainReport {
     pub events_checked: u64,
-    pub broken: Option<chain::Broken>,
+    /// Every broken link found, in the order found; empty when intact.
+    pub breaks: Vec<chain::Broken>,
 }
 
 const SCAN_CHUNK: usize = 500;
@@ -203,14 +205,14 @@ impl AuditReader {
                     hash: e.field("h").unwrap_or_default(),
                 });
             }
-            if entries.len() < SCAN_CHUNK || verifier.broken.is_some() {
+            if entries.len() < SCAN_CHUNK {
                 break;
             }
         }
-        let (events_checked, broken) = verifier.finish(&checkpoints);
+        let (events_checked, breaks) = verifier.finish(&checkpoints);
         Ok(ChainReport {
             events_checked,
-            broken,
+            breaks,
         })
     }
 

@@ -147,7 +147,13 @@ pub async fn serve(
     let client = redis::Client::open(redis_url)?;
     let redis = ConnectionManager::new(client).await?;
     let (_tx, config) = tokio::sync::watch::channel(tls);
-    let (incoming, _acceptor) = crate::grpc::tls::incoming(listener, config, policy);
+    let (incoming, _acceptor) = crate::grpc::tls::incoming(
+        listener,
+        config,
+        policy,
+        crate::config::LimitSettings::default().transport_bounds(),
+        crate::audit::refusals::RefusalTally::detached(),
+    );
     tonic::transport::Server::builder()
         .add_service(service(redis, threshold))
         .serve_with_incoming(incoming)

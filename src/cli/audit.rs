@@ -19,7 +19,7 @@ use crate::storage::Store;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCommand {
-    /// Check every tenant's hash chains (or one tenant's); exit 1 on a broken link.
+    /// Check every tenant's hash chains (or one tenant's); list every broken link and exit 1 if any.
     Verify {
         #[arg(
             long,
@@ -86,15 +86,18 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
             let mut broken = false;
             for name in tenants {
                 let report = reader.verify(&tenant(&name)?).await?;
-                match report.broken {
-                    None => println!("{name}: intact ({} events)", report.events_checked),
-                    Some(b) => {
-                        broken = true;
-                        println!(
-                            "{name}: BROKEN at chain {} seq {}: {}",
-                            b.chain_id, b.seq, b.reason
-                        );
-                    }
+                if report.breaks.is_empty() {
+                    println!("{name}: intact ({} events)", report.events_checked);
+                    continue;
+                }
+                broken = true;
+                println!(
+                    "{name}: BROKEN in {} places ({} events checked)",
+                    report.breaks.len(),
+                    report.events_checked
+                );
+                for b in &report.breaks {
+                    println!("  chain {} seq {}: {}", b.chain_id, b.seq, b.reason);
                 }
             }
             if broken {

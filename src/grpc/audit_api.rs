@@ -76,13 +76,23 @@ impl AuditLog for AuditLogApi {
             .verify(&caller.tenant)
             .await
             .map_err(Error::from)?;
-        let broken = report.broken.unwrap_or_default();
+        let first = report.breaks.first().cloned().unwrap_or_default();
         Ok(Response::new(proto::VerifyChainResponse {
-            intact: broken.reason.is_empty(),
+            intact: report.breaks.is_empty(),
             events_checked: report.events_checked,
-            chain_id: broken.chain_id,
-            broken_at_seq: broken.seq,
-            reason: broken.reason,
+            chain_id: first.chain_id,
+            broken_at_seq: first.seq,
+            reason: first.reason,
+            breaks: report.breaks.len() as u64,
+            all_breaks: report
+                .breaks
+                .into_iter()
+                .map(|b| proto::ChainBreak {
+                    chain_id: b.chain_id,
+                    seq: b.seq,
+                    reason: b.reason,
+                })
+                .collect(),
         }))
     }
 }

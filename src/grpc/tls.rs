@@ -17,17 +17,27 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKey
 use rustls::server::WebPkiClientVerifier;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::Connected;
 use x509_parser::prelude::{FromDer as _, GeneralName, X509Certificate};
 
+use crate::audit::refusals::{Refusal, RefusalTally};
 use crate::domain::caller::parse_spiffe_id;
 use crate::domain::{Caller, Role, Tenant};
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// What one client, or all of them, may hold of the transport.
+#[derive(Debug, Clone, Copy)]
+pub struct TransportBounds {
+    /// TCP connections open at once, handshaking or established; past it a new
+    /// connection is closed at once.
+    pub max_connections: usize,
+    pub handshake_timeout: Duration,
+    /// A connection with no byte read or written for this long is closed.
+    pub idle_timeout: Duration,
+}
 
 pub struct TlsFiles<'a> {
     pub cert: &'a Path,
@@ -163,10 +173,50 @@ impl IdentityPolicy {
     }
 }
 
-/// A TLS connection with its caller, as tonic's server consumes it.
+/// A TLS connection with its caller, as tonic's server consumes it. It holds its
+/// share of the connection bound, and ends itself once idle for too long.
 pub struct PeerStream {
     inner: TlsStream<TcpStream>,
     peer: PeerInfo,
+    _connection: OwnedSemaphorePermit,
+    idle: IdleTimer,
+}
+
+/// Closes a connection idle for `limit`. Activity only stamps a time; the timer
+/// is re-armed when it fires early, so busy connections pay no timer per byte.
+struct IdleTimer {
+    limit: Duration,
+    last_activity: tokio::time::Instant,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleTimer {
+    fn new(limit: Duration) -> Self {
+        let now = tokio::time::Instant::now();
+        Self {
+            limit,
+            last_activity: now,
+            timer: Box::pin(tokio::time::sleep_until(now + limit)),
+        }
+    }
+
+    fn touch(&mut self) {
+        self.last_activity = tokio::time::Instant::now();
+    }
+
+    /// Ready once the connection has been idle for the whole limit.
+    fn poll_expired(&mut self, cx: &mut TaskContext<'_>) -> Poll<()> {
+        loop {
+            if self.timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let deadline = self.last_activity + self.limit;
+            if deadline <= tokio::time::Instant::now() {
+                return Poll::Ready(());
+            }
+            self.timer.as_mut().reset(deadline);
+        }
+    }
 }
 
 impl Connected for PeerStream {
@@ -183,7 +233,22 @@ impl AsyncRead for PeerStream {
         cx: &mut TaskContext<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let filled = buf.filled().len();
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Pending => match self.idle.poll_expired(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connection idle for too long",
+                ))),
+                Poll::Pending => Poll::Pending,
+            },
+            ready => {
+                if buf.filled().len() > filled {
+                    self.idle.touch();
+                }
+                ready
+            }
+        }
     }
 }
 
@@ -193,6 +258,7 @@ impl AsyncWrite for PeerStream {
         cx: &mut TaskContext<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        self.idle.touch();
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -209,6 +275,7 @@ impl AsyncWrite for PeerStream {
         cx: &mut TaskContext<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.idle.touch();
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
@@ -218,17 +285,21 @@ impl AsyncWrite for PeerStream {
 }
 
 /// Accepts TCP connections and completes TLS handshakes off the accept loop, so a
-/// slow or hostile client cannot stall others. Failed handshakes are dropped (the
-/// client sees the TLS alert); only established connections reach the server.
+/// slow or hostile client cannot stall others. Connections past the bound are
+/// closed at once; failed handshakes are dropped (the client sees the TLS alert)
+/// and counted in the audit log; only established connections reach the server.
 pub fn incoming(
     listener: TcpListener,
     config: watch::Receiver<Arc<rustls::ServerConfig>>,
     policy: Arc<IdentityPolicy>,
+    bounds: TransportBounds,
+    refusals: RefusalTally,
 ) -> (
     ReceiverStream<Result<PeerStream, io::Error>>,
     tokio::task::JoinHandle<()>,
 ) {
     let (tx, rx) = mpsc::channel(64);
+    let connections = Arc::new(Semaphore::new(bounds.max_connections));
     let task = tokio::spawn(async move {
         loop {
             let (tcp, remote) = match listener.accept().await {
@@ -239,14 +310,20 @@ pub fn incoming(
                     continue;
                 }
             };
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                refusals.peer(Some(remote.ip()), Refusal::ConnectionLimit);
+                drop(tcp);
+                continue;
+            };
             let _ = tcp.set_nodelay(true);
             // Each connection uses the configuration current when it arrives, so a
             // renewed certificate or CRL applies to new connections at once.
             let acceptor = TlsAcceptor::from(config.borrow().clone());
             let policy = policy.clone();
             let conn_tx = tx.clone();
+            let refusals = refusals.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                match tokio::time::timeout(bounds.handshake_timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
                         let caller = policy.caller(tls.get_ref().1.peer_certificates());
                         if let Err(rejection) = &caller {
@@ -256,10 +333,22 @@ pub fn incoming(
                             remote: Some(remote),
                             caller,
                         };
-                        let _ = conn_tx.send(Ok(PeerStream { inner: tls, peer })).await;
+                        let stream = PeerStream {
+                            inner: tls,
+                            peer,
+                            _connection: permit,
+                            idle: IdleTimer::new(bounds.idle_timeout),
+                        };
+                        let _ = conn_tx.send(Ok(stream)).await;
                     }
-                    Ok(Err(error)) => tracing::info!(%remote, %error, "TLS handshake refused"),
-                    Err(_) => tracing::info!(%remote, "TLS handshake timed out"),
+                    Ok(Err(error)) => {
+                        refusals.peer(Some(remote.ip()), Refusal::TlsHandshake);
+                        tracing::info!(%remote, %error, "TLS handshake refused");
+                    }
+                    Err(_) => {
+                        refusals.peer(Some(remote.ip()), Refusal::TlsHandshake);
+                        tracing::info!(%remote, "TLS handshake timed out");
+                    }
                 }
             });
             if tx.is_closed() {

@@ -1,7 +1,9 @@
-//! Every call of the facevault API, allowed or refused, becomes exactly one audit
-//! event, and the response is released only after the event is recorded. Handlers
-//! add what only they know (the subject pseudonym, the purpose, the decision)
-//! through the `AuditNote` in the request's extensions.
+//! Every admitted call of the facevault API, allowed or refused, becomes exactly
+//! one audit event, and the response is released only after the event is
+//! recorded. Handlers add what only they know (the subject pseudonym, the
+//! purpose, the decision) through the `AuditNote` in the request's extensions.
+//! This layer runs inside `detach`, so the event is written with the call's true
+//! outcome even when its caller has gone (detail `caller-gone`).
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -9,7 +11,8 @@ use std::task::{Context, Poll};
 use tonic::body::Body;
 use tower::{Layer, Service};
 
-use super::{BoxFuture, code_name, response_code, split_path, status_response};
+use super::detach::CallerGone;
+use super::{BoxFuture, code_name, is_api_call, response_code, split_path, status_response};
 use crate::audit::AuditSink;
 use crate::domain::Tenant;
 use crate::grpc::tls::PeerInfo;
@@ -100,12 +103,12 @@ where
     }
 
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
-        let (service, method) = split_path(request.uri().path());
         // Health checks and reflection carry no personal data and would drown
         // the log; the API services are audited.
-        if !service.starts_with("facevault.") {
+        if !is_api_call(&request) {
             return Box::pin(self.inner.call(request));
         }
+        let (_, method) = split_path(request.uri().path());
         let op = method.to_owned();
         let event_id = crate::vault::random_id().unwrap_or_default();
         let request_id = request
@@ -116,6 +119,7 @@ where
             .map(str::to_owned)
             .unwrap_or_else(|| event_id.clone());
         let peer = request.extensions().get::<PeerInfo>().cloned();
+        let gone = request.extensions().get::<CallerGone>().cloned();
         let note = AuditNote {
             event_id: event_id.clone(),
             fields: Arc::default(),
@@ -126,7 +130,14 @@ where
         Box::pin(async move {
             let response = future.await?;
             let code = response_code(&response);
-            let fields = note.take();
+            let mut fields = note.take();
+            if gone.is_some_and(|g| g.is_gone()) {
+                fields.detail = if fields.detail.is_empty() {
+                    "caller-gone".to_owned()
+                } else {
+                    format!("{}, caller-gone", fields.detail)
+                };
+            }
             let caller = peer.as_ref().and_then(|p| p.caller.as_ref().ok());
             let tenant = caller.map_or_else(Tenant::unauthenticated, |c| c.tenant.clone());
             let event = AuditEvent {

@@ -1,5 +1,8 @@
 //! A global bound on calls in flight. Past it, calls are refused at once with
-//! UNAVAILABLE (retry elsewhere or later) instead of queueing without bound.
+//! UNAVAILABLE (retry elsewhere or later) instead of queueing without bound, and
+//! counted per window in the audit log. The permit travels with the request
+//! (`InFlight`), so a call that runs on after its caller left (`detach`) still
+//! holds it until it really ends.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -9,16 +12,24 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 
 use super::{BoxFuture, status_response};
+use crate::audit::refusals::{Refusal, RefusalTally};
+use crate::grpc::tls::PeerInfo;
+
+/// A call's share of the in-flight bound, released when the last holder drops it.
+#[derive(Clone)]
+pub struct InFlight(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
 
 #[derive(Clone)]
 pub struct LoadShedLayer {
     permits: Arc<Semaphore>,
+    refusals: RefusalTally,
 }
 
 impl LoadShedLayer {
-    pub fn new(max_in_flight: usize) -> Self {
+    pub fn new(max_in_flight: usize, refusals: RefusalTally) -> Self {
         Self {
             permits: Arc::new(Semaphore::new(max_in_flight)),
+            refusals,
         }
     }
 }
@@ -30,6 +41,7 @@ impl<S> Layer<S> for LoadShedLayer {
         LoadShed {
             inner,
             permits: self.permits.clone(),
+            refusals: self.refusals.clone(),
         }
     }
 }
@@ -38,6 +50,7 @@ impl<S> Layer<S> for LoadShedLayer {
 pub struct LoadShed<S> {
     inner: S,
     permits: Arc<Semaphore>,
+    refusals: RefusalTally,
 }
 
 impl<S> Service<http::Request<Body>> for LoadShed<S>
@@ -54,12 +67,22 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             crate::telemetry::metrics().load_shed.add(1, &[]);
+            let peer = request.extensions().get::<PeerInfo>();
+            match peer.and_then(|p| p.caller.as_ref().ok()) {
+                Some(c) => self.refusals.caller(c, Refusal::LoadShed),
+                None => self.refusals.peer(
+                    peer.and_then(|p| p.remote).map(|a| a.ip()),
+                    Refusal::LoadShed,
+                ),
+            }
             let status = tonic::Status::unavailable("server overloaded; retry with backoff");
             return Box::pin(async move { Ok(status_response(status)) });
         };
+        let permit = InFlight(Arc::new(permit));
+        request.extensions_mut().insert(permit.clone());
         let future = self.inner.call(request);
         Box::pin(async move {
             let response = future.await;

@@ -1,11 +1,17 @@
 //! Tower layers around every gRPC call, one per file, outermost first:
-//! `trace` (one span per call) → `audit` (one event per call, fail closed) →
-//! `rate_limit` (per caller) → `load_shed` (global concurrency) → `timeout`.
+//! `trace` (one span per call) → `authenticate` (an identity, or refused) →
+//! `rate_limit` (per caller) → `load_shed` (global concurrency) → `detach` (the
+//! call runs to its end on its own task; the caller waits at most the request
+//! timeout) → `audit` (one event per admitted call, fail closed).
+//!
+//! Refusals before admission cost no per-call audit write: they are counted
+//! per window (`audit::refusals`), so a flood cannot flood the audit log.
 
 pub mod audit;
+pub mod authenticate;
+pub mod detach;
 pub mod load_shed;
 pub mod rate_limit;
-pub mod timeout;
 pub mod trace;
 
 use std::pin::Pin;
@@ -28,6 +34,11 @@ pub fn response_code(response: &http::Response<Body>) -> tonic::Code {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<i32>().ok())
         .map_or(tonic::Code::Ok, tonic::Code::from_i32)
+}
+
+/// Calls of the facevault API (not health checks or reflection).
+pub fn is_api_call<B>(request: &http::Request<B>) -> bool {
+    split_path(request.uri().path()).0.starts_with("facevault.")
 }
 
 /// `/facevault.v1.FaceVault/Verify` → ("facevault.v1.FaceVault", "Verify").

@@ -1,6 +1,8 @@
-//! Per-caller rate limit (token bucket keyed by client certificate), so one
-//! compromised or buggy backend cannot brute-force or starve the others. Refused
-//! calls get RESOURCE_EXHAUSTED at once; nothing queues.
+//! Per-caller rate limit (token bucket keyed by client certificate, or by peer
+//! address for a connection without an identity), so one compromised or buggy
+//! backend cannot brute-force or starve the others. Refused calls get
+//! RESOURCE_EXHAUSTED at once; nothing queues, and the audit log gets their count
+//! per window instead of one event each.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,6 +13,7 @@ use tonic::body::Body;
 use tower::{Layer, Service};
 
 use super::{BoxFuture, status_response};
+use crate::audit::refusals::{Refusal, RefusalTally};
 use crate::grpc::tls::PeerInfo;
 
 #[derive(Debug, Clone, Copy)]
@@ -31,13 +34,15 @@ const MAX_TRACKED_CALLERS: usize = 100_000;
 pub struct RateLimitLayer {
     limit: RateLimit,
     buckets: Arc<Mutex<HashMap<String, Bucket>>>,
+    refusals: RefusalTally,
 }
 
 impl RateLimitLayer {
-    pub fn new(limit: RateLimit) -> Self {
+    pub fn new(limit: RateLimit, refusals: RefusalTally) -> Self {
         Self {
             limit,
             buckets: Arc::default(),
+            refusals,
         }
     }
 
@@ -101,13 +106,22 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let caller = request
-            .extensions()
-            .get::<PeerInfo>()
-            .and_then(|p| p.caller.as_ref().ok())
-            .map_or_else(|| "-".to_owned(), |c| c.cert_sha256.clone());
-        if !self.layer.admit(&caller) {
+        let peer = request.extensions().get::<PeerInfo>();
+        let caller = peer.and_then(|p| p.caller.as_ref().ok());
+        let bucket = match (caller, peer.and_then(|p| p.remote)) {
+            (Some(c), _) => c.cert_sha256.clone(),
+            (None, Some(remote)) => format!("peer:{}", remote.ip()),
+            (None, None) => "peer:unknown".to_owned(),
+        };
+        if !self.layer.admit(&bucket) {
             crate::telemetry::metrics().rate_limited.add(1, &[]);
+            match caller {
+                Some(c) => self.layer.refusals.caller(c, Refusal::RateLimited),
+                None => self.layer.refusals.peer(
+                    peer.and_then(|p| p.remote).map(|a| a.ip()),
+                    Refusal::RateLimited,
+                ),
+            }
             let status =
                 tonic::Status::resource_exhausted("rate limit exceeded for this client; slow down");
             return Box::pin(async move { Ok(status_response(status)) });
