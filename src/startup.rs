@@ -126,6 +126,9 @@ impl Application {
                         ))
                     })
                     .collect(),
+                // verify_begin, verify_finish and the audit append, each within
+                // the Redis deadline, plus a second for the CPU work.
+                verify_bound: Duration::from_millis(settings.redis.timeout_ms * 3 + 1000),
             },
         );
         let listener = TcpListener::bind(settings.server.listen)

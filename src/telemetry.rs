@@ -421,6 +421,12 @@ pub struct Metrics {
     pub load_shed: Counter<u64>,
     /// Audit events written ("facevault.audit.events").
     pub audit_events: Counter<u64>,
+    /// Retention entries that could not be carried out and were skipped
+    /// ("facevault.retention.skipped").
+    pub retention_skipped: Counter<u64>,
+    /// Cut-short changes the reconciler finished ("facevault.reconciled");
+    /// attribute `what` = "ledger" | "cancellation".
+    pub reconciled: Counter<u64>,
     // Held so the gauges' callbacks live as long as the instruments.
     _gauges: Vec<ObservableGauge<u64>>,
 }
@@ -496,6 +502,14 @@ impl Metrics {
             rate_limited: counter("facevault.rate_limited", "Requests refused by rate limit"),
             load_shed: counter("facevault.load_shed", "Requests shed under load"),
             audit_events: counter("facevault.audit.events", "Audit events written"),
+            retention_skipped: counter(
+                "facevault.retention.skipped",
+                "Retention entries skipped as unreadable",
+            ),
+            reconciled: counter(
+                "facevault.reconciled",
+                "Cut-short changes finished by the reconciler",
+            ),
             _gauges: vec![
                 gauge("facevault.deletions.pending", "Deletions queued", |s| {
                     s.deletions_pending

@@ -16,7 +16,7 @@ use crate::crypto::keyring::Keyring;
 use crate::domain::Tenant;
 use crate::proto::AuditEvent;
 use crate::storage::Store;
-use crate::storage::audit::{AuditAppend, CheckpointAppend};
+use crate::storage::audit::{AuditAppend, ChainHead, CheckpointAppend};
 
 pub(super) struct Pending {
     pub tenant: Tenant,
@@ -29,6 +29,10 @@ struct Head {
     hash: Vec<u8>,
     checkpointed_seq: u64,
     last_checkpoint: Instant,
+    /// The last append's outcome is unknown (a timeout, or too few replica
+    /// acknowledgements after the MULTI ran): what it would have made the head,
+    /// and whether it carried a checkpoint.
+    uncertain: Option<(u64, Vec<u8>, bool)>,
 }
 
 pub(super) struct Writer {
@@ -86,7 +90,17 @@ impl Writer {
                 hash: Vec::new(),
                 checkpointed_seq: 0,
                 last_checkpoint: Instant::now(),
+                uncertain: None,
             });
+            // Never fork: after an append of unknown outcome, go on from where
+            // the chain really ends in Redis. Until that can be read, refuse.
+            if let Err(error) = self.settle(&tenant, head).await {
+                tracing::error!(%error, "audit chain head unknown; refusing the calls it would record");
+                for p in pending {
+                    let _ = p.ack.send(Err(AuditError::Unavailable));
+                }
+                continue;
+            }
             // A writer's first batch for a tenant registers the tenant's stream.
             let first_batch = head.seq == 0;
             let (mut seq, mut prev) = (head.seq, head.hash.clone());
@@ -104,13 +118,21 @@ impl Writer {
                 .then(|| self.checkpoint(&tenant, seq, &prev));
             writes.push((tenant, first_batch, entries, checkpoint, acks, seq, prev));
         }
+        let head_kept_until =
+            chrono::Utc::now().timestamp_millis() + self.settings.retention.as_millis() as i64;
         let results = futures::future::join_all(writes.iter().map(
-            |(tenant, first_batch, entries, checkpoint, ..)| async move {
+            |(tenant, first_batch, entries, checkpoint, _, seq, hash)| async move {
                 if *first_batch {
                     self.store.audit_register_tenant(tenant.as_str()).await?;
                 }
+                let head = ChainHead {
+                    chain_id: &self.chain_id,
+                    seq: *seq,
+                    hash,
+                    expires_at_ms: head_kept_until,
+                };
                 self.store
-                    .audit_append(tenant.as_str(), entries, checkpoint.as_ref())
+                    .audit_append(tenant.as_str(), &head, entries, checkpoint.as_ref())
                     .await
             },
         ))
@@ -136,11 +158,60 @@ impl Writer {
                 }
                 Err(error) => {
                     tracing::error!(%error, "audit write failed; refusing the calls it recorded");
+                    if let Some(head) = heads.get_mut(&tenant) {
+                        head.uncertain = Some((seq, hash, checkpoint.is_some()));
+                    }
                     for ack in acks {
                         let _ = ack.send(Err(AuditError::Unavailable));
                     }
                 }
             }
+        }
+    }
+
+    /// Resolves an append of unknown outcome from the chain's head in Redis: if
+    /// the append went through, the chain goes on after it; if not, after the
+    /// last known event. Either way it never reuses a sequence number.
+    async fn settle(&self, tenant: &Tenant, head: &mut Head) -> Result<(), AuditError> {
+        let Some((seq, hash, checkpointed)) = head.uncertain.take() else {
+            return Ok(());
+        };
+        let stored = match self
+            .store
+            .audit_chain_head(tenant.as_str(), &self.chain_id)
+            .await
+        {
+            Ok(stored) => stored,
+            Err(_) => {
+                head.uncertain = Some((seq, hash, checkpointed));
+                return Err(AuditError::Unavailable);
+            }
+        };
+        match stored {
+            Some((stored_seq, stored_hash)) if stored_seq == seq && stored_hash == hash => {
+                tracing::warn!(
+                    seq,
+                    "audit append of unknown outcome had gone through; the chain goes on after it"
+                );
+                head.seq = seq;
+                head.hash = hash;
+                if checkpointed {
+                    head.checkpointed_seq = seq;
+                    head.last_checkpoint = Instant::now();
+                }
+                Ok(())
+            }
+            // Past what this writer ever tried: someone else writes this chain.
+            // Refuse rather than guess.
+            Some((stored_seq, _)) if stored_seq >= seq => {
+                head.uncertain = Some((seq, hash, checkpointed));
+                Err(AuditError::Unavailable)
+            }
+            // The append did not land (its head record is written in the same
+            // MULTI); the chain goes on after the last known event. A head older
+            // than that, or none, means Redis lost acknowledged writes, which the
+            // verifier reports as a gap.
+            _ => Ok(()),
         }
     }
 

@@ -155,6 +155,19 @@ impl TenantKeys {
         )
     }
 
+    /// The ticket of one template's retention expiry, derived like
+    /// `cancel_ticket_id`, so a sweep that runs twice finds the same ticket.
+    pub fn retention_ticket_id(&self, subject: &SubjectRef, template_id: &str) -> String {
+        let tag = hmac::sign(
+            &self.index,
+            format!("retention-ticket|{}|{template_id}", subject.as_str()).as_bytes(),
+        );
+        format!(
+            "r{}",
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())[..22]
+        )
+    }
+
     pub fn active_kek(&self) -> (u32, &aead::LessSafeKey) {
         (
             self.active_kek_version,

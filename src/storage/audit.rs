@@ -3,6 +3,9 @@
 //! `fv:audit:{<tenant>}:checkpoints` (signed chain heads). Entry ids are Redis
 //! stream ids, so time-range queries and time-based trimming are native.
 //! `fv:audit:tenants` is the SET of tenants that have a stream.
+//! `fv:audit:{<tenant>}:head:<chain>` is a HASH (`seq`, `hash`) of each writer
+//! chain's last appended event, written in the same MULTI as the events, so a
+//! writer whose append had an unknown outcome reads where its chain really ends.
 
 use redis::Value;
 
@@ -18,8 +21,20 @@ pub fn checkpoints_key(tenant: &str) -> String {
     format!("fv:audit:{{{tenant}}}:checkpoints")
 }
 
+fn head_key(tenant: &str, chain_id: &str) -> String {
+    format!("fv:audit:{{{tenant}}}:head:{chain_id}")
+}
+
 fn trimmed_key(tenant: &str) -> String {
     format!("fv:audit:{{{tenant}}}:trimmed-before")
+}
+
+/// Where a writer chain ends after an append.
+pub struct ChainHead<'a> {
+    pub chain_id: &'a str,
+    pub seq: u64,
+    pub hash: &'a [u8],
+    pub expires_at_ms: i64,
 }
 
 /// One entry to append: encoded event and its hash.
@@ -64,9 +79,12 @@ impl StreamEntry {
 impl Store {
     /// Appends a batch of one tenant's events (and optionally a checkpoint) in one
     /// MULTI: all are recorded, or none.
+    /// The chain's head moves to (`head_seq`, the last event's hash) in the same
+    /// MULTI, and is kept for `head_kept_ms`.
     pub async fn audit_append(
         &self,
         tenant: &str,
+        chain: &ChainHead<'_>,
         events: &[AuditAppend],
         checkpoint: Option<&CheckpointAppend>,
     ) -> Result<Vec<String>, StorageError> {
@@ -82,6 +100,19 @@ impl Store {
                 .arg("h")
                 .arg(&e.hash);
         }
+        let head = head_key(tenant, chain.chain_id);
+        pipe.hset_multiple(
+            &head,
+            &[
+                ("seq", chain.seq.to_string().into_bytes()),
+                ("hash", chain.hash.to_vec()),
+            ],
+        )
+        .ignore()
+        .cmd("PEXPIREAT")
+        .arg(&head)
+        .arg(chain.expires_at_ms)
+        .ignore();
         if let Some(cp) = checkpoint {
             pipe.add_command(checkpoint_command(tenant, cp)).ignore();
         }
@@ -89,6 +120,32 @@ impl Store {
         let ids: Vec<String> = self.deadline(pipe.query_async(&mut conn)).await?;
         self.replicated(&key).await?;
         Ok(ids)
+    }
+
+    /// Where a writer chain really ends in Redis: (seq, hash of that event).
+    pub async fn audit_chain_head(
+        &self,
+        tenant: &str,
+        chain_id: &str,
+    ) -> Result<Option<(u64, Vec<u8>)>, StorageError> {
+        let mut conn = self.conn.clone();
+        let (seq, hash): (Option<String>, Option<Vec<u8>>) = self
+            .deadline(
+                redis::cmd("HMGET")
+                    .arg(head_key(tenant, chain_id))
+                    .arg("seq")
+                    .arg("hash")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        match (seq, hash) {
+            (Some(seq), Some(hash)) => Ok(Some((
+                seq.parse().map_err(|_| StorageError::Corrupt)?,
+                hash,
+            ))),
+            (None, None) => Ok(None),
+            _ => Err(StorageError::Corrupt),
+        }
     }
 
     pub async fn audit_checkpoint(

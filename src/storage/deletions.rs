@@ -8,6 +8,13 @@
 //!   worker died) goes back to the queue.
 //! - `…:deadlines` and `…:deadlines:<tenant>`: ZSETs of pending tickets by
 //!   deadline, for the overdue count and the compliance report.
+//! - `…:unflagged`: ZSET of cancellation tickets whose subject is not yet marked
+//!   cancelled. The ticket is the intent of a cancellation: it is written first,
+//!   and the reconciler marks any subject a cut-short call left unmarked.
+//!
+//! Every erasure starts as a pending ticket, so none can complete without its
+//! receipt: one that runs at once is created claimed by the call running it, and
+//! if that call dies the claim expires and the deletion worker finishes it.
 
 use std::sync::LazyLock;
 
@@ -17,21 +24,39 @@ use super::{StorageError, Store};
 
 const SLOT: &str = "fv:{fv-deletion}";
 
-/// KEYS: ticket, queue, deadlines, tenant deadlines.
-/// ARGV: member, due_ms, deadline_ms, then field/value pairs.
-/// Creates the ticket unless it exists; returns 1 if created, 0 if it existed.
+/// KEYS: ticket, queue, deadlines, tenant deadlines, claims, unflagged.
+/// ARGV: member, due_ms, deadline_ms, claimed-until ms (0: queue it for its due
+/// time), needs a cancellation mark (0|1), now_ms, then field/value pairs.
+/// Creates the pending ticket unless it exists; returns 1 if created, 0 if it
+/// existed.
 const CREATE: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
 local fields = {}
-for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
-if redis.call('HGET', KEYS[1], 'state') == 'pending' then
+for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], 'state', 'pending', unpack(fields))
+if tonumber(ARGV[4]) > 0 then
+  redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
+else
   redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
-  redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
-  redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
 end
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[3], ARGV[1])
+if ARGV[5] == '1' then
+  redis.call('ZADD', KEYS[6], ARGV[6], ARGV[1])
+end
+return 1
+"#;
+
+/// KEYS: ticket, unflagged. ARGV: member, templates held.
+/// The subject is marked cancelled: records what it held then, unless an
+/// erasure already completed the ticket.
+const FLAGGED: &str = r#"
+if redis.call('HGET', KEYS[1], 'state') == 'pending' then
+  redis.call('HSET', KEYS[1], 'templates', ARGV[2])
+end
+redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 "#;
 
@@ -50,8 +75,8 @@ end
 return due
 "#;
 
-/// KEYS: ticket, claims, deadlines, tenant deadlines, queue.
-/// ARGV: member, retention_ms, then field/value pairs of the completion.
+/// KEYS: ticket, claims, deadlines, tenant deadlines, queue, unflagged.
+/// ARGV: member, expire-at ms, then field/value pairs of the completion.
 /// Completes a pending ticket once; returns 1 if it did, 0 if already completed.
 const COMPLETE: &str = r#"
 local done = redis.call('HGET', KEYS[1], 'state') == 'completed'
@@ -59,12 +84,13 @@ if not done then
   local fields = {}
   for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
   redis.call('HSET', KEYS[1], 'state', 'completed', unpack(fields))
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('PEXPIREAT', KEYS[1], ARGV[2])
 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
+redis.call('ZREM', KEYS[6], ARGV[1])
 if done then return 0 end
 return 1
 "#;
@@ -72,6 +98,7 @@ return 1
 static CREATE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CREATE));
 static CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM));
 static COMPLETE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(COMPLETE));
+static FLAGGED_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FLAGGED));
 
 /// A ticket as stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -93,6 +120,19 @@ pub struct TicketRecord {
     pub receipt_signature: Vec<u8>,
     /// How many times a worker ran the erasure (1 when all went well).
     pub erasures: u64,
+    /// What a partial erasure covers: the purposes withdrawn, or the template
+    /// past its retention.
+    pub scope: Vec<String>,
+}
+
+/// How a new pending ticket is taken up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pickup {
+    /// The calling process runs it now; past this claim expiry (ms) the
+    /// deletion worker takes it over.
+    ClaimedUntil(i64),
+    /// The deletion worker runs it when due.
+    Queued,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -122,25 +162,42 @@ fn deadlines_key() -> String {
 fn tenant_deadlines_key(tenant: &str) -> String {
     format!("{SLOT}:deadlines:{tenant}")
 }
+fn unflagged_key() -> String {
+    format!("{SLOT}:unflagged")
+}
+
+fn split_member(m: &str) -> Option<(String, String)> {
+    m.split_once('/')
+        .map(|(t, id)| (t.to_owned(), id.to_owned()))
+}
 
 impl Store {
-    /// Stores a ticket (and queues it when pending). Idempotent: an existing
-    /// ticket with that id is left as it is.
+    /// Stores a new pending ticket, claimed or queued, and for a cancellation
+    /// remembers that its subject is still to be marked. Idempotent: an existing
+    /// ticket with that id is left as it is (returns false).
     pub async fn create_ticket(
         &self,
         t: &TicketRecord,
-        retention_ms: i64,
+        pickup: Pickup,
+        now_ms: i64,
     ) -> Result<bool, StorageError> {
+        let needs_flag = t.kind == crate::domain::deletion::DeletionKind::Cancel.as_str();
         let mut inv = CREATE_SCRIPT.prepare_invoke();
         inv.key(ticket_key(&t.tenant, &t.ticket_id))
             .key(queue_key())
             .key(deadlines_key())
             .key(tenant_deadlines_key(&t.tenant))
+            .key(claims_key())
+            .key(unflagged_key())
             .arg(member(&t.tenant, &t.ticket_id))
             .arg(t.due_ms)
-            .arg(t.deadline_ms);
-        inv.arg("state")
-            .arg(if t.completed { "completed" } else { "pending" });
+            .arg(t.deadline_ms)
+            .arg(match pickup {
+                Pickup::ClaimedUntil(until) => until,
+                Pickup::Queued => 0,
+            })
+            .arg(if needs_flag { "1" } else { "0" })
+            .arg(now_ms);
         inv.arg("kind").arg(&t.kind);
         inv.arg("subject_ref").arg(&t.subject_ref);
         inv.arg("requested_ms").arg(t.requested_at_ms);
@@ -148,26 +205,51 @@ impl Store {
         inv.arg("due_ms").arg(t.due_ms);
         inv.arg("templates").arg(t.templates);
         inv.arg("reason_sealed").arg(&t.sealed_reason);
-        if let Some(done) = t.completed_at_ms {
-            inv.arg("completed_ms").arg(done);
-            inv.arg("receipt_body").arg(&t.receipt_body);
-            inv.arg("receipt_sig").arg(&t.receipt_signature);
-        }
+        inv.arg("scope").arg(t.scope.join(","));
         let mut conn = self.conn.clone();
         let created: i64 = self.deadline(inv.invoke_async(&mut conn)).await?;
-        if t.completed {
-            let mut conn = self.conn.clone();
-            let _: () = self
-                .deadline(
-                    redis::cmd("PEXPIRE")
-                        .arg(ticket_key(&t.tenant, &t.ticket_id))
-                        .arg(retention_ms)
-                        .query_async(&mut conn),
-                )
-                .await?;
-        }
         self.replicated(&queue_key()).await?;
         Ok(created == 1)
+    }
+
+    /// The cancellation's subject is marked: records how many templates it held.
+    pub async fn ticket_flagged(
+        &self,
+        tenant: &str,
+        ticket_id: &str,
+        templates_held: u64,
+    ) -> Result<(), StorageError> {
+        let mut inv = FLAGGED_SCRIPT.prepare_invoke();
+        inv.key(ticket_key(tenant, ticket_id))
+            .key(unflagged_key())
+            .arg(member(tenant, ticket_id))
+            .arg(templates_held);
+        let mut conn = self.conn.clone();
+        let _: i64 = self.deadline(inv.invoke_async(&mut conn)).await?;
+        self.replicated(&queue_key()).await
+    }
+
+    /// Cancellations whose subject may not be marked yet, created before
+    /// `before_ms`: (tenant, ticket id).
+    pub async fn unflagged_tickets(
+        &self,
+        before_ms: i64,
+        max: usize,
+    ) -> Result<Vec<(String, String)>, StorageError> {
+        let mut conn = self.conn.clone();
+        let members: Vec<String> = self
+            .deadline(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(unflagged_key())
+                    .arg("-inf")
+                    .arg(before_ms)
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(max)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(members.iter().filter_map(|m| split_member(m)).collect())
     }
 
     pub async fn ticket(
@@ -212,6 +294,13 @@ impl Store {
                 "receipt_body" => t.receipt_body = v,
                 "receipt_sig" => t.receipt_signature = v,
                 "erasures" => t.erasures = number(&v)?.max(0) as u64,
+                "scope" => {
+                    t.scope = text(&v)?
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect()
+                }
                 _ => {}
             }
         }
@@ -233,13 +322,7 @@ impl Store {
             .arg(max);
         let mut conn = self.conn.clone();
         let members: Vec<String> = self.deadline(inv.invoke_async(&mut conn)).await?;
-        Ok(members
-            .into_iter()
-            .filter_map(|m| {
-                m.split_once('/')
-                    .map(|(t, id)| (t.to_owned(), id.to_owned()))
-            })
-            .collect())
+        Ok(members.iter().filter_map(|m| split_member(m)).collect())
     }
 
     /// Counts one erasure run on a ticket (for the exactly-once guarantee's proof).
@@ -264,7 +347,7 @@ impl Store {
         completed_at_ms: i64,
         receipt_body: &[u8],
         receipt_signature: &[u8],
-        retention_ms: i64,
+        expires_at_ms: i64,
     ) -> Result<bool, StorageError> {
         let mut inv = COMPLETE_SCRIPT.prepare_invoke();
         inv.key(ticket_key(tenant, ticket_id))
@@ -272,8 +355,9 @@ impl Store {
             .key(deadlines_key())
             .key(tenant_deadlines_key(tenant))
             .key(queue_key())
+            .key(unflagged_key())
             .arg(member(tenant, ticket_id))
-            .arg(retention_ms)
+            .arg(expires_at_ms)
             .arg("completed_ms")
             .arg(completed_at_ms)
             .arg("receipt_body")

@@ -8,6 +8,10 @@
 //! - `fv:ledger:{<tenant>}:consent:<purpose>`: SET of subject_refs covered.
 //! - `fv:ledger:{<tenant>}:expiry`: ZSET of `<subject_ref>/<template_id>` by
 //!   retention expiry (ms), when the tenant sets a maximum template age.
+//! - `fv:ledger:{<tenant>}:intents`: ZSET of subject_refs whose templates are
+//!   being changed, by the time the change began (ms). Written before the change
+//!   and removed by the ledger update that follows it, so a change cut short
+//!   leaves an intent that the reconciler (`worker`) finishes.
 
 use std::collections::BTreeMap;
 
@@ -19,28 +23,38 @@ fn tag(tenant: &str) -> String {
     format!("fv:ledger:{{{tenant}}}")
 }
 
+/// Removes an intent only if it is still the one this update answers: a newer
+/// change of the same subject keeps its own.
+const REMOVE_INTENT: &str = r#"
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) == ARGV[2] then
+  return redis.call('ZREM', KEYS[1], ARGV[1])
+end
+return 0
+"#;
+
+/// What the ledger must say about one subject, as read from its templates.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    /// Purposes the subject's templates cover; empty when it holds none.
+    pub purposes: Vec<String>,
+    /// Retention expiry (ms) of each held template, when the tenant sets one.
+    pub expiries: Vec<(String, i64)>,
+    /// Templates known to be gone, whose expiry entries go too.
+    pub dropped: Vec<String>,
+    /// True when the subject holds templates.
+    pub holds_templates: bool,
+}
+
 impl Store {
-    /// The subject holds templates covering exactly `purposes` now.
-    pub async fn ledger_set_subject(
+    /// Records that the subject's templates are about to change (and that the
+    /// tenant has a ledger). Returns the intent's time, which `ledger_sync`
+    /// names to remove it.
+    pub async fn ledger_intend(
         &self,
         tenant: &str,
         subject_ref: &str,
-        purposes: &[String],
-    ) -> Result<(), StorageError> {
-        let t = tag(tenant);
-        let known = self.ledger_purposes(tenant).await?;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        pipe.sadd(format!("{t}:subjects"), subject_ref).ignore();
-        for p in purposes {
-            pipe.sadd(format!("{t}:purposes"), p).ignore();
-            pipe.sadd(format!("{t}:consent:{p}"), subject_ref).ignore();
-        }
-        for p in known.iter().filter(|p| !purposes.contains(p)) {
-            pipe.srem(format!("{t}:consent:{p}"), subject_ref).ignore();
-        }
-        let mut conn = self.conn.clone();
-        let () = self.deadline(pipe.query_async(&mut conn)).await?;
+        at_ms: i64,
+    ) -> Result<i64, StorageError> {
         let mut conn = self.conn.clone();
         let _: i64 = self
             .deadline(
@@ -50,29 +64,99 @@ impl Store {
                     .query_async(&mut conn),
             )
             .await?;
-        self.replicated(&format!("{t}:subjects")).await?;
+        let intents = format!("{}:intents", tag(tenant));
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .deadline(
+                redis::cmd("ZADD")
+                    .arg(&intents)
+                    .arg(at_ms)
+                    .arg(subject_ref)
+                    .query_async(&mut conn),
+            )
+            .await?;
         self.replicated(TENANTS).await?;
-        Ok(())
+        self.replicated(&intents).await?;
+        Ok(at_ms)
     }
 
-    /// The subject holds nothing any more.
-    pub async fn ledger_forget_subject(
+    /// Makes the ledger say `entry` about the subject, in one MULTI, and removes
+    /// the intent of time `intent_ms` if it is still the latest.
+    pub async fn ledger_sync(
         &self,
         tenant: &str,
         subject_ref: &str,
+        entry: &LedgerEntry,
+        intent_ms: Option<i64>,
     ) -> Result<(), StorageError> {
         let t = tag(tenant);
         let known = self.ledger_purposes(tenant).await?;
         let mut pipe = redis::pipe();
         pipe.atomic();
-        pipe.srem(format!("{t}:subjects"), subject_ref).ignore();
-        for p in &known {
+        if entry.holds_templates {
+            pipe.sadd(format!("{t}:subjects"), subject_ref).ignore();
+        } else {
+            pipe.srem(format!("{t}:subjects"), subject_ref).ignore();
+        }
+        for p in &entry.purposes {
+            pipe.sadd(format!("{t}:purposes"), p).ignore();
+            pipe.sadd(format!("{t}:consent:{p}"), subject_ref).ignore();
+        }
+        for p in known.iter().filter(|p| !entry.purposes.contains(p)) {
             pipe.srem(format!("{t}:consent:{p}"), subject_ref).ignore();
+        }
+        for (template_id, expires_ms) in &entry.expiries {
+            pipe.zadd(
+                format!("{t}:expiry"),
+                format!("{subject_ref}/{template_id}"),
+                expires_ms,
+            )
+            .ignore();
+        }
+        for template_id in &entry.dropped {
+            pipe.zrem(
+                format!("{t}:expiry"),
+                format!("{subject_ref}/{template_id}"),
+            )
+            .ignore();
+        }
+        if let Some(at) = intent_ms {
+            pipe.cmd("EVAL")
+                .arg(REMOVE_INTENT)
+                .arg(1)
+                .arg(format!("{t}:intents"))
+                .arg(subject_ref)
+                .arg(at)
+                .ignore();
         }
         let mut conn = self.conn.clone();
         let () = self.deadline(pipe.query_async(&mut conn)).await?;
         self.replicated(&format!("{t}:subjects")).await?;
         Ok(())
+    }
+
+    /// Intents begun before `before_ms`: (subject_ref, intent time).
+    pub async fn ledger_intents(
+        &self,
+        tenant: &str,
+        before_ms: i64,
+        max: usize,
+    ) -> Result<Vec<(String, i64)>, StorageError> {
+        let mut conn = self.conn.clone();
+        let reply: Vec<(String, f64)> = self
+            .deadline(
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(format!("{}:intents", tag(tenant)))
+                    .arg("-inf")
+                    .arg(before_ms)
+                    .arg("WITHSCORES")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(max)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(reply.into_iter().map(|(s, at)| (s, at as i64)).collect())
     }
 
     async fn ledger_purposes(&self, tenant: &str) -> Result<Vec<String>, StorageError> {
@@ -131,27 +215,6 @@ impl Store {
             out.insert(p, n);
         }
         Ok(out)
-    }
-
-    pub async fn ledger_schedule_expiry(
-        &self,
-        tenant: &str,
-        subject_ref: &str,
-        template_id: &str,
-        expires_ms: i64,
-    ) -> Result<(), StorageError> {
-        let mut conn = self.conn.clone();
-        let _: i64 = self
-            .deadline(
-                redis::cmd("ZADD")
-                    .arg(format!("{}:expiry", tag(tenant)))
-                    .arg(expires_ms)
-                    .arg(format!("{subject_ref}/{template_id}"))
-                    .query_async(&mut conn),
-            )
-            .await?;
-        // A lost schedule entry would be a template never erased.
-        self.replicated(&format!("{}:expiry", tag(tenant))).await
     }
 
     /// Templates past their retention: (subject_ref, template_id).

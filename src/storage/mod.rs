@@ -61,6 +61,8 @@ static VERIFY_BEGIN: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::VE
 static ENROLL: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::ENROLL));
 static CANCEL: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::CANCEL));
 static REWRITE: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::REWRITE));
+static VERIFY_FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::VERIFY_FINISH));
+static ERASE: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::ERASE));
 
 #[derive(Clone)]
 pub struct Store {
@@ -128,6 +130,21 @@ pub struct EnrollWrite<'a> {
     pub sealed_template: &'a [u8],
 }
 
+/// A verification's claim on its subject's single in-flight slot: released only
+/// by the call holding `token`, and gone by itself at `expires_unix_ms` if the
+/// process dies mid-call.
+pub struct InFlightSlot {
+    pub token: String,
+    pub expires_unix_ms: i64,
+}
+
+/// What an erased cancelled account leaves: its ticket id, until the ticket
+/// itself expires.
+pub struct Tombstone {
+    pub ticket_id: String,
+    pub expires_unix_ms: i64,
+}
+
 /// What a finished verification changes: the lockout counter, and the in-flight slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VerifyOutcome {
@@ -189,7 +206,8 @@ impl Store {
         Ok(())
     }
 
-    /// One round trip: replay check, in-flight claim, state and templates.
+    /// One round trip: replay check, in-flight claim (held by `slot` until
+    /// `slot.expires_unix_ms`), state and templates.
     #[tracing::instrument(name = "redis.verify_begin", skip_all, fields(otel.kind = "client", db.system = "redis"))]
     pub async fn verify_begin(
         &self,
@@ -197,7 +215,7 @@ impl Store {
         now_unix_ms: i64,
         envelope_digest: &[u8],
         replay_expires_unix_ms: i64,
-        inflight_ttl: Duration,
+        slot: &InFlightSlot,
     ) -> Result<VerifyBegin, StorageError> {
         let mut conn = self.conn.clone();
         let mut invocation = VERIFY_BEGIN.prepare_invoke();
@@ -209,7 +227,8 @@ impl Store {
             .arg(now_unix_ms)
             .arg(envelope_digest)
             .arg(replay_expires_unix_ms)
-            .arg(inflight_ttl.as_millis() as u64);
+            .arg(slot.expires_unix_ms)
+            .arg(&slot.token);
         let reply: Value = self.deadline(invocation.invoke_async(&mut conn)).await?;
         let mut items = into_array(reply)?.into_iter();
         match status(items.next())?.as_str() {
@@ -227,31 +246,29 @@ impl Store {
         }
     }
 
-    /// One pipelined, atomic write: the lockout counter and the in-flight release.
+    /// One atomic script: the lockout counter, and the release of the in-flight
+    /// slot if this call still holds it.
     #[tracing::instrument(name = "redis.verify_finish", skip_all, fields(otel.kind = "client", db.system = "redis"))]
     pub async fn verify_finish(
         &self,
         keys: &SubjectKeys,
         outcome: VerifyOutcome,
         now_unix_ms: i64,
+        slot: &InFlightSlot,
     ) -> Result<(), StorageError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        match outcome {
-            VerifyOutcome::Matched => {
-                pipe.hdel(&keys.state, &["fails", "last_failure_ms"])
-                    .ignore();
-            }
-            VerifyOutcome::Failed => {
-                pipe.hincr(&keys.state, "fails", 1).ignore();
-                pipe.hset(&keys.state, "last_failure_ms", now_unix_ms)
-                    .ignore();
-            }
-            VerifyOutcome::NotCompared => {}
-        }
-        pipe.del(&keys.inflight).ignore();
+        let mut invocation = VERIFY_FINISH.prepare_invoke();
+        invocation
+            .key(&keys.state)
+            .key(&keys.inflight)
+            .arg(match outcome {
+                VerifyOutcome::Matched => "matched",
+                VerifyOutcome::Failed => "failed",
+                VerifyOutcome::NotCompared => "none",
+            })
+            .arg(now_unix_ms)
+            .arg(&slot.token);
         let mut conn = self.conn.clone();
-        let () = self.deadline(pipe.query_async(&mut conn)).await?;
+        let _: i64 = self.deadline(invocation.invoke_async(&mut conn)).await?;
         Ok(())
     }
 
@@ -295,16 +312,23 @@ impl Store {
         }
     }
 
-    /// Erases every key of the subject. Returns the ids of the templates it held.
+    /// Erases the subject's templates, counters and in-flight slot (see
+    /// `scripts::ERASE` for what stays). Returns the ids of the templates it held.
     #[tracing::instrument(name = "redis.erase_subject", skip_all, fields(otel.kind = "client", db.system = "redis"))]
-    pub async fn erase_subject(&self, keys: &SubjectKeys) -> Result<Vec<String>, StorageError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .hkeys(&keys.templates)
-            .del(&keys.all()[..])
-            .ignore();
+    pub async fn erase_subject(
+        &self,
+        keys: &SubjectKeys,
+        tombstone: Option<&Tombstone>,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut invocation = ERASE.prepare_invoke();
+        invocation
+            .key(&keys.templates)
+            .key(&keys.state)
+            .key(&keys.inflight)
+            .arg(tombstone.map_or("", |t| t.ticket_id.as_str()))
+            .arg(tombstone.map_or(0, |t| t.expires_unix_ms));
         let mut conn = self.conn.clone();
-        let (held,): (Vec<String>,) = self.deadline(pipe.query_async(&mut conn)).await?;
+        let held: Vec<String> = self.deadline(invocation.invoke_async(&mut conn)).await?;
         self.replicated(&keys.templates).await?;
         Ok(held)
     }

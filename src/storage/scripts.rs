@@ -2,9 +2,11 @@
 //! They hold no policy beyond what atomicity needs; decisions are made in Rust.
 
 /// KEYS: templates, state, replay, inflight.
-/// ARGV: now_ms, envelope digest, replay expiry ms, in-flight TTL ms.
-/// Marks the envelope as seen, claims the subject's single in-flight slot, and
-/// returns {"ok", state fields, templates} — or {"replayed"} / {"busy"}.
+/// ARGV: now_ms, envelope digest, replay expiry ms, in-flight slot expiry ms,
+/// in-flight token.
+/// Marks the envelope as seen, claims the subject's single in-flight slot with
+/// this call's token, and returns {"ok", state fields, templates} — or
+/// {"replayed"} / {"busy"}.
 /// A subject without templates gets nothing written: probing unknown or erased
 /// subjects must not leave keys behind.
 pub const VERIFY_BEGIN: &str = r#"
@@ -17,7 +19,7 @@ if redis.call('ZADD', KEYS[3], 'NX', ARGV[3], ARGV[2]) == 0 then
   return {'replayed'}
 end
 redis.call('PEXPIREAT', KEYS[3], ARGV[3])
-if not redis.call('SET', KEYS[4], '1', 'NX', 'PX', ARGV[4]) then
+if not redis.call('SET', KEYS[4], ARGV[5], 'NX', 'PXAT', ARGV[4]) then
   return {'busy'}
 end
 return {'ok', redis.call('HGETALL', KEYS[2]), redis.call('HGETALL', KEYS[1])}
@@ -51,6 +53,42 @@ else
 end
 redis.call('HSET', KEYS[1], ARGV[7], ARGV[8])
 return {'ok', redis.call('HLEN', KEYS[1])}
+"#;
+
+/// KEYS: state, inflight. ARGV: outcome ("matched" | "failed" | "none"), now_ms,
+/// in-flight token.
+/// Updates the lockout counter and releases the in-flight slot, but only the
+/// slot this call holds: a call slower than its slot's expiry must not free the
+/// slot of the call that took it over.
+pub const VERIFY_FINISH: &str = r#"
+if ARGV[1] == 'matched' then
+  redis.call('HDEL', KEYS[1], 'fails', 'last_failure_ms')
+elseif ARGV[1] == 'failed' then
+  redis.call('HINCRBY', KEYS[1], 'fails', 1)
+  redis.call('HSET', KEYS[1], 'last_failure_ms', ARGV[2])
+end
+if redis.call('GET', KEYS[2]) == ARGV[3] then
+  redis.call('DEL', KEYS[2])
+end
+return 1
+"#;
+
+/// KEYS: templates, state, inflight. ARGV: tombstone ticket id ("" for none),
+/// tombstone expiry ms.
+/// Erases the subject's templates, counters and in-flight slot and returns the
+/// ids of the templates it held. A cancelled account keeps one field, its
+/// `cancelled` ticket id, until the ticket expires, so the enroll script itself
+/// refuses it. The replay digests stay until their own expiry: they are digests
+/// of ciphertext, and an envelope sealed before the erasure must not be
+/// accepted after a re-enrollment.
+pub const ERASE: &str = r#"
+local held = redis.call('HKEYS', KEYS[1])
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
+if ARGV[1] ~= '' then
+  redis.call('HSET', KEYS[2], 'cancelled', ARGV[1])
+  redis.call('PEXPIREAT', KEYS[2], ARGV[2])
+end
+return held
 "#;
 
 /// KEYS: templates, state. ARGV: ticket id.

@@ -2,7 +2,7 @@ use zeroize::Zeroizing;
 
 use super::{SealedEnvelope, Vault, now_unix_ms, random_id};
 use crate::crypto::envelope::{self, ConsentRecord, TemplateRecord};
-use crate::crypto::keyring::{SubjectRef, TenantKeys};
+use crate::crypto::keyring::SubjectRef;
 use crate::crypto::sealing::SealedFor;
 use crate::crypto::{random_bytes, transform};
 use crate::domain::{Consent, SubjectId, Tenant};
@@ -25,46 +25,12 @@ pub struct Enrollment {
 }
 
 impl Vault {
-    /// Purposes the subject's templates cover now (read back, so concurrent
-    /// enrollments and replacements are reflected).
-    async fn covered_purposes(
-        &self,
-        keys: &TenantKeys,
-        tenant: &Tenant,
-        subject_ref: &SubjectRef,
-    ) -> Result<Vec<String>, Error> {
-        let stored = self
-            .store
-            .read_subject(&SubjectKeys::new(tenant, subject_ref))
-            .await?;
-        let mut purposes = std::collections::BTreeSet::new();
-        for (template_id, bytes) in stored.templates {
-            let sealed = <envelope::SealedTemplate as prost::Message>::decode(bytes.as_slice())
-                .map_err(|_| Error::Integrity)?;
-            let record = envelope::open_template(keys, tenant, subject_ref, &template_id, sealed)?;
-            if let Some(c) = record.consent.as_ref() {
-                purposes.extend(c.purposes.iter().cloned());
-            }
-        }
-        Ok(purposes.into_iter().collect())
-    }
-
     pub async fn enroll(&self, tenant: &Tenant, cmd: EnrollCommand) -> Result<Enrollment, Error> {
         let now = now_unix_ms();
         let opened =
             self.open_embedding(SealedFor::Enroll, tenant, &cmd.subject, &cmd.sealed, now)?;
         let keys = self.keyring.tenant(tenant)?;
         let subject_ref = keys.subject_ref(&cmd.subject);
-        // A cancelled account stays cancelled for as long as its ticket is kept:
-        // a new account gets a new subject id.
-        if self
-            .store
-            .ticket(tenant.as_str(), &keys.cancel_ticket_id(&subject_ref))
-            .await?
-            .is_some()
-        {
-            return Err(Error::AccountCancelled);
-        }
 
         // A fresh salt per enrollment: re-enrolling yields an unrelated template,
         // which is what makes a leaked template revocable.
@@ -100,6 +66,14 @@ impl Vault {
         drop(record);
         let sealed_bytes = prost::Message::encode_to_vec(&sealed);
 
+        // The ledger follows the templates: an intent first, so an enrollment
+        // cut short between the two is finished by the reconciler.
+        let intent = self
+            .store
+            .ledger_intend(tenant.as_str(), subject_ref.as_str(), now)
+            .await?;
+        // A cancelled account stays cancelled for as long as its ticket is kept
+        // (the script checks its mark): a new account gets a new subject id.
         let outcome = self
             .store
             .enroll(
@@ -118,26 +92,11 @@ impl Vault {
             .await?;
         match outcome {
             EnrollOutcome::Stored { templates_held } => {
-                self.store
-                    .ledger_set_subject(
-                        tenant.as_str(),
-                        subject_ref.as_str(),
-                        &self.covered_purposes(&keys, tenant, &subject_ref).await?,
-                    )
+                self.sync_ledger(tenant, &subject_ref, Vec::new(), Some(intent))
                     .await?;
                 let expires_at_unix_ms = self
                     .max_template_age(tenant)
                     .map(|age| now + age.as_millis() as i64);
-                if let Some(expires) = expires_at_unix_ms {
-                    self.store
-                        .ledger_schedule_expiry(
-                            tenant.as_str(),
-                            subject_ref.as_str(),
-                            &template_id,
-                            expires,
-                        )
-                        .await?;
-                }
                 Ok(Enrollment {
                     subject_ref,
                     template_id,

@@ -9,12 +9,17 @@ use prost::Message as _;
 
 use super::{Vault, now_unix_ms, random_id};
 use crate::crypto::envelope::{self, SealedTemplate, seal_ticket_note};
-use crate::crypto::keyring::{SubjectRef, TenantKeys};
+use crate::crypto::keyring::SubjectRef;
 use crate::domain::deletion::{CancelReason, DeletionKind};
 use crate::domain::{InvalidInput, Purpose, SubjectId, Tenant};
 use crate::error::Error;
-use crate::storage::deletions::TicketRecord;
-use crate::storage::{SubjectKeys, TemplateChange};
+use crate::storage::deletions::{Pickup, TicketRecord};
+use crate::storage::ledger::LedgerEntry;
+use crate::storage::{StorageError, SubjectKeys, TemplateChange, Tombstone};
+
+/// Intents and unmarked cancellations younger than this are left to the calls
+/// still making them; older ones were cut short and the reconciler finishes them.
+const INTENT_SETTLE_MS: i64 = 1_000;
 
 pub struct DeleteCommand {
     pub subject: SubjectId,
@@ -74,33 +79,32 @@ pub fn is_valid_ticket_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// What one erasure removed, for its receipt.
+struct Erased {
+    templates: u64,
+    what: Vec<String>,
+}
+
 impl Vault {
     /// Erases everything held for the subject now: templates (with their DEKs,
-    /// salts and consents), counters, replay entries.
+    /// salts and consents) and counters.
     pub async fn delete_subject(
         &self,
         tenant: &Tenant,
         cmd: DeleteCommand,
     ) -> Result<Ticket, Error> {
-        let requested_at = now_unix_ms();
         let keys = self.keyring.tenant(tenant)?;
         let subject_ref = keys.subject_ref(&cmd.subject);
-        let held = self.erase_everything(tenant, &subject_ref).await?;
-        let erased = vec![
-            format!("templates:{held}"),
-            "consents".to_owned(),
-            "lockout-counters".to_owned(),
-            "replay-cache".to_owned(),
-        ];
-        self.completed_ticket(
-            tenant,
-            &subject_ref,
-            DeletionKind::Delete,
-            requested_at,
-            held,
-            erased,
-        )
-        .await
+        let ticket = self
+            .open_ticket(
+                tenant,
+                &subject_ref,
+                DeletionKind::Delete,
+                random_id()?,
+                Vec::new(),
+            )
+            .await?;
+        self.carry_out(ticket).await
     }
 
     /// Removes the purposes from every template's consent; templates left with no
@@ -110,108 +114,37 @@ impl Vault {
         tenant: &Tenant,
         cmd: WithdrawCommand,
     ) -> Result<Ticket, Error> {
-        let requested_at = now_unix_ms();
         let keys = self.keyring.tenant(tenant)?;
         let subject_ref = keys.subject_ref(&cmd.subject);
-        let subject_keys = SubjectKeys::new(tenant, &subject_ref);
-        for _ in 0..REWRITE_ATTEMPTS {
-            let stored = self.store.read_subject(&subject_keys).await?;
-            if stored.state.cancelled {
-                return Err(Error::AccountCancelled);
-            }
-            if stored.templates.is_empty() {
-                return Err(Error::NoTemplate);
-            }
-            let mut changes = Vec::new();
-            let mut remaining = BTreeSet::new();
-            let mut erased = 0u64;
-            for (template_id, bytes) in stored.templates {
-                let sealed =
-                    SealedTemplate::decode(bytes.as_slice()).map_err(|_| Error::Integrity)?;
-                let record =
-                    envelope::open_template(&keys, tenant, &subject_ref, &template_id, sealed)?;
-                let Some(consent) = record.consent.as_ref() else {
-                    return Err(Error::Integrity);
-                };
-                let kept: Vec<String> = consent
-                    .purposes
-                    .iter()
-                    .filter(|p| !cmd.purposes.iter().any(|w| w.as_str() == p.as_str()))
-                    .cloned()
-                    .collect();
-                if kept.len() == consent.purposes.len() {
-                    remaining.extend(kept);
-                    continue;
-                }
-                let replacement = if kept.is_empty() {
-                    erased += 1;
-                    None
-                } else {
-                    remaining.extend(kept.iter().cloned());
-                    let mut updated = record.clone();
-                    if let Some(c) = updated.consent.as_mut() {
-                        c.purposes = kept;
-                    }
-                    let sealed = envelope::seal_template(
-                        &keys,
-                        tenant,
-                        &subject_ref,
-                        &template_id,
-                        &updated,
-                    )?;
-                    Some(sealed.encode_to_vec())
-                };
-                changes.push(TemplateChange {
-                    template_id,
-                    expected: bytes,
-                    replacement,
-                });
-            }
-            let held = if changes.is_empty() {
-                None
-            } else {
-                match self
-                    .store
-                    .rewrite_templates(&subject_keys, &changes)
-                    .await?
-                {
-                    Some(held) => Some(held),
-                    None => continue,
-                }
-            };
-            for c in changes.iter().filter(|c| c.replacement.is_none()) {
-                self.store
-                    .ledger_unschedule_expiry(tenant.as_str(), subject_ref.as_str(), &c.template_id)
-                    .await?;
-            }
-            let mut erased_what = vec![format!("templates:{erased}")];
-            erased_what.extend(cmd.purposes.iter().map(|p| format!("consent-purpose:{p}")));
-            if held == Some(0) {
-                self.erase_everything(tenant, &subject_ref).await?;
-                erased_what.extend(["lockout-counters".to_owned(), "replay-cache".to_owned()]);
-            } else {
-                let remaining: Vec<String> = remaining.into_iter().collect();
-                self.store
-                    .ledger_set_subject(tenant.as_str(), subject_ref.as_str(), &remaining)
-                    .await?;
-            }
-            return self
-                .completed_ticket(
-                    tenant,
-                    &subject_ref,
-                    DeletionKind::Withdraw,
-                    requested_at,
-                    erased,
-                    erased_what,
-                )
-                .await;
+        let stored = self
+            .store
+            .read_subject(&SubjectKeys::new(tenant, &subject_ref))
+            .await?;
+        if stored.state.cancelled {
+            return Err(Error::AccountCancelled);
         }
-        Err(Error::SubjectBusy)
+        if stored.templates.is_empty() {
+            return Err(Error::NoTemplate);
+        }
+        let purposes = cmd.purposes.iter().map(|p| p.as_str().to_owned()).collect();
+        let ticket = self
+            .open_ticket(
+                tenant,
+                &subject_ref,
+                DeletionKind::Withdraw,
+                random_id()?,
+                purposes,
+            )
+            .await?;
+        self.carry_out(ticket).await
     }
 
     /// Makes the subject unusable at once and queues its erasure, due after the
     /// configured grace (at once by default) and at the latest by the end of the
     /// 15th working day. Cancelling again returns the same ticket.
+    ///
+    /// The ticket is written first and is the cancellation's intent: if the call
+    /// stops before the subject is marked, the reconciler marks it.
     pub async fn cancel_account(
         &self,
         tenant: &Tenant,
@@ -220,47 +153,158 @@ impl Vault {
         let keys = self.keyring.tenant(tenant)?;
         let subject_ref = keys.subject_ref(&cmd.subject);
         let ticket_id = keys.cancel_ticket_id(&subject_ref);
-        if let Some(existing) = self.store.ticket(tenant.as_str(), &ticket_id).await? {
-            return Ok(existing.into());
+        match self.store.ticket(tenant.as_str(), &ticket_id).await? {
+            Some(existing) if existing.completed => return Ok(existing.into()),
+            Some(_) => {}
+            None => {
+                let requested_at = now_unix_ms();
+                let schedule = self.schedule(requested_at)?;
+                let record = TicketRecord {
+                    tenant: tenant.as_str().to_owned(),
+                    ticket_id: ticket_id.clone(),
+                    kind: DeletionKind::Cancel.as_str().to_owned(),
+                    subject_ref: subject_ref.as_str().to_owned(),
+                    requested_at_ms: requested_at,
+                    deadline_ms: schedule.deadline.timestamp_millis(),
+                    due_ms: schedule.due.timestamp_millis(),
+                    sealed_reason: seal_ticket_note(&keys, tenant, &ticket_id, cmd.reason.as_str())
+                        .map_err(|_| Error::Internal("sealing the cancellation note failed"))?,
+                    ..TicketRecord::default()
+                };
+                self.store
+                    .create_ticket(&record, Pickup::Queued, requested_at)
+                    .await?;
+            }
         }
-        let requested_at = now_unix_ms();
-        let (_, held) = self
-            .store
-            .cancel_subject(&SubjectKeys::new(tenant, &subject_ref), &ticket_id)
-            .await?;
-        let requested = chrono::DateTime::from_timestamp_millis(requested_at)
-            .ok_or(Error::Internal("clock"))?;
-        let schedule = self
-            .lifecycle
-            .policy
-            .schedule(requested)
-            .map_err(|_| Error::Internal("deadline computation failed"))?;
-        if !schedule.fallback_years.is_empty() {
-            tracing::warn!(
-                years = ?schedule.fallback_years,
-                "no published holiday schedule for these years: the deadline counts Monday-Friday only (earliest, safest); add a holiday file"
-            );
-        }
-        let record = TicketRecord {
-            tenant: tenant.as_str().to_owned(),
-            ticket_id: ticket_id.clone(),
-            kind: DeletionKind::Cancel.as_str().to_owned(),
-            subject_ref: subject_ref.as_str().to_owned(),
-            completed: false,
-            requested_at_ms: requested_at,
-            deadline_ms: schedule.deadline.timestamp_millis(),
-            due_ms: schedule.due.timestamp_millis(),
-            templates: held,
-            sealed_reason: seal_ticket_note(&keys, tenant, &ticket_id, cmd.reason.as_str())
-                .map_err(|_| Error::Internal("sealing the cancellation note failed"))?,
-            ..TicketRecord::default()
-        };
-        self.store
-            .create_ticket(&record, self.lifecycle.ticket_retention_ms)
+        self.mark_cancelled(tenant, &subject_ref, &ticket_id)
             .await?;
         self.lifecycle.wake.notify_one();
-        let stored = self.store.ticket(tenant.as_str(), &ticket_id).await?;
-        Ok(stored.unwrap_or(record).into())
+        self.store
+            .ticket(tenant.as_str(), &ticket_id)
+            .await?
+            .map(Ticket::from)
+            .ok_or(Error::Integrity)
+    }
+
+    /// Marks the subject of a cancellation ticket cancelled (idempotent) and
+    /// records on the ticket what it held then.
+    async fn mark_cancelled(
+        &self,
+        tenant: &Tenant,
+        subject_ref: &SubjectRef,
+        ticket_id: &str,
+    ) -> Result<(), Error> {
+        let (_, held) = self
+            .store
+            .cancel_subject(&SubjectKeys::new(tenant, subject_ref), ticket_id)
+            .await?;
+        self.store
+            .ticket_flagged(tenant.as_str(), ticket_id, held)
+            .await?;
+        Ok(())
+    }
+
+    /// The reconciler's step for cancellations: marks the subjects of tickets
+    /// whose call stopped before it marked them.
+    pub async fn finish_cancellations(&self, max: usize) -> Result<usize, Error> {
+        let before = now_unix_ms() - INTENT_SETTLE_MS;
+        let mut done = 0;
+        for (tenant, ticket_id) in self.store.unflagged_tickets(before, max).await? {
+            let Some(ticket) = self.store.ticket(&tenant, &ticket_id).await? else {
+                continue;
+            };
+            let tenant = Tenant::try_from(tenant.as_str())?;
+            let subject_ref = SubjectRef::parse(&ticket.subject_ref).ok_or(Error::Integrity)?;
+            self.mark_cancelled(&tenant, &subject_ref, &ticket_id)
+                .await?;
+            done += 1;
+        }
+        Ok(done)
+    }
+
+    /// The reconciler's step for the ledger: finishes every change of a subject's
+    /// templates that stopped before its ledger update.
+    pub async fn finish_ledger_intents(&self, max: usize) -> Result<usize, Error> {
+        let before = now_unix_ms() - INTENT_SETTLE_MS;
+        let mut done = 0;
+        for tenant in self.store.ledger_tenants().await? {
+            let Ok(tenant) = Tenant::try_from(tenant.as_str()) else {
+                continue;
+            };
+            for (subject, at) in self
+                .store
+                .ledger_intents(tenant.as_str(), before, max)
+                .await?
+            {
+                let Some(subject_ref) = SubjectRef::parse(&subject) else {
+                    tracing::error!("ledger intent names no valid pseudonym; skipped");
+                    continue;
+                };
+                self.sync_ledger(&tenant, &subject_ref, Vec::new(), Some(at))
+                    .await?;
+                done += 1;
+            }
+        }
+        Ok(done)
+    }
+
+    /// Reads the subject's templates and makes the ledger say what they hold:
+    /// subject count, consented purposes and retention schedule. The one way the
+    /// ledger changes; `dropped` names templates known to be gone, and
+    /// `intent` the intent this update answers.
+    pub(super) async fn sync_ledger(
+        &self,
+        tenant: &Tenant,
+        subject_ref: &SubjectRef,
+        dropped: Vec<String>,
+        intent: Option<i64>,
+    ) -> Result<(), Error> {
+        let keys = self.keyring.tenant(tenant)?;
+        let stored = self
+            .store
+            .read_subject(&SubjectKeys::new(tenant, subject_ref))
+            .await?;
+        let age = self.max_template_age(tenant);
+        let mut purposes = BTreeSet::new();
+        let mut expiries = Vec::new();
+        for (template_id, bytes) in &stored.templates {
+            let opened = SealedTemplate::decode(bytes.as_slice())
+                .map_err(|_| Error::Integrity)
+                .and_then(|sealed| {
+                    Ok(envelope::open_template(
+                        &keys,
+                        tenant,
+                        subject_ref,
+                        template_id,
+                        sealed,
+                    )?)
+                });
+            // An unreadable template still counts as held: the ledger must not
+            // under-count what is stored.
+            let Ok(record) = opened else {
+                tracing::error!(%subject_ref, "stored template failed to open; counted without purposes");
+                continue;
+            };
+            if let Some(c) = record.consent.as_ref() {
+                purposes.extend(c.purposes.iter().cloned());
+            }
+            if let Some(age) = age {
+                expiries.push((
+                    template_id.clone(),
+                    record.enrolled_at_unix_ms + age.as_millis() as i64,
+                ));
+            }
+        }
+        let entry = LedgerEntry {
+            purposes: purposes.into_iter().collect(),
+            expiries,
+            dropped,
+            holds_templates: !stored.templates.is_empty(),
+        };
+        self.store
+            .ledger_sync(tenant.as_str(), subject_ref.as_str(), &entry, intent)
+            .await?;
+        Ok(())
     }
 
     pub async fn deletion_ticket(&self, tenant: &Tenant, ticket_id: &str) -> Result<Ticket, Error> {
@@ -284,8 +328,12 @@ impl Vault {
             .await?;
         let mut done = 0;
         for (tenant, ticket_id) in claimed {
-            match self.complete_cancellation(&tenant, &ticket_id).await {
-                Ok(()) => done += 1,
+            let Some(ticket) = self.store.ticket(&tenant, &ticket_id).await? else {
+                tracing::error!(%ticket_id, "queued ticket has no record");
+                continue;
+            };
+            match self.carry_out(ticket).await {
+                Ok(_) => done += 1,
                 Err(error) => {
                     tracing::error!(%ticket_id, %error, "erasure failed; the claim expires and it is retried")
                 }
@@ -294,48 +342,213 @@ impl Vault {
         Ok(done)
     }
 
-    async fn complete_cancellation(&self, tenant: &str, ticket_id: &str) -> Result<(), Error> {
-        let Some(ticket) = self.store.ticket(tenant, ticket_id).await? else {
-            tracing::error!(%ticket_id, "queued ticket has no record");
-            return Ok(());
+    /// Creates a pending ticket claimed by this call, which carries it out at
+    /// once; if the call stops first, the claim expires and the deletion worker
+    /// carries it out.
+    async fn open_ticket(
+        &self,
+        tenant: &Tenant,
+        subject_ref: &SubjectRef,
+        kind: DeletionKind,
+        ticket_id: String,
+        scope: Vec<String>,
+    ) -> Result<TicketRecord, Error> {
+        let requested_at = now_unix_ms();
+        let schedule = self.schedule(requested_at)?;
+        let record = TicketRecord {
+            tenant: tenant.as_str().to_owned(),
+            ticket_id,
+            kind: kind.as_str().to_owned(),
+            subject_ref: subject_ref.as_str().to_owned(),
+            requested_at_ms: requested_at,
+            deadline_ms: schedule.deadline.timestamp_millis(),
+            due_ms: requested_at,
+            scope,
+            ..TicketRecord::default()
         };
-        let tenant_id = Tenant::try_from(tenant)?;
+        self.store
+            .create_ticket(
+                &record,
+                Pickup::ClaimedUntil(requested_at + self.lifecycle.claim_ttl_ms),
+                requested_at,
+            )
+            .await?;
+        Ok(record)
+    }
+
+    /// Carries out a pending ticket: erases what its kind says, then completes
+    /// it with a signed receipt. Idempotent, so a ticket taken over from a call
+    /// that stopped can be carried out again; the first completion wins.
+    async fn carry_out(&self, ticket: TicketRecord) -> Result<Ticket, Error> {
+        let tenant = Tenant::try_from(ticket.tenant.as_str())?;
         let subject_ref = SubjectRef::parse(&ticket.subject_ref).ok_or(Error::Integrity)?;
-        self.store.count_erasure(tenant, ticket_id).await?;
-        self.erase_everything(&tenant_id, &subject_ref).await?;
+        let kind = DeletionKind::parse(&ticket.kind).ok_or(Error::Integrity)?;
+        self.store
+            .count_erasure(tenant.as_str(), &ticket.ticket_id)
+            .await?;
+        let erased = match kind {
+            DeletionKind::Delete => {
+                let held = self.erase_everything(&tenant, &subject_ref, None).await?;
+                Erased {
+                    templates: held,
+                    what: vec![
+                        format!("templates:{held}"),
+                        "consents".to_owned(),
+                        "lockout-counters".to_owned(),
+                    ],
+                }
+            }
+            DeletionKind::Cancel => {
+                let tombstone = Tombstone {
+                    ticket_id: ticket.ticket_id.clone(),
+                    expires_unix_ms: ticket.requested_at_ms + self.lifecycle.ticket_retention_ms,
+                };
+                let held = self
+                    .erase_everything(&tenant, &subject_ref, Some(&tombstone))
+                    .await?;
+                let templates = held.max(ticket.templates);
+                Erased {
+                    templates,
+                    what: vec![
+                        format!("templates:{templates}"),
+                        "consents".to_owned(),
+                        "lockout-counters".to_owned(),
+                    ],
+                }
+            }
+            DeletionKind::Withdraw => {
+                self.withdraw_purposes(&tenant, &subject_ref, &ticket.scope)
+                    .await?
+            }
+            DeletionKind::Retention => {
+                let template_id = ticket.scope.first().ok_or(Error::Integrity)?;
+                self.expire_template(&tenant, &subject_ref, template_id)
+                    .await?
+            }
+        };
         let completed_at = now_unix_ms();
         let (body, signature) = self.receipt(
-            ticket_id,
-            &tenant_id,
+            &ticket.ticket_id,
+            &tenant,
             &subject_ref,
             ticket.requested_at_ms,
             ticket.deadline_ms,
             completed_at,
-            vec![
-                format!("templates:{}", ticket.templates),
-                "consents".to_owned(),
-                "lockout-counters".to_owned(),
-                "replay-cache".to_owned(),
-            ],
+            erased.what,
         );
         let first = self
             .store
             .complete_ticket(
-                tenant,
-                ticket_id,
+                tenant.as_str(),
+                &ticket.ticket_id,
                 completed_at,
                 &body,
                 &signature,
-                self.lifecycle.ticket_retention_ms,
+                completed_at + self.lifecycle.ticket_retention_ms,
             )
             .await?;
         if first {
-            tracing::info!(%ticket_id, %subject_ref, "account cancellation erased");
+            tracing::info!(ticket_id = %ticket.ticket_id, kind = kind.as_str(), templates = erased.templates, "erasure completed");
         }
-        Ok(())
+        self.store
+            .ticket(tenant.as_str(), &ticket.ticket_id)
+            .await?
+            .map(Ticket::from)
+            .ok_or(Error::Integrity)
     }
 
-    /// Erases templates past the tenant's maximum age.
+    /// Removes the purposes from every template's consent; templates left with
+    /// none are erased, and everything else of the subject with the last.
+    async fn withdraw_purposes(
+        &self,
+        tenant: &Tenant,
+        subject_ref: &SubjectRef,
+        withdrawn: &[String],
+    ) -> Result<Erased, Error> {
+        let keys = self.keyring.tenant(tenant)?;
+        let subject_keys = SubjectKeys::new(tenant, subject_ref);
+        for _ in 0..REWRITE_ATTEMPTS {
+            let stored = self.store.read_subject(&subject_keys).await?;
+            let mut changes = Vec::new();
+            let mut erased = 0u64;
+            for (template_id, bytes) in stored.templates {
+                let sealed =
+                    SealedTemplate::decode(bytes.as_slice()).map_err(|_| Error::Integrity)?;
+                let record =
+                    envelope::open_template(&keys, tenant, subject_ref, &template_id, sealed)?;
+                let Some(consent) = record.consent.as_ref() else {
+                    return Err(Error::Integrity);
+                };
+                let kept: Vec<String> = consent
+                    .purposes
+                    .iter()
+                    .filter(|p| !withdrawn.contains(p))
+                    .cloned()
+                    .collect();
+                if kept.len() == consent.purposes.len() {
+                    continue;
+                }
+                let replacement = if kept.is_empty() {
+                    erased += 1;
+                    None
+                } else {
+                    let mut updated = record.clone();
+                    if let Some(c) = updated.consent.as_mut() {
+                        c.purposes = kept;
+                    }
+                    let sealed = envelope::seal_template(
+                        &keys,
+                        tenant,
+                        subject_ref,
+                        &template_id,
+                        &updated,
+                    )?;
+                    Some(sealed.encode_to_vec())
+                };
+                changes.push(TemplateChange {
+                    template_id,
+                    expected: bytes,
+                    replacement,
+                });
+            }
+            let mut what = vec![format!("templates:{erased}")];
+            what.extend(withdrawn.iter().map(|p| format!("consent-purpose:{p}")));
+            if changes.is_empty() {
+                return Ok(Erased { templates: 0, what });
+            }
+            let intent = self
+                .store
+                .ledger_intend(tenant.as_str(), subject_ref.as_str(), now_unix_ms())
+                .await?;
+            let Some(held) = self
+                .store
+                .rewrite_templates(&subject_keys, &changes)
+                .await?
+            else {
+                continue;
+            };
+            let dropped: Vec<String> = changes
+                .iter()
+                .filter(|c| c.replacement.is_none())
+                .map(|c| c.template_id.clone())
+                .collect();
+            if held == 0 {
+                self.erase_everything(tenant, subject_ref, None).await?;
+                what.push("lockout-counters".to_owned());
+            }
+            self.sync_ledger(tenant, subject_ref, dropped, Some(intent))
+                .await?;
+            return Ok(Erased {
+                templates: erased,
+                what,
+            });
+        }
+        Err(Error::SubjectBusy)
+    }
+
+    /// Queues an erasure ticket for every template past its tenant's maximum age
+    /// and carries it out. A bad entry is reported and skipped, and the sweep
+    /// goes on; only storage being unreachable stops it.
     pub async fn expire_templates(&self, max: usize) -> Result<usize, Error> {
         let now = now_unix_ms();
         let mut done = 0;
@@ -345,44 +558,81 @@ impl Vault {
                 self.store.ledger_expired(tenant.as_str(), now, max).await?
             {
                 let Some(subject_ref) = SubjectRef::parse(&subject) else {
+                    tracing::error!("retention entry names no valid pseudonym; removed");
+                    self.store
+                        .ledger_unschedule_expiry(tenant.as_str(), &subject, &template_id)
+                        .await?;
                     continue;
                 };
-                self.expire_one(&keys, tenant, &subject_ref, &template_id)
-                    .await?;
-                done += 1;
+                let ticket_id = keys.retention_ticket_id(&subject_ref, &template_id);
+                let expired = match self.store.ticket(tenant.as_str(), &ticket_id).await? {
+                    Some(existing) if existing.completed => {
+                        self.store
+                            .ledger_unschedule_expiry(tenant.as_str(), &subject, &template_id)
+                            .await?;
+                        continue;
+                    }
+                    Some(pending) => self.carry_out(pending).await,
+                    None => {
+                        let ticket = self
+                            .open_ticket(
+                                tenant,
+                                &subject_ref,
+                                DeletionKind::Retention,
+                                ticket_id,
+                                vec![template_id.clone()],
+                            )
+                            .await?;
+                        self.carry_out(ticket).await
+                    }
+                };
+                match expired {
+                    Ok(_) => done += 1,
+                    Err(
+                        e @ Error::Unavailable(
+                            StorageError::Unavailable(_) | StorageError::NotReplicated { .. },
+                        ),
+                    ) => return Err(e),
+                    Err(error) => {
+                        crate::telemetry::metrics().retention_skipped.add(1, &[]);
+                        tracing::error!(%error, %subject_ref, "retention entry could not be carried out; skipped, the sweep goes on");
+                        self.store
+                            .ledger_unschedule_expiry(tenant.as_str(), &subject, &template_id)
+                            .await?;
+                    }
+                }
             }
         }
         Ok(done)
     }
 
-    async fn expire_one(
+    /// Erases one template (and the rest of the subject if it was the last).
+    async fn expire_template(
         &self,
-        keys: &TenantKeys,
         tenant: &Tenant,
         subject_ref: &SubjectRef,
         template_id: &str,
-    ) -> Result<(), Error> {
-        let requested_at = now_unix_ms();
+    ) -> Result<Erased, Error> {
         let subject_keys = SubjectKeys::new(tenant, subject_ref);
         for _ in 0..REWRITE_ATTEMPTS {
             let stored = self.store.read_subject(&subject_keys).await?;
             let Some((_, bytes)) = stored.templates.iter().find(|(id, _)| id == template_id) else {
-                break;
+                self.sync_ledger(tenant, subject_ref, vec![template_id.to_owned()], None)
+                    .await?;
+                return Ok(Erased {
+                    templates: 0,
+                    what: vec!["templates:0".to_owned()],
+                });
             };
-            let mut purposes = BTreeSet::new();
-            for (id, other) in stored.templates.iter().filter(|(id, _)| id != template_id) {
-                let sealed =
-                    SealedTemplate::decode(other.as_slice()).map_err(|_| Error::Integrity)?;
-                let record = envelope::open_template(keys, tenant, subject_ref, id, sealed)?;
-                if let Some(c) = record.consent.as_ref() {
-                    purposes.extend(c.purposes.iter().cloned());
-                }
-            }
             let change = TemplateChange {
                 template_id: template_id.to_owned(),
                 expected: bytes.clone(),
                 replacement: None,
             };
+            let intent = self
+                .store
+                .ledger_intend(tenant.as_str(), subject_ref.as_str(), now_unix_ms())
+                .await?;
             match self
                 .store
                 .rewrite_templates(&subject_keys, &[change])
@@ -390,94 +640,63 @@ impl Vault {
             {
                 None => continue,
                 Some(0) => {
-                    self.erase_everything(tenant, subject_ref).await?;
+                    self.erase_everything(tenant, subject_ref, None).await?;
                 }
-                Some(_) => {
-                    let purposes: Vec<String> = purposes.into_iter().collect();
-                    self.store
-                        .ledger_set_subject(tenant.as_str(), subject_ref.as_str(), &purposes)
-                        .await?;
-                }
+                Some(_) => {}
             }
-            self.completed_ticket(
+            self.sync_ledger(
                 tenant,
                 subject_ref,
-                DeletionKind::Retention,
-                requested_at,
-                1,
-                vec!["templates:1".to_owned()],
+                vec![template_id.to_owned()],
+                Some(intent),
             )
             .await?;
-            break;
+            return Ok(Erased {
+                templates: 1,
+                what: vec!["templates:1".to_owned()],
+            });
         }
-        self.store
-            .ledger_unschedule_expiry(tenant.as_str(), subject_ref.as_str(), template_id)
-            .await?;
-        Ok(())
+        Err(Error::SubjectBusy)
     }
 
-    /// Removes every key of the subject and its entries in the ledger. Idempotent.
+    /// Removes every key of the subject (but what `storage::scripts::ERASE`
+    /// keeps) and its entries in the ledger. Idempotent.
     async fn erase_everything(
         &self,
         tenant: &Tenant,
         subject_ref: &SubjectRef,
+        tombstone: Option<&Tombstone>,
     ) -> Result<u64, Error> {
+        let intent = self
+            .store
+            .ledger_intend(tenant.as_str(), subject_ref.as_str(), now_unix_ms())
+            .await?;
         let held = self
             .store
-            .erase_subject(&SubjectKeys::new(tenant, subject_ref))
+            .erase_subject(&SubjectKeys::new(tenant, subject_ref), tombstone)
             .await?;
-        for template_id in &held {
-            self.store
-                .ledger_unschedule_expiry(tenant.as_str(), subject_ref.as_str(), template_id)
-                .await?;
-        }
-        self.store
-            .ledger_forget_subject(tenant.as_str(), subject_ref.as_str())
+        let count = held.len() as u64;
+        self.sync_ledger(tenant, subject_ref, held, Some(intent))
             .await?;
-        Ok(held.len() as u64)
+        Ok(count)
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn completed_ticket(
-        &self,
-        tenant: &Tenant,
-        subject_ref: &SubjectRef,
-        kind: DeletionKind,
-        requested_at: i64,
-        templates: u64,
-        erased: Vec<String>,
-    ) -> Result<Ticket, Error> {
-        let ticket_id = random_id()?;
-        let completed_at = now_unix_ms();
-        let (body, signature) = self.receipt(
-            &ticket_id,
-            tenant,
-            subject_ref,
-            requested_at,
-            requested_at,
-            completed_at,
-            erased,
-        );
-        let record = TicketRecord {
-            tenant: tenant.as_str().to_owned(),
-            ticket_id,
-            kind: kind.as_str().to_owned(),
-            subject_ref: subject_ref.as_str().to_owned(),
-            completed: true,
-            requested_at_ms: requested_at,
-            deadline_ms: requested_at,
-            due_ms: requested_at,
-            completed_at_ms: Some(completed_at),
-            templates,
-            sealed_reason: Vec::new(),
-            receipt_body: body,
-            receipt_signature: signature,
-            erasures: 1,
-        };
-        self.store
-            .create_ticket(&record, self.lifecycle.ticket_retention_ms)
-            .await?;
-        Ok(record.into())
+    /// The statutory deadline and due time of an erasure requested now.
+    fn schedule(&self, requested_at: i64) -> Result<crate::domain::deletion::Schedule, Error> {
+        let requested = chrono::DateTime::from_timestamp_millis(requested_at)
+            .ok_or(Error::Internal("clock"))?;
+        let schedule = self
+            .lifecycle
+            .policy
+            .schedule(requested)
+            .map_err(|_| Error::Internal("deadline computation failed"))?;
+        if !schedule.fallback_years.is_empty() {
+            tracing::warn!(
+                years = ?schedule.fallback_years,
+                "no published holiday schedule for these years: the deadline counts Monday-Friday only (earliest, safest); add a holiday file"
+            );
+        }
+        Ok(schedule)
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -51,6 +51,9 @@ pub struct VaultSettings {
     pub claim_ttl: Duration,
     pub filing_threshold: u64,
     pub max_template_age: Vec<(Tenant, Duration)>,
+    /// Longest a verification can run (its Redis steps' deadlines and more):
+    /// how long its hold on the subject's in-flight slot lasts.
+    pub verify_bound: Duration,
 }
 
 /// What erasure and compliance need.
@@ -75,6 +78,7 @@ pub struct Vault {
     replay_window: Duration,
     max_clock_skew: Duration,
     tenants_exposing_scores: Vec<Tenant>,
+    verify_bound: Duration,
     lifecycle: Lifecycle,
 }
 
@@ -110,6 +114,7 @@ impl Vault {
             replay_window: settings.replay_window,
             max_clock_skew: settings.max_clock_skew,
             tenants_exposing_scores: settings.tenants_exposing_scores,
+            verify_bound: settings.verify_bound,
             lifecycle: Lifecycle {
                 policy: settings.deletion_policy,
                 ticket_retention_ms: settings.ticket_retention.as_millis() as i64,

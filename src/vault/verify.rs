@@ -1,14 +1,13 @@
 use prost::Message as _;
-use std::time::Duration;
 
-use super::{SealedEnvelope, Vault, now_unix_ms};
+use super::{SealedEnvelope, Vault, now_unix_ms, random_id};
 use crate::crypto::envelope::{self, SealedTemplate};
 use crate::crypto::keyring::{SubjectRef, TenantKeys};
 use crate::crypto::sealing::SealedFor;
 use crate::crypto::transform;
 use crate::domain::{InvalidInput, LockoutState, Purpose, SubjectId, Tenant};
 use crate::error::{EnvelopeRefusal, Error};
-use crate::storage::{StoredTemplates, SubjectKeys, VerifyBegin, VerifyOutcome};
+use crate::storage::{InFlightSlot, StoredTemplates, SubjectKeys, VerifyBegin, VerifyOutcome};
 
 pub struct VerifyCommand {
     pub subject: SubjectId,
@@ -26,10 +25,6 @@ pub struct Verification {
     pub lockout_started: bool,
 }
 
-/// Longest a verification may hold its subject's in-flight slot if the process
-/// dies mid-call; a live call releases it at once.
-const INFLIGHT_TTL: Duration = Duration::from_secs(5);
-
 impl Vault {
     /// One read round trip (replay check + in-flight claim + state + templates), the
     /// comparison in memory, one pipelined write (lockout counter + release).
@@ -40,6 +35,12 @@ impl Vault {
         let keys = self.keyring.tenant(tenant)?;
         let subject_ref = keys.subject_ref(&cmd.subject);
         let subject_keys = SubjectKeys::new(tenant, &subject_ref);
+        // The slot lasts as long as this call can (its own bound), so it never
+        // lapses under a live call; the call releases it when done.
+        let slot = InFlightSlot {
+            token: random_id()?,
+            expires_unix_ms: now + self.verify_bound.as_millis() as i64,
+        };
         let begin = self
             .store
             .verify_begin(
@@ -47,7 +48,7 @@ impl Vault {
                 now,
                 &opened.envelope_digest,
                 opened.replay_expires_unix_ms,
-                INFLIGHT_TTL,
+                &slot,
             )
             .await?;
         let stored = match begin {
@@ -74,7 +75,7 @@ impl Vault {
             Err(_) => VerifyOutcome::NotCompared,
         };
         self.store
-            .verify_finish(&subject_keys, outcome, now)
+            .verify_finish(&subject_keys, outcome, now, &slot)
             .await?;
         let lockout_started = outcome == VerifyOutcome::Failed
             && self.lockout.state(stored_failures + 1, now, now) != LockoutState::Open;
@@ -94,19 +95,9 @@ impl Vault {
             Err(Error::LockedOut { .. } | Error::TemplatesDisabled) => metrics.lockouts.add(1, &[]),
             Err(_) => {}
         }
-        let best = match compared {
-            // Off the hot path: an erased cancelled account still answers "cancelled".
-            Err(Error::NoTemplate)
-                if self
-                    .store
-                    .ticket(tenant.as_str(), &keys.cancel_ticket_id(&subject_ref))
-                    .await?
-                    .is_some() =>
-            {
-                return Err(Error::AccountCancelled);
-            }
-            other => other?,
-        };
+        // An erased cancelled account keeps its mark, so it still answers
+        // "cancelled" (see `storage::scripts::ERASE`).
+        let best = compared?;
         Ok(Verification {
             matched: outcome == VerifyOutcome::Matched,
             threshold: opened.model.threshold,

@@ -1,6 +1,10 @@
 //! Background work: the deletion worker erases due account cancellations and
-//! expired templates. Safe with many replicas: tickets are claimed atomically in
-//! Redis, and a claim whose worker died expires and is taken by another.
+//! expired templates, and runs the reconciler (`reconciler`) that finishes
+//! changes cut short. Safe with many replicas: tickets are claimed atomically in
+//! Redis, a claim whose worker died expires and is taken by another, and every
+//! reconciliation step is idempotent.
+
+pub mod reconciler;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +46,9 @@ impl DeletionWorker {
                         break;
                     }
                 }
+            }
+            if let Err(error) = reconciler::reconcile(&self.vault, BATCH).await {
+                tracing::warn!(%error, "reconciler cannot finish this round; retrying");
             }
             if let Err(error) = self.vault.expire_templates(BATCH).await {
                 tracing::warn!(%error, "template retention sweep failed; retrying");

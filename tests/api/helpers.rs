@@ -671,3 +671,43 @@ pub fn code(result: Result<impl std::fmt::Debug, tonic::Status>) -> tonic::Code 
         Err(status) => status.code(),
     }
 }
+
+/// Of the keys an erasure left that name a subject, those it may not leave. An
+/// erasure keeps two things, both expiring by themselves: the replay digests
+/// (`:replay`, digests of ciphertext, until their window ends) and, for a
+/// cancelled account, its `:state` holding nothing but the `cancelled` mark
+/// (until its ticket expires).
+pub async fn erasure_residue(
+    redis: &mut impl redis::aio::ConnectionLike,
+    keys: Vec<String>,
+) -> Vec<String> {
+    let mut disallowed = Vec::new();
+    for key in keys {
+        let ttl: i64 = redis::cmd("PTTL")
+            .arg(&key)
+            .query_async(redis)
+            .await
+            .unwrap();
+        let allowed = if key.ends_with(":replay") {
+            let kind: String = redis::cmd("TYPE")
+                .arg(&key)
+                .query_async(redis)
+                .await
+                .unwrap();
+            kind == "zset" && ttl > 0
+        } else if key.ends_with(":state") {
+            let fields: Vec<String> = redis::cmd("HKEYS")
+                .arg(&key)
+                .query_async(redis)
+                .await
+                .unwrap();
+            fields == ["cancelled"] && ttl > 0
+        } else {
+            false
+        };
+        if !allowed {
+            disallowed.push(key);
+        }
+    }
+    disallowed
+}

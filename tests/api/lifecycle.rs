@@ -47,7 +47,8 @@ pub async fn wait_completed(
 }
 
 /// Every key whose name, set members or sorted-set members mention the subject,
-/// except its deletion tickets (kept, without biometric data, as proof).
+/// except its deletion tickets (kept, without biometric data, as proof) and what
+/// an erasure keeps until it expires by itself (`erasure_residue`).
 async fn subject_keys(app: &TestApp, subject_ref: &str) -> Vec<String> {
     let mut redis = app.redis().await;
     let keys: Vec<String> = redis::cmd("KEYS")
@@ -88,7 +89,7 @@ async fn subject_keys(app: &TestApp, subject_ref: &str) -> Vec<String> {
             traces.push(key);
         }
     }
-    traces
+    erasure_residue(&mut redis, traces).await
 }
 
 pub async fn withdraw(
