@@ -4,7 +4,8 @@
 //! and `crypto::sealing` are built: what an app backend needs to call the service.
 //!
 //! Rooms: `grpc` (transport), `vault` (use cases), `domain` (pure rules),
-//! `crypto`, `storage` (Redis), `config`, `telemetry`, `startup`, `cli`.
+//! `crypto`, `storage` (Redis), `audit`, `worker`, `config`, `telemetry`,
+//! `startup`, `cli`; dev and test support in `devstack`.
 
 pub mod client;
 pub mod crypto;
@@ -18,15 +19,13 @@ pub mod cli;
 #[cfg(feature = "server")]
 pub mod config;
 #[cfg(feature = "server")]
+pub mod devstack;
+#[cfg(feature = "server")]
 pub mod domain;
 #[cfg(feature = "server")]
 pub mod error;
 #[cfg(feature = "server")]
 pub mod grpc;
-#[cfg(feature = "server")]
-pub mod pki;
-#[cfg(feature = "server")]
-pub mod redis_server;
 #[cfg(feature = "server")]
 pub mod startup;
 #[cfg(feature = "server")]

@@ -21,10 +21,10 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use crate::client::{PayloadSpec, SealingTarget, seal_embedding};
 use crate::crypto::keyfiles;
 use crate::crypto::sealing::{SealedFor, Suite};
-use crate::pki::{DEV_TRUST_DOMAIN, DevPki};
+use crate::devstack::pki::{DEV_TRUST_DOMAIN, DevPki};
+use crate::devstack::redis_server::{RedisCluster, RedisOptions, RedisServer};
 use crate::proto::face_vault_client::FaceVaultClient;
 use crate::proto::{self, Decision};
-use crate::redis_server::{RedisCluster, RedisOptions, RedisServer};
 use stats::PhaseStats;
 
 pub use baseline::serve as serve_baseline;
@@ -137,7 +137,7 @@ struct Ratios {
 
 /// Child processes and files of a self-hosted run; killed on drop.
 struct SelfHosted {
-    _dir: crate::redis_server::TempDir,
+    _dir: crate::devstack::redis_server::TempDir,
     redis: BenchRedis,
     server: tokio::process::Child,
     server_addr: SocketAddr,
@@ -166,7 +166,7 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 async fn start_self_hosted(redis_cluster: bool) -> anyhow::Result<SelfHosted> {
-    let dir = crate::redis_server::TempDir::new()?;
+    let dir = crate::devstack::redis_server::TempDir::new()?;
     let root = dir.path().to_path_buf();
     let pki = DevPki::ensure(&root.join("pki"), DEV_TRUST_DOMAIN, &[])?;
     let keys = keyfiles::generate(&root.join("keys"), 30)?;

@@ -11,8 +11,8 @@ use rand_chacha::rand_core::{RngCore as _, SeedableRng as _};
 
 use crate::config::{LogFormat, Overrides, Settings};
 use crate::crypto::keyfiles;
-use crate::pki::{DEV_TRUST_DOMAIN, DevPki};
-use crate::redis_server::{RedisCluster, RedisOptions, RedisServer};
+use crate::devstack::pki::{DEV_TRUST_DOMAIN, DevPki};
+use crate::devstack::redis_server::{RedisCluster, RedisOptions, RedisServer};
 use crate::startup::Application;
 
 pub const DEV_MODEL: &str = "demo-512";

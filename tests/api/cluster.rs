@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use facevault::client::{PayloadSpec, SealingTarget, seal_embedding};
 use facevault::crypto::sealing::{SealedFor, Suite};
+use facevault::devstack::redis_server::RedisCluster;
 use facevault::proto::face_vault_client::FaceVaultClient;
 use facevault::proto::{self, DeletionState};
-use facevault::redis_server::RedisCluster;
 use facevault::vault::verify_receipt;
 use tonic::Code;
 use tonic::transport::Channel;

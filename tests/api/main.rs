@@ -2,15 +2,18 @@
 
 mod audit;
 mod bad_input;
+mod chaos;
 mod client_sdk;
 mod cluster;
 mod enroll_verify;
 mod envelope;
+mod flood;
 mod helpers;
 mod lifecycle;
 mod limits;
 mod mtls;
 mod outage;
+mod races;
 mod redis_tls;
 mod reload;
 mod shutdown;

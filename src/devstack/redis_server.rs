@@ -210,6 +210,37 @@ impl RedisServer {
         }
     }
 
+    /// Freezes the process (SIGSTOP): it holds its connections but answers
+    /// nothing, like a replica that lags without failing. `resume` undoes it.
+    pub async fn freeze(&self) -> Result<(), RedisServerError> {
+        self.signal("-STOP").await
+    }
+
+    /// Lets a frozen process run again (SIGCONT).
+    pub async fn resume(&self) -> Result<(), RedisServerError> {
+        self.signal("-CONT").await
+    }
+
+    async fn signal(&self, signal: &str) -> Result<(), RedisServerError> {
+        let pid = self.child.as_ref().and_then(Child::id).ok_or_else(|| {
+            RedisServerError::io("signalling redis-server".to_owned())(std::io::Error::other(
+                "not running",
+            ))
+        })?;
+        let status = tokio::process::Command::new("kill")
+            .arg(signal)
+            .arg(pid.to_string())
+            .status()
+            .await
+            .map_err(RedisServerError::io(format!("kill {signal} {pid}")))?;
+        if !status.success() {
+            return Err(RedisServerError::io(format!("kill {signal} {pid}"))(
+                std::io::Error::other(status.to_string()),
+            ));
+        }
+        Ok(())
+    }
+
     /// Stops the server if running and starts it again on the same port and directory
     /// (so append-only data is kept), waiting until it answers.
     pub async fn restart(&mut self) -> Result<(), RedisServerError> {
