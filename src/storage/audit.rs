@@ -118,8 +118,30 @@ impl Store {
         }
         let mut conn = self.conn.clone();
         let ids: Vec<String> = self.deadline(pipe.query_async(&mut conn)).await?;
-        self.replicated(&key).await?;
         Ok(ids)
+    }
+
+    /// Waits until `replica_acks` replicas hold everything appended to the
+    /// chain so far. `WAIT` counts the writes of the connection it runs on, so a
+    /// durable connection first touches the chain's head record (same slot) and
+    /// then waits: the append itself went out on the shared connection, which a
+    /// blocked `WAIT` must never hold up.
+    pub async fn audit_replicated(&self, tenant: &str, chain_id: &str) -> Result<(), StorageError> {
+        if self.replica_acks == 0 {
+            return Ok(());
+        }
+        let head = head_key(tenant, chain_id);
+        let mut conn = self.write_conn();
+        let _: i64 = self
+            .deadline(
+                redis::cmd("HINCRBY")
+                    .arg(&head)
+                    .arg("acks")
+                    .arg(1)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        self.replicated(&mut conn, &head).await
     }
 
     /// Where a writer chain really ends in Redis: (seq, hash of that event).
@@ -153,11 +175,11 @@ impl Store {
         tenant: &str,
         cp: &CheckpointAppend,
     ) -> Result<(), StorageError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.write_conn();
         let _: String = self
             .deadline(checkpoint_command(tenant, cp).query_async(&mut conn))
             .await?;
-        self.replicated(&checkpoints_key(tenant)).await?;
+        self.replicated(&mut conn, &checkpoints_key(tenant)).await?;
         Ok(())
     }
 
@@ -273,7 +295,7 @@ impl Store {
     /// Records that `tenant` has an audit stream. A set, not a key scan, because
     /// a scan sees one node of a Redis Cluster.
     pub async fn audit_register_tenant(&self, tenant: &str) -> Result<(), StorageError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.write_conn();
         let _: i64 = self
             .deadline(
                 redis::cmd("SADD")
@@ -282,7 +304,7 @@ impl Store {
                     .query_async(&mut conn),
             )
             .await?;
-        self.replicated(AUDIT_TENANTS).await
+        self.replicated(&mut conn, AUDIT_TENANTS).await
     }
 
     /// Tenants that have an audit stream, sorted.

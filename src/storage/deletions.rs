@@ -206,9 +206,9 @@ impl Store {
         inv.arg("templates").arg(t.templates);
         inv.arg("reason_sealed").arg(&t.sealed_reason);
         inv.arg("scope").arg(t.scope.join(","));
-        let mut conn = self.conn.clone();
+        let mut conn = self.write_conn();
         let created: i64 = self.deadline(inv.invoke_async(&mut conn)).await?;
-        self.replicated(&queue_key()).await?;
+        self.replicated(&mut conn, &queue_key()).await?;
         Ok(created == 1)
     }
 
@@ -224,9 +224,9 @@ impl Store {
             .key(unflagged_key())
             .arg(member(tenant, ticket_id))
             .arg(templates_held);
-        let mut conn = self.conn.clone();
+        let mut conn = self.write_conn();
         let _: i64 = self.deadline(inv.invoke_async(&mut conn)).await?;
-        self.replicated(&queue_key()).await
+        self.replicated(&mut conn, &queue_key()).await
     }
 
     /// Cancellations whose subject may not be marked yet, created before
@@ -364,9 +364,9 @@ impl Store {
             .arg(receipt_body)
             .arg("receipt_sig")
             .arg(receipt_signature);
-        let mut conn = self.conn.clone();
+        let mut conn = self.write_conn();
         let done: i64 = self.deadline(inv.invoke_async(&mut conn)).await?;
-        self.replicated(&queue_key()).await?;
+        self.replicated(&mut conn, &queue_key()).await?;
         Ok(done == 1)
     }
 

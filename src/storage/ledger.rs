@@ -55,7 +55,7 @@ impl Store {
         subject_ref: &str,
         at_ms: i64,
     ) -> Result<i64, StorageError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.write_conn();
         let _: i64 = self
             .deadline(
                 redis::cmd("SADD")
@@ -65,7 +65,7 @@ impl Store {
             )
             .await?;
         let intents = format!("{}:intents", tag(tenant));
-        let mut conn = self.conn.clone();
+
         let _: i64 = self
             .deadline(
                 redis::cmd("ZADD")
@@ -75,8 +75,8 @@ impl Store {
                     .query_async(&mut conn),
             )
             .await?;
-        self.replicated(TENANTS).await?;
-        self.replicated(&intents).await?;
+        self.replicated(&mut conn, TENANTS).await?;
+        self.replicated(&mut conn, &intents).await?;
         Ok(at_ms)
     }
 
@@ -129,9 +129,9 @@ impl Store {
                 .arg(at)
                 .ignore();
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.write_conn();
         let () = self.deadline(pipe.query_async(&mut conn)).await?;
-        self.replicated(&format!("{t}:subjects")).await?;
+        self.replicated(&mut conn, &format!("{t}:subjects")).await?;
         Ok(())
     }
 

@@ -64,9 +64,17 @@ static REWRITE: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::REWRITE
 static VERIFY_FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::VERIFY_FINISH));
 static ERASE: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::ERASE));
 
+/// Durable writes and their `WAIT` go on connections of their own, never on
+/// the connection the verify path uses: `WAIT` blocks the connection it is sent
+/// on, so a lagging replica slows only durable writes.
+const DURABLE_CONNECTIONS: usize = 4;
+
 #[derive(Clone)]
 pub struct Store {
     conn: RedisConnection,
+    /// Used only when `replica_acks > 0`; empty otherwise.
+    durable: std::sync::Arc<Vec<RedisConnection>>,
+    next_durable: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     timeout: Duration,
     replica_acks: u32,
 }
@@ -158,11 +166,34 @@ impl Store {
     /// Connects lazily: the service can start while Redis is still coming up (its
     /// health reports NOT_SERVING until Redis answers).
     pub fn connect(target: &RedisTarget<'_>) -> Result<Self, StorageError> {
+        let open = || RedisConnection::open(target.url, target.mode, &target.tls, target.timeout);
+        let durable = if target.replica_acks > 0 {
+            (0..DURABLE_CONNECTIONS)
+                .map(|_| open())
+                .collect::<Result<_, _>>()?
+        } else {
+            Vec::new()
+        };
         Ok(Self {
-            conn: RedisConnection::open(target.url, target.mode, &target.tls, target.timeout)?,
+            conn: open()?,
+            durable: std::sync::Arc::new(durable),
+            next_durable: std::sync::Arc::default(),
             timeout: target.timeout,
             replica_acks: target.replica_acks,
         })
+    }
+
+    /// The connection for a durable write: one of the durable pool when replicas
+    /// must acknowledge it, the shared one otherwise. Its `replicated` must be
+    /// awaited on the same connection.
+    fn write_conn(&self) -> RedisConnection {
+        if self.durable.is_empty() {
+            return self.conn.clone();
+        }
+        let i = self
+            .next_durable
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.durable[i % self.durable.len()].clone()
     }
 
     async fn deadline<T>(
@@ -179,11 +210,10 @@ impl Store {
     /// primary holding `key` have it, so a failover cannot lose it. Fails closed:
     /// too few replicas in time is `NotReplicated`, whose outcome is unknown like
     /// any timeout's (the primary may hold the write).
-    async fn replicated(&self, key: &str) -> Result<(), StorageError> {
+    async fn replicated(&self, conn: &mut RedisConnection, key: &str) -> Result<(), StorageError> {
         if self.replica_acks == 0 {
             return Ok(());
         }
-        let mut conn = self.conn.clone();
         // WAIT's own timeout stays inside the call's deadline.
         let wait = self.timeout.mul_f32(0.8);
         let acknowledged = self
@@ -278,7 +308,7 @@ impl Store {
         keys: &SubjectKeys,
         write: EnrollWrite<'_>,
     ) -> Result<EnrollOutcome, StorageError> {
-        let mut conn = self.conn.clone();
+        let mut conn = self.write_conn();
         let mut invocation = ENROLL.prepare_invoke();
         invocation
             .key(&keys.templates)
@@ -297,7 +327,7 @@ impl Store {
         match status(items.next())?.as_str() {
             "ok" => match items.next() {
                 Some(Value::Int(n)) => {
-                    self.replicated(&keys.templates).await?;
+                    self.replicated(&mut conn, &keys.templates).await?;
                     Ok(EnrollOutcome::Stored {
                         templates_held: u32::try_from(n).map_err(|_| StorageError::Corrupt)?,
                     })
@@ -327,9 +357,9 @@ impl Store {
             .key(&keys.inflight)
             .arg(tombstone.map_or("", |t| t.ticket_id.as_str()))
             .arg(tombstone.map_or(0, |t| t.expires_unix_ms));
-        let mut conn = self.conn.clone();
+        let mut conn = self.write_conn();
         let held: Vec<String> = self.deadline(invocation.invoke_async(&mut conn)).await?;
-        self.replicated(&keys.templates).await?;
+        self.replicated(&mut conn, &keys.templates).await?;
         Ok(held)
     }
 }
@@ -347,10 +377,10 @@ impl Store {
             .key(&keys.templates)
             .key(&keys.state)
             .arg(ticket_id);
-        let mut conn = self.conn.clone();
+        let mut conn = self.write_conn();
         let (in_force, held): (String, u64) =
             self.deadline(invocation.invoke_async(&mut conn)).await?;
-        self.replicated(&keys.state).await?;
+        self.replicated(&mut conn, &keys.state).await?;
         Ok((in_force, held))
     }
 
@@ -387,9 +417,9 @@ impl Store {
                 .arg(&c.expected)
                 .arg(c.replacement.as_deref().unwrap_or(&[]));
         }
-        let mut conn = self.conn.clone();
+        let mut conn = self.write_conn();
         let held: i64 = self.deadline(invocation.invoke_async(&mut conn)).await?;
-        self.replicated(&keys.templates).await?;
+        self.replicated(&mut conn, &keys.templates).await?;
         Ok(u64::try_from(held).ok())
     }
 }
