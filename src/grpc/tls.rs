@@ -300,6 +300,10 @@ pub fn incoming(
 ) {
     let (tx, rx) = mpsc::channel(64);
     let connections = Arc::new(Semaphore::new(bounds.max_connections));
+    // Peers not yet authenticated get their own budget, a quarter of the
+    // connections: however many handshakes a stranger opens, certified clients
+    // keep the rest.
+    let handshakes = Arc::new(Semaphore::new((bounds.max_connections / 4).max(1)));
     let task = tokio::spawn(async move {
         loop {
             let (tcp, remote) = match listener.accept().await {
@@ -310,7 +314,10 @@ pub fn incoming(
                     continue;
                 }
             };
-            let Ok(permit) = connections.clone().try_acquire_owned() else {
+            let (Ok(permit), Ok(handshaking)) = (
+                connections.clone().try_acquire_owned(),
+                handshakes.clone().try_acquire_owned(),
+            ) else {
                 refusals.peer(Some(remote.ip()), Refusal::ConnectionLimit);
                 drop(tcp);
                 continue;
@@ -323,7 +330,10 @@ pub fn incoming(
             let conn_tx = tx.clone();
             let refusals = refusals.clone();
             tokio::spawn(async move {
-                match tokio::time::timeout(bounds.handshake_timeout, acceptor.accept(tcp)).await {
+                let handshake =
+                    tokio::time::timeout(bounds.handshake_timeout, acceptor.accept(tcp)).await;
+                drop(handshaking);
+                match handshake {
                     Ok(Ok(tls)) => {
                         let caller = policy.caller(tls.get_ref().1.peer_certificates());
                         if let Err(rejection) = &caller {
