@@ -236,19 +236,7 @@ impl Store {
         before_ms: i64,
         max: usize,
     ) -> Result<Vec<(String, String)>, StorageError> {
-        let mut conn = self.conn.clone();
-        let members: Vec<String> = self
-            .deadline(
-                redis::cmd("ZRANGEBYSCORE")
-                    .arg(unflagged_key())
-                    .arg("-inf")
-                    .arg(before_ms)
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(max)
-                    .query_async(&mut conn),
-            )
-            .await?;
+        let members = self.due_members(&unflagged_key(), before_ms, max).await?;
         Ok(members.iter().filter_map(|m| split_member(m)).collect())
     }
 

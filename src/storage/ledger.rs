@@ -224,18 +224,8 @@ impl Store {
         now_ms: i64,
         max: usize,
     ) -> Result<Vec<(String, String)>, StorageError> {
-        let mut conn = self.conn.clone();
-        let members: Vec<String> = self
-            .deadline(
-                redis::cmd("ZRANGEBYSCORE")
-                    .arg(format!("{}:expiry", tag(tenant)))
-                    .arg("-inf")
-                    .arg(now_ms)
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(max)
-                    .query_async(&mut conn),
-            )
+        let members = self
+            .due_members(&format!("{}:expiry", tag(tenant)), now_ms, max)
             .await?;
         Ok(members
             .into_iter()

@@ -228,6 +228,28 @@ impl Store {
         Ok(())
     }
 
+    /// Members of a sorted set scored at most `max_score`, lowest first, at most
+    /// `limit` of them: what is due in a queue or schedule.
+    async fn due_members(
+        &self,
+        key: &str,
+        max_score: i64,
+        limit: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut conn = self.conn.clone();
+        self.deadline(
+            redis::cmd("ZRANGEBYSCORE")
+                .arg(key)
+                .arg("-inf")
+                .arg(max_score)
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .query_async(&mut conn),
+        )
+        .await
+    }
+
     pub async fn ping(&self) -> Result<(), StorageError> {
         let mut conn = self.conn.clone();
         let _: String = self

@@ -577,6 +577,18 @@ threshold = 0.5
             .map(|r| r.into_inner())
     }
 
+    /// Holds Redis's clients for `ms`: `mode` "WRITE" holds only writes (and
+    /// what a held client sends after them), "ALL" everything.
+    pub async fn pause_redis(&self, ms: u64, mode: &str) {
+        let _: () = redis::cmd("CLIENT")
+            .arg("PAUSE")
+            .arg(ms)
+            .arg(mode)
+            .query_async(&mut self.redis().await)
+            .await
+            .unwrap();
+    }
+
     /// A connection to the standalone Redis.
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
         let (TestRedis::Standalone(server) | TestRedis::Tls { server, .. }) = &self.redis else {

@@ -45,14 +45,7 @@ async fn calls_beyond_the_in_flight_limit_are_shed_with_unavailable() {
     let mut c = client.clone();
     app.enroll(&mut c, "alice", &values).await;
     // Hold Redis for a moment so two calls stay in flight.
-    let mut redis = app.redis().await;
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(1500)
-        .arg("ALL")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    app.pause_redis(1500, "ALL").await;
     let mut slow = Vec::new();
     for i in 0..2 {
         let mut c = client.clone();
@@ -85,14 +78,7 @@ async fn a_call_past_the_request_timeout_gets_deadline_exceeded() {
     })
     .await;
     let mut client = app.app_client().await;
-    let mut redis = app.redis().await;
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(1000)
-        .arg("ALL")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    app.pause_redis(1000, "ALL").await;
     let r = app.verify(&mut client, "alice", &face(1)).await;
     assert_eq!(code(r), Code::DeadlineExceeded);
 }

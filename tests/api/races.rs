@@ -163,13 +163,7 @@ async fn a_call_whose_caller_left_finishes_and_is_audited_as_done() {
     let mut client = app.app_client().await;
     let mut redis = app.redis().await;
     // Writes wait in Redis for 600 ms; the caller gives up after 50 ms.
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(600)
-        .arg("WRITE")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    app.pause_redis(600, "WRITE").await;
     let mut request = tonic::Request::new(app.enroll_request("ivan", &face(41), &["login"], false));
     request.set_timeout(Duration::from_millis(50));
     let gone = client.enroll(request).await.unwrap_err();
@@ -350,14 +344,7 @@ async fn an_audit_append_of_unknown_outcome_does_not_fork_the_chain() {
         .unwrap();
     // Writes wait in Redis past the writer's deadline, then run: the appends
     // made meanwhile time out in the writer but land all the same.
-    let mut redis = app.redis().await;
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(800)
-        .arg("WRITE")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    app.pause_redis(800, "WRITE").await;
     let mut refused = 0;
     for _ in 0..3 {
         if client
