@@ -23,14 +23,47 @@ fn tag(tenant: &str) -> String {
     format!("fv:ledger:{{{tenant}}}")
 }
 
-/// Removes an intent only if it is still the one this update answers: a newer
-/// change of the same subject keeps its own.
-const REMOVE_INTENT: &str = r#"
-if redis.call('ZSCORE', KEYS[1], ARGV[1]) == ARGV[2] then
-  return redis.call('ZREM', KEYS[1], ARGV[1])
+/// KEYS: intents, subjects, purposes, expiry, then the consent sets: first those
+/// of the purposes the subject's templates cover, then those of other purposes.
+/// ARGV: subject_ref, intent ms, holds templates (0|1), n covered, covered
+/// purposes…, n expiries, (member, expiry ms)…, n dropped, dropped members….
+/// Applies the subject's ledger entry and removes its intent, but only while the
+/// intent is still the one the entry was read for: if a newer change of the
+/// subject has begun, its own update (or the reconciler's) writes the ledger, and
+/// this older reading must not overwrite it. Returns 1 if applied, 0 if not.
+const SYNC: &str = r#"
+if redis.call('ZSCORE', KEYS[1], ARGV[1]) ~= ARGV[2] then
+  return 0
 end
-return 0
+if ARGV[3] == '1' then
+  redis.call('SADD', KEYS[2], ARGV[1])
+else
+  redis.call('SREM', KEYS[2], ARGV[1])
+end
+local i = 4
+local covered = tonumber(ARGV[i])
+for c = 1, covered do
+  redis.call('SADD', KEYS[3], ARGV[i + c])
+  redis.call('SADD', KEYS[4 + c], ARGV[1])
+end
+for k = 5 + covered, #KEYS do
+  redis.call('SREM', KEYS[k], ARGV[1])
+end
+i = i + covered + 1
+local expiries = tonumber(ARGV[i])
+for e = 1, expiries do
+  redis.call('ZADD', KEYS[4], ARGV[i + 2 * e], ARGV[i + 2 * e - 1])
+end
+i = i + 2 * expiries + 1
+for d = 1, tonumber(ARGV[i]) do
+  redis.call('ZREM', KEYS[4], ARGV[i + d])
+end
+redis.call('ZREM', KEYS[1], ARGV[1])
+return 1
 "#;
+
+static SYNC_SCRIPT: std::sync::LazyLock<redis::Script> =
+    std::sync::LazyLock::new(|| redis::Script::new(SYNC));
 
 /// What the ledger must say about one subject, as read from its templates.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -80,59 +113,49 @@ impl Store {
         Ok(at_ms)
     }
 
-    /// Makes the ledger say `entry` about the subject, in one MULTI, and removes
-    /// the intent of time `intent_ms` if it is still the latest.
+    /// Makes the ledger say `entry` about the subject and removes the intent of
+    /// time `intent_ms`, atomically, unless a newer change of the subject has
+    /// begun since (see `SYNC`). Returns whether it applied.
     pub async fn ledger_sync(
         &self,
         tenant: &str,
         subject_ref: &str,
         entry: &LedgerEntry,
-        intent_ms: Option<i64>,
-    ) -> Result<(), StorageError> {
+        intent_ms: i64,
+    ) -> Result<bool, StorageError> {
         let t = tag(tenant);
         let known = self.ledger_purposes(tenant).await?;
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        if entry.holds_templates {
-            pipe.sadd(format!("{t}:subjects"), subject_ref).ignore();
-        } else {
-            pipe.srem(format!("{t}:subjects"), subject_ref).ignore();
-        }
+        let mut inv = SYNC_SCRIPT.prepare_invoke();
+        inv.key(format!("{t}:intents"))
+            .key(format!("{t}:subjects"))
+            .key(format!("{t}:purposes"))
+            .key(format!("{t}:expiry"));
         for p in &entry.purposes {
-            pipe.sadd(format!("{t}:purposes"), p).ignore();
-            pipe.sadd(format!("{t}:consent:{p}"), subject_ref).ignore();
+            inv.key(format!("{t}:consent:{p}"));
         }
         for p in known.iter().filter(|p| !entry.purposes.contains(p)) {
-            pipe.srem(format!("{t}:consent:{p}"), subject_ref).ignore();
+            inv.key(format!("{t}:consent:{p}"));
         }
+        inv.arg(subject_ref)
+            .arg(intent_ms)
+            .arg(if entry.holds_templates { "1" } else { "0" })
+            .arg(entry.purposes.len());
+        for p in &entry.purposes {
+            inv.arg(p);
+        }
+        inv.arg(entry.expiries.len());
         for (template_id, expires_ms) in &entry.expiries {
-            pipe.zadd(
-                format!("{t}:expiry"),
-                format!("{subject_ref}/{template_id}"),
-                expires_ms,
-            )
-            .ignore();
+            inv.arg(format!("{subject_ref}/{template_id}"))
+                .arg(expires_ms);
         }
+        inv.arg(entry.dropped.len());
         for template_id in &entry.dropped {
-            pipe.zrem(
-                format!("{t}:expiry"),
-                format!("{subject_ref}/{template_id}"),
-            )
-            .ignore();
-        }
-        if let Some(at) = intent_ms {
-            pipe.cmd("EVAL")
-                .arg(REMOVE_INTENT)
-                .arg(1)
-                .arg(format!("{t}:intents"))
-                .arg(subject_ref)
-                .arg(at)
-                .ignore();
+            inv.arg(format!("{subject_ref}/{template_id}"));
         }
         let mut conn = self.write_conn();
-        let () = self.deadline(pipe.query_async(&mut conn)).await?;
+        let applied: i64 = self.deadline(inv.invoke_async(&mut conn)).await?;
         self.replicated(&mut conn, &format!("{t}:subjects")).await?;
-        Ok(())
+        Ok(applied == 1)
     }
 
     /// Intents begun before `before_ms`: (subject_ref, intent time).

@@ -78,15 +78,23 @@ return 1
 /// Erases the subject's templates, counters and in-flight slot and returns the
 /// ids of the templates it held. A cancelled account keeps one field, its
 /// `cancelled` ticket id, until the ticket expires, so the enroll script itself
-/// refuses it. The replay digests stay until their own expiry: they are digests
-/// of ciphertext, and an envelope sealed before the erasure must not be
-/// accepted after a re-enrollment.
+/// refuses it; any other erasure of a cancelled account keeps the mark as it
+/// was. The replay digests stay until their own expiry: they are digests of
+/// ciphertext, and an envelope sealed before the erasure must not be accepted
+/// after a re-enrollment.
 pub const ERASE: &str = r#"
 local held = redis.call('HKEYS', KEYS[1])
+local mark = redis.call('HGET', KEYS[2], 'cancelled')
+local mark_ttl = redis.call('PTTL', KEYS[2])
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 if ARGV[1] ~= '' then
   redis.call('HSET', KEYS[2], 'cancelled', ARGV[1])
   redis.call('PEXPIREAT', KEYS[2], ARGV[2])
+elseif mark then
+  redis.call('HSET', KEYS[2], 'cancelled', mark)
+  if mark_ttl > 0 then
+    redis.call('PEXPIRE', KEYS[2], mark_ttl)
+  end
 end
 return held
 "#;

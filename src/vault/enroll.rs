@@ -92,8 +92,8 @@ impl Vault {
             .await?;
         match outcome {
             EnrollOutcome::Stored { templates_held } => {
-                self.sync_ledger(tenant, &subject_ref, Vec::new(), Some(intent))
-                    .await?;
+                self.finish_ledger(tenant, &subject_ref, Vec::new(), intent)
+                    .await;
                 let expires_at_unix_ms = self
                     .max_template_age(tenant)
                     .map(|age| now + age.as_millis() as i64);

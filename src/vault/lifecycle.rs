@@ -240,7 +240,7 @@ impl Vault {
                     tracing::error!("ledger intent names no valid pseudonym; skipped");
                     continue;
                 };
-                self.sync_ledger(&tenant, &subject_ref, Vec::new(), Some(at))
+                self.sync_ledger(&tenant, &subject_ref, Vec::new(), at)
                     .await?;
                 done += 1;
             }
@@ -250,14 +250,15 @@ impl Vault {
 
     /// Reads the subject's templates and makes the ledger say what they hold:
     /// subject count, consented purposes and retention schedule. The one way the
-    /// ledger changes; `dropped` names templates known to be gone, and
-    /// `intent` the intent this update answers.
+    /// ledger changes; `dropped` names templates known to be gone, and `intent`
+    /// the intent (begun before the change) this update answers. If a newer
+    /// change of the subject began meanwhile, its update wins.
     pub(super) async fn sync_ledger(
         &self,
         tenant: &Tenant,
         subject_ref: &SubjectRef,
         dropped: Vec<String>,
-        intent: Option<i64>,
+        intent: i64,
     ) -> Result<(), Error> {
         let keys = self.keyring.tenant(tenant)?;
         let stored = self
@@ -305,6 +306,22 @@ impl Vault {
             .ledger_sync(tenant.as_str(), subject_ref.as_str(), &entry, intent)
             .await?;
         Ok(())
+    }
+
+    /// The ledger update that follows a change of the subject's templates. The
+    /// change is done once its own write is: if this update fails, the change's
+    /// intent stays and the reconciler makes it, so the call still reports what
+    /// it did.
+    pub(super) async fn finish_ledger(
+        &self,
+        tenant: &Tenant,
+        subject_ref: &SubjectRef,
+        dropped: Vec<String>,
+        intent: i64,
+    ) {
+        if let Err(error) = self.sync_ledger(tenant, subject_ref, dropped, intent).await {
+            tracing::warn!(%error, "ledger update left to the reconciler");
+        }
     }
 
     pub async fn deletion_ticket(&self, tenant: &Tenant, ticket_id: &str) -> Result<Ticket, Error> {
@@ -536,8 +553,8 @@ impl Vault {
                 self.erase_everything(tenant, subject_ref, None).await?;
                 what.push("lockout-counters".to_owned());
             }
-            self.sync_ledger(tenant, subject_ref, dropped, Some(intent))
-                .await?;
+            self.finish_ledger(tenant, subject_ref, dropped, intent)
+                .await;
             return Ok(Erased {
                 templates: erased,
                 what,
@@ -617,8 +634,12 @@ impl Vault {
         for _ in 0..REWRITE_ATTEMPTS {
             let stored = self.store.read_subject(&subject_keys).await?;
             let Some((_, bytes)) = stored.templates.iter().find(|(id, _)| id == template_id) else {
-                self.sync_ledger(tenant, subject_ref, vec![template_id.to_owned()], None)
+                let intent = self
+                    .store
+                    .ledger_intend(tenant.as_str(), subject_ref.as_str(), now_unix_ms())
                     .await?;
+                self.finish_ledger(tenant, subject_ref, vec![template_id.to_owned()], intent)
+                    .await;
                 return Ok(Erased {
                     templates: 0,
                     what: vec!["templates:0".to_owned()],
@@ -644,13 +665,8 @@ impl Vault {
                 }
                 Some(_) => {}
             }
-            self.sync_ledger(
-                tenant,
-                subject_ref,
-                vec![template_id.to_owned()],
-                Some(intent),
-            )
-            .await?;
+            self.finish_ledger(tenant, subject_ref, vec![template_id.to_owned()], intent)
+                .await;
             return Ok(Erased {
                 templates: 1,
                 what: vec!["templates:1".to_owned()],
@@ -676,8 +692,7 @@ impl Vault {
             .erase_subject(&SubjectKeys::new(tenant, subject_ref), tombstone)
             .await?;
         let count = held.len() as u64;
-        self.sync_ledger(tenant, subject_ref, held, Some(intent))
-            .await?;
+        self.finish_ledger(tenant, subject_ref, held, intent).await;
         Ok(count)
     }
 

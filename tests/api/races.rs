@@ -495,3 +495,53 @@ async fn a_lagging_replica_slows_only_durable_writes() {
         "verify p99 {base_p99:?} -> {lag_p99:?}"
     );
 }
+
+#[tokio::test]
+async fn no_later_erasure_undoes_a_cancellation() {
+    let app = spawn_app_with(AppOptions {
+        extra_config: "[deletion]\npoll_interval_ms = 50\n".to_owned(),
+        ..AppOptions::default()
+    })
+    .await;
+    let mut client = app.app_client().await;
+    let values = face(81);
+    app.enroll(&mut client, "otto", &values).await;
+    let ticket = client
+        .cancel_account(proto::CancelAccountRequest {
+            subject_id: "otto".to_owned(),
+            reason: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for _ in 0..100 {
+        let t = client
+            .get_deletion_ticket(proto::GetDeletionTicketRequest {
+                ticket_id: ticket.ticket_id.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        if t.state() == proto::DeletionState::Completed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Deleting the erased subject again must keep its cancellation mark.
+    client
+        .delete_subject(proto::DeleteSubjectRequest {
+            subject_id: "otto".to_owned(),
+        })
+        .await
+        .unwrap();
+    let refused = client
+        .enroll(app.enroll_request("otto", &values, &["login"], false))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+    let still = app
+        .verify(&mut client, "otto", &capture_of(&values, 0.2, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(still.code(), Code::FailedPrecondition, "{still:?}");
+}
