@@ -545,3 +545,51 @@ async fn no_later_erasure_undoes_a_cancellation() {
         .unwrap_err();
     assert_eq!(still.code(), Code::FailedPrecondition, "{still:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_retention_sweep_skips_a_bad_entry_and_goes_on() {
+    let app = spawn_app_with(AppOptions {
+        demo_tenant: "max_template_age_days = 30".to_owned(),
+        extra_config: "[deletion]\npoll_interval_ms = 50\n".to_owned(),
+        ..AppOptions::default()
+    })
+    .await;
+    let mut client = app.app_client().await;
+    let values = face(91);
+    let enrolled = app.enroll(&mut client, "pia", &values).await;
+    let expiry = "fv:ledger:{demo}:expiry";
+    let mut redis = app.redis().await;
+    // Bad entries due before the real one: a member that names no pseudonym,
+    // and one whose subject holds nothing. Then pia's template, due now.
+    let _: () = redis::pipe()
+        .zadd(expiry, "not-a-pseudonym/t", 1)
+        .zadd(expiry, format!("{}/gone", "B".repeat(43)), 2)
+        .zadd(
+            expiry,
+            format!("{}/{}", enrolled.subject_ref, enrolled.template_id),
+            3,
+        )
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let mut left: Vec<String> = Vec::new();
+    for _ in 0..100 {
+        left = redis::cmd("ZRANGE")
+            .arg(expiry)
+            .arg(0)
+            .arg(-1)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(left.is_empty(), "the sweep stopped at: {left:?}");
+    let gone = app
+        .verify(&mut client, "pia", &capture_of(&values, 0.2, 1))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
+}
