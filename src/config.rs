@@ -128,6 +128,8 @@ pub struct LimitSettings {
     pub max_concurrent_streams: u32,
     /// A TLS handshake not finished within this is dropped.
     pub handshake_timeout_secs: u64,
+    /// TLS handshakes one peer address may have in progress at once.
+    pub max_handshakes_per_peer: usize,
     /// A connection with no traffic for this long is closed.
     pub idle_timeout_secs: u64,
 }
@@ -137,6 +139,7 @@ impl LimitSettings {
         crate::grpc::tls::TransportBounds {
             max_connections: self.max_connections,
             handshake_timeout: std::time::Duration::from_secs(self.handshake_timeout_secs),
+            max_handshakes_per_peer: self.max_handshakes_per_peer,
             idle_timeout: std::time::Duration::from_secs(self.idle_timeout_secs),
         }
     }
@@ -152,6 +155,7 @@ impl Default for LimitSettings {
             max_connections: 4096,
             max_concurrent_streams: 128,
             handshake_timeout_secs: 10,
+            max_handshakes_per_peer: 64,
             idle_timeout_secs: 300,
         }
     }
@@ -496,8 +500,13 @@ impl Settings {
             bail!("redis.tls_client_cert and redis.tls_client_key go together");
         }
         let limits = &self.limits;
-        if limits.max_connections == 0 || limits.max_concurrent_streams == 0 {
-            bail!("limits.max_connections and limits.max_concurrent_streams must be > 0");
+        if limits.max_connections == 0
+            || limits.max_concurrent_streams == 0
+            || limits.max_handshakes_per_peer == 0
+        {
+            bail!(
+                "limits.max_connections, limits.max_concurrent_streams and limits.max_handshakes_per_peer must be > 0"
+            );
         }
         if !(1..=60).contains(&limits.handshake_timeout_secs) {
             bail!("limits.handshake_timeout_secs must be between 1 and 60");

@@ -35,8 +35,49 @@ pub struct TransportBounds {
     /// connection is closed at once.
     pub max_connections: usize,
     pub handshake_timeout: Duration,
+    /// Handshakes one peer address may have in progress at once, so one
+    /// stranger cannot take the whole handshake budget.
+    pub max_handshakes_per_peer: usize,
     /// A connection with no byte read or written for this long is closed.
     pub idle_timeout: Duration,
+}
+
+/// Handshakes in progress per peer address. A slot is held by its
+/// `HandshakeSlot` and freed when the handshake ends, however it ends.
+#[derive(Default)]
+struct PeerHandshakes(std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>);
+
+struct HandshakeSlot {
+    peers: Arc<PeerHandshakes>,
+    ip: std::net::IpAddr,
+}
+
+impl PeerHandshakes {
+    fn take(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<HandshakeSlot> {
+        let mut peers = self.0.lock().ok()?;
+        let held = peers.entry(ip).or_default();
+        if *held >= max {
+            return None;
+        }
+        *held += 1;
+        Some(HandshakeSlot {
+            peers: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for HandshakeSlot {
+    fn drop(&mut self) {
+        if let Ok(mut peers) = self.peers.0.lock()
+            && let Some(held) = peers.get_mut(&self.ip)
+        {
+            *held -= 1;
+            if *held == 0 {
+                peers.remove(&self.ip);
+            }
+        }
+    }
 }
 
 pub struct TlsFiles<'a> {
@@ -301,9 +342,10 @@ pub fn incoming(
     let (tx, rx) = mpsc::channel(64);
     let connections = Arc::new(Semaphore::new(bounds.max_connections));
     // Peers not yet authenticated get their own budget, a quarter of the
-    // connections: however many handshakes a stranger opens, certified clients
-    // keep the rest.
+    // connections, and each peer address a share of it: however many
+    // handshakes a stranger opens, other peers can still connect.
     let handshakes = Arc::new(Semaphore::new((bounds.max_connections / 4).max(1)));
+    let per_peer = Arc::new(PeerHandshakes::default());
     let task = tokio::spawn(async move {
         loop {
             let (tcp, remote) = match listener.accept().await {
@@ -314,7 +356,8 @@ pub fn incoming(
                     continue;
                 }
             };
-            let (Ok(permit), Ok(handshaking)) = (
+            let (Some(peer_slot), Ok(permit), Ok(handshaking)) = (
+                per_peer.take(remote.ip(), bounds.max_handshakes_per_peer),
                 connections.clone().try_acquire_owned(),
                 handshakes.clone().try_acquire_owned(),
             ) else {
@@ -332,7 +375,7 @@ pub fn incoming(
             tokio::spawn(async move {
                 let handshake =
                     tokio::time::timeout(bounds.handshake_timeout, acceptor.accept(tcp)).await;
-                drop(handshaking);
+                drop((handshaking, peer_slot));
                 match handshake {
                     Ok(Ok(tls)) => {
                         let caller = policy.caller(tls.get_ref().1.peer_certificates());
