@@ -85,15 +85,15 @@ return 1
 pub const ERASE: &str = r#"
 local held = redis.call('HKEYS', KEYS[1])
 local mark = redis.call('HGET', KEYS[2], 'cancelled')
-local mark_ttl = redis.call('PTTL', KEYS[2])
+local mark_expiry = redis.call('PEXPIRETIME', KEYS[2])
 redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 if ARGV[1] ~= '' then
   redis.call('HSET', KEYS[2], 'cancelled', ARGV[1])
   redis.call('PEXPIREAT', KEYS[2], ARGV[2])
 elseif mark then
   redis.call('HSET', KEYS[2], 'cancelled', mark)
-  if mark_ttl > 0 then
-    redis.call('PEXPIRE', KEYS[2], mark_ttl)
+  if mark_expiry > 0 then
+    redis.call('PEXPIREAT', KEYS[2], mark_expiry)
   end
 end
 return held
