@@ -60,3 +60,14 @@ if rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
 else
   echo "skipped: no nightly toolchain (rustup toolchain install nightly to run it)"
 fi
+
+# In CI the run starts from a clean clone: it must leave every tracked file as
+# it found it (a stale lockfile rewritten by a build would show up here).
+if [ "${CI:-}" = "true" ] && git rev-parse --git-dir >/dev/null 2>&1; then
+  echo "--- the run modified no tracked file"
+  if [ -n "$(git status --porcelain --untracked-files=no)" ]; then
+    git status --short --untracked-files=no >&2
+    echo "the tests modified tracked files" >&2
+    exit 1
+  fi
+fi
