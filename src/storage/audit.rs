@@ -122,26 +122,18 @@ impl Store {
     }
 
     /// Waits until `replica_acks` replicas hold everything appended to the
-    /// chain so far. `WAIT` counts the writes of the connection it runs on, so a
-    /// durable connection first touches the chain's head record (same slot) and
-    /// then waits: the append itself went out on the shared connection, which a
-    /// blocked `WAIT` must never hold up.
+    /// chain so far. The append itself went out on the shared connection, which
+    /// a blocked `WAIT` must never hold up, and `WAIT` counts only the writes of
+    /// its own connection: so a durable connection touches the chain's head
+    /// record (same slot, after the append) and waits for that.
     pub async fn audit_replicated(&self, tenant: &str, chain_id: &str) -> Result<(), StorageError> {
         if self.replica_acks == 0 {
             return Ok(());
         }
-        let head = head_key(tenant, chain_id);
-        let mut conn = self.write_conn();
-        let _: i64 = self
-            .deadline(
-                redis::cmd("HINCRBY")
-                    .arg(&head)
-                    .arg("acks")
-                    .arg(1)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        self.replicated(&mut conn, &head).await
+        let mut touch = redis::cmd("HINCRBY");
+        touch.arg(head_key(tenant, chain_id)).arg("acks").arg(1);
+        let _: i64 = self.durable(touch).await?;
+        Ok(())
     }
 
     /// Where a writer chain really ends in Redis: (seq, hash of that event).
@@ -175,11 +167,7 @@ impl Store {
         tenant: &str,
         cp: &CheckpointAppend,
     ) -> Result<(), StorageError> {
-        let mut conn = self.write_conn();
-        let _: String = self
-            .deadline(checkpoint_command(tenant, cp).query_async(&mut conn))
-            .await?;
-        self.replicated(&mut conn, &checkpoints_key(tenant)).await?;
+        let _: String = self.durable(checkpoint_command(tenant, cp)).await?;
         Ok(())
     }
 
@@ -295,16 +283,10 @@ impl Store {
     /// Records that `tenant` has an audit stream. A set, not a key scan, because
     /// a scan sees one node of a Redis Cluster.
     pub async fn audit_register_tenant(&self, tenant: &str) -> Result<(), StorageError> {
-        let mut conn = self.write_conn();
-        let _: i64 = self
-            .deadline(
-                redis::cmd("SADD")
-                    .arg(AUDIT_TENANTS)
-                    .arg(tenant)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        self.replicated(&mut conn, AUDIT_TENANTS).await
+        let mut register = redis::cmd("SADD");
+        register.arg(AUDIT_TENANTS).arg(tenant);
+        let _: i64 = self.durable(register).await?;
+        Ok(())
     }
 
     /// Tenants that have an audit stream, sorted.

@@ -8,7 +8,6 @@ use std::time::Duration;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
-use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
 use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
 use serde::Deserialize;
 use tokio::sync::OnceCell;
@@ -90,34 +89,6 @@ impl RedisConnection {
                 })))
             }
         }
-    }
-
-    /// `WAIT replicas timeout` on the primary that holds `key`, after this
-    /// connection's writes to it. Returns how many replicas acknowledged them.
-    pub(super) async fn wait_for_replicas(
-        &mut self,
-        key: &str,
-        replicas: u32,
-        timeout: Duration,
-    ) -> RedisResult<u32> {
-        let mut wait = redis::cmd("WAIT");
-        wait.arg(replicas).arg(timeout.as_millis() as u64);
-        let acknowledged = match self {
-            Self::Standalone(manager) => wait.query_async(manager).await?,
-            Self::Cluster(lazy) => {
-                let route = Route::with_key(key.as_bytes(), SlotAddr::Master);
-                let reply = lazy
-                    .get()
-                    .await?
-                    .route_command(
-                        wait,
-                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
-                    )
-                    .await?;
-                redis::from_redis_value(reply)?
-            }
-        };
-        Ok(acknowledged)
     }
 }
 

@@ -95,10 +95,7 @@ if done then return 0 end
 return 1
 "#;
 
-static CREATE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CREATE));
 static CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM));
-static COMPLETE_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(COMPLETE));
-static FLAGGED_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(FLAGGED));
 
 /// A ticket as stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -182,14 +179,18 @@ impl Store {
         now_ms: i64,
     ) -> Result<bool, StorageError> {
         let needs_flag = t.kind == crate::domain::deletion::DeletionKind::Cancel.as_str();
-        let mut inv = CREATE_SCRIPT.prepare_invoke();
-        inv.key(ticket_key(&t.tenant, &t.ticket_id))
-            .key(queue_key())
-            .key(deadlines_key())
-            .key(tenant_deadlines_key(&t.tenant))
-            .key(claims_key())
-            .key(unflagged_key())
-            .arg(member(&t.tenant, &t.ticket_id))
+        let mut inv = super::eval(
+            CREATE,
+            &[
+                &ticket_key(&t.tenant, &t.ticket_id),
+                &queue_key(),
+                &deadlines_key(),
+                &tenant_deadlines_key(&t.tenant),
+                &claims_key(),
+                &unflagged_key(),
+            ],
+        );
+        inv.arg(member(&t.tenant, &t.ticket_id))
             .arg(t.due_ms)
             .arg(t.deadline_ms)
             .arg(match pickup {
@@ -206,9 +207,7 @@ impl Store {
         inv.arg("templates").arg(t.templates);
         inv.arg("reason_sealed").arg(&t.sealed_reason);
         inv.arg("scope").arg(t.scope.join(","));
-        let mut conn = self.write_conn();
-        let created: i64 = self.deadline(inv.invoke_async(&mut conn)).await?;
-        self.replicated(&mut conn, &queue_key()).await?;
+        let created: i64 = self.durable(inv).await?;
         Ok(created == 1)
     }
 
@@ -219,14 +218,10 @@ impl Store {
         ticket_id: &str,
         templates_held: u64,
     ) -> Result<(), StorageError> {
-        let mut inv = FLAGGED_SCRIPT.prepare_invoke();
-        inv.key(ticket_key(tenant, ticket_id))
-            .key(unflagged_key())
-            .arg(member(tenant, ticket_id))
-            .arg(templates_held);
-        let mut conn = self.write_conn();
-        let _: i64 = self.deadline(inv.invoke_async(&mut conn)).await?;
-        self.replicated(&mut conn, &queue_key()).await
+        let mut inv = super::eval(FLAGGED, &[&ticket_key(tenant, ticket_id), &unflagged_key()]);
+        inv.arg(member(tenant, ticket_id)).arg(templates_held);
+        let _: i64 = self.durable(inv).await?;
+        Ok(())
     }
 
     /// Cancellations whose subject may not be marked yet, created before
@@ -337,14 +332,18 @@ impl Store {
         receipt_signature: &[u8],
         expires_at_ms: i64,
     ) -> Result<bool, StorageError> {
-        let mut inv = COMPLETE_SCRIPT.prepare_invoke();
-        inv.key(ticket_key(tenant, ticket_id))
-            .key(claims_key())
-            .key(deadlines_key())
-            .key(tenant_deadlines_key(tenant))
-            .key(queue_key())
-            .key(unflagged_key())
-            .arg(member(tenant, ticket_id))
+        let mut inv = super::eval(
+            COMPLETE,
+            &[
+                &ticket_key(tenant, ticket_id),
+                &claims_key(),
+                &deadlines_key(),
+                &tenant_deadlines_key(tenant),
+                &queue_key(),
+                &unflagged_key(),
+            ],
+        );
+        inv.arg(member(tenant, ticket_id))
             .arg(expires_at_ms)
             .arg("completed_ms")
             .arg(completed_at_ms)
@@ -352,9 +351,7 @@ impl Store {
             .arg(receipt_body)
             .arg("receipt_sig")
             .arg(receipt_signature);
-        let mut conn = self.write_conn();
-        let done: i64 = self.deadline(inv.invoke_async(&mut conn)).await?;
-        self.replicated(&mut conn, &queue_key()).await?;
+        let done: i64 = self.durable(inv).await?;
         Ok(done == 1)
     }
 

@@ -62,9 +62,6 @@ redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 "#;
 
-static SYNC_SCRIPT: std::sync::LazyLock<redis::Script> =
-    std::sync::LazyLock::new(|| redis::Script::new(SYNC));
-
 /// What the ledger must say about one subject, as read from its templates.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct LedgerEntry {
@@ -88,28 +85,15 @@ impl Store {
         subject_ref: &str,
         at_ms: i64,
     ) -> Result<i64, StorageError> {
-        let mut conn = self.write_conn();
-        let _: i64 = self
-            .deadline(
-                redis::cmd("SADD")
-                    .arg(TENANTS)
-                    .arg(tenant)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        let intents = format!("{}:intents", tag(tenant));
-
-        let _: i64 = self
-            .deadline(
-                redis::cmd("ZADD")
-                    .arg(&intents)
-                    .arg(at_ms)
-                    .arg(subject_ref)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        self.replicated(&mut conn, TENANTS).await?;
-        self.replicated(&mut conn, &intents).await?;
+        let mut register = redis::cmd("SADD");
+        register.arg(TENANTS).arg(tenant);
+        let _: i64 = self.durable(register).await?;
+        let mut intend = redis::cmd("ZADD");
+        intend
+            .arg(format!("{}:intents", tag(tenant)))
+            .arg(at_ms)
+            .arg(subject_ref);
+        let _: i64 = self.durable(intend).await?;
         Ok(at_ms)
     }
 
@@ -125,17 +109,21 @@ impl Store {
     ) -> Result<bool, StorageError> {
         let t = tag(tenant);
         let known = self.ledger_purposes(tenant).await?;
-        let mut inv = SYNC_SCRIPT.prepare_invoke();
-        inv.key(format!("{t}:intents"))
-            .key(format!("{t}:subjects"))
-            .key(format!("{t}:purposes"))
-            .key(format!("{t}:expiry"));
-        for p in &entry.purposes {
-            inv.key(format!("{t}:consent:{p}"));
-        }
-        for p in known.iter().filter(|p| !entry.purposes.contains(p)) {
-            inv.key(format!("{t}:consent:{p}"));
-        }
+        let mut keys = vec![
+            format!("{t}:intents"),
+            format!("{t}:subjects"),
+            format!("{t}:purposes"),
+            format!("{t}:expiry"),
+        ];
+        keys.extend(entry.purposes.iter().map(|p| format!("{t}:consent:{p}")));
+        keys.extend(
+            known
+                .iter()
+                .filter(|p| !entry.purposes.contains(p))
+                .map(|p| format!("{t}:consent:{p}")),
+        );
+        let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
+        let mut inv = super::eval(SYNC, &keys);
         inv.arg(subject_ref)
             .arg(intent_ms)
             .arg(if entry.holds_templates { "1" } else { "0" })
@@ -152,9 +140,7 @@ impl Store {
         for template_id in &entry.dropped {
             inv.arg(format!("{subject_ref}/{template_id}"));
         }
-        let mut conn = self.write_conn();
-        let applied: i64 = self.deadline(inv.invoke_async(&mut conn)).await?;
-        self.replicated(&mut conn, &format!("{t}:subjects")).await?;
+        let applied: i64 = self.durable(inv).await?;
         Ok(applied == 1)
     }
 

@@ -58,11 +58,7 @@ impl std::fmt::Debug for RedisTls {
 }
 
 static VERIFY_BEGIN: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::VERIFY_BEGIN));
-static ENROLL: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::ENROLL));
-static CANCEL: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::CANCEL));
-static REWRITE: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::REWRITE));
 static VERIFY_FINISH: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::VERIFY_FINISH));
-static ERASE: LazyLock<Script> = LazyLock::new(|| Script::new(scripts::ERASE));
 
 /// Durable writes and their `WAIT` go on connections of their own, never on
 /// the connection the verify path uses: `WAIT` blocks the connection it is sent
@@ -184,8 +180,8 @@ impl Store {
     }
 
     /// The connection for a durable write: one of the durable pool when replicas
-    /// must acknowledge it, the shared one otherwise. Its `replicated` must be
-    /// awaited on the same connection.
+    /// must acknowledge it (a blocked `WAIT` holds up its connection), the
+    /// shared one otherwise.
     fn write_conn(&self) -> RedisConnection {
         if self.durable.is_empty() {
             return self.conn.clone();
@@ -206,26 +202,36 @@ impl Store {
         }
     }
 
-    /// Holds the acknowledgement of a write until `replica_acks` replicas of the
-    /// primary holding `key` have it, so a failover cannot lose it. Fails closed:
-    /// too few replicas in time is `NotReplicated`, whose outcome is unknown like
-    /// any timeout's (the primary may hold the write).
-    async fn replicated(&self, conn: &mut RedisConnection, key: &str) -> Result<(), StorageError> {
+    /// Runs one durable write (a command whose keys share one slot) on a durable
+    /// connection and, when replicas must hold it, `WAIT` right behind it in the
+    /// same round trip: `WAIT` then counts exactly this write, on the node that
+    /// ran it, whatever reconnection or failover happens around them, so a
+    /// failover cannot lose an acknowledged write. Fails closed: too few
+    /// replicas in time is `NotReplicated`, whose outcome is unknown like any
+    /// timeout's (the primary holds the write).
+    async fn durable<T: redis::FromRedisValue>(
+        &self,
+        write: redis::Cmd,
+    ) -> Result<T, StorageError> {
+        let mut conn = self.write_conn();
         if self.replica_acks == 0 {
-            return Ok(());
+            return self.deadline(write.query_async(&mut conn)).await;
         }
         // WAIT's own timeout stays inside the call's deadline.
         let wait = self.timeout.mul_f32(0.8);
-        let acknowledged = self
-            .deadline(conn.wait_for_replicas(key, self.replica_acks, wait))
-            .await?;
+        let mut pipe = redis::pipe();
+        pipe.add_command(write)
+            .cmd("WAIT")
+            .arg(self.replica_acks)
+            .arg(wait.as_millis() as u64);
+        let (value, acknowledged): (T, u32) = self.deadline(pipe.query_async(&mut conn)).await?;
         if acknowledged < self.replica_acks {
             return Err(StorageError::NotReplicated {
                 acknowledged,
                 required: self.replica_acks,
             });
         }
-        Ok(())
+        Ok(value)
     }
 
     /// Members of a sorted set scored at most `max_score`, lowest first, at most
@@ -330,12 +336,11 @@ impl Store {
         keys: &SubjectKeys,
         write: EnrollWrite<'_>,
     ) -> Result<EnrollOutcome, StorageError> {
-        let mut conn = self.write_conn();
-        let mut invocation = ENROLL.prepare_invoke();
+        let mut invocation = eval(
+            scripts::ENROLL,
+            &[&keys.templates, &keys.state, &keys.replay],
+        );
         invocation
-            .key(&keys.templates)
-            .key(&keys.state)
-            .key(&keys.replay)
             .arg(write.now_unix_ms)
             .arg(write.envelope_digest)
             .arg(write.replay_expires_unix_ms)
@@ -344,16 +349,13 @@ impl Store {
             .arg(write.disable_after)
             .arg(write.template_id)
             .arg(write.sealed_template);
-        let reply: Value = self.deadline(invocation.invoke_async(&mut conn)).await?;
+        let reply: Value = self.durable(invocation).await?;
         let mut items = into_array(reply)?.into_iter();
         match status(items.next())?.as_str() {
             "ok" => match items.next() {
-                Some(Value::Int(n)) => {
-                    self.replicated(&mut conn, &keys.templates).await?;
-                    Ok(EnrollOutcome::Stored {
-                        templates_held: u32::try_from(n).map_err(|_| StorageError::Corrupt)?,
-                    })
-                }
+                Some(Value::Int(n)) => Ok(EnrollOutcome::Stored {
+                    templates_held: u32::try_from(n).map_err(|_| StorageError::Corrupt)?,
+                }),
                 _ => Err(StorageError::Corrupt),
             },
             "replayed" => Ok(EnrollOutcome::Replayed),
@@ -372,17 +374,14 @@ impl Store {
         keys: &SubjectKeys,
         tombstone: Option<&Tombstone>,
     ) -> Result<Vec<String>, StorageError> {
-        let mut invocation = ERASE.prepare_invoke();
+        let mut invocation = eval(
+            scripts::ERASE,
+            &[&keys.templates, &keys.state, &keys.inflight],
+        );
         invocation
-            .key(&keys.templates)
-            .key(&keys.state)
-            .key(&keys.inflight)
             .arg(tombstone.map_or("", |t| t.ticket_id.as_str()))
             .arg(tombstone.map_or(0, |t| t.expires_unix_ms));
-        let mut conn = self.write_conn();
-        let held: Vec<String> = self.deadline(invocation.invoke_async(&mut conn)).await?;
-        self.replicated(&mut conn, &keys.templates).await?;
-        Ok(held)
+        self.durable(invocation).await
     }
 }
 
@@ -394,16 +393,9 @@ impl Store {
         keys: &SubjectKeys,
         ticket_id: &str,
     ) -> Result<(String, u64), StorageError> {
-        let mut invocation = CANCEL.prepare_invoke();
-        invocation
-            .key(&keys.templates)
-            .key(&keys.state)
-            .arg(ticket_id);
-        let mut conn = self.write_conn();
-        let (in_force, held): (String, u64) =
-            self.deadline(invocation.invoke_async(&mut conn)).await?;
-        self.replicated(&mut conn, &keys.state).await?;
-        Ok((in_force, held))
+        let mut invocation = eval(scripts::CANCEL, &[&keys.templates, &keys.state]);
+        invocation.arg(ticket_id);
+        self.durable(invocation).await
     }
 
     /// The subject's state and templates, for rewriting them.
@@ -431,19 +423,24 @@ impl Store {
         keys: &SubjectKeys,
         changes: &[TemplateChange],
     ) -> Result<Option<u64>, StorageError> {
-        let mut invocation = REWRITE.prepare_invoke();
-        invocation.key(&keys.templates);
+        let mut invocation = eval(scripts::REWRITE, &[&keys.templates]);
         for c in changes {
             invocation
                 .arg(&c.template_id)
                 .arg(&c.expected)
                 .arg(c.replacement.as_deref().unwrap_or(&[]));
         }
-        let mut conn = self.write_conn();
-        let held: i64 = self.deadline(invocation.invoke_async(&mut conn)).await?;
-        self.replicated(&mut conn, &keys.templates).await?;
+        let held: i64 = self.durable(invocation).await?;
         Ok(u64::try_from(held).ok())
     }
+}
+
+/// A script call as one command (`EVAL`), so that a durable write can carry its
+/// `WAIT` in the same round trip. Redis caches the compiled script by its digest.
+fn eval(source: &str, keys: &[&str]) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(source).arg(keys.len()).arg(keys);
+    cmd
 }
 
 fn into_array(value: Value) -> Result<Vec<Value>, StorageError> {
