@@ -506,6 +506,7 @@ async fn redis_pid(app: &TestApp) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chaos_leaves_every_change_whole_and_audited() {
+    let _turn = HEAVY_TESTS.lock().await;
     let seed = seed();
     println!("chaos seed: {seed:#x} (replay with {SEED_VAR}={seed:#x})");
     let started = Instant::now();

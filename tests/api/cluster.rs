@@ -292,6 +292,7 @@ async fn enroll_load(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_failover_loses_no_acknowledged_write() {
+    let _turn = HEAVY_TESTS.lock().await;
     let mut app = spawn_app_with(cluster_app(1)).await;
     let mut client = app.app_client().await;
 

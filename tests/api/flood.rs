@@ -25,10 +25,6 @@ use tonic::transport::{Channel, ClientTlsConfig};
 use crate::audit::{auditor, verify_chain};
 use crate::helpers::*;
 
-/// The two tests load the same two cores on purpose; run side by side, each
-/// would measure the other. They take turns.
-static ONE_FLOOD_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-
 const DEMO_APP: &str = "spiffe://facevault.dev/tenant/demo/role/app";
 
 /// Every event of a tenant's audit stream, read raw from Redis (reading through
@@ -286,7 +282,7 @@ async fn flood(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_from_one_certificate_costs_the_audit_log_windows_not_calls() {
-    let _turn = ONE_FLOOD_AT_A_TIME.lock().await;
+    let _turn = HEAVY_TESTS.lock().await;
     let window = Duration::from_secs(1);
     let app = spawn_app_with(AppOptions {
         extra_config: "[limits]\nrate_per_second = 50.0\nburst = 50.0\n\
@@ -604,7 +600,7 @@ fn of_peer<'a>(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_without_a_certificate_do_not_stop_a_certified_client() {
-    let _turn = ONE_FLOOD_AT_A_TIME.lock().await;
+    let _turn = HEAVY_TESTS.lock().await;
     let window = Duration::from_secs(1);
     let app = spawn_app_with(AppOptions {
         extra_config: format!(

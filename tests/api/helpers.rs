@@ -19,6 +19,11 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 pub const MODEL: &str = "test-128";
 
+/// Tests that load both cores on purpose (floods, chaos) or time what a
+/// loaded machine makes noisy (failovers, lag, latency bounds) take turns: run
+/// side by side, each would measure the others.
+pub static HEAVY_TESTS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A raw Redis stream entry: id and fields.
 pub type StreamEntry = (String, Vec<(String, Vec<u8>)>);
 pub const DIM: usize = 128;

@@ -74,6 +74,7 @@ async fn redis_outage_fails_closed_and_recovers() {
 /// the outage fail fast, and the service recovers without a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_writes_survive_a_redis_crash() {
+    let _turn = HEAVY_TESTS.lock().await;
     use std::collections::HashSet;
 
     use facevault::proto::{self, AuditEvent};

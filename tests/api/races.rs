@@ -155,6 +155,7 @@ async fn an_envelope_opened_before_an_erasure_is_refused_after_re_enrollment() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_whose_caller_left_finishes_and_is_audited_as_done() {
+    let _turn = HEAVY_TESTS.lock().await;
     let app = spawn_app_with(AppOptions {
         redis_timeout_ms: 2000,
         ..AppOptions::default()
@@ -332,6 +333,7 @@ async fn the_reconciler_finishes_changes_a_stopped_call_left_half_done() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_audit_append_of_unknown_outcome_does_not_fork_the_chain() {
+    let _turn = HEAVY_TESTS.lock().await;
     let app = spawn_app_with(AppOptions {
         redis_timeout_ms: 200,
         ..AppOptions::default()
@@ -388,6 +390,7 @@ async fn an_audit_append_of_unknown_outcome_does_not_fork_the_chain() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lagging_replica_slows_only_durable_writes() {
+    let _turn = HEAVY_TESTS.lock().await;
     let timeout_ms = 300;
     let app = spawn_app_with(AppOptions {
         redis_replica_acks: 1,
