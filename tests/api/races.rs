@@ -177,18 +177,7 @@ async fn a_call_whose_caller_left_finishes_and_is_audited_as_done() {
     let mut found = None;
     for _ in 0..60 {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let events = auditor(&app)
-            .await
-            .list_events(proto::ListEventsRequest {
-                op: "Enroll".to_owned(),
-                page_size: 10,
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .events;
-        if let Some(event) = events.into_iter().next() {
+        if let Some(event) = events_of(&app, "", "Enroll").await.into_iter().next() {
             found = Some(event);
             break;
         }
