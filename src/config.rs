@@ -514,6 +514,11 @@ impl Settings {
         if limits.idle_timeout_secs * 1000 <= limits.request_timeout_ms {
             bail!("limits.idle_timeout_secs must be longer than limits.request_timeout_ms");
         }
+        // Every admitted call's event must find room in the audit queue: the
+        // call may already have changed state when it hands its event in.
+        if self.audit.queue_capacity < limits.max_in_flight {
+            bail!("audit.queue_capacity must be at least limits.max_in_flight");
+        }
         if !(1..=3600).contains(&self.audit.refusal_window_secs) {
             bail!("audit.refusal_window_secs must be between 1 and 3600");
         }
@@ -722,6 +727,22 @@ threshold = 0.5
             (
                 MINIMAL.replace("[redis]", "[redis]\nreplica_acks = 99"),
                 "replica_acks",
+            ),
+            (
+                format!("{MINIMAL}\n[limits]\nmax_in_flight = 20000\n"),
+                "queue_capacity",
+            ),
+            (
+                format!("{MINIMAL}\n[limits]\nidle_timeout_secs = 1\n"),
+                "idle_timeout_secs",
+            ),
+            (
+                format!("{MINIMAL}\n[limits]\nmax_handshakes_per_peer = 0\n"),
+                "max_handshakes_per_peer",
+            ),
+            (
+                format!("{MINIMAL}\n[audit]\nrefusal_window_secs = 0\n"),
+                "refusal_window_secs",
             ),
         ];
         for (text, needle) in cases {

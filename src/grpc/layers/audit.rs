@@ -159,9 +159,9 @@ where
             match sink.record(tenant, event).await {
                 Ok(()) => Ok(response),
                 Err(error) => {
-                    tracing::error!(%error, "call refused: its audit event could not be recorded");
+                    tracing::error!(%error, "call answered UNAVAILABLE: its audit event is not recorded yet");
                     Ok(status_response(tonic::Status::unavailable(
-                        "audit log unavailable; nothing was done that is not recorded",
+                        "the audit log could not record this call in time: its outcome is unknown to you; the log records it once it can",
                     )))
                 }
             }
