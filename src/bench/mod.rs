@@ -203,7 +203,7 @@ timeout_ms = 5000
 [limits]
 rate_per_second = 1000000000.0
 burst = 1000000000.0
-max_in_flight = 100000
+max_in_flight = 10000
 request_timeout_ms = 30000
 
 [[models]]
