@@ -30,6 +30,17 @@ pub struct AuditSettings {
     pub ack_timeout: Duration,
 }
 
+/// Adds a marker (`caller-gone`, `recorded-late`) to an event's detail, once.
+pub fn mark_detail(detail: &mut String, marker: &str) {
+    if detail.split(", ").any(|m| m == marker) {
+        return;
+    }
+    if !detail.is_empty() {
+        detail.push_str(", ");
+    }
+    detail.push_str(marker);
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum AuditError {
     #[error("the audit log is unavailable")]
@@ -245,5 +256,22 @@ impl AuditReader {
             time_ms,
             signature_valid,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mark_detail;
+
+    #[test]
+    fn a_marker_is_added_once() {
+        let mut detail = String::new();
+        mark_detail(&mut detail, "caller-gone");
+        assert_eq!(detail, "caller-gone");
+        let mut detail = "match".to_owned();
+        mark_detail(&mut detail, "caller-gone");
+        mark_detail(&mut detail, "recorded-late");
+        mark_detail(&mut detail, "recorded-late");
+        assert_eq!(detail, "match, caller-gone, recorded-late");
     }
 }

@@ -154,8 +154,9 @@ impl Writer {
             let owed = std::mem::take(&mut head.unrecorded);
             let mut entries = Vec::with_capacity(owed.len() + pending.len());
             let mut acks = Vec::with_capacity(pending.len());
+            let replicas_hold = self.store.waits_for_replicas();
             for event in owed.into_iter().chain(pending.into_iter().map(|p| {
-                acks.push((records_durable_write(&p.event), p.ack));
+                acks.push((replicas_hold && records_durable_write(&p.event), p.ack));
                 p.event
             })) {
                 seq += 1;
@@ -375,12 +376,6 @@ fn records_durable_write(event: &AuditEvent) -> bool {
 /// Marks an event written after its call was answered (the call saw its audit
 /// write fail; the event still says what the call did).
 fn recorded_late(mut event: AuditEvent) -> AuditEvent {
-    if !event.detail.ends_with("recorded-late") {
-        event.detail = if event.detail.is_empty() {
-            "recorded-late".to_owned()
-        } else {
-            format!("{}, recorded-late", event.detail)
-        };
-    }
+    super::mark_detail(&mut event.detail, "recorded-late");
     event
 }

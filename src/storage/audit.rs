@@ -127,7 +127,7 @@ impl Store {
     /// its own connection: so a durable connection touches the chain's head
     /// record (same slot, after the append) and waits for that.
     pub async fn audit_replicated(&self, tenant: &str, chain_id: &str) -> Result<(), StorageError> {
-        if self.replica_acks == 0 {
+        if !self.waits_for_replicas() {
             return Ok(());
         }
         let mut touch = redis::cmd("HINCRBY");

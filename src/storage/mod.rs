@@ -179,6 +179,11 @@ impl Store {
         })
     }
 
+    /// Whether durable writes wait for replicas (`redis.replica_acks > 0`).
+    pub fn waits_for_replicas(&self) -> bool {
+        self.replica_acks > 0
+    }
+
     /// The connection for a durable write: one of the durable pool when replicas
     /// must acknowledge it (a blocked `WAIT` holds up its connection), the
     /// shared one otherwise.

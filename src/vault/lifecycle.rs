@@ -396,33 +396,26 @@ impl Vault {
     /// Carries out a pending ticket: erases what its kind says, then completes
     /// it with a signed receipt. Idempotent, so a ticket taken over from a call
     /// that stopped can be carried out again; the first completion wins.
-    async fn carry_out(&self, ticket: TicketRecord) -> Result<Ticket, Error> {
+    async fn carry_out(&self, mut ticket: TicketRecord) -> Result<Ticket, Error> {
         let tenant = Tenant::try_from(ticket.tenant.as_str())?;
         let subject_ref = SubjectRef::parse(&ticket.subject_ref).ok_or(Error::Integrity)?;
         let kind = DeletionKind::parse(&ticket.kind).ok_or(Error::Integrity)?;
         self.store
             .count_erasure(tenant.as_str(), &ticket.ticket_id)
             .await?;
+        // The completed ticket and a cancelled account's mark are kept as long
+        // as each other.
+        let kept_until = now_unix_ms() + self.lifecycle.ticket_retention_ms;
         let erased = match kind {
-            DeletionKind::Delete => {
-                let held = self.erase_everything(&tenant, &subject_ref, None).await?;
-                Erased {
-                    templates: held,
-                    what: vec![
-                        format!("templates:{held}"),
-                        "consents".to_owned(),
-                        "lockout-counters".to_owned(),
-                    ],
-                }
-            }
-            DeletionKind::Cancel => {
-                let tombstone = Tombstone {
+            DeletionKind::Delete | DeletionKind::Cancel => {
+                let tombstone = (kind == DeletionKind::Cancel).then(|| Tombstone {
                     ticket_id: ticket.ticket_id.clone(),
-                    expires_unix_ms: ticket.requested_at_ms + self.lifecycle.ticket_retention_ms,
-                };
+                    expires_unix_ms: kept_until,
+                });
                 let held = self
-                    .erase_everything(&tenant, &subject_ref, Some(&tombstone))
+                    .erase_everything(&tenant, &subject_ref, tombstone.as_ref())
                     .await?;
+                // A cancellation records what the subject held when marked.
                 let templates = held.max(ticket.templates);
                 Erased {
                     templates,
@@ -461,17 +454,24 @@ impl Vault {
                 completed_at,
                 &body,
                 &signature,
-                completed_at + self.lifecycle.ticket_retention_ms,
+                kept_until,
             )
             .await?;
-        if first {
-            tracing::info!(ticket_id = %ticket.ticket_id, kind = kind.as_str(), templates = erased.templates, "erasure completed");
+        if !first {
+            // Another run completed it first: its receipt is the one kept.
+            return self
+                .store
+                .ticket(tenant.as_str(), &ticket.ticket_id)
+                .await?
+                .map(Ticket::from)
+                .ok_or(Error::Integrity);
         }
-        self.store
-            .ticket(tenant.as_str(), &ticket.ticket_id)
-            .await?
-            .map(Ticket::from)
-            .ok_or(Error::Integrity)
+        tracing::info!(ticket_id = %ticket.ticket_id, kind = kind.as_str(), templates = erased.templates, "erasure completed");
+        ticket.completed = true;
+        ticket.completed_at_ms = Some(completed_at);
+        ticket.receipt_body = body;
+        ticket.receipt_signature = signature;
+        Ok(ticket.into())
     }
 
     /// Removes the purposes from every template's consent; templates left with

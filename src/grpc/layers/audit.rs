@@ -132,11 +132,7 @@ where
             let code = response_code(&response);
             let mut fields = note.take();
             if gone.is_some_and(|g| g.is_gone()) {
-                fields.detail = if fields.detail.is_empty() {
-                    "caller-gone".to_owned()
-                } else {
-                    format!("{}, caller-gone", fields.detail)
-                };
+                crate::audit::mark_detail(&mut fields.detail, "caller-gone");
             }
             let caller = peer.as_ref().and_then(|p| p.caller.as_ref().ok());
             let tenant = caller.map_or_else(Tenant::unauthenticated, |c| c.tenant.clone());

@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use tonic::body::Body;
 use tower::{Layer, Service};
 
-use super::{BoxFuture, is_api_call, status_response};
+use super::{BoxFuture, count_refusal, is_api_call, status_response};
 use crate::audit::refusals::{Refusal, RefusalTally};
 use crate::grpc::tls::PeerInfo;
 
@@ -58,10 +58,7 @@ where
         if is_api_call(&request) {
             let peer = request.extensions().get::<PeerInfo>();
             if peer.is_none_or(|p| p.caller.is_err()) {
-                self.refusals.peer(
-                    peer.and_then(|p| p.remote).map(|a| a.ip()),
-                    Refusal::NoIdentity,
-                );
+                count_refusal(&self.refusals, &request, Refusal::NoIdentity);
                 let status = tonic::Status::unauthenticated(
                     "the client certificate names no acceptable identity",
                 );

@@ -11,9 +11,8 @@ use tokio::sync::Semaphore;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
-use super::{BoxFuture, status_response};
+use super::{BoxFuture, count_refusal, status_response};
 use crate::audit::refusals::{Refusal, RefusalTally};
-use crate::grpc::tls::PeerInfo;
 
 /// A call's share of the in-flight bound, released when the last holder drops it.
 #[derive(Clone)]
@@ -70,14 +69,7 @@ where
     fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
         let Ok(permit) = self.permits.clone().try_acquire_owned() else {
             crate::telemetry::metrics().load_shed.add(1, &[]);
-            let peer = request.extensions().get::<PeerInfo>();
-            match peer.and_then(|p| p.caller.as_ref().ok()) {
-                Some(c) => self.refusals.caller(c, Refusal::LoadShed),
-                None => self.refusals.peer(
-                    peer.and_then(|p| p.remote).map(|a| a.ip()),
-                    Refusal::LoadShed,
-                ),
-            }
+            count_refusal(&self.refusals, &request, Refusal::LoadShed);
             let status = tonic::Status::unavailable("server overloaded; retry with backoff");
             return Box::pin(async move { Ok(status_response(status)) });
         };

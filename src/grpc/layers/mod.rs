@@ -36,6 +36,20 @@ pub fn response_code(response: &http::Response<Body>) -> tonic::Code {
         .map_or(tonic::Code::Ok, tonic::Code::from_i32)
 }
 
+/// Counts a refusal before admission under the request's caller, or under its
+/// peer address when the connection names no caller.
+pub fn count_refusal<B>(
+    refusals: &crate::audit::refusals::RefusalTally,
+    request: &http::Request<B>,
+    reason: crate::audit::refusals::Refusal,
+) {
+    let peer = request.extensions().get::<crate::grpc::tls::PeerInfo>();
+    match peer.and_then(|p| p.caller.as_ref().ok()) {
+        Some(caller) => refusals.caller(caller, reason),
+        None => refusals.peer(peer.and_then(|p| p.remote).map(|a| a.ip()), reason),
+    }
+}
+
 /// Calls of the facevault API (not health checks or reflection).
 pub fn is_api_call<B>(request: &http::Request<B>) -> bool {
     split_path(request.uri().path()).0.starts_with("facevault.")

@@ -12,7 +12,7 @@ use std::time::Instant;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
-use super::{BoxFuture, status_response};
+use super::{BoxFuture, count_refusal, status_response};
 use crate::audit::refusals::{Refusal, RefusalTally};
 use crate::grpc::tls::PeerInfo;
 
@@ -115,13 +115,7 @@ where
         };
         if !self.layer.admit(&bucket) {
             crate::telemetry::metrics().rate_limited.add(1, &[]);
-            match caller {
-                Some(c) => self.layer.refusals.caller(c, Refusal::RateLimited),
-                None => self.layer.refusals.peer(
-                    peer.and_then(|p| p.remote).map(|a| a.ip()),
-                    Refusal::RateLimited,
-                ),
-            }
+            count_refusal(&self.layer.refusals, &request, Refusal::RateLimited);
             let status =
                 tonic::Status::resource_exhausted("rate limit exceeded for this client; slow down");
             return Box::pin(async move { Ok(status_response(status)) });
