@@ -413,7 +413,7 @@ impl Vault {
                     expires_unix_ms: kept_until,
                 });
                 let held = self
-                    .erase_everything(&tenant, &subject_ref, tombstone.as_ref())
+                    .erase_everything(&tenant, &subject_ref, tombstone.as_ref(), Vec::new())
                     .await?;
                 // A cancellation records what the subject held when marked.
                 let templates = held.max(ticket.templates);
@@ -550,11 +550,13 @@ impl Vault {
                 .map(|c| c.template_id.clone())
                 .collect();
             if held == 0 {
-                self.erase_everything(tenant, subject_ref, None).await?;
+                self.erase_everything(tenant, subject_ref, None, dropped)
+                    .await?;
                 what.push("lockout-counters".to_owned());
+            } else {
+                self.finish_ledger(tenant, subject_ref, dropped, intent)
+                    .await;
             }
-            self.finish_ledger(tenant, subject_ref, dropped, intent)
-                .await;
             return Ok(Erased {
                 templates: erased,
                 what,
@@ -661,12 +663,14 @@ impl Vault {
             {
                 None => continue,
                 Some(0) => {
-                    self.erase_everything(tenant, subject_ref, None).await?;
+                    self.erase_everything(tenant, subject_ref, None, vec![template_id.to_owned()])
+                        .await?;
                 }
-                Some(_) => {}
+                Some(_) => {
+                    self.finish_ledger(tenant, subject_ref, vec![template_id.to_owned()], intent)
+                        .await;
+                }
             }
-            self.finish_ledger(tenant, subject_ref, vec![template_id.to_owned()], intent)
-                .await;
             return Ok(Erased {
                 templates: 1,
                 what: vec!["templates:1".to_owned()],
@@ -677,11 +681,14 @@ impl Vault {
 
     /// Removes every key of the subject (but what `storage::scripts::ERASE`
     /// keeps) and its entries in the ledger. Idempotent.
+    /// `already_gone` names templates the caller removed just before, whose
+    /// retention entries go with the rest (this update supersedes the caller's).
     async fn erase_everything(
         &self,
         tenant: &Tenant,
         subject_ref: &SubjectRef,
         tombstone: Option<&Tombstone>,
+        already_gone: Vec<String>,
     ) -> Result<u64, Error> {
         let intent = self
             .store
@@ -692,7 +699,10 @@ impl Vault {
             .erase_subject(&SubjectKeys::new(tenant, subject_ref), tombstone)
             .await?;
         let count = held.len() as u64;
-        self.finish_ledger(tenant, subject_ref, held, intent).await;
+        let mut dropped = already_gone;
+        dropped.extend(held);
+        self.finish_ledger(tenant, subject_ref, dropped, intent)
+            .await;
         Ok(count)
     }
 

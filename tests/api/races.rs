@@ -585,3 +585,37 @@ async fn the_retention_sweep_skips_a_bad_entry_and_goes_on() {
         .unwrap_err();
     assert_eq!(gone.code(), Code::NotFound, "{gone:?}");
 }
+
+#[tokio::test]
+async fn withdrawing_the_last_purpose_leaves_no_retention_entry() {
+    let app = spawn_app_with(AppOptions {
+        demo_tenant: "max_template_age_days = 30".to_owned(),
+        ..AppOptions::default()
+    })
+    .await;
+    let mut client = app.app_client().await;
+    app.enroll(&mut client, "quin", &face(95)).await;
+    let expiry = "fv:ledger:{demo}:expiry";
+    let mut redis = app.redis().await;
+    let scheduled: u64 = redis::cmd("ZCARD")
+        .arg(expiry)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(scheduled, 1);
+    client
+        .withdraw_consent(proto::WithdrawConsentRequest {
+            subject_id: "quin".to_owned(),
+            purposes: vec!["login".to_owned()],
+        })
+        .await
+        .unwrap();
+    let left: Vec<String> = redis::cmd("ZRANGE")
+        .arg(expiry)
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(left.is_empty(), "{left:?}");
+}
