@@ -21,7 +21,7 @@ use crate::storage::{RedisMode, RedisTarget, RedisTls};
 pub struct Settings {
     pub server: ServerSettings,
     pub tls: TlsSettings,
-    pub keys: KeyPaths,
+    pub keys: KeySettings,
     pub redis: RedisSettings,
     #[serde(default)]
     pub sealing: SealingSettings,
@@ -44,6 +44,63 @@ pub struct Settings {
     pub telemetry: crate::telemetry::TelemetrySettings,
     #[serde(default)]
     pub logging: LoggingSettings,
+}
+
+/// The key files (the key store) and the key lifecycle.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeySettings {
+    /// The keyring: identity root and KEK epochs.
+    pub keyring: PathBuf,
+    /// The transform secret; a separate Secret from the keyring (split knowledge).
+    pub transform_secret: PathBuf,
+    /// HPKE sealing key seeds.
+    pub sealing_keys: PathBuf,
+    /// Ed25519 key that signs deletion receipts and audit checkpoints.
+    pub receipt_signing_key: PathBuf,
+    /// How often the key files are re-read. Default 10.
+    #[serde(default = "KeySettings::default_reload_interval_secs")]
+    pub reload_interval_secs: u64,
+    /// Most DEKs re-wrapped per second by each process's worker. Default 2,000.
+    #[serde(default = "KeySettings::default_rewrap_per_second")]
+    pub rewrap_per_second: u32,
+    /// Longest an epoch stays active before `keys rotate`. Default 7.
+    #[serde(default = "KeySettings::default_epoch_days")]
+    pub epoch_days: u32,
+    /// Longest from a rotation to the old epoch's retirement. Default 1.
+    #[serde(default = "KeySettings::default_max_rewrap_days")]
+    pub max_rewrap_days: u32,
+}
+
+impl KeySettings {
+    fn default_reload_interval_secs() -> u64 {
+        10
+    }
+    fn default_rewrap_per_second() -> u32 {
+        2_000
+    }
+    fn default_epoch_days() -> u32 {
+        7
+    }
+    fn default_max_rewrap_days() -> u32 {
+        1
+    }
+
+    pub fn paths(&self) -> KeyPaths {
+        KeyPaths {
+            keyring: self.keyring.clone(),
+            transform_secret: self.transform_secret.clone(),
+            sealing_keys: self.sealing_keys.clone(),
+            receipt_signing_key: self.receipt_signing_key.clone(),
+        }
+    }
+
+    pub fn epoch_policy(&self) -> crate::domain::key_epochs::EpochPolicy {
+        crate::domain::key_epochs::EpochPolicy {
+            epoch_days: self.epoch_days,
+            max_rewrap_days: self.max_rewrap_days,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -593,6 +650,18 @@ impl Settings {
         {
             bail!(
                 "limits: rate_per_second > 0, burst >= 1, max_in_flight > 0, request_timeout_ms >= 10"
+            );
+        }
+        let k = &self.keys;
+        if !(1..=3600).contains(&k.reload_interval_secs) {
+            bail!("keys.reload_interval_secs must be 1-3600");
+        }
+        if !(1..=1_000_000).contains(&k.rewrap_per_second) {
+            bail!("keys.rewrap_per_second must be 1-1000000");
+        }
+        if k.epoch_days == 0 || k.max_rewrap_days == 0 {
+            bail!(
+                "keys.epoch_days and keys.max_rewrap_days must be positive (they are checked against the deletion deadline at start-up)"
             );
         }
         if self.compliance.filing_threshold == 0 {

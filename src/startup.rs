@@ -15,8 +15,7 @@ use tonic_health::server::HealthReporter;
 use crate::audit::refusals::RefusalTally;
 use crate::audit::{AuditReader, AuditSettings, AuditSink};
 use crate::config::{LimitSettings, Settings};
-use crate::crypto::keyfiles;
-use crate::crypto::keyring::Keyring;
+use crate::crypto::live::{self, LiveKeys};
 use crate::domain::Tenant;
 use crate::domain::calendar::WorkingCalendar;
 use crate::domain::deletion::DeletionPolicy;
@@ -34,7 +33,7 @@ use crate::proto::face_vault_server::{self, FaceVaultServer};
 use crate::storage::Store;
 use crate::vault::{Vault, VaultSettings};
 use crate::worker::DeletionWorker;
-use ring::signature::Ed25519KeyPair;
+use crate::worker::rewrap::RewrapWorker;
 
 /// Largest gRPC message accepted: a sealed 4096-dimension embedding is ~17 KiB.
 const MAX_MESSAGE_BYTES: usize = 256 * 1024;
@@ -45,8 +44,6 @@ pub const LIVENESS_SERVICE: &str = "liveness";
 /// What the audit writer and reader are built from.
 struct AuditParts {
     store: Store,
-    keyring: Arc<Keyring>,
-    signer: Arc<Ed25519KeyPair>,
     settings: AuditSettings,
     reader: Arc<AuditReader>,
 }
@@ -58,6 +55,8 @@ pub struct Application {
     tls_paths: TlsPaths,
     tls_reload_interval: Duration,
     identity: Arc<IdentityPolicy>,
+    keys: Arc<LiveKeys>,
+    key_reload_interval: Duration,
     vault: Arc<Vault>,
     audit: AuditParts,
     refusal_window: Duration,
@@ -69,7 +68,7 @@ pub struct Application {
 
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let keys = keyfiles::load(&settings.keys)?;
+        let keys = Arc::new(LiveKeys::load(settings.keys.paths())?);
         let (tls, tls_paths) = tls::reloading(TlsPaths {
             cert: settings.tls.cert.clone(),
             key: settings.tls.key.clone(),
@@ -82,8 +81,6 @@ impl Application {
                 .target(Duration::from_millis(settings.redis.timeout_ms))?,
         )
         .context("invalid redis.url")?;
-        let keyring = Arc::new(keys.keyring);
-        let signer = Arc::new(keys.receipt_signer);
         let audit_settings = AuditSettings {
             retention: Duration::from_secs(u64::from(settings.audit.retention_days) * 86_400),
             checkpoint_interval: Duration::from_secs(settings.audit.checkpoint_interval_secs),
@@ -91,11 +88,14 @@ impl Application {
             queue_capacity: settings.audit.queue_capacity,
             ack_timeout: Duration::from_millis(settings.redis.timeout_ms * 3),
         };
-        let audit_reader = Arc::new(AuditReader::new(store.clone(), keyring.clone(), &signer));
+        let audit_reader = Arc::new(AuditReader::new(store.clone(), keys.clone()));
+        let deletion_policy = deletion_policy(&settings)?;
+        settings
+            .keys
+            .epoch_policy()
+            .check(&deletion_policy, chrono::Utc::now())?;
         let vault = Vault::new(
-            keyring.clone(),
-            keys.sealing,
-            signer.clone(),
+            keys.clone(),
             store.clone(),
             VaultSettings {
                 models: settings.models(),
@@ -109,7 +109,9 @@ impl Application {
                     .filter(|(_, t)| t.expose_scores)
                     .filter_map(|(name, _)| Tenant::try_from(name.as_str()).ok())
                     .collect(),
-                deletion_policy: deletion_policy(&settings)?,
+                deletion_policy,
+                epoch_policy: settings.keys.epoch_policy(),
+                rewrap_per_second: settings.keys.rewrap_per_second,
                 ticket_retention: Duration::from_secs(
                     u64::from(settings.deletion.ticket_retention_days) * 86_400,
                 ),
@@ -152,11 +154,11 @@ impl Application {
                 trust_domain: settings.server.trust_domain.clone(),
                 allow_cn_fallback: settings.server.allow_cn_fallback,
             }),
+            keys,
+            key_reload_interval: Duration::from_secs(settings.keys.reload_interval_secs),
             vault: Arc::new(vault),
             audit: AuditParts {
                 store,
-                keyring,
-                signer,
                 settings: audit_settings,
                 reader: audit_reader,
             },
@@ -205,6 +207,12 @@ impl Application {
         let worker = self
             .deletion_worker
             .map(|poll| tokio::spawn(DeletionWorker::new(self.vault.clone(), poll).run()));
+        let rewrap = match self.deletion_worker {
+            Some(poll) => Some(tokio::spawn(
+                RewrapWorker::new(self.vault.clone(), poll)?.run(),
+            )),
+            None => None,
+        };
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -240,8 +248,7 @@ impl Application {
 
         let (audit_sink, audit_writer) = AuditSink::spawn(
             self.audit.store.clone(),
-            self.audit.keyring.clone(),
-            self.audit.signer.clone(),
+            self.keys.clone(),
             self.audit.settings.clone(),
         )?;
         let (refusals, refusal_recorder) = RefusalTally::spawn(
@@ -272,6 +279,10 @@ impl Application {
             self.tls_paths.clone(),
             self.tls.clone(),
             self.tls_reload_interval,
+        ));
+        let key_reloader = tokio::spawn(live::reload_loop(
+            self.keys.clone(),
+            self.key_reload_interval,
         ));
         let (incoming, acceptor) = tls::incoming(
             self.listener,
@@ -309,6 +320,7 @@ impl Application {
         };
         acceptor.abort();
         reloader.abort();
+        key_reloader.abort();
         monitor.abort();
         // The last window of refusal counts is recorded before the writer ends.
         let _ = refusal_recorder.await;
@@ -323,6 +335,9 @@ impl Application {
         }
         if let Some(worker) = worker {
             worker.abort();
+        }
+        if let Some(rewrap) = rewrap {
+            rewrap.abort();
         }
         if let Some(task) = health_task {
             task.abort();

@@ -427,6 +427,11 @@ pub struct Metrics {
     /// Cut-short changes the reconciler finished ("facevault.reconciled");
     /// attribute `what` = "ledger" | "cancellation".
     pub reconciled: Counter<u64>,
+    /// Key-file reloads that failed and kept the keys in use
+    /// ("facevault.keys.reload_failures").
+    pub key_reload_failures: Counter<u64>,
+    /// DEKs re-wrapped to the active epoch ("facevault.keys.rewrapped").
+    pub rewrapped: Counter<u64>,
     // Held so the gauges' callbacks live as long as the instruments.
     _gauges: Vec<ObservableGauge<u64>>,
 }
@@ -444,6 +449,15 @@ pub struct GaugeSnapshot {
     pub filing_threshold: u64,
     /// "facevault.calendar.fallback", exported as 0 or 1.
     pub calendar_fallback: bool,
+    /// "facevault.keys.rewrap.pending": DEKs the last re-wrap pass found under
+    /// an epoch other than the active one.
+    pub rewrap_pending: u64,
+    /// "facevault.keys.epoch_age_days": age of the oldest epoch in the keyring
+    /// (it bounds how long an erased template stays readable in old copies).
+    pub epoch_age_days: u64,
+    /// "facevault.keys.retirement_overdue", exported as 0 or 1: the oldest
+    /// epoch is past the date it had to be retired by.
+    pub epoch_retirement_overdue: bool,
 }
 
 static GAUGES: Mutex<GaugeSnapshot> = Mutex::new(GaugeSnapshot {
@@ -452,6 +466,9 @@ static GAUGES: Mutex<GaugeSnapshot> = Mutex::new(GaugeSnapshot {
     subjects_stored: 0,
     filing_threshold: 0,
     calendar_fallback: false,
+    rewrap_pending: 0,
+    epoch_age_days: 0,
+    epoch_retirement_overdue: false,
 });
 
 /// Replaces the values the gauges report from the next export on.
@@ -510,6 +527,14 @@ impl Metrics {
                 "facevault.reconciled",
                 "Cut-short changes finished by the reconciler",
             ),
+            key_reload_failures: counter(
+                "facevault.keys.reload_failures",
+                "Key-file reloads that failed (the keys in use were kept)",
+            ),
+            rewrapped: counter(
+                "facevault.keys.rewrapped",
+                "DEKs re-wrapped to the active key epoch",
+            ),
             _gauges: vec![
                 gauge("facevault.deletions.pending", "Deletions queued", |s| {
                     s.deletions_pending
@@ -533,6 +558,21 @@ impl Metrics {
                     "facevault.calendar.fallback",
                     "1 while the built-in holiday calendar is in use",
                     |s| u64::from(s.calendar_fallback),
+                ),
+                gauge(
+                    "facevault.keys.rewrap.pending",
+                    "DEKs not yet re-wrapped to the active key epoch",
+                    |s| s.rewrap_pending,
+                ),
+                gauge(
+                    "facevault.keys.epoch_age_days",
+                    "Age in days of the oldest key epoch in the keyring",
+                    |s| s.epoch_age_days,
+                ),
+                gauge(
+                    "facevault.keys.retirement_overdue",
+                    "1 while the oldest key epoch is past its retirement date",
+                    |s| u64::from(s.epoch_retirement_overdue),
                 ),
             ],
         }

@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message as _;
-use ring::signature::{Ed25519KeyPair, KeyPair as _};
+use ring::signature::KeyPair as _;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::crypto::keyring::Keyring;
+use crate::crypto::live::LiveKeys;
 use crate::domain::Tenant;
 use crate::proto::AuditEvent;
 use crate::storage::audit::{checkpoints_key, events_key};
@@ -61,8 +61,7 @@ impl AuditSink {
     /// clone is dropped.
     pub fn spawn(
         store: Store,
-        keyring: Arc<Keyring>,
-        signer: Arc<Ed25519KeyPair>,
+        keys: Arc<LiveKeys>,
         settings: AuditSettings,
     ) -> Result<(Self, tokio::task::JoinHandle<()>), crate::crypto::CryptoError> {
         let (tx, rx) = mpsc::channel(settings.queue_capacity);
@@ -73,8 +72,7 @@ impl AuditSink {
             writer::Writer {
                 rx,
                 store,
-                keyring,
-                signer,
+                keys,
                 chain_id,
                 settings,
             }
@@ -102,8 +100,7 @@ impl AuditSink {
 /// Reads and verifies a tenant's audit stream.
 pub struct AuditReader {
     store: Store,
-    keyring: Arc<Keyring>,
-    checkpoint_key: Vec<u8>,
+    keys: Arc<LiveKeys>,
 }
 
 pub struct EventQuery {
@@ -125,12 +122,8 @@ pub struct ChainReport {
 const SCAN_CHUNK: usize = 500;
 
 impl AuditReader {
-    pub fn new(store: Store, keyring: Arc<Keyring>, signer: &Ed25519KeyPair) -> Self {
-        Self {
-            store,
-            keyring,
-            checkpoint_key: signer.public_key().as_ref().to_vec(),
-        }
+    pub fn new(store: Store, keys: Arc<LiveKeys>) -> Self {
+        Self { store, keys }
     }
 
     pub async fn list(
@@ -181,6 +174,8 @@ impl AuditReader {
 
     pub async fn verify(&self, tenant: &Tenant) -> Result<ChainReport, StorageError> {
         let keys = self
+            .keys
+            .current()
             .keyring
             .tenant(tenant)
             .map_err(|_| StorageError::Corrupt)?;
@@ -245,7 +240,7 @@ impl AuditReader {
         let message = chain::checkpoint_message(tenant.as_str(), &chain_id, seq, &head, time_ms);
         let signature_valid = ring::signature::UnparsedPublicKey::new(
             &ring::signature::ED25519,
-            &self.checkpoint_key,
+            self.keys.current().receipt_signer.public_key().as_ref(),
         )
         .verify(&message, e.field("sig").unwrap_or_default())
         .is_ok();

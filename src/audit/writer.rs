@@ -14,12 +14,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prost::Message as _;
-use ring::signature::Ed25519KeyPair;
 use tokio::sync::{mpsc, oneshot};
 
 use super::chain;
 use super::{AuditError, AuditSettings};
-use crate::crypto::keyring::Keyring;
+use crate::crypto::live::LiveKeys;
 use crate::domain::Tenant;
 use crate::proto::AuditEvent;
 use crate::storage::Store;
@@ -59,8 +58,7 @@ const RETRY_UNRECORDED_EVERY: Duration = Duration::from_millis(250);
 pub(super) struct Writer {
     pub rx: mpsc::Receiver<Pending>,
     pub store: Store,
-    pub keyring: Arc<Keyring>,
-    pub signer: Arc<Ed25519KeyPair>,
+    pub keys: Arc<LiveKeys>,
     pub chain_id: String,
     pub settings: AuditSettings,
 }
@@ -121,7 +119,7 @@ impl Writer {
         }
         let mut writes = Vec::new();
         for (tenant, pending) in by_tenant {
-            let keys = match self.keyring.tenant(&tenant) {
+            let keys = match self.keys.current().keyring.tenant(&tenant) {
                 Ok(k) => k,
                 Err(_) => {
                     for p in pending {
@@ -330,7 +328,13 @@ impl Writer {
             seq,
             head: head.to_vec(),
             time_ms,
-            signature: self.signer.sign(&message).as_ref().to_vec(),
+            signature: self
+                .keys
+                .current()
+                .receipt_signer
+                .sign(&message)
+                .as_ref()
+                .to_vec(),
         }
     }
 

@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::audit::{AuditReader, EventQuery};
 use crate::config::{Overrides, Settings};
-use crate::crypto::keyfiles;
+use crate::crypto::live::LiveKeys;
 use crate::domain::Tenant;
 use crate::storage::Store;
 
@@ -57,13 +57,13 @@ async fn reader(
     overrides: &Overrides,
 ) -> anyhow::Result<(AuditReader, Store)> {
     let settings = Settings::load(config, overrides)?;
-    let keys = keyfiles::load(&settings.keys)?;
+    let keys = Arc::new(LiveKeys::load(settings.keys.paths())?);
     let store = Store::connect(
         &settings
             .redis
             .target(Duration::from_millis(settings.redis.timeout_ms.max(5000)))?,
     )?;
-    let reader = AuditReader::new(store.clone(), Arc::new(keys.keyring), &keys.receipt_signer);
+    let reader = AuditReader::new(store.clone(), keys);
     Ok((reader, store))
 }
 

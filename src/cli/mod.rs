@@ -1,8 +1,9 @@
-//! The one binary: `facevault serve | dev | keygen | seal`.
+//! The one binary: `facevault serve | dev | keygen | keys | seal | deadline | receipt | audit | bench`.
 
 mod audit;
 mod deadline;
 mod dev;
+mod keys;
 mod receipt;
 mod seal;
 
@@ -56,6 +57,9 @@ enum Command {
     Seal(seal::SealArgs),
     /// Print the statutory deletion deadline for a request instant.
     Deadline(deadline::DeadlineArgs),
+    /// Key lifecycle: rotate, status, retire, rotate-sealing.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
     /// Deletion receipts.
     #[command(subcommand)]
     Receipt(receipt::ReceiptCommand),
@@ -85,6 +89,7 @@ pub async fn run() -> ExitCode {
         } => keygen(dir, sealing_validity_days),
         Command::Seal(args) => seal::run(args),
         Command::Deadline(args) => deadline::run(args),
+        Command::Keys(command) => keys::run(command).await,
         Command::Receipt(command) => receipt::run(command),
         Command::Audit(command) => audit::run(command).await,
         Command::Bench(args) => crate::bench::run(args).await,
@@ -94,6 +99,10 @@ pub async fn run() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.downcast_ref::<keys::Refused>().is_some() => {
+            eprintln!("facevault: refused: {error:#}");
+            ExitCode::from(2)
+        }
         Err(error) => {
             eprintln!("facevault: {error:#}");
             ExitCode::FAILURE

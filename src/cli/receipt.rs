@@ -1,5 +1,6 @@
 //! `facevault receipt verify`: checks a deletion receipt offline against the
-//! published Ed25519 key, and prints what it attests.
+//! published Ed25519 key, and prints what it attests; when the ticket also
+//! carries its shred statement (`shredReceipt`), that signature is checked too.
 
 use std::io::Read as _;
 
@@ -9,7 +10,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
 use crate::proto;
-use crate::vault::verify_receipt;
+use crate::vault::{verify_receipt, verify_shred_receipt};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ReceiptCommand {
@@ -40,19 +41,7 @@ fn verify(ticket: &str, key: &str) -> anyhow::Result<()> {
         std::fs::read_to_string(ticket).with_context(|| format!("cannot read {ticket}"))?
     };
     let value: Value = serde_json::from_str(&text).context("the ticket is not JSON")?;
-    let receipt = value.get("receipt").unwrap_or(&value);
-    let field = |name: &str| -> anyhow::Result<Vec<u8>> {
-        let b64 = receipt
-            .get(name)
-            .and_then(Value::as_str)
-            .with_context(|| format!("no receipt.{name} in the ticket (is it completed?)"))?;
-        B64.decode(b64)
-            .with_context(|| format!("receipt.{name} is not base64"))
-    };
-    let receipt = proto::DeletionReceipt {
-        body: field("body")?,
-        signature: field("signature")?,
-    };
+    let receipt = statement(value.get("receipt").unwrap_or(&value), "receipt")?;
     let public_key = load_key(key)?;
     let Some(body) = verify_receipt(&public_key, &receipt) else {
         bail!("receipt signature INVALID: do not rely on this receipt");
@@ -61,6 +50,26 @@ fn verify(ticket: &str, key: &str) -> anyhow::Result<()> {
         t.as_ref()
             .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32))
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    };
+    let shred = match value.get("shredReceipt") {
+        None => None,
+        Some(s) => {
+            let Some(shred) = verify_shred_receipt(&public_key, &statement(s, "shredReceipt")?)
+            else {
+                bail!("shred statement signature INVALID: do not rely on this ticket");
+            };
+            if shred.ticket_id != body.ticket_id
+                || shred.tenant != body.tenant
+                || shred.completed_at != body.completed_at
+            {
+                bail!("the shred statement names another erasure than the receipt");
+            }
+            Some(json!({
+                "shredded_at": ts(&shred.shredded_at),
+                "retired_epochs": shred.retired_epochs,
+                "statement": shred.statement,
+            }))
+        }
     };
     let out = json!({
         "valid": true,
@@ -71,9 +80,27 @@ fn verify(ticket: &str, key: &str) -> anyhow::Result<()> {
         "deadline": ts(&body.deadline),
         "completed_at": ts(&body.completed_at),
         "erased": body.erased,
+        "key_epochs": body.key_epochs,
+        "shredded": shred,
     });
     super::print_line(&serde_json::to_string_pretty(&out)?)?;
     Ok(())
+}
+
+/// A signed statement (`body`, `signature`, base64) from grpcurl's JSON.
+fn statement(value: &Value, name: &str) -> anyhow::Result<proto::DeletionReceipt> {
+    let field = |field: &str| -> anyhow::Result<Vec<u8>> {
+        let b64 = value
+            .get(field)
+            .and_then(Value::as_str)
+            .with_context(|| format!("no {name}.{field} in the ticket (is it completed?)"))?;
+        B64.decode(b64)
+            .with_context(|| format!("{name}.{field} is not base64"))
+    };
+    Ok(proto::DeletionReceipt {
+        body: field("body")?,
+        signature: field("signature")?,
+    })
 }
 
 fn load_key(key: &str) -> anyhow::Result<Vec<u8>> {

@@ -1,6 +1,22 @@
 //! On-disk formats of the secrets, all mounted files (Kubernetes Secrets), never
 //! Redis. Each is small JSON or one base64 line so an operator can inspect the
-//! shape without tooling; loading refuses files that others can read.
+//! shape without tooling; loading refuses files that others can read. The key
+//! files are the key store: `keys rotate`, `keys retire` and `keys rotate-sealing`
+//! change them in place (atomically, mode 0600), and the service re-reads them.
+//!
+//! The keyring file has two formats. Format 2 (written by every command since key
+//! epochs) holds the identity root and the KEK epochs:
+//!
+//! ```json
+//! {"format": 2, "identity_root": "<b64>", "active_epoch": 2,
+//!  "epochs": [{"epoch": 2, "secret": "<b64>", "created_at": "2026-12-01T00:00:00Z"}],
+//!  "retired": [{"epoch": 1, "retired_at": "2026-12-09T00:00:00Z"}]}
+//! ```
+//!
+//! The format before it, `{"active_version": N, "keys": [{"version", "secret"}]}`,
+//! is still read: its first version becomes the identity root (pseudonyms do not
+//! change) and is marked `identity_bound_epoch`, and the first `keys rotate`
+//! rewrites the file in format 2.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,7 +28,7 @@ use ring::signature::Ed25519KeyPair;
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
-use super::keyring::Keyring;
+use super::keyring::{KekEpoch, Keyring, MasterSecret};
 use super::random_bytes;
 use super::sealing::{OpeningKey, SealingKeys, Suite};
 
@@ -23,10 +39,9 @@ pub const SEALING_PUBLIC_FILE: &str = "sealing-public.json";
 pub const RECEIPT_FILE: &str = "receipt-signing.key";
 
 /// Where the key files are.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyPaths {
-    /// Versioned master keyring.
+    /// The keyring: identity root and KEK epochs.
     pub keyring: PathBuf,
     /// The transform secret; a separate Secret from the keyring (split knowledge).
     pub transform_secret: PathBuf,
@@ -51,20 +66,232 @@ pub struct KeyMaterial {
     pub keyring: Keyring,
     pub sealing: SealingKeys,
     pub receipt_signer: Ed25519KeyPair,
+    /// SHA-256 over the files as read: a reload that finds the same files has
+    /// nothing to do.
+    pub fingerprint: [u8; 32],
+}
+
+const KEYRING_FORMAT: u32 = 2;
+
+/// A secret as it appears in a file (base64 text), wiped when dropped.
+#[derive(Serialize, Deserialize)]
+#[serde(transparent)]
+struct SecretText(String);
+
+impl Drop for SecretText {
+    fn drop(&mut self) {
+        use zeroize::Zeroize as _;
+        self.0.zeroize();
+    }
+}
+
+/// The keyring file, format 2.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyringDoc {
+    format: u32,
+    identity_root: SecretText,
+    /// The epoch sharing the identity root's secret (a keyring from before key
+    /// epochs): its retirement cannot shred it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    identity_bound_epoch: Option<u32>,
+    active_epoch: u32,
+    epochs: Vec<EpochEntry>,
+    #[serde(default)]
+    retired: Vec<RetiredEpoch>,
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct KeyringFile {
+struct EpochEntry {
+    epoch: u32,
+    secret: SecretText,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created_at: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetiredEpoch {
+    pub epoch: u32,
+    pub retired_at: String,
+}
+
+/// The keyring file before key epochs.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LegacyKeyringFile {
     active_version: u32,
-    keys: Vec<MasterKeyEntry>,
+    keys: Vec<LegacyMasterEntry>,
 }
 
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MasterKeyEntry {
+struct LegacyMasterEntry {
     version: u32,
-    secret: String,
+    secret: SecretText,
+}
+
+impl KeyringDoc {
+    pub fn active_epoch(&self) -> u32 {
+        self.active_epoch
+    }
+
+    /// The epochs present, oldest first, with their creation time (RFC 3339).
+    pub fn epochs(&self) -> Vec<(u32, Option<String>)> {
+        let mut out: Vec<_> = self
+            .epochs
+            .iter()
+            .map(|e| (e.epoch, e.created_at.clone()))
+            .collect();
+        out.sort_by_key(|(n, _)| *n);
+        out
+    }
+
+    pub fn retired(&self) -> &[RetiredEpoch] {
+        &self.retired
+    }
+
+    pub fn identity_bound_epoch(&self) -> Option<u32> {
+        self.identity_bound_epoch
+    }
+
+    fn next_epoch(&self) -> u32 {
+        self.epochs
+            .iter()
+            .map(|e| e.epoch)
+            .chain(self.retired.iter().map(|r| r.epoch))
+            .max()
+            .unwrap_or(0)
+            + 1
+    }
+
+    fn from_legacy(file: LegacyKeyringFile) -> anyhow::Result<Self> {
+        let first = file
+            .keys
+            .iter()
+            .min_by_key(|k| k.version)
+            .context("the keyring holds no master key")?;
+        Ok(Self {
+            format: KEYRING_FORMAT,
+            identity_root: SecretText(first.secret.0.clone()),
+            identity_bound_epoch: Some(first.version),
+            active_epoch: file.active_version,
+            epochs: file
+                .keys
+                .iter()
+                .map(|k| EpochEntry {
+                    epoch: k.version,
+                    secret: SecretText(k.secret.0.clone()),
+                    created_at: None,
+                })
+                .collect(),
+            retired: Vec::new(),
+        })
+    }
+
+    fn keyring(&self, transform: MasterSecret) -> anyhow::Result<Keyring> {
+        let mut epochs = BTreeMap::new();
+        for entry in &self.epochs {
+            let secret = decode32(&entry.secret.0)
+                .with_context(|| format!("keyring epoch {} is not 32 base64 bytes", entry.epoch))?;
+            let created_at_unix_ms = match &entry.created_at {
+                Some(t) => Some(
+                    chrono::DateTime::parse_from_rfc3339(t)
+                        .with_context(|| {
+                            format!("keyring epoch {}: created_at is not RFC 3339", entry.epoch)
+                        })?
+                        .timestamp_millis(),
+                ),
+                None => None,
+            };
+            let epoch = KekEpoch {
+                secret,
+                created_at_unix_ms,
+            };
+            if epochs.insert(entry.epoch, epoch).is_some() {
+                bail!("keyring epoch {} appears twice", entry.epoch);
+            }
+        }
+        if let Some(r) = self.retired.iter().find(|r| epochs.contains_key(&r.epoch)) {
+            bail!("keyring epoch {} is both present and retired", r.epoch);
+        }
+        let root = decode32(&self.identity_root.0).context("identity_root is not 32 base64 bytes")?;
+        Ok(Keyring::new(
+            root,
+            self.active_epoch,
+            epochs,
+            self.identity_bound_epoch,
+            transform,
+        )?)
+    }
+}
+
+/// Reads a keyring file in either format.
+pub fn read_keyring(path: &Path) -> anyhow::Result<KeyringDoc> {
+    parse_keyring(path, &read_secret(path)?)
+}
+
+fn parse_keyring(path: &Path, bytes: &[u8]) -> anyhow::Result<KeyringDoc> {
+    #[derive(Deserialize)]
+    struct Probe {
+        format: Option<u32>,
+    }
+    let invalid = || format!("{} is not a valid keyring file", path.display());
+    let probe: Probe = serde_json::from_slice(bytes).with_context(invalid)?;
+    match probe.format {
+        Some(KEYRING_FORMAT) => Ok(serde_json::from_slice(bytes).with_context(invalid)?),
+        Some(other) => bail!(
+            "{}: keyring format {other} is not supported (this version reads 2 and the format before it)",
+            path.display()
+        ),
+        None => KeyringDoc::from_legacy(serde_json::from_slice(bytes).with_context(invalid)?),
+    }
+}
+
+/// Adds a new KEK epoch and makes it active; returns its number. The file is
+/// rewritten in format 2.
+pub fn rotate_keyring(path: &Path) -> anyhow::Result<u32> {
+    let mut doc = read_keyring(path)?;
+    let epoch = doc.next_epoch();
+    let secret = Zeroizing::new(random_bytes::<32>()?);
+    doc.epochs.push(EpochEntry {
+        epoch,
+        secret: SecretText(B64.encode(secret.as_slice())),
+        created_at: Some(rfc3339(chrono::Utc::now())),
+    });
+    doc.active_epoch = epoch;
+    write_keyring(path, &doc)?;
+    Ok(epoch)
+}
+
+/// Removes an epoch's secret from the file, recording its retirement. The caller
+/// has checked that no DEK is wrapped under it any more; this refuses only what
+/// the file itself shows to be wrong.
+pub fn retire_epoch(path: &Path, epoch: u32) -> anyhow::Result<()> {
+    let mut doc = read_keyring(path)?;
+    if doc.active_epoch == epoch {
+        bail!("epoch {epoch} is the active epoch; rotate first");
+    }
+    let before = doc.epochs.len();
+    doc.epochs.retain(|e| e.epoch != epoch);
+    if doc.epochs.len() == before {
+        bail!("epoch {epoch} is not in the keyring");
+    }
+    doc.retired.push(RetiredEpoch {
+        epoch,
+        retired_at: rfc3339(chrono::Utc::now()),
+    });
+    write_keyring(path, &doc)
+}
+
+fn write_keyring(path: &Path, doc: &KeyringDoc) -> anyhow::Result<()> {
+    let json = Zeroizing::new(serde_json::to_string_pretty(doc)?);
+    replace_secret(path, json.as_bytes())
+}
+
+fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 #[derive(Serialize, Deserialize)]
@@ -78,7 +305,7 @@ struct SealingFile {
 struct SealingEntry {
     key_id: String,
     suite: String,
-    seed: String,
+    seed: SecretText,
     not_after: String,
 }
 
@@ -104,26 +331,22 @@ pub struct PublicSealingKey {
 }
 
 pub fn load(paths: &KeyPaths) -> anyhow::Result<KeyMaterial> {
-    let keyring_file: KeyringFile = serde_json::from_slice(&read_secret(&paths.keyring)?)
-        .with_context(|| format!("{} is not a valid keyring file", paths.keyring.display()))?;
-    let mut masters = BTreeMap::new();
-    for entry in keyring_file.keys {
-        let secret = decode32(&entry.secret)
-            .with_context(|| format!("keyring version {} is not 32 base64 bytes", entry.version))?;
-        if masters.insert(entry.version, secret).is_some() {
-            bail!("keyring version {} appears twice", entry.version);
-        }
-    }
-    let transform = decode32(std::str::from_utf8(&read_secret(&paths.transform_secret)?)?.trim())
-        .with_context(|| {
+    let mut fingerprint = ring::digest::Context::new(&ring::digest::SHA256);
+    let keyring_bytes = read_secret(&paths.keyring)?;
+    fingerprint.update(&keyring_bytes);
+    let keyring_doc = parse_keyring(&paths.keyring, &keyring_bytes)?;
+    let transform_bytes = read_secret(&paths.transform_secret)?;
+    fingerprint.update(&transform_bytes);
+    let transform = decode32(std::str::from_utf8(&transform_bytes)?.trim()).with_context(|| {
         format!(
             "{} must hold 32 base64 bytes",
             paths.transform_secret.display()
         )
     })?;
-    let keyring = Keyring::new(keyring_file.active_version, masters, transform)?;
-
-    let sealing_file: SealingFile = serde_json::from_slice(&read_secret(&paths.sealing_keys)?)
+    let keyring = keyring_doc.keyring(transform)?;
+    let sealing_bytes = read_secret(&paths.sealing_keys)?;
+    fingerprint.update(&sealing_bytes);
+    let sealing_file: SealingFile = serde_json::from_slice(&sealing_bytes)
         .with_context(|| {
             format!(
                 "{} is not a valid sealing key file",
@@ -134,7 +357,7 @@ pub fn load(paths: &KeyPaths) -> anyhow::Result<KeyMaterial> {
     for entry in sealing_file.keys {
         let suite = Suite::parse(&entry.suite)
             .with_context(|| format!("sealing key {}: unknown suite", entry.key_id))?;
-        let seed = decode32(&entry.seed).with_context(|| {
+        let seed = decode32(&entry.seed.0).with_context(|| {
             format!("sealing key {}: seed is not 32 base64 bytes", entry.key_id)
         })?;
         let not_after = chrono::DateTime::parse_from_rfc3339(&entry.not_after)
@@ -152,8 +375,10 @@ pub fn load(paths: &KeyPaths) -> anyhow::Result<KeyMaterial> {
     if keys.is_empty() {
         bail!("{} holds no sealing key", paths.sealing_keys.display());
     }
+    let receipt_bytes = read_secret(&paths.receipt_signing_key)?;
+    fingerprint.update(&receipt_bytes);
     let pkcs8 = Zeroizing::new(
-        B64.decode(std::str::from_utf8(&read_secret(&paths.receipt_signing_key)?)?.trim())
+        B64.decode(std::str::from_utf8(&receipt_bytes)?.trim())
             .context("the receipt signing key is not base64")?,
     );
     let receipt_signer = Ed25519KeyPair::from_pkcs8(&pkcs8)
@@ -162,6 +387,11 @@ pub fn load(paths: &KeyPaths) -> anyhow::Result<KeyMaterial> {
         keyring,
         sealing: SealingKeys::new(keys),
         receipt_signer,
+        fingerprint: fingerprint
+            .finish()
+            .as_ref()
+            .try_into()
+            .context("digest length")?,
     })
 }
 
@@ -183,17 +413,23 @@ pub fn generate(dir: &Path, sealing_validity_days: i64) -> anyhow::Result<KeyPat
         }
     }
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
-    let master = Zeroizing::new(random_bytes::<32>()?);
-    let keyring = KeyringFile {
-        active_version: 1,
-        keys: vec![MasterKeyEntry {
-            version: 1,
-            secret: B64.encode(master.as_slice()),
+    let root = Zeroizing::new(random_bytes::<32>()?);
+    let first = Zeroizing::new(random_bytes::<32>()?);
+    let keyring = KeyringDoc {
+        format: KEYRING_FORMAT,
+        identity_root: SecretText(B64.encode(root.as_slice())),
+        identity_bound_epoch: None,
+        active_epoch: 1,
+        epochs: vec![EpochEntry {
+            epoch: 1,
+            secret: SecretText(B64.encode(first.as_slice())),
+            created_at: Some(rfc3339(chrono::Utc::now())),
         }],
+        retired: Vec::new(),
     };
     write_secret(
         &paths.keyring,
-        serde_json::to_string_pretty(&keyring)?.as_bytes(),
+        Zeroizing::new(serde_json::to_string_pretty(&keyring)?).as_bytes(),
     )?;
     let transform = Zeroizing::new(random_bytes::<32>()?);
     write_secret(
@@ -201,26 +437,12 @@ pub fn generate(dir: &Path, sealing_validity_days: i64) -> anyhow::Result<KeyPat
         format!("{}\n", B64.encode(transform.as_slice())).as_bytes(),
     )?;
 
-    let now = chrono::Utc::now();
-    let not_after = (now + chrono::Duration::days(sealing_validity_days))
-        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let stamp = now.format("%Y%m%d");
-    let mut entries = Vec::new();
-    for (suite, prefix) in [
-        (Suite::X25519Sha256Aes256Gcm, "x25519"),
-        (Suite::XWingSha256Aes256Gcm, "xwing"),
-    ] {
-        let seed = Zeroizing::new(random_bytes::<32>()?);
-        entries.push(SealingEntry {
-            key_id: format!("{prefix}-{stamp}-{}", hex::encode(random_bytes::<3>()?)),
-            suite: suite.as_str().to_owned(),
-            seed: B64.encode(seed.as_slice()),
-            not_after: not_after.clone(),
-        });
-    }
     write_secret(
         &paths.sealing_keys,
-        serde_json::to_string_pretty(&SealingFile { keys: entries })?.as_bytes(),
+        Zeroizing::new(serde_json::to_string_pretty(&SealingFile {
+            keys: new_sealing_keys(chrono::Utc::now(), sealing_validity_days)?,
+        })?)
+        .as_bytes(),
     )?;
 
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new())
@@ -233,6 +455,75 @@ pub fn generate(dir: &Path, sealing_validity_days: i64) -> anyhow::Result<KeyPat
     let material = load(&paths)?;
     write_public(&dir.join(SEALING_PUBLIC_FILE), &material)?;
     Ok(paths)
+}
+
+/// One fresh sealing key per suite, valid for `validity_days` from `now`.
+fn new_sealing_keys(
+    now: chrono::DateTime<chrono::Utc>,
+    validity_days: i64,
+) -> anyhow::Result<Vec<SealingEntry>> {
+    let not_after = rfc3339(now + chrono::Duration::days(validity_days));
+    let stamp = now.format("%Y%m%d");
+    let mut entries = Vec::new();
+    for (suite, prefix) in [
+        (Suite::X25519Sha256Aes256Gcm, "x25519"),
+        (Suite::XWingSha256Aes256Gcm, "xwing"),
+    ] {
+        let seed = Zeroizing::new(random_bytes::<32>()?);
+        entries.push(SealingEntry {
+            key_id: format!("{prefix}-{stamp}-{}", hex::encode(random_bytes::<3>()?)),
+            suite: suite.as_str().to_owned(),
+            seed: SecretText(B64.encode(seed.as_slice())),
+            not_after: not_after.clone(),
+        });
+    }
+    Ok(entries)
+}
+
+/// Adds a new sealing key per suite (valid `validity_days`), and ends every
+/// older key's validity at `now + overlap` at the latest: both are published
+/// meanwhile, so clients holding the old public key have that long to fetch the
+/// new one. Keys already past their `not_after` are removed from the file (their
+/// secrets destroyed). `sealing-public.json` beside the file is rewritten.
+pub fn rotate_sealing(
+    dir: &Path,
+    validity_days: i64,
+    overlap: chrono::Duration,
+) -> anyhow::Result<Vec<String>> {
+    let paths = KeyPaths::in_dir(dir);
+    let mut file: SealingFile = serde_json::from_slice(&read_secret(&paths.sealing_keys)?)
+        .with_context(|| {
+            format!(
+                "{} is not a valid sealing key file",
+                paths.sealing_keys.display()
+            )
+        })?;
+    let now = chrono::Utc::now();
+    let cutoff = now + overlap;
+    let mut kept = Vec::new();
+    for mut entry in std::mem::take(&mut file.keys) {
+        let not_after = chrono::DateTime::parse_from_rfc3339(&entry.not_after)
+            .with_context(|| format!("sealing key {}: not_after is not RFC 3339", entry.key_id))?
+            .with_timezone(&chrono::Utc);
+        if not_after <= now {
+            continue;
+        }
+        if not_after > cutoff {
+            entry.not_after = rfc3339(cutoff);
+        }
+        kept.push(entry);
+    }
+    let fresh = new_sealing_keys(now, validity_days)?;
+    let ids = fresh.iter().map(|e| e.key_id.clone()).collect();
+    kept.extend(fresh);
+    file.keys = kept;
+    replace_secret(
+        &paths.sealing_keys,
+        Zeroizing::new(serde_json::to_string_pretty(&file)?).as_bytes(),
+    )?;
+    let material = load(&paths)?;
+    write_public(&dir.join(SEALING_PUBLIC_FILE), &material)?;
+    Ok(ids)
 }
 
 /// `sealing-public.json`: what a client needs to seal, safe to share.
@@ -319,6 +610,38 @@ pub fn write_secret(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create {}", path.display()))?;
     file.write_all(contents)?;
     file.sync_all()?;
+    Ok(())
+}
+
+/// Replaces a secret file atomically: the new contents go to a fresh 0600 file
+/// beside it, which is synced and renamed over the old one, so a reader sees the
+/// old file or the new one, never a torn one. The old file must be private.
+pub fn replace_secret(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
+    check_private(path)?;
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .context("a key file path must name a file")?
+        .to_string_lossy();
+    let temp = dir.join(format!(
+        ".{name}.{}.tmp",
+        hex::encode(random_bytes::<6>()?)
+    ));
+    let written = write_secret(&temp, contents).and_then(|()| {
+        std::fs::rename(&temp, path)
+            .with_context(|| format!("cannot replace {}", path.display()))
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written?;
+    // The rename itself is durable only once the directory is synced.
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
     Ok(())
 }
 

@@ -1,14 +1,22 @@
-//! Key hierarchy: a versioned master keyring (a mounted secret) from which each
-//! tenant gets its own keys by HKDF-SHA256, one per use, so that no key ever
-//! serves two purposes and one tenant's keys say nothing about another's.
+//! Key hierarchy: a keyring (a mounted secret) with a long-lived **identity
+//! root** and short-lived **KEK epochs**, from which each tenant gets its own keys
+//! by HKDF-SHA256, one per use, so that no key ever serves two purposes and one
+//! tenant's keys say nothing about another's.
 //!
-//! - `kek` (per master version): wraps per-enrollment DEKs. Rotating the master
-//!   adds a version; old DEKs stay readable and are re-wrapped, templates untouched.
-//! - `index`: HMAC key for subject pseudonyms (`subject_ref`). Derived from the
-//!   *first* master version so that pseudonyms survive rotation; never remove it.
-//! - `audit`: HMAC key for the audit hash chain, anchored the same way.
+//! - `index` and `audit` (from the identity root): HMAC keys for subject
+//!   pseudonyms and the audit hash chain. They survive every rotation.
+//! - `kek` (one per epoch): wraps per-enrollment DEKs. Rotation adds an epoch and
+//!   makes it active; the worker re-wraps every DEK to it (templates untouched);
+//!   retiring the old epoch then removes its secret, and with it every copy of a
+//!   DEK wrapped under it, in Redis or in any backup of Redis (crypto-shredding).
 //! - the transform key comes from a *separate* secret (split knowledge): Redis plus
 //!   the keyring yields only transformed vectors.
+//!
+//! Keyrings from before key epochs had versioned masters and derived `index` and
+//! `audit` from the first one. Loading one takes that first master as the identity
+//! root, so pseudonyms and audit chains are unchanged. Its first epoch's KEK is
+//! then derivable from the identity root: retiring that epoch stops its use but
+//! cannot shred it (`identity_bound_epoch`), so no receipt ever claims it did.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, RwLock};
@@ -23,9 +31,19 @@ use crate::domain::{SubjectId, Tenant};
 
 pub type MasterSecret = Zeroizing<[u8; 32]>;
 
+/// One KEK epoch as held in the keyring file.
+pub struct KekEpoch {
+    pub secret: MasterSecret,
+    /// When the epoch was created (and made active); unknown for epochs from
+    /// keyrings older than key epochs.
+    pub created_at_unix_ms: Option<i64>,
+}
+
 pub struct Keyring {
-    active_version: u32,
-    masters: BTreeMap<u32, MasterSecret>,
+    identity_root: MasterSecret,
+    active_epoch: u32,
+    epochs: BTreeMap<u32, KekEpoch>,
+    identity_bound_epoch: Option<u32>,
     transform_secret: MasterSecret,
     // Derivation is cheap, but caching keeps the hot path free of it; the lock is
     // never held across an await (std lock, synchronous use only).
@@ -43,33 +61,109 @@ pub struct TenantKeys {
 const DERIVATION_SALT: &[u8] = b"facevault/v1 tenant-keys";
 
 impl Keyring {
+    /// `identity_bound_epoch` names the one epoch allowed to share the identity
+    /// root's secret (a keyring from before key epochs); any other sharing would
+    /// make retirement shred nothing, and is refused.
     pub fn new(
-        active_version: u32,
-        masters: BTreeMap<u32, MasterSecret>,
+        identity_root: MasterSecret,
+        active_epoch: u32,
+        epochs: BTreeMap<u32, KekEpoch>,
+        identity_bound_epoch: Option<u32>,
         transform_secret: MasterSecret,
     ) -> Result<Self, KeyringError> {
-        if masters.is_empty() {
+        if epochs.is_empty() {
             return Err(KeyringError::Empty);
         }
-        if !masters.contains_key(&active_version) {
-            return Err(KeyringError::ActiveVersionMissing(active_version));
+        if !epochs.contains_key(&active_epoch) {
+            return Err(KeyringError::ActiveEpochMissing(active_epoch));
         }
-        if masters
-            .values()
-            .any(|m| m.as_slice() == transform_secret.as_slice())
+        if identity_root.as_slice() == transform_secret.as_slice()
+            || epochs
+                .values()
+                .any(|e| e.secret.as_slice() == transform_secret.as_slice())
         {
             return Err(KeyringError::TransformNotSeparate);
         }
+        for (number, epoch) in &epochs {
+            if epoch.secret.as_slice() == identity_root.as_slice()
+                && identity_bound_epoch != Some(*number)
+            {
+                return Err(KeyringError::EpochSharesIdentityRoot(*number));
+            }
+        }
+        let distinct: std::collections::HashSet<&[u8]> =
+            epochs.values().map(|e| e.secret.as_slice()).collect();
+        if distinct.len() != epochs.len() {
+            return Err(KeyringError::EpochsNotDistinct);
+        }
         Ok(Self {
-            active_version,
-            masters,
+            identity_root,
+            active_epoch,
+            epochs,
+            identity_bound_epoch,
             transform_secret,
             tenants: RwLock::new(HashMap::new()),
         })
     }
 
-    pub fn active_version(&self) -> u32 {
-        self.active_version
+    /// A keyring from before key epochs: versioned masters, the first of which
+    /// anchored the pseudonym and audit keys. It becomes the identity root, and
+    /// each version an epoch, so nothing stored changes meaning.
+    pub fn from_versioned_masters(
+        active_version: u32,
+        masters: BTreeMap<u32, MasterSecret>,
+        transform_secret: MasterSecret,
+    ) -> Result<Self, KeyringError> {
+        let (first, root) = masters
+            .first_key_value()
+            .map(|(v, m)| (*v, Zeroizing::new(**m)))
+            .ok_or(KeyringError::Empty)?;
+        let epochs = masters
+            .into_iter()
+            .map(|(v, secret)| {
+                (
+                    v,
+                    KekEpoch {
+                        secret,
+                        created_at_unix_ms: None,
+                    },
+                )
+            })
+            .collect();
+        Self::new(root, active_version, epochs, Some(first), transform_secret)
+    }
+
+    pub fn active_epoch(&self) -> u32 {
+        self.active_epoch
+    }
+
+    /// The epochs present, oldest first, with when each was created.
+    pub fn epochs(&self) -> impl Iterator<Item = (u32, Option<i64>)> + '_ {
+        self.epochs
+            .iter()
+            .map(|(n, e)| (*n, e.created_at_unix_ms))
+    }
+
+    pub fn oldest_epoch(&self) -> u32 {
+        self.epochs
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(self.active_epoch)
+    }
+
+    /// The epoch whose KEK the identity root can derive, if any (see module docs).
+    pub fn identity_bound_epoch(&self) -> Option<u32> {
+        self.identity_bound_epoch
+    }
+
+    /// True when both keyrings derive the same pseudonyms, audit keys and
+    /// transforms: a reload must never change those, or every stored template
+    /// and audit chain would stop opening. (Both sides are our own files, so the
+    /// comparison's timing tells nobody anything.)
+    pub fn same_identity(&self, other: &Keyring) -> bool {
+        self.identity_root == other.identity_root
+            && self.transform_secret == other.transform_secret
     }
 
     pub fn tenant(&self, tenant: &Tenant) -> Result<Arc<TenantKeys>, CryptoError> {
@@ -91,29 +185,23 @@ impl Keyring {
     fn derive(&self, tenant: &Tenant) -> Result<TenantKeys, CryptoError> {
         let t = tenant.as_str().as_bytes();
         let mut keks = BTreeMap::new();
-        for (version, master) in &self.masters {
-            let prk =
-                hkdf::Salt::new(hkdf::HKDF_SHA256, DERIVATION_SALT).extract(master.as_slice());
+        for (number, epoch) in &self.epochs {
+            let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, DERIVATION_SALT)
+                .extract(epoch.secret.as_slice());
             let info = [b"kek|".as_slice(), t];
             let okm = prk
                 .expand(&info, &aead::AES_256_GCM)
                 .map_err(|_| CryptoError::KeyDerivation)?;
-            keks.insert(
-                *version,
-                aead::LessSafeKey::new(aead::UnboundKey::from(okm)),
-            );
+            keks.insert(*number, aead::LessSafeKey::new(aead::UnboundKey::from(okm)));
         }
-        let (_, anchor) = self
-            .masters
-            .first_key_value()
-            .ok_or(CryptoError::KeyDerivation)?;
-        let anchor = hkdf::Salt::new(hkdf::HKDF_SHA256, DERIVATION_SALT).extract(anchor.as_slice());
+        let identity = hkdf::Salt::new(hkdf::HKDF_SHA256, DERIVATION_SALT)
+            .extract(self.identity_root.as_slice());
         let index_info = [b"index|".as_slice(), t];
-        let index = anchor
+        let index = identity
             .expand(&index_info, hmac::HMAC_SHA256)
             .map_err(|_| CryptoError::KeyDerivation)?;
         let audit_info = [b"audit|".as_slice(), t];
-        let audit = anchor
+        let audit = identity
             .expand(&audit_info, hmac::HMAC_SHA256)
             .map_err(|_| CryptoError::KeyDerivation)?;
         let transform_prk = hkdf::Salt::new(hkdf::HKDF_SHA256, DERIVATION_SALT)
@@ -124,7 +212,7 @@ impl Keyring {
             .and_then(|okm| okm.fill(transform.as_mut_slice()))
             .map_err(|_| CryptoError::KeyDerivation)?;
         Ok(TenantKeys {
-            active_kek_version: self.active_version,
+            active_kek_version: self.active_epoch,
             keks,
             index: hmac::Key::from(index),
             audit: hmac::Key::from(audit),
@@ -224,12 +312,16 @@ impl hkdf::KeyType for Len32 {
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyringError {
-    #[error("the keyring holds no master key")]
+    #[error("the keyring holds no KEK epoch")]
     Empty,
-    #[error("the keyring's active version {0} is not in the keyring")]
-    ActiveVersionMissing(u32),
-    #[error("the transform secret must differ from every master key (split knowledge)")]
+    #[error("the keyring's active epoch {0} is not in the keyring")]
+    ActiveEpochMissing(u32),
+    #[error("the transform secret must differ from the identity root and every epoch (split knowledge)")]
     TransformNotSeparate,
+    #[error("epoch {0} has the identity root's secret, so retiring it could never shred it")]
+    EpochSharesIdentityRoot(u32),
+    #[error("two KEK epochs have the same secret")]
+    EpochsNotDistinct,
 }
 
 #[cfg(test)]
@@ -241,7 +333,22 @@ mod tests {
             .iter()
             .map(|(v, b)| (*v, Zeroizing::new([*b; 32])))
             .collect();
-        Keyring::new(active, masters, Zeroizing::new([0xee; 32])).unwrap()
+        Keyring::from_versioned_masters(active, masters, Zeroizing::new([0xee; 32])).unwrap()
+    }
+
+    fn epochs(numbers: &[(u32, u8)]) -> BTreeMap<u32, KekEpoch> {
+        numbers
+            .iter()
+            .map(|(n, b)| {
+                (
+                    *n,
+                    KekEpoch {
+                        secret: Zeroizing::new([*b; 32]),
+                        created_at_unix_ms: Some(0),
+                    },
+                )
+            })
+            .collect()
     }
 
     fn subject(s: &str) -> SubjectId {
@@ -260,34 +367,57 @@ mod tests {
         assert!(!a.subject_ref(&alice).as_str().contains("alice"));
     }
 
+    /// The identity root of a keyring from before key epochs is its first master,
+    /// so pseudonyms stay what they were, through rotation and through the
+    /// retirement of that first epoch.
     #[test]
-    fn pseudonyms_survive_master_rotation() {
-        let before = keyring(&[(1, 1)], 1);
-        let after = keyring(&[(1, 1), (2, 2)], 2);
+    fn pseudonyms_survive_rotation_and_retirement() {
+        let legacy = keyring(&[(1, 1)], 1);
+        let rotated = keyring(&[(1, 1), (2, 2)], 2);
+        let retired =
+            Keyring::new(Zeroizing::new([1; 32]), 2, epochs(&[(2, 2)]), Some(1), Zeroizing::new([0xee; 32]))
+                .unwrap();
         let t = Tenant::try_from("a").unwrap();
         let alice = subject("alice");
-        assert_eq!(
-            before.tenant(&t).unwrap().subject_ref(&alice),
-            after.tenant(&t).unwrap().subject_ref(&alice)
-        );
-        assert_eq!(after.tenant(&t).unwrap().active_kek().0, 2);
-        assert!(after.tenant(&t).unwrap().kek(1).is_some());
+        let reference = legacy.tenant(&t).unwrap().subject_ref(&alice);
+        for ring in [&rotated, &retired] {
+            assert_eq!(ring.tenant(&t).unwrap().subject_ref(&alice), reference);
+            assert!(legacy.same_identity(ring));
+        }
+        assert_eq!(rotated.tenant(&t).unwrap().active_kek().0, 2);
+        assert!(rotated.tenant(&t).unwrap().kek(1).is_some());
+        assert!(retired.tenant(&t).unwrap().kek(1).is_none());
+        assert_eq!(retired.oldest_epoch(), 2);
     }
 
     #[test]
     fn refuses_inconsistent_keyrings() {
+        let root = || Zeroizing::new([9u8; 32]);
+        let transform = || Zeroizing::new([0u8; 32]);
         assert!(matches!(
-            Keyring::new(1, BTreeMap::new(), Zeroizing::new([0; 32])),
+            Keyring::new(root(), 1, BTreeMap::new(), None, transform()),
             Err(KeyringError::Empty)
         ));
-        let masters: BTreeMap<u32, MasterSecret> = [(1, Zeroizing::new([1; 32]))].into();
         assert!(matches!(
-            Keyring::new(2, masters.clone(), Zeroizing::new([0; 32])),
-            Err(KeyringError::ActiveVersionMissing(2))
+            Keyring::new(root(), 2, epochs(&[(1, 1)]), None, transform()),
+            Err(KeyringError::ActiveEpochMissing(2))
         ));
         assert!(matches!(
-            Keyring::new(1, masters, Zeroizing::new([1; 32])),
+            Keyring::new(root(), 1, epochs(&[(1, 0)]), None, transform()),
             Err(KeyringError::TransformNotSeparate)
         ));
+        assert!(matches!(
+            Keyring::new(Zeroizing::new([0u8; 32]), 1, epochs(&[(1, 1)]), None, transform()),
+            Err(KeyringError::TransformNotSeparate)
+        ));
+        assert!(matches!(
+            Keyring::new(root(), 1, epochs(&[(1, 9)]), None, transform()),
+            Err(KeyringError::EpochSharesIdentityRoot(1))
+        ));
+        assert!(matches!(
+            Keyring::new(root(), 2, epochs(&[(1, 3), (2, 3)]), None, transform()),
+            Err(KeyringError::EpochsNotDistinct)
+        ));
+        assert!(!keyring(&[(1, 1)], 1).same_identity(&keyring(&[(1, 2)], 1)));
     }
 }

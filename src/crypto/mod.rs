@@ -2,7 +2,8 @@
 //!
 //! - `sealing`: HPKE opening of embeddings sealed by clients (end-to-end, past any
 //!   TLS-terminating proxy).
-//! - `keyring`: the versioned master keyring and the per-tenant keys derived from it.
+//! - `keyring`: the identity root, the KEK epochs and the per-tenant keys derived from them.
+//! - `live`: the key files as the running service sees them, re-read on a timer.
 //! - `transform`: the salted orthogonal transform (cancelable templates).
 //! - `envelope`: encryption of templates at rest under per-enrollment DEKs.
 //! - `keyfiles`: the on-disk formats of all secrets, and their generation.
@@ -13,6 +14,8 @@ pub mod envelope;
 pub mod keyfiles;
 #[cfg(feature = "server")]
 pub mod keyring;
+#[cfg(feature = "server")]
+pub mod live;
 pub mod sealing;
 #[cfg(feature = "server")]
 pub mod transform;

@@ -52,9 +52,10 @@ impl FaceVault for FaceVaultApi {
         request: Request<proto::GetSealingKeysRequest>,
     ) -> Result<Response<proto::GetSealingKeysResponse>, Status> {
         require(&request, Role::App)?;
-        let keys = self
-            .vault
-            .sealing_keys()
+        use ring::signature::KeyPair as _;
+        let material = self.vault.keys();
+        let keys = material
+            .sealing
             .current(now_unix_ms())
             .into_iter()
             .map(|k| proto::SealingKey {
@@ -66,7 +67,7 @@ impl FaceVault for FaceVaultApi {
             .collect();
         Ok(Response::new(proto::GetSealingKeysResponse {
             keys,
-            receipt_verification_key: self.vault.receipt_verification_key().to_vec(),
+            receipt_verification_key: material.receipt_signer.public_key().as_ref().to_vec(),
         }))
     }
 
@@ -202,6 +203,9 @@ impl FaceVault for FaceVaultApi {
             deletions_overdue: report.deletions_overdue,
             oldest_pending_deadline: report.oldest_pending_deadline_unix_ms.map(timestamp),
             consents_by_purpose: report.consents_by_purpose.into_iter().collect(),
+            oldest_key_epoch: report.key_epochs.oldest_epoch,
+            oldest_key_epoch_retire_by: report.key_epochs.retire_by_unix_ms.map(timestamp),
+            key_epoch_retirement_overdue: report.key_epochs.overdue,
         }))
     }
 }
@@ -220,6 +224,8 @@ fn ticket_to_proto(ticket: Ticket) -> proto::DeletionTicket {
         deadline: Some(timestamp(ticket.deadline_unix_ms)),
         completed_at: ticket.completed_at_unix_ms.map(timestamp),
         receipt: ticket.receipt,
+        shredded_at: ticket.shredded_at_unix_ms.map(timestamp),
+        shred_receipt: ticket.shred_receipt,
     }
 }
 

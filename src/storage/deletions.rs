@@ -8,6 +8,9 @@
 //!   worker died) goes back to the queue.
 //! - `…:deadlines` and `…:deadlines:<tenant>`: ZSETs of pending tickets by
 //!   deadline, for the overdue count and the compliance report.
+//! - `…:unshredded`: ZSET of completed tickets by the newest key epoch that
+//!   could have wrapped their erased DEKs; once the keyring's oldest epoch is
+//!   newer, every such epoch is retired and the ticket gains its shred statement.
 //! - `…:unflagged`: ZSET of cancellation tickets whose subject is not yet marked
 //!   cancelled. The ticket is the intent of a cancellation: it is written first,
 //!   and the reconciler marks any subject a cut-short call left unmarked.
@@ -82,9 +85,12 @@ const COMPLETE: &str = r#"
 local done = redis.call('HGET', KEYS[1], 'state') == 'completed'
 if not done then
   local fields = {}
-  for i = 3, #ARGV do fields[#fields + 1] = ARGV[i] end
+  for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
   redis.call('HSET', KEYS[1], 'state', 'completed', unpack(fields))
   redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+  if ARGV[3] ~= '' then
+    redis.call('ZADD', KEYS[7], ARGV[3], ARGV[1])
+  end
 end
 redis.call('ZREM', KEYS[2], ARGV[1])
 redis.call('ZREM', KEYS[3], ARGV[1])
@@ -92,6 +98,20 @@ redis.call('ZREM', KEYS[4], ARGV[1])
 redis.call('ZREM', KEYS[5], ARGV[1])
 redis.call('ZREM', KEYS[6], ARGV[1])
 if done then return 0 end
+return 1
+"#;
+
+/// KEYS: ticket, unshredded. ARGV: member, then field/value pairs.
+/// Adds the shred statement to a completed ticket, once; forgets a ticket that
+/// has expired meanwhile. Returns 1 if added.
+const SHRED: &str = r#"
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('HGET', KEYS[1], 'state') ~= 'completed' or redis.call('HEXISTS', KEYS[1], 'shredded_ms') == 1 then
+  return 0
+end
+local fields = {}
+for i = 2, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
 return 1
 "#;
 
@@ -117,9 +137,29 @@ pub struct TicketRecord {
     pub receipt_signature: Vec<u8>,
     /// How many times a worker ran the erasure (1 when all went well).
     pub erasures: u64,
+    /// The key epochs in the keyring at completion.
+    pub key_epochs: Vec<u32>,
+    /// When all of `key_epochs` had been retired, and the signed statement.
+    pub shredded_at_ms: Option<i64>,
+    pub shred_body: Vec<u8>,
+    pub shred_signature: Vec<u8>,
     /// What a partial erasure covers: the purposes withdrawn, or the template
     /// past its retention.
     pub scope: Vec<String>,
+}
+
+/// What completing a ticket records.
+pub struct Completion<'a> {
+    pub completed_at_ms: i64,
+    pub receipt_body: &'a [u8],
+    pub receipt_signature: &'a [u8],
+    /// When the ticket (and its receipt) expires.
+    pub expires_at_ms: i64,
+    /// The key epochs in the keyring at completion.
+    pub key_epochs: &'a [u32],
+    /// The newest of them, when their retirement will shred the erased DEKs
+    /// (None when one of them shares the identity root and never can be).
+    pub shred_after_epoch: Option<u32>,
 }
 
 /// How a new pending ticket is taken up.
@@ -161,6 +201,9 @@ fn tenant_deadlines_key(tenant: &str) -> String {
 }
 fn unflagged_key() -> String {
     format!("{SLOT}:unflagged")
+}
+fn unshredded_key() -> String {
+    format!("{SLOT}:unshredded")
 }
 
 fn split_member(m: &str) -> Option<(String, String)> {
@@ -277,6 +320,16 @@ impl Store {
                 "receipt_body" => t.receipt_body = v,
                 "receipt_sig" => t.receipt_signature = v,
                 "erasures" => t.erasures = number(&v)?.max(0) as u64,
+                "key_epochs" => {
+                    t.key_epochs = text(&v)?
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(|s| s.parse().map_err(|_| StorageError::Corrupt))
+                        .collect::<Result<_, _>>()?
+                }
+                "shredded_ms" => t.shredded_at_ms = Some(number(&v)?),
+                "shred_body" => t.shred_body = v,
+                "shred_sig" => t.shred_signature = v,
                 "scope" => {
                     t.scope = text(&v)?
                         .split(',')
@@ -327,10 +380,7 @@ impl Store {
         &self,
         tenant: &str,
         ticket_id: &str,
-        completed_at_ms: i64,
-        receipt_body: &[u8],
-        receipt_signature: &[u8],
-        expires_at_ms: i64,
+        completion: &Completion<'_>,
     ) -> Result<bool, StorageError> {
         let mut inv = super::eval(
             COMPLETE,
@@ -341,18 +391,61 @@ impl Store {
                 &tenant_deadlines_key(tenant),
                 &queue_key(),
                 &unflagged_key(),
+                &unshredded_key(),
             ],
         );
+        let epochs: Vec<String> = completion.key_epochs.iter().map(u32::to_string).collect();
         inv.arg(member(tenant, ticket_id))
-            .arg(expires_at_ms)
+            .arg(completion.expires_at_ms)
+            .arg(
+                completion
+                    .shred_after_epoch
+                    .map_or_else(String::new, |e| e.to_string()),
+            )
             .arg("completed_ms")
-            .arg(completed_at_ms)
+            .arg(completion.completed_at_ms)
             .arg("receipt_body")
-            .arg(receipt_body)
+            .arg(completion.receipt_body)
             .arg("receipt_sig")
-            .arg(receipt_signature);
+            .arg(completion.receipt_signature)
+            .arg("key_epochs")
+            .arg(epochs.join(","));
         let done: i64 = self.durable(inv).await?;
         Ok(done == 1)
+    }
+
+    /// Completed tickets whose key epochs are all older than `oldest_epoch`
+    /// (all retired): (tenant, ticket id).
+    pub async fn shreddable_tickets(
+        &self,
+        oldest_epoch: u32,
+        max: usize,
+    ) -> Result<Vec<(String, String)>, StorageError> {
+        let members = self
+            .due_members(&unshredded_key(), i64::from(oldest_epoch) - 1, max)
+            .await?;
+        Ok(members.iter().filter_map(|m| split_member(m)).collect())
+    }
+
+    /// Records a ticket's shred statement; false if it already had one or is gone.
+    pub async fn shred_ticket(
+        &self,
+        tenant: &str,
+        ticket_id: &str,
+        shredded_at_ms: i64,
+        body: &[u8],
+        signature: &[u8],
+    ) -> Result<bool, StorageError> {
+        let mut inv = super::eval(SHRED, &[&ticket_key(tenant, ticket_id), &unshredded_key()]);
+        inv.arg(member(tenant, ticket_id))
+            .arg("shredded_ms")
+            .arg(shredded_at_ms)
+            .arg("shred_body")
+            .arg(body)
+            .arg("shred_sig")
+            .arg(signature);
+        let added: i64 = self.durable(inv).await?;
+        Ok(added == 1)
     }
 
     /// Pending and overdue deletions, for one tenant or (None) the deployment.

@@ -200,6 +200,26 @@ impl Store {
         Ok(total)
     }
 
+    /// One `SSCAN` page of the tenant's subjects holding templates: (next
+    /// cursor, 0 when the walk is done; subject_refs, possibly repeated).
+    pub async fn ledger_subjects_page(
+        &self,
+        tenant: &str,
+        cursor: u64,
+        count: usize,
+    ) -> Result<(u64, Vec<String>), StorageError> {
+        let mut conn = self.conn.clone();
+        self.deadline(
+            redis::cmd("SSCAN")
+                .arg(format!("{}:subjects", tag(tenant)))
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(count)
+                .query_async(&mut conn),
+        )
+        .await
+    }
+
     pub async fn ledger_tenants(&self) -> Result<Vec<String>, StorageError> {
         let mut conn = self.conn.clone();
         self.deadline(redis::cmd("SMEMBERS").arg(TENANTS).query_async(&mut conn))

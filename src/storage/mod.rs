@@ -7,6 +7,7 @@ mod connection;
 pub mod deletions;
 pub mod keys;
 pub mod ledger;
+pub mod rewrap;
 mod scripts;
 
 use std::sync::LazyLock;

@@ -13,6 +13,7 @@ pub struct ComplianceReport {
     pub deletions_overdue: u64,
     pub oldest_pending_deadline_unix_ms: Option<i64>,
     pub consents_by_purpose: std::collections::BTreeMap<String, u64>,
+    pub key_epochs: super::EpochStatus,
 }
 
 impl Vault {
@@ -33,6 +34,7 @@ impl Vault {
             deletions_overdue: backlog.overdue,
             oldest_pending_deadline_unix_ms: backlog.oldest_deadline_ms,
             consents_by_purpose: self.store.ledger_consents(tenant.as_str()).await?,
+            key_epochs: self.epoch_status(now_unix_ms()),
         })
     }
 
@@ -55,12 +57,16 @@ impl Vault {
             .with_timezone(&self.lifecycle.policy.calendar().time_zone())
             .date_naive();
         let horizon = today + chrono::Days::new(30);
+        let epochs = self.epoch_status(now);
         Ok(crate::telemetry::GaugeSnapshot {
             deletions_pending: backlog.pending,
             deletions_overdue: backlog.overdue,
             subjects_stored: self.store.ledger_total_subjects().await?,
             filing_threshold: self.lifecycle.filing_threshold,
             calendar_fallback: !self.lifecycle.policy.calendar().has_published_data(horizon),
+            rewrap_pending: self.rewrap_pending(),
+            epoch_age_days: epochs.oldest_age_days,
+            epoch_retirement_overdue: epochs.overdue,
         })
     }
 }

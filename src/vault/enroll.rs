@@ -29,7 +29,7 @@ impl Vault {
         let now = now_unix_ms();
         let opened =
             self.open_embedding(SealedFor::Enroll, tenant, &cmd.subject, &cmd.sealed, now)?;
-        let keys = self.keyring.tenant(tenant)?;
+        let keys = self.keys.current().keyring.tenant(tenant)?;
         let subject_ref = keys.subject_ref(&cmd.subject);
 
         // A fresh salt per enrollment: re-enrolling yields an unrelated template,

@@ -13,7 +13,7 @@ use crate::crypto::keyring::SubjectRef;
 use crate::domain::deletion::{CancelReason, DeletionKind};
 use crate::domain::{InvalidInput, Purpose, SubjectId, Tenant};
 use crate::error::Error;
-use crate::storage::deletions::{Pickup, TicketRecord};
+use crate::storage::deletions::{Completion, Pickup, TicketRecord};
 use crate::storage::ledger::LedgerEntry;
 use crate::storage::{StorageError, SubjectKeys, TemplateChange, Tombstone};
 
@@ -45,6 +45,9 @@ pub struct Ticket {
     pub deadline_unix_ms: i64,
     pub completed_at_unix_ms: Option<i64>,
     pub receipt: Option<crate::proto::DeletionReceipt>,
+    /// Set once every key epoch that could have wrapped the erased DEKs is retired.
+    pub shredded_at_unix_ms: Option<i64>,
+    pub shred_receipt: Option<crate::proto::DeletionReceipt>,
 }
 
 impl From<TicketRecord> for Ticket {
@@ -53,6 +56,11 @@ impl From<TicketRecord> for Ticket {
             body: t.receipt_body,
             signature: t.receipt_signature,
         });
+        let shred_receipt =
+            (t.completed && t.shredded_at_ms.is_some()).then_some(crate::proto::DeletionReceipt {
+                body: t.shred_body,
+                signature: t.shred_signature,
+            });
         Self {
             ticket_id: t.ticket_id,
             kind: DeletionKind::parse(&t.kind),
@@ -61,6 +69,8 @@ impl From<TicketRecord> for Ticket {
             deadline_unix_ms: t.deadline_ms,
             completed_at_unix_ms: t.completed_at_ms.filter(|_| t.completed),
             receipt,
+            shredded_at_unix_ms: t.shredded_at_ms.filter(|_| t.completed),
+            shred_receipt,
         }
     }
 }
@@ -70,7 +80,7 @@ pub const RECEIPT_CONTEXT: &[u8] = b"facevault/v1 receipt";
 
 /// Attempts at a compare-and-set rewrite before giving up (a concurrent
 /// enrollment of the same subject on every attempt).
-const REWRITE_ATTEMPTS: usize = 5;
+pub(super) const REWRITE_ATTEMPTS: usize = 5;
 
 pub fn is_valid_ticket_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
@@ -93,7 +103,7 @@ impl Vault {
         tenant: &Tenant,
         cmd: DeleteCommand,
     ) -> Result<Ticket, Error> {
-        let keys = self.keyring.tenant(tenant)?;
+        let keys = self.keys.current().keyring.tenant(tenant)?;
         let subject_ref = keys.subject_ref(&cmd.subject);
         let ticket = self
             .open_ticket(
@@ -114,7 +124,7 @@ impl Vault {
         tenant: &Tenant,
         cmd: WithdrawCommand,
     ) -> Result<Ticket, Error> {
-        let keys = self.keyring.tenant(tenant)?;
+        let keys = self.keys.current().keyring.tenant(tenant)?;
         let subject_ref = keys.subject_ref(&cmd.subject);
         let stored = self
             .store
@@ -150,7 +160,7 @@ impl Vault {
         tenant: &Tenant,
         cmd: CancelCommand,
     ) -> Result<Ticket, Error> {
-        let keys = self.keyring.tenant(tenant)?;
+        let keys = self.keys.current().keyring.tenant(tenant)?;
         let subject_ref = keys.subject_ref(&cmd.subject);
         let ticket_id = keys.cancel_ticket_id(&subject_ref);
         match self.store.ticket(tenant.as_str(), &ticket_id).await? {
@@ -260,7 +270,7 @@ impl Vault {
         dropped: Vec<String>,
         intent: i64,
     ) -> Result<(), Error> {
-        let keys = self.keyring.tenant(tenant)?;
+        let keys = self.keys.current().keyring.tenant(tenant)?;
         let stored = self
             .store
             .read_subject(&SubjectKeys::new(tenant, subject_ref))
@@ -437,6 +447,15 @@ impl Vault {
             }
         };
         let completed_at = now_unix_ms();
+        // Every epoch in the keyring now could have wrapped these DEKs in some
+        // copy of Redis (a DEK moves to newer epochs as it is re-wrapped);
+        // epochs retired before now are unreadable already.
+        let keys = self.keys.current();
+        let key_epochs: Vec<u32> = keys.keyring.epochs().map(|(n, _)| n).collect();
+        let shred_after_epoch = match keys.keyring.identity_bound_epoch() {
+            Some(bound) if key_epochs.contains(&bound) => None,
+            _ => key_epochs.iter().max().copied(),
+        };
         let (body, signature) = self.receipt(
             &ticket.ticket_id,
             &tenant,
@@ -445,16 +464,21 @@ impl Vault {
             ticket.deadline_ms,
             completed_at,
             erased.what,
+            key_epochs.clone(),
         );
         let first = self
             .store
             .complete_ticket(
                 tenant.as_str(),
                 &ticket.ticket_id,
-                completed_at,
-                &body,
-                &signature,
-                kept_until,
+                &Completion {
+                    completed_at_ms: completed_at,
+                    receipt_body: &body,
+                    receipt_signature: &signature,
+                    expires_at_ms: kept_until,
+                    key_epochs: &key_epochs,
+                    shred_after_epoch,
+                },
             )
             .await?;
         if !first {
@@ -471,6 +495,7 @@ impl Vault {
         ticket.completed_at_ms = Some(completed_at);
         ticket.receipt_body = body;
         ticket.receipt_signature = signature;
+        ticket.key_epochs = key_epochs;
         Ok(ticket.into())
     }
 
@@ -482,7 +507,7 @@ impl Vault {
         subject_ref: &SubjectRef,
         withdrawn: &[String],
     ) -> Result<Erased, Error> {
-        let keys = self.keyring.tenant(tenant)?;
+        let keys = self.keys.current().keyring.tenant(tenant)?;
         let subject_keys = SubjectKeys::new(tenant, subject_ref);
         for _ in 0..REWRITE_ATTEMPTS {
             let stored = self.store.read_subject(&subject_keys).await?;
@@ -572,7 +597,7 @@ impl Vault {
         let now = now_unix_ms();
         let mut done = 0;
         for (tenant, _) in self.lifecycle.max_template_age.iter() {
-            let keys = self.keyring.tenant(tenant)?;
+            let keys = self.keys.current().keyring.tenant(tenant)?;
             for (subject, template_id) in
                 self.store.ledger_expired(tenant.as_str(), now, max).await?
             {
@@ -734,6 +759,7 @@ impl Vault {
         deadline: i64,
         completed_at: i64,
         erased: Vec<String>,
+        key_epochs: Vec<u32>,
     ) -> (Vec<u8>, Vec<u8>) {
         let body = crate::proto::ReceiptBody {
             ticket_id: ticket_id.to_owned(),
@@ -743,13 +769,24 @@ impl Vault {
             deadline: Some(timestamp(deadline)),
             completed_at: Some(timestamp(completed_at)),
             erased,
+            key_epochs,
         }
         .encode_to_vec();
-        let mut message = Vec::with_capacity(RECEIPT_CONTEXT.len() + body.len());
-        message.extend_from_slice(RECEIPT_CONTEXT);
-        message.extend_from_slice(&body);
-        let signature = self.receipt_signer.sign(&message).as_ref().to_vec();
+        let signature = self.sign_statement(RECEIPT_CONTEXT, &body);
         (body, signature)
+    }
+
+    /// Ed25519 over `context || body` with the receipt key in use now.
+    pub(super) fn sign_statement(&self, context: &[u8], body: &[u8]) -> Vec<u8> {
+        let mut message = Vec::with_capacity(context.len() + body.len());
+        message.extend_from_slice(context);
+        message.extend_from_slice(body);
+        self.keys
+            .current()
+            .receipt_signer
+            .sign(&message)
+            .as_ref()
+            .to_vec()
     }
 }
 
@@ -758,13 +795,22 @@ pub fn verify_receipt(
     public_key: &[u8],
     receipt: &crate::proto::DeletionReceipt,
 ) -> Option<crate::proto::ReceiptBody> {
-    let mut message = Vec::with_capacity(RECEIPT_CONTEXT.len() + receipt.body.len());
-    message.extend_from_slice(RECEIPT_CONTEXT);
-    message.extend_from_slice(&receipt.body);
+    verify_statement(public_key, RECEIPT_CONTEXT, receipt)
+}
+
+/// Checks `signature` over `context || body` and decodes the body.
+pub(super) fn verify_statement<M: prost::Message + Default>(
+    public_key: &[u8],
+    context: &[u8],
+    statement: &crate::proto::DeletionReceipt,
+) -> Option<M> {
+    let mut message = Vec::with_capacity(context.len() + statement.body.len());
+    message.extend_from_slice(context);
+    message.extend_from_slice(&statement.body);
     ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public_key)
-        .verify(&message, &receipt.signature)
+        .verify(&message, &statement.signature)
         .ok()?;
-    crate::proto::ReceiptBody::decode(receipt.body.as_slice()).ok()
+    M::decode(statement.body.as_slice()).ok()
 }
 
 /// The inverse of `timestamp`, saturating rather than overflowing on absurd input.

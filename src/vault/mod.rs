@@ -4,6 +4,7 @@
 
 mod compliance;
 mod enroll;
+mod key_epochs;
 mod lifecycle;
 mod verify;
 
@@ -12,19 +13,23 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use prost::Message as _;
-use ring::signature::Ed25519KeyPair;
 use zeroize::Zeroizing;
 
 pub use compliance::ComplianceReport;
 pub use enroll::{EnrollCommand, Enrollment};
+pub use key_epochs::{
+    DekCensus, EpochStatus, RewrapPage, SHRED_CONTEXT, SHRED_STATEMENT, dek_census,
+    verify_shred_receipt,
+};
 pub use lifecycle::{
     CancelCommand, DeleteCommand, RECEIPT_CONTEXT, Ticket, WithdrawCommand, is_valid_ticket_id,
     timestamp, unix_ms, verify_receipt,
 };
 pub use verify::{Verification, VerifyCommand};
 
-use crate::crypto::keyring::Keyring;
-use crate::crypto::sealing::{self, SealedFor, SealingKeys};
+use crate::crypto::keyfiles::KeyMaterial;
+use crate::crypto::live::LiveKeys;
+use crate::crypto::sealing::{self, SealedFor};
 use crate::domain::deletion::DeletionPolicy;
 use crate::domain::{Embedding, EmbeddingModel, LockoutPolicy, SubjectId, Tenant};
 use crate::error::{EnvelopeRefusal, Error};
@@ -47,6 +52,10 @@ pub struct VaultSettings {
     pub max_clock_skew: Duration,
     pub tenants_exposing_scores: Vec<Tenant>,
     pub deletion_policy: DeletionPolicy,
+    /// The key-epoch policy (checked against the deletion deadline at start-up).
+    pub epoch_policy: crate::domain::key_epochs::EpochPolicy,
+    /// Most DEKs this process's worker re-wraps per second.
+    pub rewrap_per_second: u32,
     pub ticket_retention: Duration,
     pub claim_ttl: Duration,
     pub filing_threshold: u64,
@@ -59,6 +68,10 @@ pub struct VaultSettings {
 /// What erasure and compliance need.
 struct Lifecycle {
     policy: DeletionPolicy,
+    epochs: crate::domain::key_epochs::EpochPolicy,
+    rewrap_per_second: u32,
+    /// What the re-wrap worker's last complete walk left under old epochs.
+    rewrap_pending: std::sync::atomic::AtomicU64,
     ticket_retention_ms: i64,
     claim_ttl_ms: i64,
     filing_threshold: u64,
@@ -68,9 +81,7 @@ struct Lifecycle {
 }
 
 pub struct Vault {
-    keyring: Arc<Keyring>,
-    sealing: SealingKeys,
-    receipt_signer: Arc<Ed25519KeyPair>,
+    keys: Arc<LiveKeys>,
     store: Store,
     models: HashMap<String, EmbeddingModel>,
     lockout: LockoutPolicy,
@@ -92,17 +103,9 @@ struct OpenedEmbedding<'a> {
 }
 
 impl Vault {
-    pub fn new(
-        keyring: Arc<Keyring>,
-        sealing: SealingKeys,
-        receipt_signer: Arc<Ed25519KeyPair>,
-        store: Store,
-        settings: VaultSettings,
-    ) -> Self {
+    pub fn new(keys: Arc<LiveKeys>, store: Store, settings: VaultSettings) -> Self {
         Self {
-            keyring,
-            sealing,
-            receipt_signer,
+            keys,
             store,
             models: settings
                 .models
@@ -117,6 +120,9 @@ impl Vault {
             verify_bound: settings.verify_bound,
             lifecycle: Lifecycle {
                 policy: settings.deletion_policy,
+                epochs: settings.epoch_policy,
+                rewrap_per_second: settings.rewrap_per_second,
+                rewrap_pending: std::sync::atomic::AtomicU64::new(0),
                 ticket_retention_ms: settings.ticket_retention.as_millis() as i64,
                 claim_ttl_ms: settings.claim_ttl.as_millis() as i64,
                 filing_threshold: settings.filing_threshold,
@@ -149,16 +155,12 @@ impl Vault {
         tenant: &Tenant,
         subject: &SubjectId,
     ) -> Result<crate::crypto::keyring::SubjectRef, Error> {
-        Ok(self.keyring.tenant(tenant)?.subject_ref(subject))
+        Ok(self.keys.current().keyring.tenant(tenant)?.subject_ref(subject))
     }
 
-    pub fn sealing_keys(&self) -> &SealingKeys {
-        &self.sealing
-    }
-
-    pub fn receipt_verification_key(&self) -> &[u8] {
-        use ring::signature::KeyPair as _;
-        self.receipt_signer.public_key().as_ref()
+    /// The keys in use now (sealing keys, keyring, receipt key).
+    pub fn keys(&self) -> Arc<KeyMaterial> {
+        self.keys.current()
     }
 
     pub fn store(&self) -> &Store {
@@ -178,6 +180,8 @@ impl Vault {
     ) -> Result<OpenedEmbedding<'_>, Error> {
         let aad = sealing::aad(op, tenant.as_str(), subject.as_str());
         let plaintext = self
+            .keys
+            .current()
             .sealing
             .open(
                 &sealed.suite,

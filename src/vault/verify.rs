@@ -32,7 +32,7 @@ impl Vault {
         let now = now_unix_ms();
         let opened =
             self.open_embedding(SealedFor::Verify, tenant, &cmd.subject, &cmd.sealed, now)?;
-        let keys = self.keyring.tenant(tenant)?;
+        let keys = self.keys.current().keyring.tenant(tenant)?;
         let subject_ref = keys.subject_ref(&cmd.subject);
         let subject_keys = SubjectKeys::new(tenant, &subject_ref);
         // The slot lasts as long as this call can (its own bound), so it never

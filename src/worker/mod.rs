@@ -1,10 +1,12 @@
 //! Background work: the deletion worker erases due account cancellations and
-//! expired templates, and runs the reconciler (`reconciler`) that finishes
-//! changes cut short. Safe with many replicas: tickets are claimed atomically in
+//! expired templates, runs the reconciler (`reconciler`) that finishes changes
+//! cut short, and adds the shred statement to tickets whose key epochs are all
+//! retired; the re-wrap worker (`rewrap`) moves DEKs to the active key epoch. Safe with many replicas: tickets are claimed atomically in
 //! Redis, a claim whose worker died expires and is taken by another, and every
 //! reconciliation step is idempotent.
 
 pub mod reconciler;
+pub mod rewrap;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,6 +55,9 @@ impl DeletionWorker {
             if let Err(error) = self.vault.expire_templates(BATCH).await {
                 tracing::warn!(%error, "template retention sweep failed; retrying");
             }
+            if let Err(error) = self.vault.shred_retired(BATCH).await {
+                tracing::warn!(%error, "shred statements cannot be written this round; retrying");
+            }
             if last_gauges.is_none_or(|t| t.elapsed() >= GAUGES_EVERY) {
                 if let Ok(snapshot) = self.vault.gauge_snapshot().await {
                     crate::telemetry::set_gauges(snapshot);
@@ -66,6 +71,14 @@ impl DeletionWorker {
                     tracing::error!(
                         overdue,
                         "deletion tickets are past their statutory deadline"
+                    );
+                }
+                let epochs = self.vault.epoch_status(crate::vault::now_unix_ms());
+                if epochs.overdue {
+                    tracing::error!(
+                        oldest_epoch = epochs.oldest_epoch,
+                        active_epoch = epochs.active_epoch,
+                        "the oldest key epoch is past its retirement date: rotate, wait for `keys status` to show 0 DEKs under it, and retire it"
                     );
                 }
                 last_overdue_report = Some(tokio::time::Instant::now());

@@ -1,0 +1,80 @@
+//! Where the re-wrap worker is in its walk, so any replica can resume it.
+//!
+//! - `fv:keys:rewrap:{<tenant>}`: HASH `epoch`, `cursor`: the `SSCAN` cursor over
+//!   the tenant's ledger of subjects (`ledger`), valid for a walk towards `epoch`.
+//! - `fv:keys:rewrap:lease`: STRING, the replica walking now, with a TTL; a
+//!   replica that dies lets it expire and another resumes from the cursors.
+//!
+//! The walk reads and rewrites each subject's templates with the same
+//! compare-and-set script as every other rewrite (`Store::rewrite_templates`),
+//! so it is atomic against a concurrent enroll or erase on a single Redis or a
+//! Cluster (every command names one slot).
+
+use super::{StorageError, Store};
+
+const LEASE: &str = "fv:keys:rewrap:lease";
+
+/// KEYS: lease. ARGV: owner, ttl ms. Takes the lease if free, renews it if held
+/// by `owner`; returns 1 if `owner` holds it.
+const TAKE_LEASE: &str = r#"
+local holder = redis.call('GET', KEYS[1])
+if holder == false or holder == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+fn cursor_key(tenant: &str) -> String {
+    format!("fv:keys:rewrap:{{{tenant}}}")
+}
+
+impl Store {
+    pub async fn rewrap_lease(&self, owner: &str, ttl_ms: u64) -> Result<bool, StorageError> {
+        let mut inv = super::eval(TAKE_LEASE, &[LEASE]);
+        inv.arg(owner).arg(ttl_ms);
+        let mut conn = self.conn.clone();
+        let held: i64 = self.deadline(inv.query_async(&mut conn)).await?;
+        Ok(held == 1)
+    }
+
+    /// The saved cursor of the walk towards `epoch`; 0 (start) when none is
+    /// saved or it was saved for another epoch.
+    pub async fn rewrap_cursor(&self, tenant: &str, epoch: u32) -> Result<u64, StorageError> {
+        let mut conn = self.conn.clone();
+        let (saved_epoch, cursor): (Option<u32>, Option<u64>) = self
+            .deadline(
+                redis::cmd("HMGET")
+                    .arg(cursor_key(tenant))
+                    .arg("epoch")
+                    .arg("cursor")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(match (saved_epoch, cursor) {
+            (Some(e), Some(c)) if e == epoch => c,
+            _ => 0,
+        })
+    }
+
+    pub async fn save_rewrap_cursor(
+        &self,
+        tenant: &str,
+        epoch: u32,
+        cursor: u64,
+    ) -> Result<(), StorageError> {
+        let mut conn = self.conn.clone();
+        let () = self
+            .deadline(
+                redis::cmd("HSET")
+                    .arg(cursor_key(tenant))
+                    .arg("epoch")
+                    .arg(epoch)
+                    .arg("cursor")
+                    .arg(cursor)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+}
