@@ -120,18 +120,18 @@ mod tests {
     }
 
     /// 15 working days from a request late on a Sunday end 19 days later, on a
-    /// Friday night, the shortest they ever span: 17 + 1 fits every day, and 30
+    /// Friday night, the shortest they ever span: 18 + 1 fits every day, 19 + 1 does not, and 30
     /// fits none.
     #[test]
     fn too_long_an_epoch_is_refused_naming_the_day_and_the_fix() {
         let today = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
         let fits = EpochPolicy {
-            epoch_days: 17,
+            epoch_days: 18,
             max_rewrap_days: 1,
         };
         fits.check(&deletion(Duration::ZERO), today).unwrap();
         let one_more = EpochPolicy {
-            epoch_days: 18,
+            epoch_days: 19,
             max_rewrap_days: 1,
         };
         assert!(one_more.check(&deletion(Duration::ZERO), today).is_err());
@@ -149,7 +149,7 @@ mod tests {
             .check(&deletion(Duration::from_secs(10 * 86_400)), today)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("keys.epoch_days (17)"), "{err}");
+        assert!(err.contains("keys.epoch_days (18)"), "{err}");
     }
 
     #[test]

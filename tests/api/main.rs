@@ -9,6 +9,8 @@ mod enroll_verify;
 mod envelope;
 mod flood;
 mod helpers;
+mod key_rotation;
+mod keys;
 mod lifecycle;
 mod limits;
 mod mtls;

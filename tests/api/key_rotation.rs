@@ -1,0 +1,1 @@
+//! Key rotation: (being written)

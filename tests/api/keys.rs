@@ -1,0 +1,1 @@
+//! Erasure that reaches backups: (being written)
