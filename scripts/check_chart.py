@@ -6,8 +6,11 @@ the chart for several value sets, validates every rendered manifest against
 the Kubernetes API schemas (kubernetes-validate, strict: unknown fields fail),
 and asserts the properties the service depends on: hardened pods, gRPC probes
 on the plaintext health port, no secret material anywhere in the manifests,
-Secret volumes no wider than 0440, a config checksum that rolls the pods, and
-values the schema must refuse.
+Secret volumes no wider than 0440 and never mounted with subPath (so a rotated
+key or certificate reaches the running pods), the key-lifecycle settings in the
+rendered config, a config checksum that rolls the pods, and values the schema
+or the templates must refuse (including key epochs too long for the deletion
+deadline).
 
 When a built `facevault` binary is found (FACEVAULT_BIN, target/release,
 target/debug or PATH), the rendered facevault.toml is also fed to the service
@@ -126,6 +129,13 @@ GOOD_SETS: dict[str, dict[str, Any]] = {
         "server": {"bindAddress": "[::]", "drainTimeoutSecs": 25},
         "networkPolicy": {"enabled": True},
     },
+    "key lifecycle tuned": {
+        "redis": {"url": "rediss://redis.data.svc:6380"},
+        "models": [MODEL],
+        "tls": {"reloadIntervalSecs": 60},
+        "keys": {"reloadIntervalSecs": 30, "rewrapPerSecond": 500, "epochDays": 5, "maxRewrapDays": 2},
+        "deletion": {"gracePeriodSecs": 86_400},
+    },
 }
 
 # Values the chart must refuse (schema or template `fail`).
@@ -147,6 +157,31 @@ BAD_SETS: dict[str, dict[str, Any]] = {
     "audit retention < 180 days": deep_merge(BASE, {"audit": {"retentionDays": 30}}),
     "redis.mode sentinel": deep_merge(BASE, {"redis": {"mode": "sentinel"}}),
     "redis.replicaAcks 17": deep_merge(BASE, {"redis": {"replicaAcks": 17}}),
+    "keys.epochDays: 0": deep_merge(BASE, {"keys": {"epochDays": 0}}),
+    'keys.epochDays: "7"': deep_merge(BASE, {"keys": {"epochDays": "7"}}),
+    "keys.maxRewrapDays: 0": deep_merge(BASE, {"keys": {"maxRewrapDays": 0}}),
+    "keys.reloadIntervalSecs: 0": deep_merge(BASE, {"keys": {"reloadIntervalSecs": 0}}),
+    "keys.reloadIntervalSecs: 3601": deep_merge(BASE, {"keys": {"reloadIntervalSecs": 3601}}),
+    "keys.rewrapPerSecond: 0": deep_merge(BASE, {"keys": {"rewrapPerSecond": 0}}),
+    "keys.rewrapPerSecond: 1000001": deep_merge(BASE, {"keys": {"rewrapPerSecond": 1_000_001}}),
+    "tls.reloadIntervalSecs: 0": deep_merge(BASE, {"tls": {"reloadIntervalSecs": 0}}),
+    "unknown keys.* key": deep_merge(BASE, {"keys": {"epochdays": 7}}),
+    # Template refusals: the shred window does not end before the deadline.
+    "keys.epochDays 19 + maxRewrapDays 1 (20 days > 19)": deep_merge(
+        BASE, {"keys": {"epochDays": 19, "maxRewrapDays": 1}}
+    ),
+    "keys.epochDays 18 + maxRewrapDays 1 + 1 s grace": deep_merge(
+        BASE, {"keys": {"epochDays": 18, "maxRewrapDays": 1}, "deletion": {"gracePeriodSecs": 1}}
+    ),
+    "keys.epochDays 7 + maxRewrapDays 1 with 5 working days": deep_merge(
+        BASE, {"deletion": {"workingDays": 5}}
+    ),
+}
+# Bad sets refused by a template `fail` (not the schema): the message must say the fix.
+FIX_MESSAGES = {
+    "keys.epochDays 19 + maxRewrapDays 1 (20 days > 19)": "shorten keys.epochDays or keys.maxRewrapDays",
+    "keys.epochDays 18 + maxRewrapDays 1 + 1 s grace": "shorten keys.epochDays or keys.maxRewrapDays",
+    "keys.epochDays 7 + maxRewrapDays 1 with 5 working days": "shorten keys.epochDays or keys.maxRewrapDays",
 }
 # The bad sets the brief names: lint must report them as errors too.
 LINT_BAD = ['replicaCount: "two"', "redis.url missing", 'redis.url: "http://x"']
@@ -378,6 +413,10 @@ def check_deployment(name: str, values: dict[str, Any], rendered: dict[str, str]
     for m in c.get("volumeMounts", []):
         if m["mountPath"] != "/tmp":
             R.check(m.get("readOnly") is True, f"{name}: mount {m['mountPath']} read-only")
+    # The kubelet refreshes Secret and ConfigMap volumes in place, but never a
+    # subPath mount: rotated keys and renewed certificates must reach the pods.
+    sub_paths = [m["mountPath"] for m in c.get("volumeMounts", []) if "subPath" in m or "subPathExpr" in m]
+    R.check(not sub_paths, f"{name}: no subPath mount (key and certificate files are reloaded)", str(sub_paths))
     mount_paths = [m["mountPath"].rstrip("/") + "/" for m in c.get("volumeMounts", [])]
     nested = [a for a in mount_paths for b in mount_paths if a != b and a.startswith(b)]
     R.check(not nested, f"{name}: no mount nests inside another", str(nested))
@@ -405,6 +444,14 @@ def check_deployment(name: str, values: dict[str, Any], rendered: dict[str, str]
         check_file_is_mounted(name, "tls.crls", crl, pod, c, secret=False)
     if "holiday_file" in toml.get("deletion", {}):
         check_file_is_mounted(name, "deletion.holiday_file", toml["deletion"]["holiday_file"], pod, c, secret=False)
+    # Hot reload and the key lifecycle.
+    R.check(toml["tls"]["reload_interval_secs"] == merged["tls"]["reloadIntervalSecs"],
+            f"{name}: tls.reload_interval_secs in the config", str(toml["tls"].get("reload_interval_secs")))
+    for value, key in (("reloadIntervalSecs", "reload_interval_secs"), ("rewrapPerSecond", "rewrap_per_second"),
+                       ("epochDays", "epoch_days"), ("maxRewrapDays", "max_rewrap_days")):
+        got = toml["keys"].get(key)
+        R.check(type(got) is int and got == merged["keys"][value],
+                f"{name}: keys.{key} = keys.{value} in the config", f"{got!r} != {merged['keys'][value]!r}")
     keyring, transform = secret_volumes.get("keyring"), secret_volumes.get("transform_secret")
     if keyring and transform:
         R.check(keyring["secret"]["secretName"] != transform["secret"]["secretName"],
@@ -570,6 +617,50 @@ def check_service_accepts(name: str, docs: list[tuple[str, dict[str, Any]]], bin
             f"{name}: the service accepts the rendered facevault.toml", last or f"exit {proc.returncode}")
 
 
+# --- key epochs against the deletion deadline --------------------------------
+
+def shortest_span_days(working_days: int) -> int:
+    """Fewest calendar days from the end of a request day to the end of the
+    `working_days`-th working day after it, over every weekday of a calendar
+    with Monday-Friday working days and no holidays: counted day by day, apart
+    from the formula the template uses."""
+    best = None
+    for start in range(7):  # 0 = Monday
+        day, counted = start, 0
+        while counted < working_days:
+            day += 1
+            counted += day % 7 < 5
+        best = day - start if best is None else min(best, day - start)
+    assert best is not None
+    return best
+
+
+def check_epoch_bound() -> None:
+    """keys.epochDays + keys.maxRewrapDays (+ the grace period) equal to the
+    shortest span renders, one second more is refused, for several
+    deletion.workingDays; 15 working days give 19 days (from a Sunday night)."""
+    R.check(shortest_span_days(15) == 19, "15 working days span at least 19 calendar days",
+            str(shortest_span_days(15)))
+    for working in (3, 5, 7, 15, 60):
+        span = shortest_span_days(working)
+        fits = deep_merge(BASE, {"deletion": {"workingDays": working},
+                                 "keys": {"epochDays": span - 1, "maxRewrapDays": 1}})
+        try:
+            toml = tomllib.loads(one(manifests(render(fits)), "ConfigMap")["data"]["facevault.toml"])
+            R.check(toml["keys"]["epoch_days"] + toml["keys"]["max_rewrap_days"] == span,
+                    f"{working} working days: epochDays + maxRewrapDays = {span} renders")
+        except helm.HelmError as exc:
+            R.check(False, f"{working} working days: epochDays + maxRewrapDays = {span} renders", str(exc)[-300:])
+        for what, over in (("one day more", {"keys": {"epochDays": span}}),
+                           ("one second of grace more", {"deletion": {"gracePeriodSecs": 1}})):
+            try:
+                render(deep_merge(fits, over))
+                R.check(False, f"{working} working days: {what} than {span} days is refused", "it rendered")
+            except helm.HelmError as exc:
+                R.check("shorten keys.epochDays" in str(exc),
+                        f"{working} working days: {what} than {span} days is refused", str(exc)[-300:])
+
+
 # --- main -------------------------------------------------------------------
 
 def main() -> int:
@@ -621,6 +712,8 @@ def main() -> int:
         R.check(checksum(deep_merge(BASE, {"limits": {"requestTimeoutMs": 6000}})) != base,
                 "checksum changes when a config value changes")
         R.check(checksum(deep_merge(BASE, {"models": [MODEL]})) != base, "checksum changes when a model is added")
+        R.check(checksum(deep_merge(BASE, {"keys": {"epochDays": 5}})) != base,
+                "checksum changes when keys.epochDays changes")
         R.check(checksum(deep_merge(BASE, {"replicaCount": 3})) == base,
                 "checksum stays when only the replica count changes")
     R.run("checksum", _checksum)
@@ -633,9 +726,15 @@ def main() -> int:
         except helm.HelmError as exc:
             lines = [s.strip() for s in str(exc).strip().splitlines() if s.strip()]
             R.check(True, f"render refuses {name}")
+            if name in FIX_MESSAGES:
+                R.check(FIX_MESSAGES[name] in str(exc), f"refusal of {name} says {FIX_MESSAGES[name]!r}",
+                        lines[-1] if lines else "")
             print(f"  refused {name}: {type(exc).__name__}: {lines[-1] if lines else ''}")
         except Exception as exc:  # noqa: BLE001
             R.check(False, f"render refuses {name} with a Helm error", f"{type(exc).__name__}: {exc}")
+    print("--- key epochs: the chart's bound is the shortest working-day span")
+    R.run("epoch bound", check_epoch_bound)
+
     for name in LINT_BAD:
         def _lint_bad(name=name) -> None:
             errors = lint_problems(lint(BAD_SETS[name]), 3)

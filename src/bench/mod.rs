@@ -342,6 +342,59 @@ where
     F: Fn(usize) -> Option<Fut> + Send + Sync + 'static,
     Fut: Future<Output = bool> + Send,
 {
+    timed_samples(label, concurrency, duration, quiet, call)
+        .await
+        .stats()
+}
+
+/// Every call of a timed phase, with when it started, so that a part of the
+/// phase can be measured on its own (`Samples::window`).
+struct Samples {
+    started: Instant,
+    elapsed: Duration,
+    /// (start, as an offset from `started`; latency in µs) of each successful call.
+    ok: Vec<(Duration, u32)>,
+    /// Start offsets of the failed calls.
+    failed: Vec<Duration>,
+}
+
+impl Samples {
+    fn stats(&self) -> PhaseStats {
+        PhaseStats::from_samples(
+            self.ok.iter().map(|&(_, l)| l).collect(),
+            self.failed.len() as u64,
+            self.elapsed,
+        )
+    }
+
+    /// The calls that started in `[from, to)` (offsets from `started`), with
+    /// the throughput over that span.
+    fn window(&self, from: Duration, to: Duration) -> PhaseStats {
+        let inside = |t: &Duration| (from..to).contains(t);
+        PhaseStats::from_samples(
+            self.ok
+                .iter()
+                .filter(|(t, _)| inside(t))
+                .map(|&(_, l)| l)
+                .collect(),
+            self.failed.iter().filter(|t| inside(t)).count() as u64,
+            to.saturating_sub(from),
+        )
+    }
+}
+
+/// `timed`, keeping every call's start and latency.
+async fn timed_samples<F, Fut>(
+    label: &str,
+    concurrency: usize,
+    duration: Duration,
+    quiet: bool,
+    call: F,
+) -> Samples
+where
+    F: Fn(usize) -> Option<Fut> + Send + Sync + 'static,
+    Fut: Future<Output = bool> + Send,
+{
     let call = Arc::new(call);
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -368,33 +421,39 @@ where
             let call = call.clone();
             let done = done.clone();
             tokio::spawn(async move {
-                let mut latencies = Vec::new();
-                let mut errors = 0u64;
+                let mut ok = Vec::new();
+                let mut failed = Vec::new();
                 while Instant::now() < deadline {
                     let Some(fut) = call(worker) else { break };
                     let t = Instant::now();
                     if fut.await {
-                        latencies.push(t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32);
+                        let latency = t.elapsed().as_micros().min(u128::from(u32::MAX)) as u32;
+                        ok.push((t - started, latency));
                         done.fetch_add(1, Ordering::Relaxed);
                     } else {
-                        errors += 1;
+                        failed.push(t - started);
                     }
                 }
-                (latencies, errors)
+                (ok, failed)
             })
         })
         .collect();
-    let mut latencies = Vec::new();
-    let mut errors = 0;
+    let mut ok = Vec::new();
+    let mut failed = Vec::new();
     for w in workers {
-        if let Ok((l, e)) = w.await {
-            latencies.extend(l);
-            errors += e;
+        if let Ok((o, f)) = w.await {
+            ok.extend(o);
+            failed.extend(f);
         }
     }
     let elapsed = started.elapsed();
     progress.abort();
-    PhaseStats::from_samples(latencies, errors, elapsed.min(duration.max(elapsed)))
+    Samples {
+        started,
+        elapsed,
+        ok,
+        failed,
+    }
 }
 
 fn rss_mib(pid: Option<u32>, field: &str) -> Option<f64> {
@@ -751,11 +810,24 @@ async fn verify_phase(
     quiet: bool,
     label: &str,
 ) -> PhaseStats {
+    verify_samples(channels, pool, concurrency, duration, quiet, label)
+        .await
+        .stats()
+}
+
+async fn verify_samples(
+    channels: &[Channel],
+    pool: Arc<Vec<proto::VerifyRequest>>,
+    concurrency: usize,
+    duration: Duration,
+    quiet: bool,
+    label: &str,
+) -> Samples {
     let next = Arc::new(AtomicUsize::new(0));
     let clients: Vec<_> = (0..concurrency)
         .map(|i| FaceVaultClient::new(channels[i % channels.len()].clone()))
         .collect();
-    timed(label, concurrency, duration, quiet, move |w| {
+    timed_samples(label, concurrency, duration, quiet, move |w| {
         let n = next.fetch_add(1, Ordering::Relaxed);
         let request = pool.get(n)?.clone();
         let mut c = clients[w].clone();

@@ -100,8 +100,11 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
             if !(0..=365 * 86_400).contains(&overlap_secs) {
                 anyhow::bail!("--overlap-secs must be between 0 and one year");
             }
-            let ids =
-                keyfiles::rotate_sealing(&dir, validity_days, chrono::Duration::seconds(overlap_secs))?;
+            let ids = keyfiles::rotate_sealing(
+                &dir,
+                validity_days,
+                chrono::Duration::seconds(overlap_secs),
+            )?;
             super::print_line(&format!(
                 "added sealing keys {}; older keys are accepted for {overlap_secs} s more; \
                  clients fetch the new ones from GetSealingKeys or {}",
@@ -215,7 +218,12 @@ async fn status(config: &Path, overrides: &Overrides, as_json: bool) -> anyhow::
     ))
 }
 
-async fn retire(dir: &Path, epoch: u32, config: &Path, overrides: &Overrides) -> anyhow::Result<()> {
+async fn retire(
+    dir: &Path,
+    epoch: u32,
+    config: &Path,
+    overrides: &Overrides,
+) -> anyhow::Result<()> {
     let settings = Settings::load(config, overrides)?;
     let path = KeyPaths::in_dir(dir).keyring;
     let doc = keyfiles::read_keyring(&path)?;
@@ -251,7 +259,11 @@ async fn retire(dir: &Path, epoch: u32, config: &Path, overrides: &Overrides) ->
 fn check_retirable(doc: &KeyringDoc, epoch: u32, reload_interval_secs: u64) -> anyhow::Result<()> {
     let epochs = doc.epochs();
     if let Some(r) = doc.retired().iter().find(|r| r.epoch == epoch) {
-        return Err(Refused(format!("epoch {epoch} was already retired at {}", r.retired_at)).into());
+        return Err(Refused(format!(
+            "epoch {epoch} was already retired at {}",
+            r.retired_at
+        ))
+        .into());
     }
     let Some(index) = epochs.iter().position(|(n, _)| *n == epoch) else {
         let known: Vec<String> = epochs.iter().map(|(n, _)| n.to_string()).collect();
@@ -315,6 +327,10 @@ mod tests {
         check_retirable(&doc(dir.path()), 1, 0).unwrap();
         keyfiles::retire_epoch(&path, 1).unwrap();
         assert!(refused(1, 0).contains("already retired"));
-        assert_eq!(keyfiles::rotate_keyring(&path).unwrap(), 3, "numbers are never reused");
+        assert_eq!(
+            keyfiles::rotate_keyring(&path).unwrap(),
+            3,
+            "numbers are never reused"
+        );
     }
 }

@@ -381,7 +381,8 @@ mod tests {
             (1, Zeroizing::new([1u8; 32])),
             (2, Zeroizing::new([2u8; 32])),
         ]);
-        let rotated = Keyring::from_versioned_masters(2, masters, Zeroizing::new([3u8; 32])).unwrap();
+        let rotated =
+            Keyring::from_versioned_masters(2, masters, Zeroizing::new([3u8; 32])).unwrap();
         let new_keys = rotated.tenant(&tenant).unwrap();
         let rewrapped = rewrap(&new_keys, &tenant, &alice, "t1", sealed.clone()).unwrap();
         assert_eq!(rewrapped.kek_version, 2);

@@ -216,7 +216,8 @@ impl KeyringDoc {
         if let Some(r) = self.retired.iter().find(|r| epochs.contains_key(&r.epoch)) {
             bail!("keyring epoch {} is both present and retired", r.epoch);
         }
-        let root = decode32(&self.identity_root.0).context("identity_root is not 32 base64 bytes")?;
+        let root =
+            decode32(&self.identity_root.0).context("identity_root is not 32 base64 bytes")?;
         Ok(Keyring::new(
             root,
             self.active_epoch,
@@ -346,13 +347,12 @@ pub fn load(paths: &KeyPaths) -> anyhow::Result<KeyMaterial> {
     let keyring = keyring_doc.keyring(transform)?;
     let sealing_bytes = read_secret(&paths.sealing_keys)?;
     fingerprint.update(&sealing_bytes);
-    let sealing_file: SealingFile = serde_json::from_slice(&sealing_bytes)
-        .with_context(|| {
-            format!(
-                "{} is not a valid sealing key file",
-                paths.sealing_keys.display()
-            )
-        })?;
+    let sealing_file: SealingFile = serde_json::from_slice(&sealing_bytes).with_context(|| {
+        format!(
+            "{} is not a valid sealing key file",
+            paths.sealing_keys.display()
+        )
+    })?;
     let mut keys = Vec::new();
     for entry in sealing_file.keys {
         let suite = Suite::parse(&entry.suite)
@@ -626,13 +626,9 @@ pub fn replace_secret(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
         .file_name()
         .context("a key file path must name a file")?
         .to_string_lossy();
-    let temp = dir.join(format!(
-        ".{name}.{}.tmp",
-        hex::encode(random_bytes::<6>()?)
-    ));
+    let temp = dir.join(format!(".{name}.{}.tmp", hex::encode(random_bytes::<6>()?)));
     let written = write_secret(&temp, contents).and_then(|()| {
-        std::fs::rename(&temp, path)
-            .with_context(|| format!("cannot replace {}", path.display()))
+        std::fs::rename(&temp, path).with_context(|| format!("cannot replace {}", path.display()))
     });
     if written.is_err() {
         let _ = std::fs::remove_file(&temp);

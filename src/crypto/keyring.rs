@@ -139,9 +139,7 @@ impl Keyring {
 
     /// The epochs present, oldest first, with when each was created.
     pub fn epochs(&self) -> impl Iterator<Item = (u32, Option<i64>)> + '_ {
-        self.epochs
-            .iter()
-            .map(|(n, e)| (*n, e.created_at_unix_ms))
+        self.epochs.iter().map(|(n, e)| (*n, e.created_at_unix_ms))
     }
 
     pub fn oldest_epoch(&self) -> u32 {
@@ -162,8 +160,7 @@ impl Keyring {
     /// and audit chain would stop opening. (Both sides are our own files, so the
     /// comparison's timing tells nobody anything.)
     pub fn same_identity(&self, other: &Keyring) -> bool {
-        self.identity_root == other.identity_root
-            && self.transform_secret == other.transform_secret
+        self.identity_root == other.identity_root && self.transform_secret == other.transform_secret
     }
 
     pub fn tenant(&self, tenant: &Tenant) -> Result<Arc<TenantKeys>, CryptoError> {
@@ -316,7 +313,9 @@ pub enum KeyringError {
     Empty,
     #[error("the keyring's active epoch {0} is not in the keyring")]
     ActiveEpochMissing(u32),
-    #[error("the transform secret must differ from the identity root and every epoch (split knowledge)")]
+    #[error(
+        "the transform secret must differ from the identity root and every epoch (split knowledge)"
+    )]
     TransformNotSeparate,
     #[error("epoch {0} has the identity root's secret, so retiring it could never shred it")]
     EpochSharesIdentityRoot(u32),
@@ -374,9 +373,14 @@ mod tests {
     fn pseudonyms_survive_rotation_and_retirement() {
         let legacy = keyring(&[(1, 1)], 1);
         let rotated = keyring(&[(1, 1), (2, 2)], 2);
-        let retired =
-            Keyring::new(Zeroizing::new([1; 32]), 2, epochs(&[(2, 2)]), Some(1), Zeroizing::new([0xee; 32]))
-                .unwrap();
+        let retired = Keyring::new(
+            Zeroizing::new([1; 32]),
+            2,
+            epochs(&[(2, 2)]),
+            Some(1),
+            Zeroizing::new([0xee; 32]),
+        )
+        .unwrap();
         let t = Tenant::try_from("a").unwrap();
         let alice = subject("alice");
         let reference = legacy.tenant(&t).unwrap().subject_ref(&alice);
@@ -407,7 +411,13 @@ mod tests {
             Err(KeyringError::TransformNotSeparate)
         ));
         assert!(matches!(
-            Keyring::new(Zeroizing::new([0u8; 32]), 1, epochs(&[(1, 1)]), None, transform()),
+            Keyring::new(
+                Zeroizing::new([0u8; 32]),
+                1,
+                epochs(&[(1, 1)]),
+                None,
+                transform()
+            ),
             Err(KeyringError::TransformNotSeparate)
         ));
         assert!(matches!(

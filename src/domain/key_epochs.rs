@@ -105,8 +105,13 @@ mod tests {
 
     fn deletion(grace: Duration) -> DeletionPolicy {
         let today = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
-        DeletionPolicy::new(WorkingCalendar::official(DEFAULT_TIME_ZONE), 15, grace, today)
-            .unwrap()
+        DeletionPolicy::new(
+            WorkingCalendar::official(DEFAULT_TIME_ZONE),
+            15,
+            grace,
+            today,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -159,10 +164,16 @@ mod tests {
             max_rewrap_days: 1,
         };
         // Rotated early: the successor's creation ends it.
-        assert_eq!(policy.retire_by(Some(0), Some(2 * DAY_MS)), Some(3 * DAY_MS));
+        assert_eq!(
+            policy.retire_by(Some(0), Some(2 * DAY_MS)),
+            Some(3 * DAY_MS)
+        );
         // Not rotated: it should have ended after 7 days.
         assert_eq!(policy.retire_by(Some(0), None), Some(8 * DAY_MS));
-        assert_eq!(policy.retire_by(Some(0), Some(30 * DAY_MS)), Some(8 * DAY_MS));
+        assert_eq!(
+            policy.retire_by(Some(0), Some(30 * DAY_MS)),
+            Some(8 * DAY_MS)
+        );
         assert_eq!(policy.retire_by(None, Some(0)), None);
         assert_eq!(policy.rotate_by(Some(0)), Some(7 * DAY_MS));
     }

@@ -69,7 +69,7 @@ pub async fn dek_census(store: &Store) -> Result<DekCensus, Error> {
         };
         // SSCAN may repeat a member; each subject is counted once.
         let mut seen: HashSet<String> = store
-            .ledger_intents(tenant.as_str(), i64::MAX, usize::MAX)
+            .ledger_intents(tenant.as_str(), i64::MAX, 1_000_000)
             .await?
             .into_iter()
             .map(|(s, _)| s)
@@ -122,7 +122,10 @@ impl Vault {
             .store
             .ledger_subjects_page(tenant.as_str(), cursor, count)
             .await?;
-        let subjects: Vec<SubjectRef> = subjects.iter().filter_map(|s| SubjectRef::parse(s)).collect();
+        let subjects: Vec<SubjectRef> = subjects
+            .iter()
+            .filter_map(|s| SubjectRef::parse(s))
+            .collect();
         let mut page = RewrapPage {
             next_cursor,
             ..RewrapPage::default()

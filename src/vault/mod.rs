@@ -155,7 +155,12 @@ impl Vault {
         tenant: &Tenant,
         subject: &SubjectId,
     ) -> Result<crate::crypto::keyring::SubjectRef, Error> {
-        Ok(self.keys.current().keyring.tenant(tenant)?.subject_ref(subject))
+        Ok(self
+            .keys
+            .current()
+            .keyring
+            .tenant(tenant)?
+            .subject_ref(subject))
     }
 
     /// The keys in use now (sealing keys, keyring, receipt key).

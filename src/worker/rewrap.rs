@@ -33,7 +33,10 @@ pub struct RewrapWorker {
 }
 
 impl RewrapWorker {
-    pub fn new(vault: Arc<Vault>, poll_interval: Duration) -> Result<Self, crate::crypto::CryptoError> {
+    pub fn new(
+        vault: Arc<Vault>,
+        poll_interval: Duration,
+    ) -> Result<Self, crate::crypto::CryptoError> {
         Ok(Self {
             vault,
             poll_interval,
@@ -49,8 +52,9 @@ impl RewrapWorker {
             let active = keys.keyring.active_epoch();
             let single = keys.keyring.oldest_epoch() == active;
             drop(keys);
-            let resting = idle_until
-                .is_some_and(|(epoch, until)| epoch == active && tokio::time::Instant::now() < until);
+            let resting = idle_until.is_some_and(|(epoch, until)| {
+                epoch == active && tokio::time::Instant::now() < until
+            });
             if single {
                 self.vault.set_rewrap_pending(0);
             }

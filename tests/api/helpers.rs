@@ -153,6 +153,8 @@ pub struct AppOptions {
     pub redis_tls: bool,
     /// `redis.replica_acks`.
     pub redis_replica_acks: u32,
+    /// Lines added to the [keys] section (e.g. `reload_interval_secs = 1`).
+    pub keys_extra: String,
 }
 
 impl Default for AppOptions {
@@ -165,6 +167,7 @@ impl Default for AppOptions {
             redis_cluster: false,
             redis_tls: false,
             redis_replica_acks: 0,
+            keys_extra: String::new(),
         }
     }
 }
@@ -284,6 +287,7 @@ keyring = "{keyring}"
 transform_secret = "{transform}"
 sealing_keys = "{sealing}"
 receipt_signing_key = "{receipt}"
+{keys_extra}
 
 [redis]
 {redis}
@@ -314,6 +318,7 @@ threshold = 0.5
             transform = self.keys.transform_secret.display(),
             sealing = self.keys.sealing_keys.display(),
             receipt = self.keys.receipt_signing_key.display(),
+            keys_extra = self.options.keys_extra,
             redis = self.redis.config(),
             timeout = self.options.redis_timeout_ms,
             replica_acks = self.options.redis_replica_acks,

@@ -185,4 +185,20 @@ Fail early on combinations the schema cannot express.
 {{- if and .Values.certManager.enabled (not .Values.certManager.issuerRef.name) }}
 {{- fail "certManager.issuerRef.name is required when certManager.enabled" }}
 {{- end }}
+{{- /*
+Key epochs: an erasure reaches every copy of Redis once the epochs that could
+have wrapped its DEKs are retired, at most keys.epochDays + keys.maxRewrapDays
+after it (plus deletion.gracePeriodSecs before it runs). That must end before
+the deletion deadline. The shortest span of N working days is a week without
+holidays from a Sunday night: N + 2 * floor((N - 1) / 5) days (19 for 15). A sum
+that does not fit that week is refused here; the service checks every request
+day of the coming year against the real calendar at start-up.
+*/}}
+{{- $working := int .Values.deletion.workingDays }}
+{{- $spanDays := add $working (mul 2 (div (sub $working 1) 5)) }}
+{{- $windowDays := add (int .Values.keys.epochDays) (int .Values.keys.maxRewrapDays) }}
+{{- $windowSecs := add (mul $windowDays 86400) (int64 .Values.deletion.gracePeriodSecs) }}
+{{- if gt (int64 $windowSecs) (int64 (mul $spanDays 86400)) }}
+{{- fail (printf "keys.epochDays (%d) + keys.maxRewrapDays (%d) + deletion.gracePeriodSecs (%d s) do not end before the %d-working-day deletion deadline of a request on a Sunday night (%d days later): copies of Redis made before that erasure would stay readable past the deadline; shorten keys.epochDays or keys.maxRewrapDays" (int .Values.keys.epochDays) (int .Values.keys.maxRewrapDays) (int64 .Values.deletion.gracePeriodSecs) $working $spanDays) }}
+{{- end }}
 {{- end }}
