@@ -284,6 +284,11 @@ impl Application {
             self.keys.clone(),
             self.key_reload_interval,
         ));
+        let key_announcer = tokio::spawn(
+            self.vault
+                .clone()
+                .announce_keys_in_use(self.key_reload_interval),
+        );
         let (incoming, acceptor) = tls::incoming(
             self.listener,
             self.tls.subscribe(),
@@ -321,6 +326,7 @@ impl Application {
         acceptor.abort();
         reloader.abort();
         key_reloader.abort();
+        key_announcer.abort();
         monitor.abort();
         // The last window of refusal counts is recorded before the writer ends.
         let _ = refusal_recorder.await;

@@ -5,6 +5,7 @@
 //! process, and a naive unprotected baseline service (see `baseline`).
 
 mod baseline;
+mod rewrap;
 pub mod stats;
 
 use std::net::SocketAddr;
@@ -75,6 +76,15 @@ pub struct BenchArgs {
     /// speak to one node, so they are skipped.
     #[arg(long, conflicts_with = "target")]
     redis_cluster: bool,
+    /// Without --target: after the verify phase, rotate the server's keyring and
+    /// measure the re-wrap worker (DEKs/s) and verify while it runs
+    /// (verify-during-rewrap, compared with verify before it).
+    #[arg(long)]
+    rewrap: bool,
+    /// With --rewrap: the server's keys.rewrap_per_second.
+    #[arg(long, default_value_t = 2000, requires = "rewrap",
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    rewrap_per_second: u32,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -108,6 +118,8 @@ struct Report {
     server_rss_mib: Option<f64>,
     server_peak_rss_mib: Option<f64>,
     ratios: Ratios,
+    /// With --rewrap (see `rewrap`).
+    rewrap: Option<rewrap::RewrapReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -126,6 +138,7 @@ struct Settings {
     dimension: usize,
     self_hosted: bool,
     redis_cluster: bool,
+    rewrap: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -142,6 +155,10 @@ struct SelfHosted {
     server: tokio::process::Child,
     server_addr: SocketAddr,
     pki: DevPki,
+    /// The server's keyring file (`--rewrap` rotates it).
+    keyring: PathBuf,
+    redis_url: String,
+    redis_mode: crate::storage::RedisMode,
 }
 
 enum BenchRedis {
@@ -165,7 +182,13 @@ fn free_port() -> anyhow::Result<u16> {
         .port())
 }
 
-async fn start_self_hosted(redis_cluster: bool) -> anyhow::Result<SelfHosted> {
+/// `rewrap_per_second`: with `--rewrap`, the server reloads its key files every
+/// second and runs the re-wrap worker (it runs beside the deletion worker, at
+/// that worker's poll interval) at this rate.
+async fn start_self_hosted(
+    redis_cluster: bool,
+    rewrap_per_second: Option<u32>,
+) -> anyhow::Result<SelfHosted> {
     let dir = crate::devstack::redis_server::TempDir::new()?;
     let root = dir.path().to_path_buf();
     let pki = DevPki::ensure(&root.join("pki"), DEV_TRUST_DOMAIN, &[])?;
@@ -178,6 +201,13 @@ async fn start_self_hosted(redis_cluster: bool) -> anyhow::Result<SelfHosted> {
         (server.url(), "standalone", Some(server), None)
     };
     let (port, health, base) = (free_port()?, free_port()?, free_port()?);
+    let (rewrap_keys, deletion) = match rewrap_per_second {
+        Some(rate) => (
+            format!("reload_interval_secs = 1\nrewrap_per_second = {rate}\n"),
+            "\n[deletion]\nworker = true\npoll_interval_ms = 200\n",
+        ),
+        None => (String::new(), ""),
+    };
     let config = format!(
         r#"[server]
 listen = "127.0.0.1:{port}"
@@ -194,7 +224,7 @@ keyring = "{keyring}"
 transform_secret = "{transform}"
 sealing_keys = "{sealing}"
 receipt_signing_key = "{receipt}"
-
+{rewrap_keys}
 [redis]
 url = "{redis_url}"
 mode = "{redis_mode}"
@@ -214,7 +244,7 @@ threshold = {THRESHOLD}
 [logging]
 format = "json"
 level = "warn"
-"#,
+{deletion}"#,
         cert = pki.server_cert.display(),
         key = pki.server_key.display(),
         ca = pki.ca_cert.display(),
@@ -236,6 +266,11 @@ level = "warn"
         .kill_on_drop(true)
         .spawn()
         .context("cannot start facevault serve")?;
+    let store_mode = if redis_cluster {
+        crate::storage::RedisMode::Cluster
+    } else {
+        crate::storage::RedisMode::Standalone
+    };
     let redis = match (standalone, cluster) {
         (Some(server), _) => {
             let baseline_addr: SocketAddr = format!("127.0.0.1:{base}").parse()?;
@@ -267,6 +302,9 @@ level = "warn"
         server,
         server_addr: format!("127.0.0.1:{port}").parse()?,
         pki,
+        keyring: keys.keyring,
+        redis_url,
+        redis_mode: store_mode,
     })
 }
 
@@ -472,6 +510,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.concurrency == 0 || args.subjects == 0 {
         bail!("--concurrency and --subjects must be positive");
     }
+    if args.rewrap && args.target.is_some() {
+        bail!(
+            "--rewrap rotates the keyring of the server under test and needs its Redis: \
+             it runs only against the bench's own stack (drop --target)"
+        );
+    }
     let quiet = args.json;
     let hosted = match &args.target {
         Some(_) => None,
@@ -484,7 +528,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     "starting redis-server, facevault serve and the naive baseline …"
                 }
             );
-            Some(start_self_hosted(args.redis_cluster).await?)
+            Some(
+                start_self_hosted(
+                    args.redis_cluster,
+                    args.rewrap.then_some(args.rewrap_per_second),
+                )
+                .await?,
+            )
         }
     };
     let (addr, ca, cert, key, tenant, model) = match (&hosted, &args.target) {
@@ -642,10 +692,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Some(BenchRedis::Cluster { .. }) | None => None,
     };
 
-    // Protected verify, with probes sealed beforehand.
-    eprintln!("sealing {PROBE_POOL} probes …");
-    let pool: Arc<Vec<proto::VerifyRequest>> = Arc::new(
-        (0..PROBE_POOL)
+    // Protected verify, with probes sealed beforehand (each probe is accepted
+    // once: the server keeps a replay cache).
+    let seal_pool = |first: usize| {
+        eprintln!("sealing {PROBE_POOL} probes …");
+        (first..first + PROBE_POOL)
             .map(|n| {
                 let i = n % args.subjects;
                 let id = subject(i);
@@ -666,8 +717,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     purpose: "login".into(),
                 })
             })
-            .collect::<Result<_, crate::crypto::sealing::SealingError>>()?,
-    );
+            .collect::<Result<Vec<_>, crate::crypto::sealing::SealingError>>()
+            .map(Arc::new)
+    };
+    let pool = seal_pool(0)?;
     eprintln!("verify …");
     let verify = verify_phase(
         &channels,
@@ -681,6 +734,44 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let server_pid = hosted.as_ref().and_then(|h| h.server.id());
     let server_rss_mib = rss_mib(server_pid, "VmRSS:");
     let server_peak_rss_mib = rss_mib(server_pid, "VmHWM:");
+
+    // Re-wrap, and verify while it runs.
+    let rewrap = match (&hosted, args.rewrap) {
+        (Some(h), true) => {
+            let pool = seal_pool(PROBE_POOL)?;
+            let store = crate::storage::Store::connect(&crate::storage::RedisTarget {
+                url: &h.redis_url,
+                mode: h.redis_mode,
+                tls: crate::storage::RedisTls::default(),
+                timeout: Duration::from_secs(10),
+                replica_acks: 0,
+            })?;
+            let timeout = Duration::from_secs_f64(
+                args.subjects as f64 / f64::from(args.rewrap_per_second) * 3.0 + 30.0,
+            );
+            let phase = verify_samples(
+                &channels,
+                pool,
+                args.concurrency,
+                args.duration,
+                quiet,
+                "verify-during-rewrap",
+            );
+            Some(
+                rewrap::measure(
+                    &store,
+                    &h.keyring,
+                    args.rewrap_per_second,
+                    timeout,
+                    &verify,
+                    quiet,
+                    phase,
+                )
+                .await?,
+            )
+        }
+        _ => None,
+    };
 
     // The naive baseline on the same stack.
     let baseline_verify = match &hosted {
@@ -756,6 +847,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             dimension: DIMENSION,
             self_hosted: hosted.is_some(),
             redis_cluster: args.redis_cluster,
+            rewrap: args.rewrap,
         },
         ratios: Ratios {
             verify_vs_health: ratio(
@@ -775,6 +867,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         baseline_verify,
         server_rss_mib,
         server_peak_rss_mib,
+        rewrap,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -855,21 +948,25 @@ fn print_table(r: &Report) {
         }
     );
     println!(
-        "{:<18} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "{:<21} {:>10} {:>8} {:>9} {:>9} {:>9} {:>9}",
         "phase", "calls/s", "errors", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms"
     );
     let row = |name: &str, s: &Option<&PhaseStats>| match s {
         Some(s) => println!(
-            "{:<18} {:>10.0} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
+            "{:<21} {:>10.0} {:>8} {:>9.2} {:>9.2} {:>9.2} {:>9.2}",
             name, s.throughput_per_s, s.errors, s.p50_ms, s.p90_ms, s.p99_ms, s.p999_ms
         ),
-        None => println!("{name:<18} {:>10}", "-"),
+        None => println!("{name:<21} {:>10}", "-"),
     };
     row("enroll", &Some(&r.enroll));
     row("health (floor)", &r.health.as_ref());
     row("redis GET (floor)", &r.redis_get.as_ref());
     row("verify", &Some(&r.verify));
     row("naive baseline", &r.baseline_verify.as_ref());
+    if let Some(w) = &r.rewrap {
+        row("verify-during-rewrap", &Some(&w.during));
+        row("  (whole phase)", &Some(&w.phase));
+    }
     let f = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
     println!(
         "\nratios: verify/health throughput {}, verify p99/health p99 {}, protected/unprotected {}",
@@ -878,10 +975,38 @@ fn print_table(r: &Report) {
         f(r.ratios.protected_vs_unprotected)
     );
     println!(
-        "server RSS: {} MiB now, {} MiB peak",
+        "server RSS: {} MiB now, {} MiB peak (after verify)",
         f(r.server_rss_mib),
         f(r.server_peak_rss_mib)
     );
+    if let Some(w) = &r.rewrap {
+        println!(
+            "rewrap: {} DEKs in {:.2} s = {:.0} DEKs/s (limit {}/s)",
+            w.deks, w.seconds, w.deks_per_second, w.limit_per_second
+        );
+        println!(
+            "  timed by the {}; {:.2} s from the rotation; one DEK census took {:.0} ms",
+            if w.timing == "cursor" {
+                "walk's cursor (±0.1 s)"
+            } else {
+                "census, from the rotation (an upper bound)"
+            },
+            w.seconds_from_rotation,
+            w.census_ms
+        );
+        println!(
+            "  verify before → during re-wrap: p99 {:.2} → {:.2} ms (ratio {}), {:.0} → {:.0} calls/s (ratio {}); \
+             re-wrap overlapped {:.0}% of the verify-during-rewrap phase ({} calls during it)",
+            w.verify_p99_ms_before,
+            w.verify_p99_ms_during,
+            f(w.p99_ratio),
+            w.verify_calls_per_second_before,
+            w.verify_calls_per_second_during,
+            f(w.throughput_ratio),
+            w.overlap_fraction * 100.0,
+            w.during.calls
+        );
+    }
 }
 
 /// `facevault bench-baseline`: the naive service in its own process, for `bench`.

@@ -20,11 +20,13 @@
 //! that nothing is left under the old epoch, and `deks` is what the census before
 //! the rotation counted minus what is left.
 //!
-//! If the cursor never shows a walk (a tenant of at most 128 subjects is one
-//! `SSCAN` page, or the walk fell between two polls), the bench polls the census
-//! every 500 ms once the phase is over (as it does if DEKs are left after the
-//! walk), and times from the rotation to the first census at 0: that includes the key reload (up to 1 s) and the worker's poll
-//! (200 ms), so it is an upper bound (`timing: "census"`).
+//! If the cursor shows no walk within 5 s of the rotation (a small ledger, e.g.
+//! up to 128 subjects, is one `SSCAN` page, so its cursor stays 0; or the walk
+//! fell between two polls), or DEKs are left after the walk (the worker retries them a
+//! minute later), the bench polls the census every 500 ms once the phase is over
+//! and times from the rotation to the first census at 0. That includes the key
+//! reload (up to 1 s), the worker's poll (200 ms) and the census period, so it is
+//! an upper bound (`timing: "census"`).
 //!
 //! **What "during" means.** The verify figures for `verify-during-rewrap` are
 //! those of the calls that *started* while the walk ran (clipped to the phase),

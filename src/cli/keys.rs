@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::config::{Overrides, Settings};
 use crate::crypto::keyfiles::{self, KeyPaths, KeyringDoc};
 use crate::storage::Store;
-use crate::vault::{DekCensus, dek_census};
+use crate::vault::dek_census;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum KeysCommand {
@@ -115,21 +115,25 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
     }
 }
 
-async fn census(settings: &Settings) -> anyhow::Result<DekCensus> {
-    let store = Store::connect(
+fn connect(settings: &Settings) -> anyhow::Result<Store> {
+    Ok(Store::connect(
         &settings
             .redis
             .target(Duration::from_millis(settings.redis.timeout_ms.max(5000)))?,
-    )?;
-    dek_census(&store)
-        .await
-        .context("cannot count the DEKs in Redis")
+    )?)
 }
 
 async fn status(config: &Path, overrides: &Overrides, as_json: bool) -> anyhow::Result<()> {
     let settings = Settings::load(config, overrides)?;
     let doc = keyfiles::read_keyring(&settings.keys.keyring)?;
-    let census = census(&settings).await?;
+    let store = connect(&settings)?;
+    let census = dek_census(&store)
+        .await
+        .context("cannot count the DEKs in Redis")?;
+    let in_use = store
+        .epochs_in_use(chrono::Utc::now().timestamp_millis())
+        .await
+        .context("cannot read which epochs the running processes use")?;
     let policy = settings.keys.epoch_policy();
     let epochs = doc.epochs();
     let active = doc.active_epoch();
@@ -180,6 +184,10 @@ async fn status(config: &Path, overrides: &Overrides, as_json: bool) -> anyhow::
         "deks_unreadable": unreadable,
         "templates_corrupt": census.corrupt,
         "subjects": census.subjects,
+        "processes": in_use
+            .iter()
+            .map(|(id, epoch)| json!({"id": id, "active_epoch": epoch}))
+            .collect::<Vec<_>>(),
         "rewrap": {
             "pending": pending,
             "done_percent": if total == 0 { 100.0 } else { under_active as f64 * 100.0 / total as f64 },
@@ -209,6 +217,11 @@ async fn status(config: &Path, overrides: &Overrides, as_json: bool) -> anyhow::
     for r in doc.retired() {
         super::print_line(&format!("{:<6} retired {}", r.epoch, r.retired_at))?;
     }
+    let lagging = in_use.iter().filter(|(_, e)| *e != active).count();
+    super::print_line(&format!(
+        "processes: {} running, {lagging} not yet on epoch {active}",
+        in_use.len()
+    ))?;
     super::print_line(&format!(
         "re-wrap: {pending} of {total} DEKs still under an older epoch ({}% done); {unreadable} unreadable; {} subjects read",
         out["rewrap"]["done_percent"]
@@ -228,7 +241,26 @@ async fn retire(
     let path = KeyPaths::in_dir(dir).keyring;
     let doc = keyfiles::read_keyring(&path)?;
     check_retirable(&doc, epoch, settings.keys.reload_interval_secs)?;
-    let census = census(&settings).await?;
+    let store = connect(&settings)?;
+    let stale: Vec<(String, u32)> = store
+        .epochs_in_use(chrono::Utc::now().timestamp_millis())
+        .await
+        .context("cannot read which epochs the running processes use")?
+        .into_iter()
+        .filter(|(_, active)| *active <= epoch)
+        .collect();
+    if !stale.is_empty() {
+        return Err(Refused(format!(
+            "{} running process(es) still wrap new DEKs under epoch {epoch} or older (they have not \
+             loaded the rotated keyring yet; on Kubernetes the kubelet refreshes a Secret within about a \
+             minute, then the service reloads within keys.reload_interval_secs); try again shortly",
+            stale.len()
+        ))
+        .into());
+    }
+    let census = dek_census(&store)
+        .await
+        .context("cannot count the DEKs in Redis")?;
     let left = census.by_epoch.get(&epoch).copied().unwrap_or(0);
     if left > 0 {
         return Err(Refused(format!(

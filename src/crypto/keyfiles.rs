@@ -347,12 +347,24 @@ pub fn load(paths: &KeyPaths) -> anyhow::Result<KeyMaterial> {
     let keyring = keyring_doc.keyring(transform)?;
     let sealing_bytes = read_secret(&paths.sealing_keys)?;
     fingerprint.update(&sealing_bytes);
-    let sealing_file: SealingFile = serde_json::from_slice(&sealing_bytes).with_context(|| {
-        format!(
-            "{} is not a valid sealing key file",
-            paths.sealing_keys.display()
-        )
-    })?;
+    let sealing = parse_sealing(&paths.sealing_keys, &sealing_bytes)?;
+    let receipt_bytes = read_secret(&paths.receipt_signing_key)?;
+    fingerprint.update(&receipt_bytes);
+    Ok(KeyMaterial {
+        keyring,
+        sealing,
+        receipt_signer: parse_receipt_signer(&receipt_bytes)?,
+        fingerprint: fingerprint
+            .finish()
+            .as_ref()
+            .try_into()
+            .context("digest length")?,
+    })
+}
+
+fn parse_sealing(path: &Path, bytes: &[u8]) -> anyhow::Result<SealingKeys> {
+    let sealing_file: SealingFile = serde_json::from_slice(bytes)
+        .with_context(|| format!("{} is not a valid sealing key file", path.display()))?;
     let mut keys = Vec::new();
     for entry in sealing_file.keys {
         let suite = Suite::parse(&entry.suite)
@@ -373,26 +385,18 @@ pub fn load(paths: &KeyPaths) -> anyhow::Result<KeyMaterial> {
         ));
     }
     if keys.is_empty() {
-        bail!("{} holds no sealing key", paths.sealing_keys.display());
+        bail!("{} holds no sealing key", path.display());
     }
-    let receipt_bytes = read_secret(&paths.receipt_signing_key)?;
-    fingerprint.update(&receipt_bytes);
+    Ok(SealingKeys::new(keys))
+}
+
+fn parse_receipt_signer(bytes: &[u8]) -> anyhow::Result<Ed25519KeyPair> {
     let pkcs8 = Zeroizing::new(
-        B64.decode(std::str::from_utf8(&receipt_bytes)?.trim())
+        B64.decode(std::str::from_utf8(bytes)?.trim())
             .context("the receipt signing key is not base64")?,
     );
-    let receipt_signer = Ed25519KeyPair::from_pkcs8(&pkcs8)
-        .map_err(|_| anyhow::anyhow!("the receipt signing key is not an Ed25519 PKCS#8 key"))?;
-    Ok(KeyMaterial {
-        keyring,
-        sealing: SealingKeys::new(keys),
-        receipt_signer,
-        fingerprint: fingerprint
-            .finish()
-            .as_ref()
-            .try_into()
-            .context("digest length")?,
-    })
+    Ed25519KeyPair::from_pkcs8(&pkcs8)
+        .map_err(|_| anyhow::anyhow!("the receipt signing key is not an Ed25519 PKCS#8 key"))
 }
 
 /// Writes a fresh set of key files into `dir`; refuses to overwrite any existing
@@ -453,7 +457,11 @@ pub fn generate(dir: &Path, sealing_validity_days: i64) -> anyhow::Result<KeyPat
     )?;
 
     let material = load(&paths)?;
-    write_public(&dir.join(SEALING_PUBLIC_FILE), &material)?;
+    write_public(
+        &dir.join(SEALING_PUBLIC_FILE),
+        &material.sealing,
+        Some(&material.receipt_signer),
+    )?;
     Ok(paths)
 }
 
@@ -517,20 +525,34 @@ pub fn rotate_sealing(
     let ids = fresh.iter().map(|e| e.key_id.clone()).collect();
     kept.extend(fresh);
     file.keys = kept;
-    replace_secret(
-        &paths.sealing_keys,
-        Zeroizing::new(serde_json::to_string_pretty(&file)?).as_bytes(),
+    let json = Zeroizing::new(serde_json::to_string_pretty(&file)?);
+    // Checked as the service will load it before anything is written.
+    let sealing = parse_sealing(&paths.sealing_keys, json.as_bytes())?;
+    // Only the sealing keys are needed here; the receipt key, when it is in the
+    // same directory, adds its public half to the public file.
+    let receipt_signer = match paths.receipt_signing_key.exists() {
+        true => Some(parse_receipt_signer(&read_secret(&paths.receipt_signing_key)?)?),
+        false => None,
+    };
+    replace_secret(&paths.sealing_keys, json.as_bytes())?;
+    write_public(
+        &dir.join(SEALING_PUBLIC_FILE),
+        &sealing,
+        receipt_signer.as_ref(),
     )?;
-    let material = load(&paths)?;
-    write_public(&dir.join(SEALING_PUBLIC_FILE), &material)?;
     Ok(ids)
 }
 
 /// `sealing-public.json`: what a client needs to seal, safe to share.
-pub fn write_public(path: &Path, material: &KeyMaterial) -> anyhow::Result<()> {
+pub fn write_public(
+    path: &Path,
+    sealing: &SealingKeys,
+    receipt_signer: Option<&Ed25519KeyPair>,
+) -> anyhow::Result<()> {
     use ring::signature::KeyPair as _;
-    let mut keys = public_keys(&material.sealing, chrono::Utc::now().timestamp_millis());
-    keys.receipt_verification_key = Some(B64.encode(material.receipt_signer.public_key().as_ref()));
+    let mut keys = public_keys(sealing, chrono::Utc::now().timestamp_millis());
+    keys.receipt_verification_key =
+        receipt_signer.map(|signer| B64.encode(signer.public_key().as_ref()));
     let json = serde_json::to_string_pretty(&keys)?;
     std::fs::write(path, json).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())
@@ -662,6 +684,112 @@ mod tests {
             serde_json::from_slice(&std::fs::read(dir.path().join(SEALING_PUBLIC_FILE)).unwrap())
                 .unwrap();
         assert_eq!(public.keys.len(), 2);
+    }
+
+    #[test]
+    fn keygen_writes_an_identity_root_apart_from_the_first_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = generate(dir.path(), 365).unwrap();
+        let doc = read_keyring(&paths.keyring).unwrap();
+        assert_eq!(doc.active_epoch(), 1);
+        assert_eq!(doc.identity_bound_epoch(), None);
+        assert_ne!(doc.identity_root.0, doc.epochs[0].secret.0);
+        assert!(doc.epochs[0].created_at.is_some());
+    }
+
+    /// The format before key epochs loads with its first version as the identity
+    /// root; rotation rewrites it in format 2, atomically and 0600, keeping the
+    /// pseudonyms.
+    #[cfg(unix)]
+    #[test]
+    fn a_legacy_keyring_moves_to_format_2_on_rotation() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let paths = generate(dir.path(), 365).unwrap();
+        std::fs::remove_file(&paths.keyring).unwrap();
+        let (one, two) = (B64.encode([1u8; 32]), B64.encode([2u8; 32]));
+        write_secret(
+            &paths.keyring,
+            format!(
+                r#"{{"active_version": 2, "keys": [{{"version": 2, "secret": "{two}"}}, {{"version": 1, "secret": "{one}"}}]}}"#
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let tenant = crate::domain::Tenant::try_from("demo").unwrap();
+        let subject = crate::domain::SubjectId::try_from("alice".to_owned()).unwrap();
+        let legacy = load(&paths).unwrap();
+        assert_eq!(legacy.keyring.identity_bound_epoch(), Some(1));
+        assert_eq!(legacy.keyring.active_epoch(), 2);
+        let pseudonym = legacy.keyring.tenant(&tenant).unwrap().subject_ref(&subject);
+
+        assert_eq!(rotate_keyring(&paths.keyring).unwrap(), 3);
+        let mode = std::fs::metadata(&paths.keyring).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "no temporary file is left behind");
+        let rotated = load(&paths).unwrap();
+        assert_eq!(rotated.keyring.active_epoch(), 3);
+        assert_eq!(
+            rotated.keyring.tenant(&tenant).unwrap().subject_ref(&subject),
+            pseudonym
+        );
+        retire_epoch(&paths.keyring, 1).unwrap();
+        let retired = load(&paths).unwrap();
+        assert_eq!(retired.keyring.oldest_epoch(), 2);
+        assert_eq!(retired.keyring.identity_bound_epoch(), Some(1), "remembered after retirement");
+        assert_eq!(
+            retired.keyring.tenant(&tenant).unwrap().subject_ref(&subject),
+            pseudonym
+        );
+        assert!(retire_epoch(&paths.keyring, 3).unwrap_err().to_string().contains("active"));
+        assert!(retire_epoch(&paths.keyring, 1).unwrap_err().to_string().contains("not in"));
+    }
+
+    #[test]
+    fn unknown_keyring_formats_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(KEYRING_FILE);
+        write_secret(&path, br#"{"format": 3}"#).unwrap();
+        let err = read_keyring(&path).err().unwrap().to_string();
+        assert!(err.contains("format 3 is not supported"), "{err}");
+    }
+
+    /// Rotation needs only the sealing file: the keyring and the transform
+    /// secret stay apart (split knowledge).
+    #[test]
+    fn sealing_rotation_overlaps_then_drops_old_keys() {
+        let full = tempfile::tempdir().unwrap();
+        let paths = generate(full.path(), 365).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let sealing = dir.path().join(SEALING_FILE);
+        write_secret(&sealing, &std::fs::read(&paths.sealing_keys).unwrap()).unwrap();
+        let new_ids = rotate_sealing(dir.path(), 30, chrono::Duration::seconds(60)).unwrap();
+        assert_eq!(new_ids.len(), 2);
+        let now = chrono::Utc::now().timestamp_millis();
+        let keys = parse_sealing(&sealing, &std::fs::read(&sealing).unwrap()).unwrap();
+        let current = keys.current(now);
+        assert_eq!(current.len(), 4, "old and new are both published");
+        for key in &current {
+            let old = !new_ids.contains(&key.key_id);
+            let ends_soon = key.not_after_unix_ms <= now + 61_000;
+            assert_eq!(old, ends_soon, "{}", key.key_id);
+        }
+        assert_eq!(keys.current(now + 120_000).len(), 2, "old keys end after the overlap");
+        let public: PublicSealingKeys =
+            serde_json::from_slice(&std::fs::read(dir.path().join(SEALING_PUBLIC_FILE)).unwrap())
+                .unwrap();
+        assert_eq!(public.keys.len(), 4);
+        assert!(public.receipt_verification_key.is_none());
+        // A second rotation with no overlap drops the first generation at once
+        // from what is accepted.
+        rotate_sealing(dir.path(), 30, chrono::Duration::zero()).unwrap();
+        let keys = parse_sealing(&sealing, &std::fs::read(&sealing).unwrap()).unwrap();
+        assert_eq!(keys.current(chrono::Utc::now().timestamp_millis()).len(), 2);
     }
 
     #[cfg(unix)]

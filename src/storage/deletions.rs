@@ -427,6 +427,24 @@ impl Store {
         Ok(members.iter().filter_map(|m| split_member(m)).collect())
     }
 
+    /// Drops a ticket from the shred index (it expired, or can never be shredded).
+    pub async fn forget_shred_candidate(
+        &self,
+        tenant: &str,
+        ticket_id: &str,
+    ) -> Result<(), StorageError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .deadline(
+                redis::cmd("ZREM")
+                    .arg(unshredded_key())
+                    .arg(member(tenant, ticket_id))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// Records a ticket's shred statement; false if it already had one or is gone.
     pub async fn shred_ticket(
         &self,

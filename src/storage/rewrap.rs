@@ -4,6 +4,9 @@
 //!   the tenant's ledger of subjects (`ledger`), valid for a walk towards `epoch`.
 //! - `fv:keys:rewrap:lease`: STRING, the replica walking now, with a TTL; a
 //!   replica that dies lets it expire and another resumes from the cursors.
+//! - `fv:keys:in-use`: HASH process id → `<active epoch>:<expiry ms>`, renewed by
+//!   every running process each key reload interval: `keys retire` refuses an
+//!   epoch that a live process may still wrap new DEKs under.
 //!
 //! The walk reads and rewrites each subject's templates with the same
 //! compare-and-set script as every other rewrite (`Store::rewrite_templates`),
@@ -13,6 +16,21 @@
 use super::{StorageError, Store};
 
 const LEASE: &str = "fv:keys:rewrap:lease";
+const IN_USE: &str = "fv:keys:in-use";
+
+/// KEYS: in-use. ARGV: process id, active epoch, expiry ms, now ms. Records the
+/// process's active epoch and drops entries of processes that stopped renewing.
+const ANNOUNCE: &str = r#"
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local expiry = tonumber(string.match(all[i + 1], ':(%d+)$'))
+  if expiry == nil or expiry < tonumber(ARGV[4]) then
+    redis.call('HDEL', KEYS[1], all[i])
+  end
+end
+return 1
+"#;
 
 /// KEYS: lease. ARGV: owner, ttl ms. Takes the lease if free, renews it if held
 /// by `owner`; returns 1 if `owner` holds it.
@@ -30,6 +48,38 @@ fn cursor_key(tenant: &str) -> String {
 }
 
 impl Store {
+    /// Records that process `id` wraps new DEKs under `active_epoch` until
+    /// `expires_ms` (renewed before then while it runs).
+    pub async fn announce_epoch_in_use(
+        &self,
+        id: &str,
+        active_epoch: u32,
+        expires_ms: i64,
+        now_ms: i64,
+    ) -> Result<(), StorageError> {
+        let mut inv = super::eval(ANNOUNCE, &[IN_USE]);
+        inv.arg(id).arg(active_epoch).arg(expires_ms).arg(now_ms);
+        let mut conn = self.conn.clone();
+        let _: i64 = self.deadline(inv.query_async(&mut conn)).await?;
+        Ok(())
+    }
+
+    /// The active epoch of every live process: (process id, epoch).
+    pub async fn epochs_in_use(&self, now_ms: i64) -> Result<Vec<(String, u32)>, StorageError> {
+        let mut conn = self.conn.clone();
+        let all: Vec<(String, String)> = self
+            .deadline(redis::cmd("HGETALL").arg(IN_USE).query_async(&mut conn))
+            .await?;
+        Ok(all
+            .into_iter()
+            .filter_map(|(id, value)| {
+                let (epoch, expiry) = value.split_once(':')?;
+                let expiry: i64 = expiry.parse().ok()?;
+                (expiry >= now_ms).then_some((id, epoch.parse().ok()?))
+            })
+            .collect())
+    }
+
     pub async fn rewrap_lease(&self, owner: &str, ttl_ms: u64) -> Result<bool, StorageError> {
         let mut inv = super::eval(TAKE_LEASE, &[LEASE]);
         inv.arg(owner).arg(ttl_ms);

@@ -204,9 +204,7 @@ impl Vault {
         for (tenant, ticket_id) in self.store.shreddable_tickets(oldest, max).await? {
             let Some(ticket) = self.store.ticket(&tenant, &ticket_id).await? else {
                 // Expired with its retention: forget it.
-                self.store
-                    .shred_ticket(&tenant, &ticket_id, 0, &[], &[])
-                    .await?;
+                self.store.forget_shred_candidate(&tenant, &ticket_id).await?;
                 continue;
             };
             // The index says every epoch is older than the oldest present; the
@@ -222,6 +220,11 @@ impl Vault {
                 || ticket.key_epochs.is_empty()
                 || ticket.key_epochs.iter().any(|e| present.contains(e))
             {
+                // The index and the ticket disagree (damaged, or written by
+                // hand): nothing is claimed, and the entry must not block the
+                // ones behind it.
+                tracing::error!(%ticket_id, "a shred candidate's epochs are not all retired; it is not shredded");
+                self.store.forget_shred_candidate(&tenant, &ticket_id).await?;
                 continue;
             }
             let shredded_at = now_unix_ms();
@@ -269,6 +272,27 @@ impl Vault {
             retire_by_unix_ms: retire_by,
             overdue: retire_by.is_none_or(|t| t < now_unix_ms),
             oldest_age_days: created.map_or(0, |c| ((now_unix_ms - c).max(0) / 86_400_000) as u64),
+        }
+    }
+
+    /// Tells every `keys retire` which epoch this process wraps new DEKs under,
+    /// each `interval`, until aborted. The entry outlives three missed renewals.
+    pub async fn announce_keys_in_use(self: std::sync::Arc<Self>, interval: std::time::Duration) {
+        let Ok(id) = crate::crypto::random_bytes::<8>().map(hex::encode) else {
+            return;
+        };
+        let ttl = interval.as_millis() as i64 * 3 + 1_000;
+        loop {
+            let now = now_unix_ms();
+            let active = self.keys.current().keyring.active_epoch();
+            if let Err(error) = self
+                .store
+                .announce_epoch_in_use(&id, active, now + ttl, now)
+                .await
+            {
+                tracing::debug!(%error, "cannot announce the key epoch in use; retrying");
+            }
+            tokio::time::sleep(interval).await;
         }
     }
 
