@@ -37,6 +37,8 @@ const THRESHOLD: f32 = 0.6;
 /// this process's sealing; a phase ends early if its pool runs out.
 const PROBE_POOL: usize = 40_000;
 const CHANNELS: usize = 4;
+/// At most this many probes (about 2.2 KiB each) for verify-during-rewrap.
+const MAX_REWRAP_PROBES: usize = 250_000;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -694,9 +696,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     // Protected verify, with probes sealed beforehand (each probe is accepted
     // once: the server keeps a replay cache).
-    let seal_pool = |first: usize| {
-        eprintln!("sealing {PROBE_POOL} probes …");
-        (first..first + PROBE_POOL)
+    let seal_pool = |first: usize, count: usize| {
+        eprintln!("sealing {count} probes …");
+        (first..first + count)
             .map(|n| {
                 let i = n % args.subjects;
                 let id = subject(i);
@@ -720,7 +722,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .collect::<Result<Vec<_>, crate::crypto::sealing::SealingError>>()
             .map(Arc::new)
     };
-    let pool = seal_pool(0)?;
+    let pool = seal_pool(0, PROBE_POOL)?;
     eprintln!("verify …");
     let verify = verify_phase(
         &channels,
@@ -738,7 +740,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     // Re-wrap, and verify while it runs.
     let rewrap = match (&hosted, args.rewrap) {
         (Some(h), true) => {
-            let pool = seal_pool(PROBE_POOL)?;
+            // Enough probes to last the whole phase at the rate verify had.
+            let count = ((verify.throughput_per_s * args.duration.as_secs_f64() * 1.25) as usize)
+                .clamp(PROBE_POOL, MAX_REWRAP_PROBES);
+            let pool = seal_pool(PROBE_POOL, count)?;
             let store = crate::storage::Store::connect(&crate::storage::RedisTarget {
                 url: &h.redis_url,
                 mode: h.redis_mode,
@@ -968,6 +973,18 @@ fn print_table(r: &Report) {
         row("  (whole phase)", &Some(&w.phase));
     }
     let f = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
+    let short = [
+        Some(("verify", &r.verify)),
+        r.rewrap.as_ref().map(|w| ("verify-during-rewrap", &w.phase)),
+    ];
+    for (name, s) in short.into_iter().flatten() {
+        if s.seconds < r.settings.duration_s * 0.95 {
+            println!(
+                "note: {name} ran {:.1} s of {:.0} s: its sealed probes ran out",
+                s.seconds, r.settings.duration_s
+            );
+        }
+    }
     println!(
         "\nratios: verify/health throughput {}, verify p99/health p99 {}, protected/unprotected {}",
         f(r.ratios.verify_vs_health),

@@ -21,6 +21,16 @@ use tonic::transport::Channel;
 
 use crate::helpers::*;
 
+/// Servers of these apps re-read the key files every second.
+const RELOAD_EVERY_SECOND: &str = "reload_interval_secs = 1";
+
+fn reloading(options: AppOptions) -> AppOptions {
+    AppOptions {
+        keys_extra: RELOAD_EVERY_SECOND.to_owned(),
+        ..options
+    }
+}
+
 /// The app's config with `keys_extra` added inside its [keys] section (a second
 /// [keys] table would not parse) and `extra` appended.
 fn config_with_keys(app: &TestApp, extra: &str, keys_extra: &str) -> String {
@@ -36,35 +46,6 @@ fn config_with_keys(app: &TestApp, extra: &str, keys_extra: &str) -> String {
 /// The directory holding the app's key files.
 fn keys_dir(app: &TestApp) -> PathBuf {
     app.keys.keyring.parent().unwrap().to_owned()
-}
-
-/// Writes a config beside the app's key directory and returns its path.
-fn write_config(app: &TestApp, name: &str, text: &str) -> PathBuf {
-    let path = keys_dir(app).parent().unwrap().join(name);
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// A server of this app whose key files are re-read every second.
-async fn start_reloading_server(app: &TestApp, extra: &str) -> ServerHandle {
-    let path = keys_dir(app)
-        .parent()
-        .unwrap()
-        .join(format!("reloading-{}.toml", rand::random::<u32>()));
-    let built = app
-        .build_server_from(
-            &path,
-            &config_with_keys(app, extra, "reload_interval_secs = 1"),
-        )
-        .await;
-    let server = serve(built.unwrap_or_else(|e| panic!("{e:#}")));
-    for _ in 0..200 {
-        if health_at(server.health_port).await == Some(1) {
-            return server;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    panic!("the reloading server did not become SERVING");
 }
 
 async fn facevault(args: &[&str]) -> Output {
