@@ -38,7 +38,7 @@ fn setup() -> (SealingKeys, Keyring, Tenant) {
             NOW + 1_000_000,
         ),
     ]);
-    let ring = Keyring::new(
+    let ring = Keyring::from_versioned_masters(
         1,
         BTreeMap::from([(1, Zeroizing::new([3u8; 32]))]),
         Zeroizing::new([4u8; 32]),

@@ -975,7 +975,9 @@ fn print_table(r: &Report) {
     let f = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
     let short = [
         Some(("verify", &r.verify)),
-        r.rewrap.as_ref().map(|w| ("verify-during-rewrap", &w.phase)),
+        r.rewrap
+            .as_ref()
+            .map(|w| ("verify-during-rewrap", &w.phase)),
     ];
     for (name, s) in short.into_iter().flatten() {
         if s.seconds < r.settings.duration_s * 0.95 {

@@ -116,11 +116,9 @@ pub async fn run(command: KeysCommand) -> anyhow::Result<()> {
 }
 
 fn connect(settings: &Settings) -> anyhow::Result<Store> {
-    Ok(Store::connect(
-        &settings
-            .redis
-            .target(Duration::from_millis(settings.redis.timeout_ms.max(5000)))?,
-    )?)
+    Ok(Store::connect(&settings.redis.target(
+        Duration::from_millis(settings.redis.timeout_ms.max(5000)),
+    )?)?)
 }
 
 async fn status(config: &Path, overrides: &Overrides, as_json: bool) -> anyhow::Result<()> {

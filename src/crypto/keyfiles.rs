@@ -531,7 +531,9 @@ pub fn rotate_sealing(
     // Only the sealing keys are needed here; the receipt key, when it is in the
     // same directory, adds its public half to the public file.
     let receipt_signer = match paths.receipt_signing_key.exists() {
-        true => Some(parse_receipt_signer(&read_secret(&paths.receipt_signing_key)?)?),
+        true => Some(parse_receipt_signer(&read_secret(
+            &paths.receipt_signing_key,
+        )?)?),
         false => None,
     };
     replace_secret(&paths.sealing_keys, json.as_bytes())?;
@@ -721,10 +723,18 @@ mod tests {
         let legacy = load(&paths).unwrap();
         assert_eq!(legacy.keyring.identity_bound_epoch(), Some(1));
         assert_eq!(legacy.keyring.active_epoch(), 2);
-        let pseudonym = legacy.keyring.tenant(&tenant).unwrap().subject_ref(&subject);
+        let pseudonym = legacy
+            .keyring
+            .tenant(&tenant)
+            .unwrap()
+            .subject_ref(&subject);
 
         assert_eq!(rotate_keyring(&paths.keyring).unwrap(), 3);
-        let mode = std::fs::metadata(&paths.keyring).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(&paths.keyring)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
         assert_eq!(mode, 0o600);
         let leftovers: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap()
@@ -735,19 +745,41 @@ mod tests {
         let rotated = load(&paths).unwrap();
         assert_eq!(rotated.keyring.active_epoch(), 3);
         assert_eq!(
-            rotated.keyring.tenant(&tenant).unwrap().subject_ref(&subject),
+            rotated
+                .keyring
+                .tenant(&tenant)
+                .unwrap()
+                .subject_ref(&subject),
             pseudonym
         );
         retire_epoch(&paths.keyring, 1).unwrap();
         let retired = load(&paths).unwrap();
         assert_eq!(retired.keyring.oldest_epoch(), 2);
-        assert_eq!(retired.keyring.identity_bound_epoch(), Some(1), "remembered after retirement");
         assert_eq!(
-            retired.keyring.tenant(&tenant).unwrap().subject_ref(&subject),
+            retired.keyring.identity_bound_epoch(),
+            Some(1),
+            "remembered after retirement"
+        );
+        assert_eq!(
+            retired
+                .keyring
+                .tenant(&tenant)
+                .unwrap()
+                .subject_ref(&subject),
             pseudonym
         );
-        assert!(retire_epoch(&paths.keyring, 3).unwrap_err().to_string().contains("active"));
-        assert!(retire_epoch(&paths.keyring, 1).unwrap_err().to_string().contains("not in"));
+        assert!(
+            retire_epoch(&paths.keyring, 3)
+                .unwrap_err()
+                .to_string()
+                .contains("active")
+        );
+        assert!(
+            retire_epoch(&paths.keyring, 1)
+                .unwrap_err()
+                .to_string()
+                .contains("not in")
+        );
     }
 
     #[test]
@@ -779,7 +811,11 @@ mod tests {
             let ends_soon = key.not_after_unix_ms <= now + 61_000;
             assert_eq!(old, ends_soon, "{}", key.key_id);
         }
-        assert_eq!(keys.current(now + 120_000).len(), 2, "old keys end after the overlap");
+        assert_eq!(
+            keys.current(now + 120_000).len(),
+            2,
+            "old keys end after the overlap"
+        );
         let public: PublicSealingKeys =
             serde_json::from_slice(&std::fs::read(dir.path().join(SEALING_PUBLIC_FILE)).unwrap())
                 .unwrap();

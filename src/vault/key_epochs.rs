@@ -204,7 +204,9 @@ impl Vault {
         for (tenant, ticket_id) in self.store.shreddable_tickets(oldest, max).await? {
             let Some(ticket) = self.store.ticket(&tenant, &ticket_id).await? else {
                 // Expired with its retention: forget it.
-                self.store.forget_shred_candidate(&tenant, &ticket_id).await?;
+                self.store
+                    .forget_shred_candidate(&tenant, &ticket_id)
+                    .await?;
                 continue;
             };
             // The index says every epoch is older than the oldest present; the
@@ -224,7 +226,9 @@ impl Vault {
                 // hand): nothing is claimed, and the entry must not block the
                 // ones behind it.
                 tracing::error!(%ticket_id, "a shred candidate's epochs are not all retired; it is not shredded");
-                self.store.forget_shred_candidate(&tenant, &ticket_id).await?;
+                self.store
+                    .forget_shred_candidate(&tenant, &ticket_id)
+                    .await?;
                 continue;
             }
             let shredded_at = now_unix_ms();

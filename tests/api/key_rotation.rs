@@ -69,29 +69,21 @@ async fn rotate(dir: &Path) -> Output {
     facevault(&["keys", "rotate", "--dir", dir.to_str().unwrap()]).await
 }
 
-async fn retire(dir: &Path, epoch: u32, config: &Path) -> Output {
-    facevault(&[
+async fn retire(app: &TestApp, epoch: u32) -> Output {
+    let dir = keys_dir(app);
+    app.run_cli(&[
         "keys",
         "retire",
         "--dir",
         dir.to_str().unwrap(),
         "--epoch",
         &epoch.to_string(),
-        "--config",
-        config.to_str().unwrap(),
     ])
     .await
 }
 
-async fn status(config: &Path) -> serde_json::Value {
-    let out = facevault(&[
-        "keys",
-        "status",
-        "--json",
-        "--config",
-        config.to_str().unwrap(),
-    ])
-    .await;
+async fn status(app: &TestApp) -> serde_json::Value {
+    let out = app.run_cli(&["keys", "status", "--json"]).await;
     assert!(out.status.success(), "keys status: {}", text(&out));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
 }
@@ -104,6 +96,13 @@ fn deks_of(status: &serde_json::Value, epoch: u64) -> Option<u64> {
         .iter()
         .find(|e| e["epoch"] == epoch)
         .map(|e| e["deks"].as_u64().unwrap())
+}
+
+/// Every running process `keys status` lists wraps under `epoch`.
+fn processes_on(status: &serde_json::Value, epoch: u64) -> bool {
+    status["processes"]
+        .as_array()
+        .is_none_or(|all| all.iter().all(|p| p["active_epoch"] == epoch))
 }
 
 /// Asserts a refusal: exit status 2, the documented prefix, `reason` in the
@@ -241,23 +240,14 @@ fn not_after_ms(key: &proto::SealingKey) -> i64 {
 #[tokio::test]
 async fn rotate_rewrap_retire_on_a_redis_cluster() {
     let started = Instant::now();
-    let extra = "[deletion]\npoll_interval_ms = 100\n";
-    let mut app = spawn_app_with(AppOptions {
+    let app = spawn_app_with(reloading(AppOptions {
         redis_cluster: true,
         redis_timeout_ms: 1000,
-        extra_config: extra.to_owned(),
+        extra_config: "[deletion]\npoll_interval_ms = 100\n".to_owned(),
         ..AppOptions::default()
-    })
+    }))
     .await;
-    // Only servers that re-read the keys every second take part.
-    app.stop_server().await;
-    let server = start_reloading_server(&app, extra).await;
-    let mut client = app.app_client_for(&server).await;
-    let config = write_config(
-        &app,
-        "keys-cli.toml",
-        &config_with_keys(&app, "", "reload_interval_secs = 1"),
-    );
+    let mut client = app.app_client().await;
     let dir = keys_dir(&app);
     let keyring = app.keys.keyring.clone();
 
@@ -309,7 +299,7 @@ async fn rotate_rewrap_retire_on_a_redis_cluster() {
         .unwrap();
     let before = epochs_in_redis(&mut redis, &refs).await;
     assert_eq!(before, BTreeMap::from([(1, SUBJECTS)]));
-    let s = status(&config).await;
+    let s = status(&app).await;
     assert_eq!(s["active_epoch"], 1, "{s:#}");
     assert_eq!(deks_of(&s, 1), Some(SUBJECTS), "{s:#}");
     assert_eq!(s["subjects"], SUBJECTS, "{s:#}");
@@ -320,22 +310,26 @@ async fn rotate_rewrap_retire_on_a_redis_cluster() {
     #[cfg(unix)]
     assert_eq!(mode_of(&keyring), 0o600, "the rotated keyring is private");
 
-    // The re-wrap worker moves every DEK to epoch 2; `keys status` counts them
-    // across the three primaries.
+    // The server reloads the keyring, and its re-wrap worker moves every DEK
+    // to epoch 2; `keys status` counts them across the three primaries.
     let mut last = serde_json::Value::Null;
     let mut done = false;
     while rotated_at.elapsed() < Duration::from_secs(30) {
-        last = status(&config).await;
+        last = status(&app).await;
         if last["active_epoch"] == 2
             && deks_of(&last, 1) == Some(0)
             && deks_of(&last, 2) == Some(SUBJECTS)
+            && processes_on(&last, 2)
         {
             done = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    assert!(done, "the DEKs were not re-wrapped within 30 s: {last:#}");
+    assert!(
+        done,
+        "the DEKs were not re-wrapped (or the server did not move to epoch 2) within 30 s: {last:#}"
+    );
     println!(
         "re-wrapped {SUBJECTS} DEKs in {:?}: {}",
         rotated_at.elapsed(),
@@ -354,9 +348,9 @@ async fn rotate_rewrap_retire_on_a_redis_cluster() {
     if let Some(wait) = Duration::from_millis(2500).checked_sub(rotated_at.elapsed()) {
         tokio::time::sleep(wait).await;
     }
-    let out = retire(&dir, 1, &config).await;
+    let out = retire(&app, 1).await;
     assert!(out.status.success(), "keys retire: {}", text(&out));
-    let s = status(&config).await;
+    let s = status(&app).await;
     println!("after retirement: {s}");
     let epochs: Vec<u64> = s["epochs"]
         .as_array()
@@ -378,8 +372,8 @@ async fn rotate_rewrap_retire_on_a_redis_cluster() {
 
     // A second retirement is refused and leaves the file alone.
     let bytes = std::fs::read(&keyring).unwrap();
-    let out = retire(&dir, 1, &config).await;
-    assert_refused(&out, "already retired", &keyring, &bytes);
+    let out = retire(&app, 1).await;
+    assert_refused(&out, "epoch 1 was already retired", &keyring, &bytes);
 
     // Once the server has reloaded the keyring without epoch 1, every subject
     // still matches, and new enrollments wrap under epoch 2.
@@ -407,17 +401,15 @@ async fn rotate_rewrap_retire_on_a_redis_cluster() {
         epochs_in_redis(&mut redis, &[late]).await,
         BTreeMap::from([(2, 1)])
     );
-    server.stop().await;
+    app.stop().await;
     println!("took {:?}", started.elapsed());
 }
 
 #[tokio::test]
 async fn a_new_sealing_key_is_published_without_restart_and_the_old_one_refused_after_not_after() {
     let started = Instant::now();
-    let mut app = spawn_app().await;
-    app.stop_server().await;
-    let server = start_reloading_server(&app, "").await;
-    let mut client = app.app_client_for(&server).await;
+    let app = spawn_app_with(reloading(AppOptions::default())).await;
+    let mut client = app.app_client().await;
 
     let old = sealing_keys(&mut client).await;
     assert_eq!(old.len(), 2, "{old:?}");
@@ -595,7 +587,7 @@ async fn a_new_sealing_key_is_published_without_restart_and_the_old_one_refused_
     assert!(in_file.is_superset(&new_ids), "{in_file:?}");
     #[cfg(unix)]
     assert_eq!(mode_of(&app.keys.sealing_keys), 0o600);
-    server.stop().await;
+    app.stop().await;
     println!("took {:?}", started.elapsed());
 }
 
@@ -648,34 +640,50 @@ async fn start_up_refuses_an_epoch_length_that_misses_the_deadline() {
     app.stop().await;
 }
 
+/// Polls `keys status` until every running process is on `epoch` and `settle`
+/// has passed since `since`.
+async fn settled(app: &TestApp, epoch: u64, since: Instant, settle: Duration) -> serde_json::Value {
+    loop {
+        let s = status(app).await;
+        if processes_on(&s, epoch) && since.elapsed() >= settle {
+            return s;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "the processes did not move to epoch {epoch}: {s:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn retire_refuses_the_active_an_unknown_and_a_still_used_epoch_and_leaves_the_file_unchanged()
 {
-    let mut app = spawn_app().await;
+    let started = Instant::now();
+    // The server reloads the keys every second but runs no deletion worker, so
+    // nothing re-wraps.
+    let app = spawn_app_with(reloading(AppOptions {
+        extra_config: "[deletion]\nworker = false\n".to_owned(),
+        ..AppOptions::default()
+    }))
+    .await;
     let mut client = app.app_client().await;
     for i in 0..3 {
         app.enroll(&mut client, &format!("subject-{i}"), &face(i))
             .await;
     }
-    // Nothing re-wraps from here on: the only server (which runs the worker) stops.
-    app.stop_server().await;
-    let config = write_config(
-        &app,
-        "keys-cli.toml",
-        &config_with_keys(&app, "", "reload_interval_secs = 1"),
-    );
     let dir = keys_dir(&app);
     let keyring = app.keys.keyring.clone();
 
     let bytes = std::fs::read(&keyring).unwrap();
     assert_refused(
-        &retire(&dir, 1, &config).await,
+        &retire(&app, 1).await,
         "epoch 1 is the active epoch",
         &keyring,
         &bytes,
     );
     assert_refused(
-        &retire(&dir, 9, &config).await,
+        &retire(&app, 9).await,
         "epoch 9 is not in the keyring (it holds 1)",
         &keyring,
         &bytes,
@@ -683,44 +691,88 @@ async fn retire_refuses_the_active_an_unknown_and_a_still_used_epoch_and_leaves_
 
     let out = rotate(&dir).await;
     assert!(out.status.success(), "keys rotate: {}", text(&out));
+    let rotated = Instant::now();
     let bytes = std::fs::read(&keyring).unwrap();
     #[cfg(unix)]
     assert_eq!(mode_of(&keyring), 0o600);
 
     // Right after the rotation a replica may not have reloaded yet.
     assert_refused(
-        &retire(&dir, 1, &config).await,
+        &retire(&app, 1).await,
         "wait 2 s (twice keys.reload_interval_secs)",
         &keyring,
         &bytes,
     );
 
-    // Past that, the three DEKs nobody re-wrapped hold it.
-    tokio::time::sleep(Duration::from_millis(2200)).await;
-    let s = status(&config).await;
-    println!("status: {s}");
+    // Once the server is on epoch 2, the three DEKs nobody re-wrapped hold epoch 1.
+    let s = settled(&app, 2, rotated, Duration::from_millis(2100)).await;
+    println!("status after the rotation: {s}");
     assert_eq!(s["active_epoch"], 2, "{s:#}");
     assert_eq!(deks_of(&s, 1), Some(3), "{s:#}");
     assert_eq!(deks_of(&s, 2), Some(0), "{s:#}");
     assert_eq!(s["rewrap"]["pending"], 3, "{s:#}");
     assert_refused(
-        &retire(&dir, 1, &config).await,
+        &retire(&app, 1).await,
         "epoch 1 still wraps 3 DEK(s)",
         &keyring,
         &bytes,
     );
     assert_refused(
-        &retire(&dir, 2, &config).await,
+        &retire(&app, 2).await,
         "epoch 2 is the active epoch",
         &keyring,
         &bytes,
     );
+    assert_refused(&retire(&app, 9).await, "it holds 1, 2", &keyring, &bytes);
+
+    // A replica that re-reads its keys only hourly keeps wrapping under epoch 2
+    // after the next rotation: epoch 2 cannot be retired while it runs.
+    let lagging_config = app
+        .config_text("[deletion]\nworker = false\n")
+        .replace(RELOAD_EVERY_SECOND, "reload_interval_secs = 3600");
+    let lagging = serve(
+        app.build_server_from(&dir.parent().unwrap().join("lagging.toml"), &lagging_config)
+            .await
+            .unwrap(),
+    );
+    for _ in 0..200 {
+        if health_at(lagging.health_port).await == Some(1) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let out = rotate(&dir).await;
+    assert!(out.status.success(), "keys rotate: {}", text(&out));
+    let rotated = Instant::now();
+    let bytes = std::fs::read(&keyring).unwrap();
+    let s = loop {
+        let s = status(&app).await;
+        let processes = s["processes"].as_array().cloned().unwrap_or_default();
+        let on = |epoch: u64| processes.iter().any(|p| p["active_epoch"] == epoch);
+        if on(3) && on(2) && rotated.elapsed() >= Duration::from_millis(2100) {
+            break s;
+        }
+        assert!(
+            rotated.elapsed() < Duration::from_secs(10),
+            "expected one process on epoch 3 and the lagging one on 2: {s:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    println!("processes: {}", s["processes"]);
     assert_refused(
-        &retire(&dir, 9, &config).await,
-        "it holds 1, 2",
+        &retire(&app, 2).await,
+        "1 running process(es) still wrap new DEKs under epoch 2",
         &keyring,
         &bytes,
     );
+    // Epoch 1 is older than every process's: only its DEKs hold it.
+    assert_refused(
+        &retire(&app, 1).await,
+        "epoch 1 still wraps 3 DEK(s)",
+        &keyring,
+        &bytes,
+    );
+    lagging.stop().await;
 
     // A keyring others may read is refused before anything is written.
     #[cfg(unix)]
@@ -746,15 +798,15 @@ async fn retire_refuses_the_active_an_unknown_and_a_still_used_epoch_and_leaves_
         .filter(|n| n.ends_with(".tmp"))
         .collect();
     assert!(left.is_empty(), "temporary files left behind: {left:?}");
+    app.stop().await;
+    println!("took {:?}", started.elapsed());
 }
 
 #[tokio::test]
 async fn a_broken_keyring_file_keeps_the_last_good_keys() {
     let started = Instant::now();
-    let mut app = spawn_app().await;
-    app.stop_server().await;
-    let server = start_reloading_server(&app, "").await;
-    let mut client = app.app_client_for(&server).await;
+    let app = spawn_app_with(reloading(AppOptions::default())).await;
+    let mut client = app.app_client().await;
     let keyring = app.keys.keyring.clone();
     let good = std::fs::read(&keyring).unwrap();
 
@@ -806,6 +858,6 @@ async fn a_broken_keyring_file_keeps_the_last_good_keys() {
             .unwrap();
         assert_eq!(verdict.decision(), proto::Decision::Match, "{subject}");
     }
-    server.stop().await;
+    app.stop().await;
     println!("took {:?}", started.elapsed());
 }

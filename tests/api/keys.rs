@@ -162,6 +162,24 @@ async fn a_backup_taken_before_an_erasure_is_unreadable_after_retirement() {
         .await
         .unwrap();
 
+    // The compliance report names the oldest epoch and its retirement date.
+    let report = client
+        .get_compliance_report(proto::GetComplianceReportRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(report.oldest_key_epoch, 1);
+    assert!(
+        !report.key_epoch_retirement_overdue,
+        "a fresh epoch is not overdue"
+    );
+    let retire_by = report.oldest_key_epoch_retire_by.unwrap().seconds * 1000;
+    let eight_days = 8 * 86_400_000;
+    assert!(
+        (retire_by - now_ms() - eight_days).abs() < 120_000,
+        "an unrotated epoch is due epoch_days + max_rewrap_days after its creation"
+    );
+
     // 3. Rotate, wait for the re-wrap, retire.
     let dir = keys_dir(&app);
     let rotated = run_binary(&["keys", "rotate", "--dir", &dir]).await;
@@ -195,6 +213,16 @@ async fn a_backup_taken_before_an_erasure_is_unreadable_after_retirement() {
     );
     assert_eq!(status["retired"][0]["epoch"], 1);
     tokio::time::sleep(Duration::from_millis(1_500)).await;
+
+    let report = client
+        .get_compliance_report(proto::GetComplianceReportRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        report.oldest_key_epoch, 2,
+        "the report follows the reloaded keyring"
+    );
 
     // 4. The live service still serves B.
     let b = app.verify(&mut client, "subject-b", &face_b).await.unwrap();
