@@ -327,6 +327,7 @@ impl Application {
         reloader.abort();
         key_reloader.abort();
         key_announcer.abort();
+        self.vault.withdraw_keys_in_use().await;
         monitor.abort();
         // The last window of refusal counts is recorded before the writer ends.
         let _ = refusal_recorder.await;

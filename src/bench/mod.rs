@@ -970,6 +970,9 @@ fn print_table(r: &Report) {
     row("naive baseline", &r.baseline_verify.as_ref());
     if let Some(w) = &r.rewrap {
         row("verify-during-rewrap", &Some(&w.during));
+        if let Some(after) = &w.after {
+            row("  after it (control)", &Some(after));
+        }
         row("  (whole phase)", &Some(&w.phase));
     }
     let f = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));

@@ -30,8 +30,9 @@
 //!
 //! **What "during" means.** The verify figures for `verify-during-rewrap` are
 //! those of the calls that *started* while the walk ran (clipped to the phase),
-//! over that span; `overlap_fraction` says how much of the phase that was, and
-//! `phase` holds the whole phase. Before is the ordinary verify phase of the same
+//! over that span; `overlap_fraction` says how much of the phase that was,
+//! `after` holds the calls of the phase that started after the walk (a control:
+//! same probes, same Redis, no walk) and `phase` the whole phase. Before is the ordinary verify phase of the same
 //! run, on the same subjects, with fresh probes.
 
 use std::future::Future;
@@ -80,6 +81,9 @@ pub(super) struct RewrapReport {
     pub overlap_fraction: f64,
     /// Verify calls that started while the walk ran.
     pub during: PhaseStats,
+    /// Verify calls of the same phase that started after the walk, when that
+    /// is at least a second: a control on the same probes and Redis state.
+    pub after: Option<PhaseStats>,
     /// The whole verify-during-rewrap phase.
     pub phase: PhaseStats,
 }
@@ -233,6 +237,8 @@ where
         offset(to).min(samples.elapsed),
     );
     let during = samples.window(a, b);
+    let after = (samples.elapsed.saturating_sub(b) >= Duration::from_secs(1))
+        .then(|| samples.window(b, samples.elapsed));
     let phase = samples.stats();
     let ratio = |x: f64, y: f64| (y > 0.0).then(|| x / y);
     Ok(RewrapReport {
@@ -261,6 +267,7 @@ where
             (b - a).as_secs_f64() / samples.elapsed.as_secs_f64()
         },
         during,
+        after,
         phase,
     })
 }

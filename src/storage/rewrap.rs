@@ -64,6 +64,19 @@ impl Store {
         Ok(())
     }
 
+    pub async fn withdraw_epoch_in_use(&self, id: &str) -> Result<(), StorageError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .deadline(
+                redis::cmd("HDEL")
+                    .arg(IN_USE)
+                    .arg(id)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
     /// The active epoch of every live process: (process id, epoch).
     pub async fn epochs_in_use(&self, now_ms: i64) -> Result<Vec<(String, u32)>, StorageError> {
         let mut conn = self.conn.clone();

@@ -282,21 +282,31 @@ impl Vault {
     /// Tells every `keys retire` which epoch this process wraps new DEKs under,
     /// each `interval`, until aborted. The entry outlives three missed renewals.
     pub async fn announce_keys_in_use(self: std::sync::Arc<Self>, interval: std::time::Duration) {
-        let Ok(id) = crate::crypto::random_bytes::<8>().map(hex::encode) else {
-            return;
-        };
+        let id = &self.lifecycle.process_id;
         let ttl = interval.as_millis() as i64 * 3 + 1_000;
         loop {
             let now = now_unix_ms();
             let active = self.keys.current().keyring.active_epoch();
             if let Err(error) = self
                 .store
-                .announce_epoch_in_use(&id, active, now + ttl, now)
+                .announce_epoch_in_use(id, active, now + ttl, now)
                 .await
             {
                 tracing::debug!(%error, "cannot announce the key epoch in use; retrying");
             }
             tokio::time::sleep(interval).await;
+        }
+    }
+
+    /// Removes this process's entry at a clean stop, so `keys retire` does not
+    /// wait for it to expire.
+    pub async fn withdraw_keys_in_use(&self) {
+        if let Err(error) = self
+            .store
+            .withdraw_epoch_in_use(&self.lifecycle.process_id)
+            .await
+        {
+            tracing::debug!(%error, "cannot withdraw the key epoch in use; it expires by itself");
         }
     }
 

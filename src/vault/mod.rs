@@ -72,6 +72,8 @@ struct Lifecycle {
     rewrap_per_second: u32,
     /// What the re-wrap worker's last complete walk left under old epochs.
     rewrap_pending: std::sync::atomic::AtomicU64,
+    /// This process, as it names itself in `fv:keys:in-use`.
+    process_id: String,
     ticket_retention_ms: i64,
     claim_ttl_ms: i64,
     filing_threshold: u64,
@@ -123,6 +125,7 @@ impl Vault {
                 epochs: settings.epoch_policy,
                 rewrap_per_second: settings.rewrap_per_second,
                 rewrap_pending: std::sync::atomic::AtomicU64::new(0),
+                process_id: format!("{:016x}", rand::random::<u64>()),
                 ticket_retention_ms: settings.ticket_retention.as_millis() as i64,
                 claim_ttl_ms: settings.claim_ttl.as_millis() as i64,
                 filing_threshold: settings.filing_threshold,
