@@ -10,9 +10,10 @@
 //! - **Rate-limited:** at most `keys.rewrap_per_second` DEKs read per second.
 //! - **Atomic:** each subject's rewrite is a compare-and-set (`vault`).
 //!
-//! A walk that ends with nothing left under old epochs starts again after
-//! `RECHECK_AFTER`, to catch a DEK wrapped by a replica that had not reloaded
-//! the keyring yet.
+//! A walk that re-wrapped nothing starts again only after `RECHECK_AFTER`: that
+//! catches a DEK wrapped by a replica that had not reloaded the keyring yet,
+//! without re-reading every subject non-stop for DEKs that cannot move (under
+//! an epoch the keyring no longer has, e.g. restored from an old copy).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -63,9 +64,9 @@ impl RewrapWorker {
                 continue;
             }
             match self.walk(active).await {
-                Ok(Some(left)) => {
+                Ok(Some((rewrapped, left))) => {
                     self.vault.set_rewrap_pending(left);
-                    if left == 0 {
+                    if rewrapped == 0 {
                         idle_until = Some((active, tokio::time::Instant::now() + RECHECK_AFTER));
                     }
                 }
@@ -79,12 +80,13 @@ impl RewrapWorker {
         }
     }
 
-    /// Walks every tenant once towards `active`. Returns what it left under old
-    /// epochs, or None if it did not finish (lease lost, keyring rotated).
-    async fn walk(&self, active: u32) -> Result<Option<u64>, crate::error::Error> {
+    /// Walks every tenant once towards `active`. Returns the DEKs it re-wrapped
+    /// and those it left under old epochs, or None if it did not finish (lease
+    /// lost, keyring rotated).
+    async fn walk(&self, active: u32) -> Result<Option<(u64, u64)>, crate::error::Error> {
         let store = self.vault.store();
         let per_second = f64::from(self.vault.rewrap_per_second());
-        let mut left = 0;
+        let (mut rewrapped, mut left) = (0, 0);
         for tenant in store.ledger_tenants().await? {
             let Ok(tenant) = Tenant::try_from(tenant.as_str()) else {
                 continue;
@@ -100,6 +102,7 @@ impl RewrapWorker {
                 let started = tokio::time::Instant::now();
                 let page = self.vault.rewrap_page(&tenant, cursor, PAGE).await?;
                 left += page.left;
+                rewrapped += page.rewrapped;
                 store
                     .save_rewrap_cursor(tenant.as_str(), active, page.next_cursor)
                     .await?;
@@ -115,6 +118,6 @@ impl RewrapWorker {
                 cursor = page.next_cursor;
             }
         }
-        Ok(Some(left))
+        Ok(Some((rewrapped, left)))
     }
 }
