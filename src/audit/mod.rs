@@ -4,6 +4,7 @@
 //! subject ids, keys or ciphertexts. If an event cannot be recorded, the call fails.
 
 pub mod chain;
+pub mod merkle;
 pub mod refusals;
 mod writer;
 
