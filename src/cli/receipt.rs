@@ -1,6 +1,8 @@
 //! `facevault receipt verify`: checks a deletion receipt offline against the
 //! published Ed25519 key, and prints what it attests; when the ticket also
 //! carries its shred statement (`shredReceipt`), that signature is checked too.
+//! The ticket's own fields are outside any signature: each one present must
+//! agree with the signed values, or the ticket is refused as altered.
 
 use std::io::Read as _;
 
@@ -40,9 +42,16 @@ fn verify(ticket: &str, key: &str) -> anyhow::Result<()> {
     } else {
         std::fs::read_to_string(ticket).with_context(|| format!("cannot read {ticket}"))?
     };
-    let value: Value = serde_json::from_str(&text).context("the ticket is not JSON")?;
+    let out = check(&text, &load_key(key)?)?;
+    super::print_line(&serde_json::to_string_pretty(&out)?)?;
+    Ok(())
+}
+
+/// Checks a ticket (or bare receipt) as JSON; returns what it attests.
+fn check(text: &str, public_key: &[u8]) -> anyhow::Result<Value> {
+    let value: Value = serde_json::from_str(text).context("the ticket is not JSON")?;
     let receipt = statement(value.get("receipt").unwrap_or(&value), "receipt")?;
-    let public_key = load_key(key)?;
+    let public_key = public_key.to_vec();
     let Some(body) = verify_receipt(&public_key, &receipt) else {
         bail!("receipt signature INVALID: do not rely on this receipt");
     };
@@ -51,6 +60,13 @@ fn verify(ticket: &str, key: &str) -> anyhow::Result<()> {
             .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32))
             .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
     };
+    let mut signed = vec![
+        ("ticketId", Signed::Text(body.ticket_id.clone())),
+        ("subjectRef", Signed::Text(body.subject_ref.clone())),
+        ("requestedAt", Signed::Time(body.requested_at)),
+        ("deadline", Signed::Time(body.deadline)),
+        ("completedAt", Signed::Time(body.completed_at)),
+    ];
     let shred = match value.get("shredReceipt") {
         None => None,
         Some(s) => {
@@ -64,6 +80,7 @@ fn verify(ticket: &str, key: &str) -> anyhow::Result<()> {
             {
                 bail!("the shred statement names another erasure than the receipt");
             }
+            signed.push(("shreddedAt", Signed::Time(shred.shredded_at)));
             Some(json!({
                 "shredded_at": ts(&shred.shredded_at),
                 "retired_epochs": shred.retired_epochs,
@@ -71,6 +88,20 @@ fn verify(ticket: &str, key: &str) -> anyhow::Result<()> {
             }))
         }
     };
+    if value.get("receipt").is_some() {
+        for (field, signed_value) in &signed {
+            if let Some(outer) = value.get(*field)
+                && !signed_value.agrees_with(outer)
+            {
+                bail!(
+                    "the ticket's {field} ({outer}) differs from the signed value: the ticket was altered; rely only on the signed values"
+                );
+            }
+        }
+        if value.get("shreddedAt").is_some() && value.get("shredReceipt").is_none() {
+            bail!("the ticket shows shreddedAt without a signed shred statement");
+        }
+    }
     let out = json!({
         "valid": true,
         "ticket_id": body.ticket_id,
@@ -83,8 +114,29 @@ fn verify(ticket: &str, key: &str) -> anyhow::Result<()> {
         "key_epochs": body.key_epochs,
         "shredded": shred,
     });
-    super::print_line(&serde_json::to_string_pretty(&out)?)?;
-    Ok(())
+    Ok(out)
+}
+
+/// A value as signed, to compare with the same field outside the signature.
+enum Signed {
+    Text(String),
+    Time(Option<prost_types::Timestamp>),
+}
+
+impl Signed {
+    /// grpcurl prints strings as they are and timestamps in RFC 3339.
+    fn agrees_with(&self, outer: &Value) -> bool {
+        match (self, outer) {
+            (Self::Text(signed), Value::String(outer)) => signed == outer,
+            (Self::Time(Some(signed)), Value::String(outer)) => {
+                chrono::DateTime::parse_from_rfc3339(outer).is_ok_and(|t| {
+                    t.timestamp() == signed.seconds
+                        && t.timestamp_subsec_nanos() == signed.nanos as u32
+                })
+            }
+            _ => false,
+        }
+    }
 }
 
 /// A signed statement (`body`, `signature`, base64) from grpcurl's JSON.
@@ -119,4 +171,82 @@ fn load_key(key: &str) -> anyhow::Result<Vec<u8>> {
         bail!("the receipt verification key must be 32 bytes (Ed25519)");
     }
     Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+    use ring::signature::{Ed25519KeyPair, KeyPair as _};
+
+    use super::*;
+    use crate::vault::RECEIPT_CONTEXT;
+
+    /// A completed ticket as grpcurl prints it, with a receipt signed by `key`.
+    fn ticket(key: &Ed25519KeyPair) -> Value {
+        let at = |s| prost_types::Timestamp {
+            seconds: s,
+            nanos: 250_000_000,
+        };
+        let body = proto::ReceiptBody {
+            ticket_id: "t1".into(),
+            tenant: "demo".into(),
+            subject_ref: "A".repeat(43),
+            requested_at: Some(at(1_800_000_000)),
+            deadline: Some(at(1_801_000_000)),
+            completed_at: Some(at(1_800_000_100)),
+            erased: vec!["templates:1".into()],
+            key_epochs: vec![1],
+        }
+        .encode_to_vec();
+        let mut message = RECEIPT_CONTEXT.to_vec();
+        message.extend_from_slice(&body);
+        let time = |s: i64| {
+            chrono::DateTime::from_timestamp(s, 250_000_000)
+                .unwrap()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+        };
+        json!({
+            "ticketId": "t1",
+            "subjectRef": "A".repeat(43),
+            "state": "COMPLETED",
+            "requestedAt": time(1_800_000_000),
+            "deadline": time(1_801_000_000),
+            "completedAt": time(1_800_000_100),
+            "receipt": {
+                "body": B64.encode(&body),
+                "signature": B64.encode(key.sign(&message).as_ref()),
+            },
+        })
+    }
+
+    #[test]
+    fn fields_outside_the_signature_must_agree_with_it() {
+        let key = Ed25519KeyPair::from_seed_unchecked(&[4; 32]).unwrap();
+        let public = key.public_key().as_ref().to_vec();
+        let good = ticket(&key);
+        let out = check(&good.to_string(), &public).unwrap();
+        assert_eq!(out["valid"], true);
+        assert_eq!(out["key_epochs"][0], 1);
+        for (field, forged) in [
+            ("deadline", "2027-01-30T00:00:00.250Z"),
+            ("completedAt", "2027-01-01T00:00:00Z"),
+            ("subjectRef", "B"),
+            ("ticketId", "t2"),
+        ] {
+            let mut altered = good.clone();
+            altered[field] = json!(forged);
+            let err = check(&altered.to_string(), &public)
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("the ticket's {field}")), "{err}");
+        }
+        let mut unsigned = good.clone();
+        unsigned["shreddedAt"] = json!("2027-01-01T00:00:00Z");
+        let err = check(&unsigned.to_string(), &public)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("without a signed shred statement"), "{err}");
+        let other = Ed25519KeyPair::from_seed_unchecked(&[5; 32]).unwrap();
+        assert!(check(&good.to_string(), other.public_key().as_ref()).is_err());
+    }
 }
