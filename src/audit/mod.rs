@@ -121,6 +121,10 @@ pub struct ChainReport {
 }
 
 const SCAN_CHUNK: usize = 500;
+/// Most stream entries one `list` call reads: a filter that matches little
+/// answers with what it found so far and a continuation token, within the
+/// request timeout however long the log is, instead of scanning 180 days.
+pub const MAX_SCANNED_PER_CALL: usize = 50_000;
 
 impl AuditReader {
     pub fn new(store: Store, keys: Arc<LiveKeys>) -> Self {
@@ -140,12 +144,14 @@ impl AuditReader {
         };
         let end = q.until_ms.map_or_else(|| "+".to_owned(), |u| u.to_string());
         let mut out = Vec::new();
+        let mut scanned = 0;
         loop {
             let entries = self
                 .store
                 .audit_range(&key, &start, &end, SCAN_CHUNK)
                 .await?;
             let exhausted = entries.len() < SCAN_CHUNK;
+            scanned += entries.len();
             for entry in &entries {
                 start = format!("({}", entry.id);
                 let (Some(encoded), Some(hash)) = (entry.field("e"), entry.field("h")) else {
@@ -169,6 +175,10 @@ impl AuditReader {
             }
             if exhausted {
                 return Ok((out, None));
+            }
+            if scanned >= MAX_SCANNED_PER_CALL {
+                let last = entries.last().map(|e| e.id.clone());
+                return Ok((out, last));
             }
         }
     }

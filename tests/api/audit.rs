@@ -418,3 +418,78 @@ async fn a_thousand_concurrent_verifies_make_a_thousand_chained_events() {
     let report = verify_chain(&mut audit).await;
     assert!(report.intact, "{report:?}");
 }
+
+/// A filter that matches nothing answers within the request timeout however
+/// long the log is: each call reads at most `MAX_SCANNED_PER_CALL` entries and
+/// hands back a continuation token, and following the tokens reaches the end.
+#[tokio::test]
+async fn a_filter_that_matches_nothing_pages_with_bounded_work() {
+    use facevault::audit::MAX_SCANNED_PER_CALL;
+    use prost::Message as _;
+
+    let app = spawn_app().await;
+    let mut redis = app.redis().await;
+    let filler = AuditEvent {
+        tenant: "demo".into(),
+        op: "Verify".into(),
+        subject_ref: "S".repeat(43),
+        outcome: "ok".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
+    let total = MAX_SCANNED_PER_CALL * 2 + 20_000;
+    for chunk in 0..total / 10_000 {
+        let mut pipe = redis::pipe();
+        for _ in 0..10_000 {
+            pipe.cmd("XADD")
+                .arg("fv:audit:{demo}:events")
+                .arg("*")
+                .arg("e")
+                .arg(&filler)
+                .arg("h")
+                .arg([0u8; 32].as_slice())
+                .ignore();
+        }
+        let () = pipe.query_async(&mut redis).await.unwrap();
+        println!("audit filler: {} entries written", (chunk + 1) * 10_000);
+    }
+    // One real event about an enrolled subject, after all the filler.
+    let mut client = app.app_client().await;
+    let enrolled = app.enroll(&mut client, "late-subject", &face(77)).await;
+
+    let mut audit = auditor(&app).await;
+    let mut token = String::new();
+    let mut calls = 0;
+    let mut found = Vec::new();
+    loop {
+        let started = std::time::Instant::now();
+        let page = audit
+            .list_events(proto::ListEventsRequest {
+                subject_ref: enrolled.subject_ref.clone(),
+                page_token: token.clone(),
+                page_size: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        calls += 1;
+        println!(
+            "ListEvents call {calls}: {} events in {:?}",
+            page.events.len(),
+            started.elapsed()
+        );
+        found.extend(page.events);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+        assert!(calls < 10, "paging did not reach the end");
+    }
+    assert_eq!(
+        calls, 3,
+        "{total} entries at most {MAX_SCANNED_PER_CALL} per call"
+    );
+    assert_eq!(found.len(), 1, "the one Enroll about the subject");
+    assert_eq!(found[0].op, "Enroll");
+}
