@@ -124,18 +124,7 @@ impl DeletionPolicy {
         };
         if !grace.is_zero() {
             let grace = chrono::Duration::from_std(grace).map_err(|_| CalendarError::OutOfRange)?;
-            let tz = policy.calendar.time_zone();
-            let first = today.with_timezone(&tz).date_naive();
-            for offset in 0..=366 {
-                let day = first + chrono::Days::new(offset);
-                // The latest instant of the day leaves the least time.
-                let Some(latest) = day
-                    .and_hms_opt(23, 59, 59)
-                    .and_then(|t| t.and_local_timezone(tz).latest())
-                else {
-                    continue;
-                };
-                let requested_at = latest.with_timezone(&Utc);
+            for (day, requested_at) in policy.request_days_from(today) {
                 let limit = policy
                     .calendar
                     .deadline(requested_at, working_days - GRACE_MARGIN_WORKING_DAYS)?;
@@ -145,6 +134,25 @@ impl DeletionPolicy {
             }
         }
         Ok(policy)
+    }
+
+    /// Every day of the coming year, with its latest instant: a request then
+    /// leaves the least time before its deadline, so a policy that holds for
+    /// it holds for the whole day.
+    pub fn request_days_from(
+        &self,
+        today: DateTime<Utc>,
+    ) -> impl Iterator<Item = (chrono::NaiveDate, DateTime<Utc>)> + use<> {
+        let tz = self.calendar.time_zone();
+        let first = today.with_timezone(&tz).date_naive();
+        (0..=366).filter_map(move |offset| {
+            let day = first + chrono::Days::new(offset);
+            let latest = day
+                .and_hms_opt(23, 59, 59)?
+                .and_local_timezone(tz)
+                .latest()?;
+            Some((day, latest.with_timezone(&Utc)))
+        })
     }
 
     pub fn calendar(&self) -> &WorkingCalendar {

@@ -50,17 +50,7 @@ impl EpochPolicy {
         deletion: &DeletionPolicy,
         today: DateTime<Utc>,
     ) -> Result<(), EpochPolicyError> {
-        let tz = deletion.calendar().time_zone();
-        let first = today.with_timezone(&tz).date_naive();
-        for offset in 0..=366 {
-            let day = first + chrono::Days::new(offset);
-            let Some(latest) = day
-                .and_hms_opt(23, 59, 59)
-                .and_then(|t| t.and_local_timezone(tz).latest())
-            else {
-                continue;
-            };
-            let requested_at = latest.with_timezone(&Utc);
+        for (day, requested_at) in deletion.request_days_from(today) {
             let schedule = deletion.schedule(requested_at)?;
             if schedule.due + self.shred_window() > schedule.deadline {
                 return Err(EpochPolicyError::TooLong {

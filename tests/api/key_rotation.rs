@@ -44,11 +44,11 @@ fn config_with_keys(app: &TestApp, extra: &str, keys_extra: &str) -> String {
 }
 
 /// The directory holding the app's key files.
-fn keys_dir(app: &TestApp) -> PathBuf {
+pub(crate) fn keys_dir(app: &TestApp) -> PathBuf {
     app.keys.keyring.parent().unwrap().to_owned()
 }
 
-async fn facevault(args: &[&str]) -> Output {
+pub(crate) async fn facevault(args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_facevault"))
         .args(args)
         .output()
@@ -65,7 +65,7 @@ fn text(out: &Output) -> String {
     )
 }
 
-async fn rotate(dir: &Path) -> Output {
+pub(crate) async fn rotate(dir: &Path) -> Output {
     facevault(&["keys", "rotate", "--dir", dir.to_str().unwrap()]).await
 }
 
@@ -82,14 +82,14 @@ async fn retire(app: &TestApp, epoch: u32) -> Output {
     .await
 }
 
-async fn status(app: &TestApp) -> serde_json::Value {
+pub(crate) async fn status(app: &TestApp) -> serde_json::Value {
     let out = app.run_cli(&["keys", "status", "--json"]).await;
     assert!(out.status.success(), "keys status: {}", text(&out));
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out)))
 }
 
 /// The DEK count `keys status` shows for `epoch` (None: not in the keyring).
-fn deks_of(status: &serde_json::Value, epoch: u64) -> Option<u64> {
+pub(crate) fn deks_of(status: &serde_json::Value, epoch: u64) -> Option<u64> {
     status["epochs"]
         .as_array()
         .unwrap()

@@ -14,39 +14,8 @@ use facevault::vault::{SHRED_STATEMENT, verify_receipt, verify_shred_receipt};
 use tonic::Code;
 
 use crate::helpers::*;
+use crate::key_rotation::{deks_of, facevault, keys_dir, rotate, status as key_status};
 use crate::lifecycle::receipt_key;
-
-/// `facevault keys status --json` for this app.
-async fn key_status(app: &TestApp) -> serde_json::Value {
-    let out = app.run_cli(&["keys", "status", "--json"]).await;
-    assert!(
-        out.status.success(),
-        "keys status failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn deks_under(status: &serde_json::Value, epoch: u64) -> Option<u64> {
-    status["epochs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["epoch"] == epoch)
-        .map(|e| e["deks"].as_u64().unwrap())
-}
-
-fn keys_dir(app: &TestApp) -> String {
-    app.keys.keyring.parent().unwrap().display().to_string()
-}
-
-async fn run_binary(args: &[&str]) -> std::process::Output {
-    tokio::process::Command::new(env!("CARGO_BIN_EXE_facevault"))
-        .args(args)
-        .output()
-        .await
-        .unwrap()
-}
 
 /// Never a MATCH: a restored copy either cannot be opened (INTERNAL) or is not
 /// there (NOT_FOUND).
@@ -182,13 +151,13 @@ async fn a_backup_taken_before_an_erasure_is_unreadable_after_retirement() {
 
     // 3. Rotate, wait for the re-wrap, retire.
     let dir = keys_dir(&app);
-    let rotated = run_binary(&["keys", "rotate", "--dir", &dir]).await;
+    let rotated = rotate(&dir).await;
     assert!(rotated.status.success(), "{rotated:?}");
     let mut rewrapped = false;
     for _ in 0..150 {
         let status = key_status(&app).await;
-        if status["active_epoch"] == 2 && deks_under(&status, 1) == Some(0) {
-            assert_eq!(deks_under(&status, 2), Some(1), "B's DEK moved to epoch 2");
+        if status["active_epoch"] == 2 && deks_of(&status, 1) == Some(0) {
+            assert_eq!(deks_of(&status, 2), Some(1), "B's DEK moved to epoch 2");
             rewrapped = true;
             break;
         }
@@ -198,7 +167,14 @@ async fn a_backup_taken_before_an_erasure_is_unreadable_after_retirement() {
     // Replicas must have reloaded before an epoch may go (2 x reload interval).
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     let retired = app
-        .run_cli(&["keys", "retire", "--dir", &dir, "--epoch", "1"])
+        .run_cli(&[
+            "keys",
+            "retire",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--epoch",
+            "1",
+        ])
         .await;
     assert!(
         retired.status.success(),
@@ -207,7 +183,7 @@ async fn a_backup_taken_before_an_erasure_is_unreadable_after_retirement() {
     );
     let status = key_status(&app).await;
     assert_eq!(
-        deks_under(&status, 1),
+        deks_of(&status, 1),
         None,
         "epoch 1 is gone from the keyring"
     );
@@ -328,7 +304,7 @@ async fn a_backup_taken_before_an_erasure_is_unreadable_after_retirement() {
     std::fs::write(&ticket_json, document.to_string()).unwrap();
     let key = B64.encode(&receipt_key);
     let ticket_path = ticket_json.display().to_string();
-    let checked = run_binary(&["receipt", "verify", "--ticket", &ticket_path, "--key", &key]).await;
+    let checked = facevault(&["receipt", "verify", "--ticket", &ticket_path, "--key", &key]).await;
     assert!(checked.status.success(), "{checked:?}");
     let printed: serde_json::Value = serde_json::from_slice(&checked.stdout).unwrap();
     assert_eq!(printed["shredded"]["retired_epochs"][0], 1);
@@ -338,7 +314,7 @@ async fn a_backup_taken_before_an_erasure_is_unreadable_after_retirement() {
     forged.body.push(0);
     document["shredReceipt"] = as_json(&forged);
     std::fs::write(&ticket_json, document.to_string()).unwrap();
-    let refused = run_binary(&["receipt", "verify", "--ticket", &ticket_path, "--key", &key]).await;
+    let refused = facevault(&["receipt", "verify", "--ticket", &ticket_path, "--key", &key]).await;
     assert!(
         !refused.status.success(),
         "a forged shred statement verified"
@@ -396,7 +372,7 @@ async fn a_keyring_from_before_key_epochs_keeps_its_pseudonyms_and_templates() {
     let mut legacy_client = app.app_client_for(&server).await;
     app.enroll(&mut legacy_client, "alice", &face(5)).await;
     server.stop().await;
-    let rotated = run_binary(&["keys", "rotate", "--dir", &legacy_dir_text]).await;
+    let rotated = facevault(&["keys", "rotate", "--dir", &legacy_dir_text]).await;
     assert!(rotated.status.success(), "{rotated:?}");
     let text = std::fs::read_to_string(&legacy.keyring).unwrap();
     assert!(
