@@ -11,14 +11,16 @@ echo "--- cargo test (unit and API tests)"
 cargo test --locked --all-targets "$@"
 
 echo "--- bench smoke (so the load generator cannot rot)"
-target/debug/facevault bench --duration 1s --subjects 200 --concurrency 8 --json > target/bench-smoke.json
+target/debug/facevault bench --duration 1s --subjects 200 --concurrency 8 --rewrap --json > target/bench-smoke.json
 python3 - <<'PY'
 import json
 r = json.load(open("target/bench-smoke.json"))
 assert r["verify"]["calls"] > 0 and r["verify"]["errors"] == 0, r["verify"]
 for k in ("verify_vs_health", "verify_p99_vs_health_p99", "protected_vs_unprotected"):
     assert r["ratios"][k] is not None, k
-print("bench smoke ok:", r["ratios"])
+w = r["rewrap"]
+assert w["deks"] == 200 and w["deks_per_second"] > 0 and w["during"]["errors"] == 0, w
+print("bench smoke ok:", r["ratios"], "re-wrap", round(w["deks_per_second"]), "DEKs/s")
 PY
 target/debug/facevault bench --redis-cluster --duration 1s --subjects 200 --concurrency 8 --json > target/bench-smoke-cluster.json
 python3 - <<'PY'

@@ -1006,6 +1006,17 @@ fn print_table(r: &Report) {
             "rewrap: {} DEKs in {:.2} s = {:.0} DEKs/s (limit {}/s)",
             w.deks, w.seconds, w.deks_per_second, w.limit_per_second
         );
+        if let (Some(positions), Some(stall)) = (w.cursor_positions, w.cursor_longest_stall_s) {
+            println!(
+                "  the walk's cursor: {positions} positions seen, none held longer than {stall:.2} s"
+            );
+        }
+        if w.walk_under_load_fraction < 0.99 {
+            println!(
+                "  note: verify ran during {:.0}% of the re-wrap only; the rest ran with the server otherwise idle",
+                w.walk_under_load_fraction * 100.0
+            );
+        }
         println!(
             "  timed by the {}; {:.2} s from the rotation; one DEK census took {:.0} ms",
             if w.timing == "cursor" {
@@ -1028,6 +1039,16 @@ fn print_table(r: &Report) {
             w.overlap_fraction * 100.0,
             w.during.calls
         );
+        if let Some(after) = &w.after {
+            println!(
+                "  control, the same phase after the re-wrap: p99 {:.2} ms, {:.0} calls/s (during/after: p99 {}, calls/s {})",
+                after.p99_ms,
+                after.throughput_per_s,
+                f((after.p99_ms > 0.0).then(|| w.during.p99_ms / after.p99_ms)),
+                f((after.throughput_per_s > 0.0)
+                    .then(|| w.during.throughput_per_s / after.throughput_per_s)),
+            );
+        }
     }
 }
 
@@ -1047,4 +1068,29 @@ pub async fn serve_baseline_process(config: &Path, listen: SocketAddr) -> anyhow
     let threshold = settings.models.first().map_or(THRESHOLD, |m| m.threshold);
     let listener = tokio::net::TcpListener::bind(listen).await?;
     serve_baseline(listener, tls, policy, &settings.redis.url, threshold).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_window_keeps_the_calls_that_started_in_it() {
+        let ms = Duration::from_millis;
+        let samples = Samples {
+            started: Instant::now(),
+            elapsed: ms(4000),
+            ok: (0..40)
+                .map(|i| (ms(i * 100), 1000 * (i as u32 + 1)))
+                .collect(),
+            failed: vec![ms(50), ms(1050), ms(3050)],
+        };
+        let all = samples.stats();
+        assert_eq!((all.calls, all.errors, all.throughput_per_s), (40, 3, 10.0));
+        let w = samples.window(ms(1000), ms(3000));
+        assert_eq!((w.calls, w.errors, w.seconds), (20, 1, 2.0));
+        assert_eq!(w.throughput_per_s, 10.0);
+        assert_eq!((w.p50_ms, w.p99_ms), (20.0, 30.0));
+        assert_eq!(samples.window(ms(3000), ms(3000)).calls, 0);
+    }
 }

@@ -20,13 +20,14 @@
 //! that nothing is left under the old epoch, and `deks` is what the census before
 //! the rotation counted minus what is left.
 //!
-//! If the cursor shows no walk within 5 s of the rotation (a small ledger, e.g.
-//! up to 128 subjects, is one `SSCAN` page, so its cursor stays 0; or the walk
-//! fell between two polls), or DEKs are left after the walk (the worker retries them a
-//! minute later), the bench polls the census every 500 ms once the phase is over
-//! and times from the rotation to the first census at 0. That includes the key
-//! reload (up to 1 s), the worker's poll (200 ms) and the census period, so it is
-//! an upper bound (`timing: "census"`).
+//! A ledger small enough to come back in one `SSCAN` page leaves the cursor at 0
+//! throughout, and a short walk can fall between two polls. So when the census
+//! before the rotation took at most 5 ms (a few hundred subjects), the bench also
+//! takes a census at each poll until it sees the walk, and a census at 0 ends the
+//! measurement. That, and DEKs left after the walk (the worker retries them a
+//! minute later; the bench then polls the census every 500 ms), are timed from
+//! the rotation to the first census at 0, which includes the key reload (up to
+//! 1 s) and the worker's poll (200 ms): an upper bound (`timing: "census"`).
 //!
 //! **What "during" means.** The verify figures for `verify-during-rewrap` are
 //! those of the calls that *started* while the walk ran (clipped to the phase),
@@ -50,9 +51,9 @@ use crate::vault::{DekCensus, dek_census};
 
 /// How often the walk's cursor is read during the phase.
 const CURSOR_POLL: Duration = Duration::from_millis(50);
-/// With no walk seen this long after the rotation, the cursor is given up.
-const NO_WALK_AFTER: Duration = Duration::from_secs(5);
-/// How often the census is taken when the cursor showed nothing.
+/// A census at most this long is cheap enough to poll during the phase.
+const CHEAP_CENSUS: Duration = Duration::from_millis(5);
+/// How often the census is taken after the phase, when DEKs are left.
 const CENSUS_POLL: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Serialize)]
@@ -71,6 +72,12 @@ pub(super) struct RewrapReport {
     pub new_epoch: u32,
     /// One census over every subject, before the rotation.
     pub census_ms: f64,
+    /// With `cursor` timing: distinct cursor positions seen (about one per page
+    /// of 100 subjects; far more than subjects / 100 means the walk ran twice),
+    /// and the longest time the walk stood at one (a page takes about
+    /// 100 / rate s; seconds mean a stalled or retried walk).
+    pub cursor_positions: Option<u64>,
+    pub cursor_longest_stall_s: Option<f64>,
     pub verify_p99_ms_before: f64,
     pub verify_p99_ms_during: f64,
     pub p99_ratio: Option<f64>,
@@ -79,6 +86,9 @@ pub(super) struct RewrapReport {
     pub throughput_ratio: Option<f64>,
     /// The part of the verify-during-rewrap phase the walk covered.
     pub overlap_fraction: f64,
+    /// The part of the walk that ran under verify load (below 1 when the walk
+    /// outlasted the phase: the rest of it ran with the server otherwise idle).
+    pub walk_under_load_fraction: f64,
     /// Verify calls that started while the walk ran.
     pub during: PhaseStats,
     /// Verify calls of the same phase that started after the walk, when that
@@ -97,6 +107,14 @@ struct Walk {
     started: Option<Instant>,
     /// The first poll after that which saw every cursor back at 0.
     ended: Option<Instant>,
+    /// With a cheap census and no walk seen: when a census first saw nothing
+    /// left under the old epoch.
+    census_zero: Option<Instant>,
+    /// Distinct cursor positions seen (about one per page of the walk).
+    positions: u64,
+    /// The longest time one position was seen, and since when it is seen.
+    longest_stall: Duration,
+    position: Option<(Vec<u64>, Instant)>,
 }
 
 /// DEKs under any epoch but `epoch`.
@@ -127,7 +145,8 @@ where
     let old_epoch = keyfiles::read_keyring(keyring)?.active_epoch();
     let t = Instant::now();
     let census = dek_census(store).await.context("cannot count the DEKs")?;
-    let census_ms = t.elapsed().as_secs_f64() * 1000.0;
+    let census_took = t.elapsed();
+    let census_ms = census_took.as_secs_f64() * 1000.0;
     let total: u64 = census.by_epoch.values().sum();
     if census.by_epoch.get(&old_epoch).copied() != Some(total) || total == 0 {
         bail!(
@@ -151,19 +170,43 @@ where
             while Instant::now() < deadline {
                 let seen = Instant::now();
                 let mut walking = false;
+                let mut cursors = Vec::with_capacity(tenants.len());
                 for tenant in &tenants {
                     match store.rewrap_cursor(tenant, new_epoch).await {
-                        Ok(cursor) => walking |= cursor != 0,
+                        Ok(cursor) => {
+                            walking |= cursor != 0;
+                            cursors.push(cursor);
+                        }
                         Err(error) => {
                             tracing::warn!(%error, "cannot read the re-wrap cursor");
                         }
                     }
                 }
+                if walking {
+                    match &walk.position {
+                        Some((same, since)) if *same == cursors => {
+                            walk.longest_stall = walk.longest_stall.max(seen - *since);
+                        }
+                        _ => {
+                            walk.positions += 1;
+                            walk.position = Some((cursors, seen));
+                        }
+                    }
+                }
                 match (walking, walk.started) {
-                    // The worker starts within ~1.2 s of the rotation (key reload
-                    // 1 s, its poll 200 ms): past this, the census times it.
-                    (false, None) if seen - rotated > NO_WALK_AFTER => break,
-                    (false, None) => walk.idle = Some(seen),
+                    (false, None) => {
+                        walk.idle = Some(seen);
+                        // A small ledger may be walked in one page, or between two
+                        // polls: its census is cheap, so it is taken too.
+                        if census_took <= CHEAP_CENSUS
+                            && dek_census(&store)
+                                .await
+                                .is_ok_and(|c| not_under(&c, new_epoch) == 0)
+                        {
+                            walk.census_zero = Some(Instant::now());
+                            break;
+                        }
+                    }
                     (true, None) => {
                         walk.started = Some(seen);
                         if !quiet {
@@ -194,13 +237,13 @@ where
 
     // What is left under the old epoch; with no walk seen, or DEKs left after
     // it (retried a minute later), this times it.
-    let mut census_zero = None;
+    let mut census_zero = walk.census_zero;
     let mut first_census = true;
     let left = loop {
         let census = dek_census(store).await.context("cannot count the DEKs")?;
         let left = not_under(&census, new_epoch);
         if left == 0 {
-            census_zero = Some(Instant::now());
+            census_zero.get_or_insert_with(Instant::now);
             break 0;
         }
         first_census = false;
@@ -220,6 +263,7 @@ where
             idle,
             started: Some(_),
             ended: Some(ended),
+            ..
         } if first_census => ("cursor", idle.unwrap_or(rotated), ended),
         _ => (
             "census",
@@ -228,6 +272,7 @@ where
         ),
     };
     let deks = total - left;
+    let by_cursor = timing == "cursor";
     let seconds = (to - from).as_secs_f64();
 
     // The verify calls that started while the walk ran, clipped to the phase.
@@ -255,6 +300,8 @@ where
         old_epoch,
         new_epoch,
         census_ms,
+        cursor_positions: by_cursor.then_some(walk.positions),
+        cursor_longest_stall_s: by_cursor.then_some(walk.longest_stall.as_secs_f64()),
         verify_p99_ms_before: before.p99_ms,
         verify_p99_ms_during: during.p99_ms,
         p99_ratio: ratio(during.p99_ms, before.p99_ms),
@@ -265,6 +312,11 @@ where
             0.0
         } else {
             (b - a).as_secs_f64() / samples.elapsed.as_secs_f64()
+        },
+        walk_under_load_fraction: if seconds > 0.0 {
+            (b - a).as_secs_f64() / seconds
+        } else {
+            0.0
         },
         during,
         after,
