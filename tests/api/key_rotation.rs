@@ -158,16 +158,17 @@ async fn epochs_in_redis(
     out
 }
 
-async fn enroll_with(
-    client: &mut FaceVaultClient<Channel>,
+/// An embedding sealed to `target` for `op` on subject `subject` of tenant demo.
+fn sealed_to(
     target: &SealingTarget,
+    op: SealedFor,
     subject: &str,
     values: &[f32],
-) -> Result<proto::EnrollResponse, tonic::Status> {
-    let embedding = seal_embedding(
+) -> proto::SealedEmbedding {
+    seal_embedding(
         target,
         &PayloadSpec {
-            op: SealedFor::Enroll,
+            op,
             tenant: "demo",
             subject_id: subject,
             model: MODEL,
@@ -175,11 +176,19 @@ async fn enroll_with(
             sealed_at_unix_ms: now_ms(),
         },
     )
-    .unwrap();
+    .unwrap()
+}
+
+async fn enroll_with(
+    client: &mut FaceVaultClient<Channel>,
+    target: &SealingTarget,
+    subject: &str,
+    values: &[f32],
+) -> Result<proto::EnrollResponse, tonic::Status> {
     client
         .enroll(proto::EnrollRequest {
             subject_id: subject.to_owned(),
-            embedding: Some(embedding),
+            embedding: Some(sealed_to(target, SealedFor::Enroll, subject, values)),
             consent: Some(consent(&["login"])),
             replace: false,
         })
@@ -193,22 +202,10 @@ async fn verify_with(
     subject: &str,
     values: &[f32],
 ) -> Result<proto::VerifyResponse, tonic::Status> {
-    let probe = seal_embedding(
-        target,
-        &PayloadSpec {
-            op: SealedFor::Verify,
-            tenant: "demo",
-            subject_id: subject,
-            model: MODEL,
-            values,
-            sealed_at_unix_ms: now_ms(),
-        },
-    )
-    .unwrap();
     client
         .verify(proto::VerifyRequest {
             subject_id: subject.to_owned(),
-            probe: Some(probe),
+            probe: Some(sealed_to(target, SealedFor::Verify, subject, values)),
             purpose: "login".to_owned(),
         })
         .await

@@ -17,6 +17,18 @@ use crate::helpers::*;
 use crate::key_rotation::{deks_of, facevault, keys_dir, rotate, status as key_status};
 use crate::lifecycle::receipt_key;
 
+/// Puts a `DUMP`ed key back, over whatever is there.
+async fn restore(redis: &mut redis::aio::MultiplexedConnection, key: &str, dumped: &[u8]) {
+    let _: () = redis::cmd("RESTORE")
+        .arg(key)
+        .arg(0)
+        .arg(dumped)
+        .arg("REPLACE")
+        .query_async(redis)
+        .await
+        .unwrap();
+}
+
 /// Never a MATCH: a restored copy either cannot be opened (INTERNAL) or is not
 /// there (NOT_FOUND).
 fn assert_never_matches(result: Result<proto::VerifyResponse, tonic::Status>, what: &str) {
@@ -111,14 +123,7 @@ async fn a_backup_taken_before_an_erasure_is_unreadable_after_retirement() {
     );
 
     // Within the epoch, the restored copy still opens: the rollback window.
-    let _: () = redis::cmd("RESTORE")
-        .arg(&templates_key)
-        .arg(0)
-        .arg(&dumped)
-        .arg("REPLACE")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    restore(&mut redis, &templates_key, &dumped).await;
     let rolled_back = app.verify(&mut client, "subject-a", &face_a).await.unwrap();
     assert_eq!(
         rolled_back.decision(),
@@ -205,14 +210,7 @@ async fn a_backup_taken_before_an_erasure_is_unreadable_after_retirement() {
     assert_eq!(b.decision(), proto::Decision::Match);
 
     // 5. A's DUMP restored into the live Redis opens nothing.
-    let _: () = redis::cmd("RESTORE")
-        .arg(&templates_key)
-        .arg(0)
-        .arg(&dumped)
-        .arg("REPLACE")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
+    restore(&mut redis, &templates_key, &dumped).await;
     assert_never_matches(
         app.verify(&mut client, "subject-a", &face_a).await,
         "A's DUMP restored into the live Redis",
