@@ -970,8 +970,11 @@ fn print_table(r: &Report) {
     row("naive baseline", &r.baseline_verify.as_ref());
     if let Some(w) = &r.rewrap {
         row("verify-during-rewrap", &Some(&w.during));
+        if let Some(confirming) = &w.confirming {
+            row("  confirming pass", &Some(confirming));
+        }
         if let Some(after) = &w.after {
-            row("  after it (control)", &Some(after));
+            row("  worker resting", &Some(after));
         }
         row("  (whole phase)", &Some(&w.phase));
     }
@@ -1020,7 +1023,7 @@ fn print_table(r: &Report) {
         println!(
             "  timed by the {}; {:.2} s from the rotation; one DEK census took {:.0} ms",
             if w.timing == "cursor" {
-                "walk's cursor (±0.1 s)"
+                "walk's cursor (to about one page)"
             } else {
                 "census, from the rotation (an upper bound)"
             },
@@ -1039,16 +1042,25 @@ fn print_table(r: &Report) {
             w.overlap_fraction * 100.0,
             w.during.calls
         );
-        if let Some(after) = &w.after {
+        if let Some(seconds) = w.confirming_pass_seconds {
             println!(
-                "  control, the same phase after the re-wrap: p99 {:.2} ms, {:.0} calls/s (during/after: p99 {}, calls/s {})",
-                after.p99_ms,
-                after.throughput_per_s,
-                f((after.p99_ms > 0.0).then(|| w.during.p99_ms / after.p99_ms)),
-                f((after.throughput_per_s > 0.0)
-                    .then(|| w.during.throughput_per_s / after.throughput_per_s)),
+                "  then the worker's confirming pass re-read every subject, moving nothing, in {seconds:.2} s"
             );
         }
+        let versus = |name: &str, s: &Option<PhaseStats>| {
+            if let Some(s) = s {
+                println!(
+                    "  same phase, {name}: p99 {:.2} ms, {:.0} calls/s (during/this: p99 {}, calls/s {})",
+                    s.p99_ms,
+                    s.throughput_per_s,
+                    f((s.p99_ms > 0.0).then(|| w.during.p99_ms / s.p99_ms)),
+                    f((s.throughput_per_s > 0.0)
+                        .then(|| w.during.throughput_per_s / s.throughput_per_s)),
+                );
+            }
+        };
+        versus("confirming pass (reads only)", &w.confirming);
+        versus("worker resting (control)", &w.after);
     }
 }
 
