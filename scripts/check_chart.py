@@ -8,9 +8,12 @@ and asserts the properties the service depends on: hardened pods, gRPC probes
 on the plaintext health port, no secret material anywhere in the manifests,
 Secret volumes no wider than 0440 and never mounted with subPath (so a rotated
 key or certificate reaches the running pods), the key-lifecycle settings in the
-rendered config, a config checksum that rolls the pods, and values the schema
-or the templates must refuse (including key epochs too long for the deletion
-deadline).
+rendered config, a config checksum that rolls the pods, the audit anchor file
+(absent by default; with audit.anchorFile and audit.anchorVolume, named in the
+config and mounted read-write from that volume at its directory), and values
+the schema or the templates must refuse (including key epochs too long for the
+deletion deadline, and an anchor file without a volume on the read-only root
+filesystem).
 
 When a built `facevault` binary is found (FACEVAULT_BIN, target/release,
 target/debug or PATH), the rendered facevault.toml is also fed to the service
@@ -25,6 +28,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import os
+import posixpath
 import re
 import shutil
 import subprocess
@@ -138,6 +142,13 @@ GOOD_SETS: dict[str, dict[str, Any]] = {
     },
 }
 
+# The audit anchor file on a PersistentVolumeClaim (one replica: the service
+# writes one file name, so replicas must not share the file).
+ANCHOR_FILE = "/var/lib/facevault/anchors/audit-anchors.jsonl"
+ANCHOR_PVC = {"persistentVolumeClaim": {"claimName": "facevault-anchors"}}
+ANCHOR_SET = deep_merge(BASE, {"replicaCount": 1, "models": [MODEL],
+                               "audit": {"anchorFile": ANCHOR_FILE, "anchorVolume": ANCHOR_PVC}})
+
 # Values the chart must refuse (schema or template `fail`).
 BAD_SETS: dict[str, dict[str, Any]] = {
     'replicaCount: "two"': deep_merge(BASE, {"replicaCount": "two"}),
@@ -176,15 +187,52 @@ BAD_SETS: dict[str, dict[str, Any]] = {
     "keys.epochDays 7 + maxRewrapDays 1 with 5 working days": deep_merge(
         BASE, {"deletion": {"workingDays": 5}}
     ),
+    "audit.anchorFile: 42": deep_merge(BASE, {"audit": {"anchorFile": 42, "anchorVolume": ANCHOR_PVC}}),
+    'audit.anchorVolume: "facevault-anchors"': deep_merge(
+        BASE, {"audit": {"anchorFile": ANCHOR_FILE, "anchorVolume": "facevault-anchors"}}
+    ),
+    "audit.anchorFile relative": deep_merge(
+        BASE, {"audit": {"anchorFile": "anchors/audit-anchors.jsonl", "anchorVolume": ANCHOR_PVC}}
+    ),
+    "audit.anchorFile in /": deep_merge(
+        BASE, {"audit": {"anchorFile": "/audit-anchors.jsonl", "anchorVolume": ANCHOR_PVC}}
+    ),
+    "audit.anchorVolume a Secret (read-only)": deep_merge(
+        BASE, {"audit": {"anchorFile": ANCHOR_FILE, "anchorVolume": {"secret": {"secretName": "x"}}}}
+    ),
+    # Template refusals.
+    "audit.anchorFile without audit.anchorVolume (read-only root)": deep_merge(
+        BASE, {"audit": {"anchorFile": ANCHOR_FILE}}
+    ),
+    "audit.anchorVolume without audit.anchorFile": deep_merge(BASE, {"audit": {"anchorVolume": ANCHOR_PVC}}),
+    "audit.anchorFile in /tmp": deep_merge(
+        BASE, {"audit": {"anchorFile": "/tmp/audit-anchors.jsonl", "anchorVolume": ANCHOR_PVC}}
+    ),
+    "audit.anchorFile over the Secret mounts": deep_merge(
+        BASE, {"audit": {"anchorFile": "/var/run/audit-anchors.jsonl", "anchorVolume": ANCHOR_PVC}}
+    ),
 }
 # Bad sets refused by a template `fail` (not the schema): the message must say the fix.
 FIX_MESSAGES = {
     "keys.epochDays 19 + maxRewrapDays 1 (20 days > 19)": "shorten keys.epochDays or keys.maxRewrapDays",
     "keys.epochDays 18 + maxRewrapDays 1 + 1 s grace": "shorten keys.epochDays or keys.maxRewrapDays",
     "keys.epochDays 7 + maxRewrapDays 1 with 5 working days": "shorten keys.epochDays or keys.maxRewrapDays",
+    "audit.anchorFile without audit.anchorVolume (read-only root)": "needs audit.anchorVolume",
+    "audit.anchorVolume without audit.anchorFile": "set audit.anchorFile",
+    "audit.anchorFile in /tmp": "put the anchor file in a directory of its own",
+    "audit.anchorFile over the Secret mounts": "put the anchor file in a directory of its own",
+}
+# Bad sets the values schema itself must refuse (not a template), at this path.
+SCHEMA_PATHS = {
+    'replicaCount: "two"': "/replicaCount",
+    "audit.anchorFile: 42": "/audit/anchorFile",
+    'audit.anchorVolume: "facevault-anchors"': "/audit/anchorVolume",
+    "audit.anchorFile relative": "/audit/anchorFile",
+    "audit.anchorFile in /": "/audit/anchorFile",
+    "audit.anchorVolume a Secret (read-only)": "/audit/anchorVolume",
 }
 # The bad sets the brief names: lint must report them as errors too.
-LINT_BAD = ['replicaCount: "two"', "redis.url missing", 'redis.url: "http://x"']
+LINT_BAD = ['replicaCount: "two"', "redis.url missing", 'redis.url: "http://x"', "audit.anchorFile: 42"]
 
 
 class Report:
@@ -348,6 +396,25 @@ def check_file_is_mounted(name: str, label: str, path: str, pod: dict[str, Any],
     return volume
 
 
+def check_anchor_mount(name: str, path: str, source: dict[str, Any], pod: dict[str, Any],
+                       container: dict[str, Any]) -> None:
+    """The anchor file's directory is a read-write mount of audit.anchorVolume
+    (the root filesystem is read-only): the service creates and appends to it."""
+    mount = mount_for(path, container.get("volumeMounts", []))
+    if not R.check(mount is not None, f"{name}: audit.anchor_file {path} lies in a mounted volume"):
+        return
+    R.check(mount["mountPath"] == posixpath.dirname(path),
+            f"{name}: the anchor volume is mounted at {posixpath.dirname(path)}", mount["mountPath"])
+    R.check(not mount.get("readOnly"), f"{name}: the anchor volume is mounted read-write", str(mount))
+    volume = next((v for v in pod.get("volumes", []) if v["name"] == mount["name"]), None)
+    if not R.check(volume is not None, f"{name}: volume {mount['name']} exists"):
+        return
+    R.check({k: v for k, v in volume.items() if k != "name"} == source,
+            f"{name}: the anchor volume is audit.anchorVolume", str(volume))
+    R.check(not {"secret", "configMap", "downwardAPI", "projected"} & set(volume),
+            f"{name}: the anchor volume is writable (no Secret, ConfigMap or projected source)", str(volume))
+
+
 def check_deployment(name: str, values: dict[str, Any], rendered: dict[str, str],
                      docs: list[tuple[str, dict[str, Any]]]) -> None:
     merged = merged_values(values)
@@ -410,8 +477,10 @@ def check_deployment(name: str, values: dict[str, Any], rendered: dict[str, str]
                 R.check(item["mode"] & ~0o440 == 0, f"{name}: item {item['path']} mode <= 0440")
     R.check(any(v["name"] == "tmp" and "emptyDir" in v for v in pod.get("volumes", []))
             and any(m["mountPath"] == "/tmp" for m in c.get("volumeMounts", [])), f"{name}: emptyDir at /tmp")
+    anchor_file = merged["audit"]["anchorFile"]
+    anchor_dir = posixpath.dirname(anchor_file) if anchor_file else None
     for m in c.get("volumeMounts", []):
-        if m["mountPath"] != "/tmp":
+        if m["mountPath"] not in ("/tmp", anchor_dir):
             R.check(m.get("readOnly") is True, f"{name}: mount {m['mountPath']} read-only")
     # The kubelet refreshes Secret and ConfigMap volumes in place, but never a
     # subPath mount: rotated keys and renewed certificates must reach the pods.
@@ -444,6 +513,15 @@ def check_deployment(name: str, values: dict[str, Any], rendered: dict[str, str]
         check_file_is_mounted(name, "tls.crls", crl, pod, c, secret=False)
     if "holiday_file" in toml.get("deletion", {}):
         check_file_is_mounted(name, "deletion.holiday_file", toml["deletion"]["holiday_file"], pod, c, secret=False)
+    # The audit anchor file: only when asked for, on its own volume, read-write.
+    anchor_volumes = [v for v in pod.get("volumes", []) if v["name"] == "audit-anchors"]
+    if anchor_file:
+        R.check(toml["audit"].get("anchor_file") == anchor_file,
+                f"{name}: audit.anchor_file = audit.anchorFile in the config", str(toml["audit"].get("anchor_file")))
+        check_anchor_mount(name, anchor_file, merged["audit"]["anchorVolume"], pod, c)
+    else:
+        R.check("anchor_file" not in toml["audit"], f"{name}: no audit.anchor_file without audit.anchorFile")
+        R.check(not anchor_volumes, f"{name}: no anchor volume without audit.anchorFile")
     # Hot reload and the key lifecycle.
     R.check(toml["tls"]["reload_interval_secs"] == merged["tls"]["reloadIntervalSecs"],
             f"{name}: tls.reload_interval_secs in the config", str(toml["tls"].get("reload_interval_secs")))
@@ -661,6 +739,51 @@ def check_epoch_bound() -> None:
                         f"{working} working days: {what} than {span} days is refused", str(exc)[-300:])
 
 
+# --- audit anchors ------------------------------------------------------------
+
+def check_anchors(binary: str | None, tmp: Path) -> None:
+    """No anchor file by default; with audit.anchorFile on a PVC, the config names
+    it (TOML-quoted), the pod mounts the PVC read-write at its directory, the
+    schema and strict lint accept the values, and every check of a value set
+    holds for it too."""
+    default_cm = one(manifests(render(BASE)), "ConfigMap")["data"]["facevault.toml"]
+    R.check("anchor_file" not in default_cm, "defaults: no anchor_file in the config")
+    R.check("anchor_file" not in tomllib.loads(default_cm)["audit"], "defaults: [audit] has no anchor_file")
+
+    problems = lint_problems(lint(ANCHOR_SET), 2)
+    R.check(not problems, "anchors: the schema and strict lint accept audit.anchorFile + anchorVolume",
+            "; ".join(problems))
+    rendered = render(ANCHOR_SET)
+    docs = manifests(rendered)
+    text = one(docs, "ConfigMap")["data"]["facevault.toml"]
+    line = f'anchor_file = "{ANCHOR_FILE}"'
+    R.check(any(l.strip() == line for l in text.splitlines()), f"anchors: the config has {line}")
+    R.check(tomllib.loads(text)["audit"].get("anchor_file") == ANCHOR_FILE, "anchors: [audit] anchor_file parses")
+    pod = one(docs, "Deployment")["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    anchor_dir = posixpath.dirname(ANCHOR_FILE)
+    mounts = [m for m in c.get("volumeMounts", []) if m["mountPath"] == anchor_dir]
+    R.check(len(mounts) == 1, f"anchors: one mount at {anchor_dir}", str(mounts))
+    volumes = {v["name"]: v for v in pod.get("volumes", [])}
+    for m in mounts:
+        claim = volumes.get(m["name"], {}).get("persistentVolumeClaim", {}).get("claimName")
+        R.check(claim == "facevault-anchors", f"anchors: the PVC facevault-anchors is mounted at {anchor_dir}",
+                str(claim))
+        R.check(m.get("readOnly") in (None, False), "anchors: the PVC is mounted read-write", str(m))
+    R.check(c["securityContext"].get("readOnlyRootFilesystem") is True,
+            "anchors: the root filesystem stays read-only")
+
+    name = "audit anchors on a PVC"
+    print(f"  {name}: {', '.join(sorted(d['kind'] for _, d in docs))}")
+    validate_schema(name, docs)
+    check_no_secrets(name, rendered, docs)
+    check_deployment(name, ANCHOR_SET, rendered, docs)
+    check_service(name, ANCHOR_SET, docs)
+    check_optional(name, ANCHOR_SET, rendered, docs)
+    if binary and merged_values(ANCHOR_SET)["models"]:
+        check_service_accepts(name, docs, binary, tmp)
+
+
 # --- main -------------------------------------------------------------------
 
 def main() -> int:
@@ -702,6 +825,13 @@ def main() -> int:
     else:
         R.notes.append("no facevault binary found: the service's own config check was skipped")
 
+    print("--- audit anchors")
+    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        R.run("audit anchors", lambda: check_anchors(binary, tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
     print("--- checksum/config rolls the pods")
 
     def _checksum() -> None:
@@ -726,6 +856,9 @@ def main() -> int:
         except helm.HelmError as exc:
             lines = [s.strip() for s in str(exc).strip().splitlines() if s.strip()]
             R.check(True, f"render refuses {name}")
+            if name in SCHEMA_PATHS:
+                R.check(isinstance(exc, helm.HelmValuesError) and f"at '{SCHEMA_PATHS[name]}" in str(exc),
+                        f"the values schema refuses {name} at {SCHEMA_PATHS[name]}", lines[-1] if lines else "")
             if name in FIX_MESSAGES:
                 R.check(FIX_MESSAGES[name] in str(exc), f"refusal of {name} says {FIX_MESSAGES[name]!r}",
                         lines[-1] if lines else "")
@@ -745,7 +878,8 @@ def main() -> int:
     print("--- summary")
     for note in R.notes:
         print(f"  note: {note}")
-    print(f"  {len(GOOD_SETS)} value sets rendered, {len(BAD_SETS)} bad value sets, {elapsed:.1f} s")
+    print(f"  {len(GOOD_SETS)} value sets rendered (and the audit anchor set), {len(BAD_SETS)} bad value sets, "
+          f"{elapsed:.1f} s")
     for failure in R.failures:
         print(f"  FAILED {failure}")
     print(f"chart: {R.passed} passed, {len(R.failures)} failed")

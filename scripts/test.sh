@@ -6,6 +6,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Both lockfiles must already match their manifests: a build that rewrites one
+# would change a tracked file, and the fuzz build comes last, so check it first.
+echo "--- lockfiles are current"
+if ! (cd fuzz && cargo metadata --locked --format-version 1 >/dev/null); then
+  echo "fuzz/Cargo.lock is stale: run 'cargo update -w --manifest-path fuzz/Cargo.toml' and commit it" >&2
+  exit 1
+fi
+
 scripts/ensure-redis.sh
 echo "--- cargo test (unit and API tests)"
 cargo test --locked --all-targets "$@"
@@ -29,6 +37,28 @@ r = json.load(open("target/bench-smoke-cluster.json"))
 assert r["settings"]["redis_cluster"], r["settings"]
 assert r["verify"]["calls"] > 0 and r["verify"]["errors"] == 0, r["verify"]
 print("bench smoke on a Redis Cluster ok:", r["verify"]["calls"], "verifies")
+PY
+target/debug/facevault bench --audit-events 2000 --json > target/bench-smoke-audit.json
+python3 - <<'PY'
+import json
+a = json.load(open("target/bench-smoke-audit.json"))["audit_log"]
+assert a["events"] == 2000 and a["fill"]["events_per_second"] > 0, a["fill"]
+assert a["signed_tree_head"]["median_ms"] > 0, a["signed_tree_head"]
+for k in ("inclusion_proof_first", "inclusion_proof_last_of_burst", "inclusion_proof_last",
+          "consistency_proof_1_to_n"):
+    assert a[k]["verified"] is True, (k, a[k])
+assert a["inclusion_proof_last"]["leaf_index"] == 1999, a["inclusion_proof_last"]
+l = a["list_events_unknown_subject"]
+assert l["events_found"] == 0 and l["calls_to_page_through"] == 1, l
+v = a["verify_full"]
+assert v["intact"] and v["full"] and v["events_checked"] >= 2000, v
+for k, walked in (("verify_incremental_0", 0), ("verify_incremental_1000", 1000)):
+    i = a[k]
+    assert i["all_intact"] and i["all_incremental"], (k, i)
+    # Each run also walks the server's own events of the auditor's calls before it.
+    assert all(walked <= w <= walked + 30 for w in i["events_walked"]), (k, i)
+print("bench audit smoke ok: fill", round(a["fill"]["events_per_second"]), "events/s, full verify",
+      round(v["ms"]), "ms for", v["events_checked"], "events")
 PY
 
 echo "--- Helm chart: lint, render, schema-validate, assert"

@@ -144,8 +144,12 @@ impl Default for DeletionSettings {
 pub struct AuditConfig {
     /// Days audit events are kept; at least 180.
     pub retention_days: u32,
-    /// How often each chain's head is signed into a checkpoint.
+    /// How often each chain that grew gets a signed tree head (also at shutdown
+    /// and whenever an auditor asks).
     pub checkpoint_interval_secs: u64,
+    /// JSON Lines file every signed tree head is appended to: an anchor outside
+    /// Redis. Unset: heads are anchored in the log (and OTLP logs) only.
+    pub anchor_file: Option<std::path::PathBuf>,
     /// Most events appended in one group commit.
     pub max_batch: usize,
     /// Events waiting to be written; past it calls fail UNAVAILABLE (no unbounded queue).
@@ -160,6 +164,7 @@ impl Default for AuditConfig {
         Self {
             retention_days: 180,
             checkpoint_interval_secs: 60,
+            anchor_file: None,
             max_batch: 512,
             queue_capacity: 10_000,
             refusal_window_secs: 10,

@@ -40,6 +40,26 @@ pub enum Error {
     Integrity,
     #[error("internal error: {0}")]
     Internal(&'static str),
+    #[error("{0}")]
+    AuditProof(String),
+    #[error("{0}")]
+    AuditNotFound(String),
+    #[error("{0}")]
+    AuditNotYetHeaded(String),
+}
+
+impl From<crate::audit::ProofError> for Error {
+    fn from(e: crate::audit::ProofError) -> Self {
+        use crate::audit::ProofError;
+        match e {
+            ProofError::Storage(s) => Self::Unavailable(s),
+            ProofError::UnknownChain(_) | ProofError::UnknownEvent => {
+                Self::AuditNotFound(e.to_string())
+            }
+            ProofError::Sizes(_) => Self::AuditProof(e.to_string()),
+            ProofError::NotYetHeaded => Self::AuditNotYetHeaded(e.to_string()),
+        }
+    }
 }
 
 /// Why a sealed embedding was refused.

@@ -45,7 +45,7 @@ pub const LIVENESS_SERVICE: &str = "liveness";
 struct AuditParts {
     store: Store,
     settings: AuditSettings,
-    reader: Arc<AuditReader>,
+    reader: AuditReader,
 }
 
 pub struct Application {
@@ -84,11 +84,16 @@ impl Application {
         let audit_settings = AuditSettings {
             retention: Duration::from_secs(u64::from(settings.audit.retention_days) * 86_400),
             checkpoint_interval: Duration::from_secs(settings.audit.checkpoint_interval_secs),
+            anchor_file: settings.audit.anchor_file.clone(),
             max_batch: settings.audit.max_batch,
             queue_capacity: settings.audit.queue_capacity,
             ack_timeout: Duration::from_millis(settings.redis.timeout_ms * 3),
         };
-        let audit_reader = Arc::new(AuditReader::new(store.clone(), keys.clone()));
+        let audit_reader = AuditReader::new(
+            store.clone(),
+            keys.clone(),
+            audit_settings.checkpoint_interval,
+        );
         let deletion_policy = deletion_policy(&settings)?;
         settings
             .keys
@@ -251,6 +256,8 @@ impl Application {
             self.keys.clone(),
             self.audit.settings.clone(),
         )?;
+        let audit_sink_for_reader = audit_sink.clone();
+        self.vault.attach_audit(audit_sink.clone());
         let (refusals, refusal_recorder) = RefusalTally::spawn(
             audit_sink.clone(),
             self.refusal_window,
@@ -298,8 +305,10 @@ impl Application {
         );
         let facevault = FaceVaultServer::new(FaceVaultApi::new(self.vault.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let audit = AuditLogServer::new(AuditLogApi::new(self.audit.reader.clone()))
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let audit = AuditLogServer::new(AuditLogApi::new(Arc::new(
+            self.audit.reader.with_sink(audit_sink_for_reader),
+        )))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let drain_timeout = self.drain_timeout;
         let mut stop_for_drain = stop_rx.clone();
         let serve = Server::builder()
@@ -331,8 +340,11 @@ impl Application {
         monitor.abort();
         // The last window of refusal counts is recorded before the writer ends.
         let _ = refusal_recorder.await;
+        // An erasure still running fails to log and stays pending (the next
+        // process carries it out); the writer's last sink is the server's.
+        self.vault.detach_audit();
         // The server (and with it every audit sink) is gone, and so are the calls
-        // still running detached: the writer flushes, writes final checkpoints
+        // still running detached: the writer flushes, signs final tree heads
         // and ends.
         if tokio::time::timeout(Duration::from_secs(5), audit_writer)
             .await

@@ -1,8 +1,9 @@
 //! Logs, traces and metrics.
 //!
 //! Logs go to stderr through `tracing`: JSON in production, human-readable in
-//! dev. When `[telemetry] otlp_endpoint` is set, spans and metrics are also
-//! exported over OTLP/gRPC, and every JSON log line inside a span carries the
+//! dev. When `[telemetry] otlp_endpoint` is set, spans, metrics and the same
+//! log events (with their fields as attributes) are also exported over
+//! OTLP/gRPC, and every JSON log line inside a span carries the
 //! `trace_id`/`span_id` of that span so logs and traces can be joined.
 //!
 //! Nothing logged or exported anywhere carries an embedding, a raw subject id
@@ -42,8 +43,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use opentelemetry::metrics::{Counter, Histogram, Meter, ObservableGauge};
 use opentelemetry::trace::{SpanContext, TraceContextExt as _, TracerProvider as _};
+use opentelemetry_appender_tracing::layer::OpenTelemetryTracingBridge;
 use opentelemetry_otlp::WithExportConfig as _;
 use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::logs::SdkLoggerProvider;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use serde::Deserialize;
@@ -62,7 +65,7 @@ use crate::config::LogFormat;
 /// `service.name` when the configured one is blank.
 const INSTRUMENTATION_SCOPE: &str = "facevault";
 
-/// Both flushes run in parallel under this one budget (plus a second of
+/// The flushes run in parallel under this one budget (plus a second of
 /// slack), so a dead collector cannot hold up a graceful shutdown for long.
 const SHUTDOWN_BUDGET: Duration = Duration::from_secs(5);
 
@@ -78,8 +81,11 @@ const RPC_DURATION_BUCKETS_S: [f64; 14] = [
 ];
 
 /// The exporter's own stack (tonic → tower → hyper → h2) emits `tracing`
-/// spans; exporting those would make every export produce more to export.
-const EXPORT_PIPELINE_TARGETS: [&str; 9] = [
+/// spans and events; exporting those would make every export produce more
+/// to export. Matched on the target's crate segment with `-` and `_` alike,
+/// because the OpenTelemetry crates' internal logs use the package name
+/// ("opentelemetry-otlp") rather than the module path.
+const EXPORT_PIPELINE_TARGETS: [&str; 10] = [
     "h2",
     "hyper",
     "hyper_util",
@@ -89,6 +95,7 @@ const EXPORT_PIPELINE_TARGETS: [&str; 9] = [
     "opentelemetry",
     "opentelemetry_sdk",
     "opentelemetry_otlp",
+    "opentelemetry_appender_tracing",
 ];
 
 /// `[telemetry]` in the config file.
@@ -122,7 +129,7 @@ impl Default for TelemetrySettings {
 /// Keeps the OpenTelemetry providers alive. Call [`Telemetry::shutdown`] on
 /// graceful shutdown: dropping it does not flush, because the installed
 /// subscriber and the global meter provider keep their own references.
-#[must_use = "call `shutdown().await` on graceful exit, or buffered spans and metrics are lost"]
+#[must_use = "call `shutdown().await` on graceful exit, or buffered spans, metrics and logs are lost"]
 pub struct Telemetry {
     providers: Option<Providers>,
 }
@@ -130,14 +137,20 @@ pub struct Telemetry {
 struct Providers {
     tracer: SdkTracerProvider,
     meter: SdkMeterProvider,
+    logger: SdkLoggerProvider,
 }
 
 impl Telemetry {
-    /// Flushes and stops span and metric export. Returns within a few seconds
-    /// even if the collector is unreachable; what could not be sent by then is
-    /// dropped with a warning.
+    /// Flushes and stops span, metric and log export. Returns within a few
+    /// seconds even if the collector is unreachable; what could not be sent by
+    /// then is dropped with a warning.
     pub async fn shutdown(self) {
-        let Some(Providers { tracer, meter }) = self.providers else {
+        let Some(Providers {
+            tracer,
+            meter,
+            logger,
+        }) = self.providers
+        else {
             return;
         };
         // The SDK flushes by handing work to its own threads and blocking on
@@ -153,10 +166,15 @@ impl Telemetry {
                 .shutdown_with_timeout(SHUTDOWN_BUDGET)
                 .map_err(|e| e.to_string())
         });
-        let both = async { (traces.await, metrics.await) };
-        match tokio::time::timeout(SHUTDOWN_BUDGET + Duration::from_secs(1), both).await {
-            Ok((traces, metrics)) => {
-                for (signal, outcome) in [("spans", traces), ("metrics", metrics)] {
+        let logs = tokio::task::spawn_blocking(move || {
+            logger
+                .shutdown_with_timeout(SHUTDOWN_BUDGET)
+                .map_err(|e| e.to_string())
+        });
+        let all = async { (traces.await, metrics.await, logs.await) };
+        match tokio::time::timeout(SHUTDOWN_BUDGET + Duration::from_secs(1), all).await {
+            Ok((traces, metrics, logs)) => {
+                for (signal, outcome) in [("spans", traces), ("metrics", metrics), ("logs", logs)] {
                     match outcome {
                         Ok(Ok(())) => {}
                         Ok(Err(error)) => {
@@ -170,14 +188,15 @@ impl Telemetry {
             }
             Err(_) => tracing::warn!(
                 budget_ms = SHUTDOWN_BUDGET.as_millis() as u64,
-                "telemetry flush timed out; unsent spans and metrics dropped"
+                "telemetry flush timed out; unsent spans, metrics and logs dropped"
             ),
         }
     }
 }
 
 /// Installs the global `tracing` subscriber and, when
-/// `settings.otlp_endpoint` is set, OTLP/gRPC export of spans and metrics.
+/// `settings.otlp_endpoint` is set, OTLP/gRPC export of spans, metrics and
+/// logs.
 ///
 /// * `level` is an `EnvFilter` directive ("info", "facevault=debug,info");
 ///   an invalid one falls back to "info" with a warning.
@@ -189,10 +208,14 @@ impl Telemetry {
 ///   error otherwise).
 /// * The meter provider is installed globally, so [`metrics`] instruments
 ///   export every `metrics_interval_ms`.
+/// * Every event that passes `level` is also batched and exported as an OTLP
+///   log record: the message is the body, the other fields are attributes.
+///   Events from the exporter's own stack are not (see
+///   `EXPORT_PIPELINE_TARGETS`).
 ///
 /// If a global subscriber is already installed (as in tests), logging is
-/// left as it is and this still returns `Ok`; span export then does nothing,
-/// while metrics export still works.
+/// left as it is and this still returns `Ok`; span and log export then do
+/// nothing, while metrics export still works.
 pub fn init(
     format: LogFormat,
     level: &str,
@@ -210,10 +233,14 @@ pub fn init(
     let otel_layer = providers
         .as_ref()
         .map(|p| otel_layer(p.tracer.tracer(INSTRUMENTATION_SCOPE)));
+    let log_layer = providers.as_ref().map(|p| log_bridge_layer(&p.logger));
 
+    // `filter` is a global filter: exported log records get exactly the
+    // events the stderr lines do.
     let installed = tracing_subscriber::registry()
         .with(filter)
         .with(otel_layer)
+        .with(log_layer)
         .with(fmt_layer(format, std::io::stderr))
         .try_init()
         .is_ok();
@@ -282,11 +309,26 @@ fn build_providers(endpoint: &str, settings: &TelemetrySettings) -> anyhow::Resu
         .with_interval(Duration::from_millis(settings.metrics_interval_ms.max(1)))
         .build();
     let meter = SdkMeterProvider::builder()
-        .with_resource(resource)
+        .with_resource(resource.clone())
         .with_reader(reader)
         .build();
 
-    Ok(Providers { tracer, meter })
+    let log_exporter = opentelemetry_otlp::LogExporter::builder()
+        .with_tonic()
+        .with_endpoint(endpoint)
+        .with_timeout(EXPORT_TIMEOUT)
+        .build()
+        .with_context(|| format!("OTLP log exporter for {endpoint:?}"))?;
+    let logger = SdkLoggerProvider::builder()
+        .with_resource(resource)
+        .with_batch_exporter(log_exporter)
+        .build();
+
+    Ok(Providers {
+        tracer,
+        meter,
+        logger,
+    })
 }
 
 fn otel_layer<S>(tracer: opentelemetry_sdk::trace::SdkTracer) -> impl Layer<S>
@@ -300,15 +342,27 @@ where
         ))
 }
 
+fn log_bridge_layer<S>(provider: &SdkLoggerProvider) -> impl Layer<S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    OpenTelemetryTracingBridge::new(provider).with_filter(tracing_subscriber::filter::filter_fn(
+        not_export_pipeline as fn(&Metadata<'_>) -> bool,
+    ))
+}
+
 fn not_export_pipeline(meta: &Metadata<'_>) -> bool {
     !is_export_pipeline(meta.target())
 }
 
 fn is_export_pipeline(target: &str) -> bool {
-    EXPORT_PIPELINE_TARGETS.iter().any(|krate| {
-        target
-            .strip_prefix(krate)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with("::"))
+    let krate = target.split("::").next().unwrap_or(target).as_bytes();
+    EXPORT_PIPELINE_TARGETS.iter().any(|known| {
+        known.len() == krate.len()
+            && known
+                .bytes()
+                .zip(krate.iter().copied())
+                .all(|(k, t)| k == t || (k == b'_' && t == b'-'))
     })
 }
 
@@ -586,6 +640,12 @@ mod tests {
     use std::sync::mpsc::{Receiver, Sender, channel};
 
     use opentelemetry::KeyValue;
+    use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+        LogsService, LogsServiceServer,
+    };
+    use opentelemetry_proto::tonic::collector::logs::v1::{
+        ExportLogsServiceRequest, ExportLogsServiceResponse,
+    };
     use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
         MetricsService, MetricsServiceServer,
     };
@@ -598,6 +658,8 @@ mod tests {
     use opentelemetry_proto::tonic::collector::trace::v1::{
         ExportTraceServiceRequest, ExportTraceServiceResponse,
     };
+    use opentelemetry_proto::tonic::common::v1::any_value::Value;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue as ProtoKeyValue};
     use tonic::{Request, Response, Status};
 
     use super::*;
@@ -610,6 +672,23 @@ mod tests {
             events: usize,
         },
         Metric(String),
+        Log {
+            service_name: Option<Value>,
+            scope: String,
+            body: Option<Value>,
+            attributes: Vec<(String, Option<Value>)>,
+        },
+    }
+
+    fn value(v: Option<AnyValue>) -> Option<Value> {
+        v.and_then(|v| v.value)
+    }
+
+    fn attribute(attributes: &[ProtoKeyValue], key: &str) -> Option<Value> {
+        attributes
+            .iter()
+            .find(|kv| kv.key == key)
+            .and_then(|kv| value(kv.value.clone()))
     }
 
     #[derive(Clone)]
@@ -664,6 +743,37 @@ mod tests {
         }
     }
 
+    #[tonic::async_trait]
+    impl LogsService for Collector {
+        async fn export(
+            &self,
+            request: Request<ExportLogsServiceRequest>,
+        ) -> Result<Response<ExportLogsServiceResponse>, Status> {
+            for resource_logs in request.into_inner().resource_logs {
+                let service_name = resource_logs
+                    .resource
+                    .as_ref()
+                    .and_then(|r| attribute(&r.attributes, "service.name"));
+                for scope_logs in resource_logs.scope_logs {
+                    let scope = scope_logs.scope.map(|s| s.name).unwrap_or_default();
+                    for record in scope_logs.log_records {
+                        self.send(Received::Log {
+                            service_name: service_name.clone(),
+                            scope: scope.clone(),
+                            body: value(record.body),
+                            attributes: record
+                                .attributes
+                                .into_iter()
+                                .map(|kv| (kv.key, value(kv.value)))
+                                .collect(),
+                        });
+                    }
+                }
+            }
+            Ok(Response::new(ExportLogsServiceResponse::default()))
+        }
+    }
+
     async fn start_collector() -> (String, Receiver<Received>) {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
@@ -672,7 +782,8 @@ mod tests {
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(TraceServiceServer::new(collector.clone()))
-                .add_service(MetricsServiceServer::new(collector))
+                .add_service(MetricsServiceServer::new(collector.clone()))
+                .add_service(LogsServiceServer::new(collector))
                 .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
         );
         (format!("http://{addr}"), rx)
@@ -680,7 +791,7 @@ mod tests {
 
     // The only test that installs the global subscriber: a process gets one.
     #[tokio::test(flavor = "multi_thread")]
-    async fn exports_spans_and_metrics_over_otlp_grpc() {
+    async fn exports_spans_metrics_and_logs_over_otlp_grpc() {
         let (endpoint, received) = start_collector().await;
         let settings = TelemetrySettings {
             otlp_endpoint: Some(endpoint),
@@ -716,6 +827,21 @@ mod tests {
             ..GaugeSnapshot::default()
         });
 
+        let (tenant, chain_id, tree_size, timestamp_ms) =
+            ("tenant-a", "chain-7", 4242_u64, 1_700_000_000_123_u64);
+        let root_hash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+        let signature = "c2lnbmF0dXJlLW5vdC1hLXNlY3JldA==";
+        tracing::info!(
+            target: "facevault::audit::anchor",
+            tenant = %tenant,
+            chain_id = %chain_id,
+            tree_size,
+            root_hash = %root_hash,
+            timestamp_ms,
+            signature = %signature,
+            "signed tree head"
+        );
+
         let started = std::time::Instant::now();
         tokio::time::timeout(Duration::from_secs(10), telemetry.shutdown())
             .await
@@ -724,6 +850,8 @@ mod tests {
 
         let mut span = None;
         let mut metric_names = HashSet::new();
+        let mut anchor = None;
+        let mut log_scopes = HashSet::new();
         for item in received.try_iter() {
             match item {
                 Received::Span {
@@ -734,6 +862,17 @@ mod tests {
                 Received::Span { .. } => {}
                 Received::Metric(name) => {
                     metric_names.insert(name);
+                }
+                Received::Log {
+                    service_name,
+                    scope,
+                    body,
+                    attributes,
+                } => {
+                    if body == Some(Value::StringValue("signed tree head".into())) {
+                        anchor = Some((service_name, scope.clone(), attributes));
+                    }
+                    log_scopes.insert(scope);
                 }
             }
         }
@@ -747,6 +886,41 @@ mod tests {
         assert!(
             metric_names.contains("facevault.deletions.pending"),
             "{metric_names:?}"
+        );
+
+        let (service_name, scope, attributes) =
+            anchor.expect("the anchor line exported as a log record before shutdown returned");
+        assert_eq!(service_name, Some(Value::StringValue("facevault".into())));
+        assert_eq!(scope, "facevault::audit::anchor");
+        let get = |key: &str| {
+            attributes
+                .iter()
+                .find(|(k, _)| k == key)
+                .and_then(|(_, v)| v.clone())
+        };
+        assert_eq!(
+            get("tree_size"),
+            Some(Value::IntValue(4242)),
+            "{attributes:?}"
+        );
+        assert_eq!(
+            get("chain_id"),
+            Some(Value::StringValue(chain_id.into())),
+            "{attributes:?}"
+        );
+        assert_eq!(
+            get("timestamp_ms"),
+            Some(Value::IntValue(1_700_000_000_123)),
+            "{attributes:?}"
+        );
+        assert_eq!(
+            get("root_hash"),
+            Some(Value::StringValue(root_hash.into())),
+            "{attributes:?}"
+        );
+        assert!(
+            !log_scopes.iter().any(|s| is_export_pipeline(s)),
+            "{log_scopes:?}"
         );
     }
 
@@ -815,7 +989,10 @@ mod tests {
     fn export_pipeline_targets_are_not_exported() {
         assert!(is_export_pipeline("h2::proto::streams"));
         assert!(is_export_pipeline("tonic"));
+        assert!(is_export_pipeline("opentelemetry-otlp"));
+        assert!(is_export_pipeline("opentelemetry_sdk::logs"));
         assert!(!is_export_pipeline("tower_http::trace"));
+        assert!(!is_export_pipeline("opentelemetry_extra"));
         assert!(!is_export_pipeline("facevault::service"));
     }
 }

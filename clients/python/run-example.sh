@@ -2,14 +2,18 @@
 # Runs the Python client end to end: installs its requirements if missing,
 # starts `facevault dev` in a temporary directory on free ports, waits for
 # health, checks the sealing test vector, runs example.py against the server,
-# and stops the server again.
+# then checks the audit log: the audit-log test vector, and against the live
+# server its anchor file, a consistency proof between two anchored heads, an
+# inclusion proof and the erasure proof of the example's deletion ticket (each
+# also tampered with, which must fail), and stops the server again.
 #
 #   clients/python/run-example.sh
 #   FACEVAULT_BIN=/path/to/facevault clients/python/run-example.sh
 #
 # Environment: FACEVAULT_BIN (default <repo>/target/release/facevault),
 # PYTHON (default python3), KEEP_TMP=1 keeps the temporary directory.
-# Exit status: the example's; if the example passed, the test vector's.
+# Exit status: the example's; if the example passed, the first failing check's
+# (sealing vector, audit-log vector, live audit proofs); 0 when all pass.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -131,7 +135,8 @@ vector_status=0
 
 example_status=0
 "$python" example.py --target "localhost:$grpc_port" --tenant demo \
-    --ca "$tmp/dev/ca.pem" --cert "$tmp/dev/app.pem" --key "$tmp/dev/app.key" || example_status=$?
+    --ca "$tmp/dev/ca.pem" --cert "$tmp/dev/app.pem" --key "$tmp/dev/app.key" \
+    | tee "$tmp/example.out" || example_status=$?
 
 if [[ $example_status -ne 0 ]]; then
     echo "run-example: example.py FAILED ($example_status); server log tail:" >&2
@@ -141,5 +146,24 @@ fi
 if [[ $vector_status -ne 0 ]]; then
     echo "run-example: test_vector.py FAILED ($vector_status)" >&2
     exit "$vector_status"
+fi
+
+# --- audit log -------------------------------------------------------------------
+echo "run-example: audit-log test vector"
+audit_vector_status=0
+"$python" verify_audit_log.py vector "$repo/docs/test-vectors/audit-log.json" || audit_vector_status=$?
+if [[ $audit_vector_status -ne 0 ]]; then
+    echo "run-example: verify_audit_log.py vector FAILED ($audit_vector_status)" >&2
+    exit "$audit_vector_status"
+fi
+
+echo "run-example: audit proofs against the live server (verify_audit_log.py)"
+audit_status=0
+"$python" audit_proofs_live.py --target "localhost:$grpc_port" --tenant demo --dev-dir "$tmp/dev" \
+    --example-output "$tmp/example.out" --out "$tmp/audit-proofs" --wait 30 || audit_status=$?
+if [[ $audit_status -ne 0 ]]; then
+    echo "run-example: audit_proofs_live.py FAILED ($audit_status); server log tail:" >&2
+    tail -20 "$tmp/server.log" >&2
+    exit "$audit_status"
 fi
 echo "run-example: passed"

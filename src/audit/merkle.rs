@@ -43,6 +43,8 @@ pub enum MerkleError {
     SecondRootMismatch,
     #[error("two trees of the same size have different roots")]
     SameSizeRootsDiffer,
+    #[error("the hashes of leaves {start}..{end} were not loaded")]
+    SubtreeNotLoaded { start: u64, end: u64 },
 }
 
 fn sha256(parts: &[&[u8]]) -> Hash {
@@ -95,37 +97,36 @@ pub fn consistency_proof(
     Mth::new(leaf_hashes).consistency_proof(first_size, second_size)
 }
 
-/// The tree heads a log would publish over one list of leaf hashes: the root of
-/// the first `n` leaves for any `n`, and proofs between those trees.
-#[derive(Debug, Clone, Copy)]
-pub struct Mth<'a> {
-    leaf_hashes: &'a [Hash],
-}
-
-impl<'a> Mth<'a> {
-    pub fn new(leaf_hashes: &'a [Hash]) -> Self {
-        Self { leaf_hashes }
-    }
+/// Where the hashes of subtrees come from: every leaf hash in memory ([`Mth`]),
+/// or stored tile roots and the leaves of a few tiles ([`Tiled`]).
+pub trait Subtrees {
+    /// How many leaves there are.
+    fn available(&self) -> u64;
+    /// MTH(D[start:end]) for `start < end <= available()`.
+    fn range(&self, start: u64, end: u64) -> Result<Hash, MerkleError>;
 
     /// MTH(D[0:n]).
-    pub fn root_of_first(&self, n: u64) -> Result<Hash, MerkleError> {
-        self.first(n).map(mth)
+    fn root_of_first(&self, n: u64) -> Result<Hash, MerkleError> {
+        self.check(n)?;
+        if n == 0 {
+            return Ok(empty_root());
+        }
+        self.range(0, n)
     }
 
     /// See [`inclusion_proof`].
-    pub fn inclusion_proof(&self, index: u64, tree_size: u64) -> Result<Vec<Hash>, MerkleError> {
+    fn inclusion_proof(&self, index: u64, tree_size: u64) -> Result<Vec<Hash>, MerkleError> {
         if index >= tree_size {
             return Err(MerkleError::IndexOutOfRange { index, tree_size });
         }
-        let tree = self.first(tree_size)?;
+        self.check(tree_size)?;
         let mut proof = Vec::new();
-        // `index < tree_size <= tree.len()`, so it fits in usize.
-        path(index as usize, tree, &mut proof);
+        path(self, index, 0, tree_size, &mut proof)?;
         Ok(proof)
     }
 
     /// See [`consistency_proof`].
-    pub fn consistency_proof(
+    fn consistency_proof(
         &self,
         first_size: u64,
         second_size: u64,
@@ -139,23 +140,174 @@ impl<'a> Mth<'a> {
         if first_size == 0 {
             return Err(MerkleError::EmptyFirstTree);
         }
-        let tree = self.first(second_size)?;
+        self.check(second_size)?;
         let mut proof = Vec::new();
-        // `first_size <= second_size <= tree.len()`, so it fits in usize.
-        subproof(first_size as usize, tree, true, &mut proof);
+        subproof(self, first_size, 0, second_size, true, &mut proof)?;
         Ok(proof)
     }
 
-    /// D[0:n], refused when the log has fewer than `n` leaves.
-    fn first(&self, n: u64) -> Result<&'a [Hash], MerkleError> {
-        let available = self.leaf_hashes.len();
-        usize::try_from(n)
-            .ok()
-            .and_then(|n| self.leaf_hashes.get(..n))
-            .ok_or(MerkleError::NotEnoughLeaves {
-                tree_size: n,
-                available,
-            })
+    /// Refuses a tree larger than the leaves at hand.
+    fn check(&self, tree_size: u64) -> Result<(), MerkleError> {
+        let available = self.available();
+        if tree_size > available {
+            return Err(MerkleError::NotEnoughLeaves {
+                tree_size,
+                available: usize::try_from(available).unwrap_or(usize::MAX),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The tree heads a log would publish over one list of leaf hashes: the root of
+/// the first `n` leaves for any `n`, and proofs between those trees.
+#[derive(Debug, Clone, Copy)]
+pub struct Mth<'a> {
+    leaf_hashes: &'a [Hash],
+}
+
+impl<'a> Mth<'a> {
+    pub fn new(leaf_hashes: &'a [Hash]) -> Self {
+        Self { leaf_hashes }
+    }
+}
+
+impl Subtrees for Mth<'_> {
+    fn available(&self) -> u64 {
+        self.leaf_hashes.len() as u64
+    }
+
+    fn range(&self, start: u64, end: u64) -> Result<Hash, MerkleError> {
+        // Callers stay within `available()`, which came from a usize.
+        Ok(mth(&self.leaf_hashes[start as usize..end as usize]))
+    }
+}
+
+/// Leaves per tile: the subtrees whose roots a log stores so that a proof over
+/// a long log reads one root per tile and the leaves of at most three tiles.
+pub const TILE_LEAVES: u64 = 256;
+const TILE_LEVEL: u32 = TILE_LEAVES.trailing_zeros();
+
+/// A tree of `size` leaves known by the roots of its complete tiles (in order)
+/// and the leaves of some tiles (a partial last tile holds fewer). Every range
+/// RFC 9162's recursion asks for is either a run of whole tiles or inside one
+/// tile: splits of a range longer than a tile fall on tile boundaries.
+pub struct Tiled<'a> {
+    pub size: u64,
+    pub tile_roots: &'a [Hash],
+    pub tile_leaves: &'a std::collections::BTreeMap<u64, Vec<Hash>>,
+}
+
+impl Tiled<'_> {
+    /// The tiles whose leaves an inclusion proof of `index` in `tree_size`, or
+    /// a consistency proof from `index + 1` to `tree_size`, needs beyond the tile
+    /// roots: the tile of the leaf and the partial tile at each tree's end.
+    pub fn tiles_needed(index: u64, tree_size: u64) -> Vec<u64> {
+        let mut tiles = vec![index / TILE_LEAVES];
+        for size in [index + 1, tree_size] {
+            if size % TILE_LEAVES != 0 {
+                tiles.push((size - 1) / TILE_LEAVES);
+            }
+        }
+        tiles.sort_unstable();
+        tiles.dedup();
+        tiles
+    }
+
+    fn leaves_of(&self, start: u64, end: u64) -> Result<&[Hash], MerkleError> {
+        let tile = start / TILE_LEAVES;
+        let base = tile * TILE_LEAVES;
+        self.tile_leaves
+            .get(&tile)
+            .and_then(|l| l.get((start - base) as usize..(end - base) as usize))
+            .ok_or(MerkleError::SubtreeNotLoaded { start, end })
+    }
+}
+
+impl Subtrees for Tiled<'_> {
+    fn available(&self) -> u64 {
+        self.size
+    }
+
+    fn range(&self, start: u64, end: u64) -> Result<Hash, MerkleError> {
+        let whole_tile = start.is_multiple_of(TILE_LEAVES) && end - start == TILE_LEAVES;
+        if whole_tile && let Some(root) = self.tile_roots.get((start / TILE_LEAVES) as usize) {
+            return Ok(*root);
+        }
+        if start / TILE_LEAVES == (end - 1) / TILE_LEAVES {
+            return self.leaves_of(start, end).map(mth);
+        }
+        let k = split_point((end - start) as usize) as u64;
+        Ok(node_hash(
+            &self.range(start, start + k)?,
+            &self.range(start + k, end)?,
+        ))
+    }
+}
+
+/// The right edge of a growing tree: the roots of its complete subtrees, largest
+/// first, enough to give the root of the whole tree and to go on appending
+/// without the leaves (a compact range, as CT logs keep).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Frontier {
+    size: u64,
+    nodes: Vec<Hash>,
+}
+
+impl Frontier {
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Appends a leaf hash; returns the root of the tile it completes, if any.
+    pub fn push(&mut self, leaf: Hash) -> Option<Hash> {
+        self.nodes.push(leaf);
+        self.size += 1;
+        let mut tile = None;
+        let mut level = 0;
+        let mut s = self.size;
+        while s & 1 == 0 {
+            let (Some(right), Some(left)) = (self.nodes.pop(), self.nodes.pop()) else {
+                unreachable!("a frontier holds one node per set bit of its size");
+            };
+            self.nodes.push(node_hash(&left, &right));
+            s >>= 1;
+            level += 1;
+            if level == TILE_LEVEL {
+                tile = self.nodes.last().copied();
+            }
+        }
+        tile
+    }
+
+    /// Appends a whole tile by its root; the frontier must end on a tile boundary.
+    pub fn push_tile(&mut self, root: Hash) -> Result<(), MerkleError> {
+        if !self.size.is_multiple_of(TILE_LEAVES) {
+            return Err(MerkleError::SubtreeNotLoaded {
+                start: self.size,
+                end: self.size + TILE_LEAVES,
+            });
+        }
+        self.nodes.push(root);
+        self.size += TILE_LEAVES;
+        let mut s = self.size >> TILE_LEVEL;
+        while s & 1 == 0 {
+            let (Some(right), Some(left)) = (self.nodes.pop(), self.nodes.pop()) else {
+                unreachable!("a frontier holds one node per set bit of its size");
+            };
+            self.nodes.push(node_hash(&left, &right));
+            s >>= 1;
+        }
+        Ok(())
+    }
+
+    /// MTH over every leaf pushed: the complete subtrees folded from the right.
+    pub fn root(&self) -> Hash {
+        let mut nodes = self.nodes.iter().rev();
+        let Some(last) = nodes.next() else {
+            return empty_root();
+        };
+        nodes.fold(*last, |right, left| node_hash(left, &right))
     }
 }
 
@@ -177,40 +329,56 @@ fn mth(leaves: &[Hash]) -> Hash {
     }
 }
 
-/// PATH(m, D_n) (RFC 9162 §2.1.3.1), appended to `proof`. Requires `m < n`.
-fn path(m: usize, leaves: &[Hash], proof: &mut Vec<Hash>) {
-    if leaves.len() <= 1 {
-        return;
+/// PATH(m, D[start:end]) (RFC 9162 §2.1.3.1) with `m` relative to `start`,
+/// appended to `proof`. Requires `m < end - start`.
+fn path<S: Subtrees + ?Sized>(
+    tree: &S,
+    m: u64,
+    start: u64,
+    end: u64,
+    proof: &mut Vec<Hash>,
+) -> Result<(), MerkleError> {
+    if end - start <= 1 {
+        return Ok(());
     }
-    let k = split_point(leaves.len());
+    let k = split_point((end - start) as usize) as u64;
     if m < k {
-        path(m, &leaves[..k], proof);
-        proof.push(mth(&leaves[k..]));
+        path(tree, m, start, start + k, proof)?;
+        proof.push(tree.range(start + k, end)?);
     } else {
-        path(m - k, &leaves[k..], proof);
-        proof.push(mth(&leaves[..k]));
+        path(tree, m - k, start + k, end, proof)?;
+        proof.push(tree.range(start, start + k)?);
     }
+    Ok(())
 }
 
-/// SUBPROOF(m, D_n, b) (RFC 9162 §2.1.4.1), appended to `proof`. `first_known`
-/// is `b`: whether MTH(D[0:m]) is the verifier's own first root (and so left
-/// out). Requires `0 < m <= n`.
-fn subproof(m: usize, leaves: &[Hash], first_known: bool, proof: &mut Vec<Hash>) {
-    let n = leaves.len();
+/// SUBPROOF(m, D[start:end], b) (RFC 9162 §2.1.4.1), appended to `proof`.
+/// `first_known` is `b`: whether MTH(D[0:m]) is the verifier's own first root
+/// (and so left out). Requires `0 < m <= end - start`.
+fn subproof<S: Subtrees + ?Sized>(
+    tree: &S,
+    m: u64,
+    start: u64,
+    end: u64,
+    first_known: bool,
+    proof: &mut Vec<Hash>,
+) -> Result<(), MerkleError> {
+    let n = end - start;
     if m == n {
         if !first_known {
-            proof.push(mth(leaves));
+            proof.push(tree.range(start, end)?);
         }
-        return;
+        return Ok(());
     }
-    let k = split_point(n);
+    let k = split_point(n as usize) as u64;
     if m <= k {
-        subproof(m, &leaves[..k], first_known, proof);
-        proof.push(mth(&leaves[k..]));
+        subproof(tree, m, start, start + k, first_known, proof)?;
+        proof.push(tree.range(start + k, end)?);
     } else {
-        subproof(m - k, &leaves[k..], false, proof);
-        proof.push(mth(&leaves[..k]));
+        subproof(tree, m - k, start + k, end, false, proof)?;
+        proof.push(tree.range(start, start + k)?);
     }
+    Ok(())
 }
 
 /// Right-shifts `fn_` and `sn` together until LSB(fn_) is set or `fn_` is 0:
@@ -1572,5 +1740,84 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_frontier_gives_every_root_and_every_tile_and_tiled_proofs_equal_full_ones() {
+        let mut rng = SplitMix64(0x7115_0001);
+        let leaves: Vec<Hash> = (0..1100).map(|_| rng.hash()).collect();
+        let mut frontier = Frontier::default();
+        let mut tile_roots = Vec::new();
+        for (i, leaf) in leaves.iter().enumerate() {
+            if let Some(tile) = frontier.push(*leaf) {
+                tile_roots.push(tile);
+            }
+            assert_eq!(frontier.root(), root(&leaves[..=i]), "size {}", i + 1);
+        }
+        let expected_tiles: Vec<Hash> = leaves
+            .chunks_exact(TILE_LEAVES as usize)
+            .map(root)
+            .collect();
+        assert_eq!(tile_roots, expected_tiles);
+        let mut by_tiles = Frontier::default();
+        for tile in &tile_roots {
+            by_tiles.push_tile(*tile).unwrap();
+        }
+        for leaf in &leaves[tile_roots.len() * TILE_LEAVES as usize..] {
+            by_tiles.push(*leaf);
+        }
+        assert_eq!(
+            by_tiles, frontier,
+            "tiles then leaves build the same frontier"
+        );
+        let full = Mth::new(&leaves);
+        let mut checked = 0;
+        for _ in 0..400 {
+            let size = rng.between(1, leaves.len() as u64);
+            let index = rng.between(0, size - 1);
+            let tile_leaves = Tiled::tiles_needed(index, size)
+                .into_iter()
+                .map(|t| {
+                    let start = (t * TILE_LEAVES) as usize;
+                    let end = (start + TILE_LEAVES as usize).min(size as usize);
+                    (t, leaves[start..end].to_vec())
+                })
+                .collect();
+            let whole_tiles = (size / TILE_LEAVES) as usize;
+            let tiled = Tiled {
+                size,
+                tile_roots: &tile_roots[..whole_tiles],
+                tile_leaves: &tile_leaves,
+            };
+            assert_eq!(tiled.root_of_first(size), full.root_of_first(size));
+            assert_eq!(
+                tiled.inclusion_proof(index, size),
+                full.inclusion_proof(index, size),
+                "inclusion {index} in {size}"
+            );
+            assert_eq!(
+                tiled.consistency_proof(index + 1, size),
+                full.consistency_proof(index + 1, size),
+                "consistency {} to {size}",
+                index + 1
+            );
+            checked += 1;
+        }
+        println!("seed 0x71150001: {checked} tiled proofs equal the full ones");
+    }
+
+    #[test]
+    fn a_tiled_tree_without_the_leaves_it_needs_says_so() {
+        let leaves: Vec<Hash> = (0..300u32).map(|i| leaf_hash(&i.to_be_bytes())).collect();
+        let tile_leaves = std::collections::BTreeMap::new();
+        let tiled = Tiled {
+            size: 300,
+            tile_roots: &[root(&leaves[..256])],
+            tile_leaves: &tile_leaves,
+        };
+        assert!(matches!(
+            tiled.inclusion_proof(5, 300),
+            Err(MerkleError::SubtreeNotLoaded { .. })
+        ));
     }
 }

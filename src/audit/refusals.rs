@@ -145,7 +145,7 @@ impl RefusalTally {
         };
         for (who, count) in window {
             let event = AuditEvent {
-                event_id: crate::vault::random_id().unwrap_or_default(),
+                event_id: crate::audit::new_event_id(),
                 time: Some(crate::vault::timestamp(started_ms)),
                 window_end: Some(crate::vault::timestamp(ended_ms)),
                 tenant: who.tenant.as_str().to_owned(),

@@ -8,6 +8,11 @@
 //! them and appends them again, marked `recorded-late`, once it knows from the
 //! chain's head in Redis that they did not land. It never appends an event twice
 //! and never reuses a sequence number.
+//!
+//! Each chain is also an RFC 9162 Merkle tree (leaf `seq - 1` is the event's
+//! HMAC). The writer keeps its frontier, appends leaf hashes and tile roots with
+//! the events, and signs tree heads on a timer, on request and at shutdown: each
+//! goes into the signed registry and out to the anchors (file, log, OTLP logs).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,25 +21,35 @@ use std::time::{Duration, Instant};
 use prost::Message as _;
 use tokio::sync::{mpsc, oneshot};
 
-use super::chain;
-use super::{AuditError, AuditSettings};
+use super::anchors::Anchors;
+use super::heads::TreeHead;
+use super::merkle::{Frontier, Hash, leaf_hash};
+use super::{AuditError, AuditSettings, EventLocation, chain, registry};
 use crate::crypto::live::LiveKeys;
 use crate::domain::Tenant;
 use crate::proto::AuditEvent;
 use crate::storage::Store;
-use crate::storage::audit::{AuditAppend, ChainHead, CheckpointAppend};
+use crate::storage::audit::{AuditAppend, ChainHead, TreeAppend};
 
 pub(super) struct Pending {
     pub tenant: Tenant,
     pub event: AuditEvent,
-    pub ack: oneshot::Sender<Result<(), AuditError>>,
+    pub ack: oneshot::Sender<Result<EventLocation, AuditError>>,
+}
+
+/// An auditor (or shutdown) wants current heads: of one tenant's chains, or all.
+pub(super) struct HeadRequest {
+    pub tenant: Option<Tenant>,
+    pub done: oneshot::Sender<Result<(), AuditError>>,
 }
 
 struct Head {
     seq: u64,
     hash: Vec<u8>,
-    checkpointed_seq: u64,
-    last_checkpoint: Instant,
+    /// The tree over leaves `0..seq`.
+    frontier: Frontier,
+    /// Tree size of the last head published in the registry.
+    headed: u64,
     /// The last append's outcome is unknown (a timeout, or too few replica
     /// acknowledgements after the MULTI ran).
     uncertain: Option<Uncertain>,
@@ -42,12 +57,12 @@ struct Head {
     unrecorded: Vec<AuditEvent>,
 }
 
-/// An append of unknown outcome: what it would have made the head, whether it
-/// carried a checkpoint, and its events (to append again if it did not land).
+/// An append of unknown outcome: what it would have made the head and the
+/// tree, and its events (to append again if it did not land).
 struct Uncertain {
     seq: u64,
     hash: Vec<u8>,
-    checkpointed: bool,
+    frontier: Frontier,
     events: Vec<AuditEvent>,
 }
 
@@ -57,31 +72,50 @@ const RETRY_UNRECORDED_EVERY: Duration = Duration::from_millis(250);
 
 pub(super) struct Writer {
     pub rx: mpsc::Receiver<Pending>,
+    pub head_requests: mpsc::Receiver<HeadRequest>,
     pub store: Store,
     pub keys: Arc<LiveKeys>,
     pub chain_id: String,
     pub settings: AuditSettings,
+    pub anchors: Anchors,
+    pub registry: registry::Publisher,
 }
 
 impl Writer {
     pub async fn run(mut self) {
         let mut heads: HashMap<Tenant, Head> = HashMap::new();
         let mut last_trim: Option<Instant> = None;
+        let mut head_timer = tokio::time::interval(self.settings.checkpoint_interval);
+        head_timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        head_timer.tick().await;
         loop {
             let owed = heads
                 .values()
                 .any(|h| h.uncertain.is_some() || !h.unrecorded.is_empty());
-            let first = if owed {
-                match tokio::time::timeout(RETRY_UNRECORDED_EVERY, self.rx.recv()).await {
-                    Ok(Some(p)) => Some(p),
-                    Ok(None) => break,
-                    Err(_) => None,
+            let retry = async {
+                if owed {
+                    tokio::time::sleep(RETRY_UNRECORDED_EVERY).await;
+                } else {
+                    std::future::pending::<()>().await;
                 }
-            } else {
-                match self.rx.recv().await {
+            };
+            let first = tokio::select! {
+                p = self.rx.recv() => match p {
                     Some(p) => Some(p),
                     None => break,
+                },
+                _ = head_timer.tick() => {
+                    let _ = self.publish_heads(&mut heads, None).await;
+                    continue;
                 }
+                Some(request) = self.head_requests.recv() => {
+                    // Events already queued go in before the head is taken.
+                    self.drain_queue(&mut heads).await;
+                    let result = self.publish_heads(&mut heads, request.tenant.as_ref()).await;
+                    let _ = request.done.send(result);
+                    continue;
+                }
+                () = retry => None,
             };
             let mut batch: Vec<Pending> = first.into_iter().collect();
             while batch.len() < self.settings.max_batch {
@@ -91,15 +125,94 @@ impl Writer {
                 }
             }
             self.commit(batch, &mut heads).await;
+            // A chain's first events get a head at once, so a process that dies
+            // before its first interval leaves no chain that nothing signed names.
+            if heads.values().any(|h| h.headed == 0 && h.seq > 0) {
+                let _ = self.publish_heads(&mut heads, None).await;
+            }
             if last_trim.is_none_or(|t| t.elapsed() >= Duration::from_secs(3600)) {
                 self.trim(heads.keys()).await;
                 last_trim = Some(Instant::now());
             }
         }
-        // Shutdown: a last try for events owed, then every chain's head gets a
-        // final signed checkpoint.
+        // Shutdown: a last try for events owed, then every chain gets a final
+        // signed head.
         self.commit(Vec::new(), &mut heads).await;
-        self.final_checkpoints(&mut heads).await;
+        if let Err(error) = self.publish_heads(&mut heads, None).await {
+            tracing::warn!(%error, "final audit tree heads not published");
+        }
+    }
+
+    /// Commits whatever is queued right now.
+    async fn drain_queue(&mut self, heads: &mut HashMap<Tenant, Head>) {
+        loop {
+            let mut batch = Vec::new();
+            while batch.len() < self.settings.max_batch {
+                match self.rx.try_recv() {
+                    Ok(p) => batch.push(p),
+                    Err(_) => break,
+                }
+            }
+            if batch.is_empty() {
+                return;
+            }
+            self.commit(batch, heads).await;
+        }
+    }
+
+    /// Signs a head for every chain (of `only`, or all) that grew since its last
+    /// one, anchors each outside Redis, and publishes them in the registry.
+    async fn publish_heads(
+        &self,
+        heads: &mut HashMap<Tenant, Head>,
+        only: Option<&Tenant>,
+    ) -> Result<(), AuditError> {
+        let keys = self.keys.current();
+        let now = chrono::Utc::now().timestamp_millis().max(0) as u64;
+        let signed: Vec<(Tenant, TreeHead)> = heads
+            .iter()
+            .filter(|(t, h)| only.is_none_or(|o| o == *t) && h.seq > h.headed)
+            .map(|(tenant, head)| {
+                let sth = TreeHead::sign(
+                    &keys.receipt_signer,
+                    tenant.as_str(),
+                    &self.chain_id,
+                    head.seq,
+                    head.frontier.root(),
+                    now,
+                );
+                (tenant.clone(), sth)
+            })
+            .collect();
+        if signed.is_empty() {
+            // Nothing grew; an auditor's request still checks the registry,
+            // so a deleted or rolled-back one is signed as an incident now.
+            if only.is_some() {
+                return self.registry.publish(&[]).await.map_err(|error| {
+                    tracing::error!(%error, "audit registry not checked");
+                    AuditError::Unavailable
+                });
+            }
+            return Ok(());
+        }
+        for (_, head) in &signed {
+            self.anchors.record(head);
+        }
+        let published: Vec<TreeHead> = signed.iter().map(|(_, h)| h.clone()).collect();
+        match self.registry.publish(&published).await {
+            Ok(()) => {
+                for (tenant, sth) in &signed {
+                    if let Some(h) = heads.get_mut(tenant) {
+                        h.headed = h.headed.max(sth.tree_size);
+                    }
+                }
+                Ok(())
+            }
+            Err(error) => {
+                tracing::error!(%error, "audit tree heads not published in the registry; retried at the next interval");
+                Err(AuditError::Unavailable)
+            }
+        }
     }
 
     async fn commit(&self, batch: Vec<Pending>, heads: &mut HashMap<Tenant, Head>) {
@@ -131,8 +244,8 @@ impl Writer {
             let head = heads.entry(tenant.clone()).or_insert_with(|| Head {
                 seq: 0,
                 hash: Vec::new(),
-                checkpointed_seq: 0,
-                last_checkpoint: Instant::now(),
+                frontier: Frontier::default(),
+                headed: 0,
                 uncertain: None,
                 unrecorded: Vec::new(),
             });
@@ -146,10 +259,14 @@ impl Writer {
                 }
                 continue;
             }
-            // A writer's first batch for a tenant registers the tenant's stream.
-            let first_batch = head.seq == 0;
             let (mut seq, mut prev) = (head.seq, head.hash.clone());
+            let mut frontier = head.frontier.clone();
+            let mut tree = TreeAppend {
+                leaves: Vec::new(),
+                tiles: Vec::new(),
+            };
             let owed = std::mem::take(&mut head.unrecorded);
+            let owed_count = owed.len();
             let mut entries = Vec::with_capacity(owed.len() + pending.len());
             let mut acks = Vec::with_capacity(pending.len());
             let replicas_hold = self.store.waits_for_replicas();
@@ -160,23 +277,23 @@ impl Writer {
                 seq += 1;
                 let (event, hash) =
                     chain::link(keys.audit_key(), event, &self.chain_id, seq, &prev);
+                let leaf: Hash = leaf_hash(&hash);
+                tree.leaves.extend_from_slice(&leaf);
+                if let Some(tile) = frontier.push(leaf) {
+                    tree.tiles.extend_from_slice(&tile);
+                }
                 prev = hash.clone();
                 entries.push(AuditAppend { event, hash });
             }
             if entries.is_empty() {
                 continue;
             }
-            let checkpoint = (head.last_checkpoint.elapsed() >= self.settings.checkpoint_interval)
-                .then(|| self.checkpoint(&tenant, seq, &prev));
-            writes.push((tenant, first_batch, entries, checkpoint, acks, seq, prev));
+            writes.push((tenant, owed_count, entries, tree, frontier, acks, seq, prev));
         }
         let head_kept_until =
             chrono::Utc::now().timestamp_millis() + self.settings.retention.as_millis() as i64;
         let results = futures::future::join_all(writes.iter().map(
-            |(tenant, first_batch, entries, checkpoint, _, seq, hash)| async move {
-                if *first_batch {
-                    self.store.audit_register_tenant(tenant.as_str()).await?;
-                }
+            |(tenant, _, entries, tree, _, _, seq, hash)| async move {
                 let head = ChainHead {
                     chain_id: &self.chain_id,
                     seq: *seq,
@@ -184,12 +301,12 @@ impl Writer {
                     expires_at_ms: head_kept_until,
                 };
                 self.store
-                    .audit_append(tenant.as_str(), &head, entries, checkpoint.as_ref())
+                    .audit_append(tenant.as_str(), &head, entries, tree)
                     .await
             },
         ))
         .await;
-        for ((tenant, _, entries, checkpoint, acks, seq, hash), result) in
+        for ((tenant, owed_count, entries, _, frontier, acks, seq, hash), result) in
             writes.into_iter().zip(results)
         {
             match result {
@@ -197,11 +314,20 @@ impl Writer {
                     if let Some(head) = heads.get_mut(&tenant) {
                         head.seq = seq;
                         head.hash = hash;
-                        if checkpoint.is_some() {
-                            head.checkpointed_seq = seq;
-                            head.last_checkpoint = Instant::now();
-                        }
+                        head.frontier = frontier;
                     }
+                    // Where each call's event landed: its seq, and its HMAC.
+                    let first_seq = seq + 1 - entries.len() as u64;
+                    let locations: Vec<EventLocation> = entries
+                        .iter()
+                        .enumerate()
+                        .skip(owed_count)
+                        .map(|(i, e)| EventLocation {
+                            chain_id: self.chain_id.clone(),
+                            seq: first_seq + i as u64,
+                            hash: e.hash.clone(),
+                        })
+                        .collect();
                     crate::telemetry::metrics()
                         .audit_events
                         .add(entries.len() as u64, &[]);
@@ -209,11 +335,11 @@ impl Writer {
                     // hold their event (off this loop, so a lagging replica
                     // holds up only them); the others at once, like their reads.
                     let mut durable = Vec::new();
-                    for (needs_replicas, ack) in acks {
+                    for ((needs_replicas, ack), location) in acks.into_iter().zip(locations) {
                         if needs_replicas {
-                            durable.push(ack);
+                            durable.push((ack, location));
                         } else {
-                            let _ = ack.send(Ok(()));
+                            let _ = ack.send(Ok(location));
                         }
                     }
                     if !durable.is_empty() {
@@ -227,8 +353,8 @@ impl Writer {
                                     tracing::error!(%error, "audit events not replicated in time; refusing the calls they record");
                                     AuditError::Unavailable
                                 });
-                            for ack in durable {
-                                let _ = ack.send(result);
+                            for (ack, location) in durable {
+                                let _ = ack.send(result.map(|()| location));
                             }
                         });
                     }
@@ -243,7 +369,7 @@ impl Writer {
                         head.uncertain = Some(Uncertain {
                             seq,
                             hash,
-                            checkpointed: checkpoint.is_some(),
+                            frontier,
                             events,
                         });
                     }
@@ -283,10 +409,7 @@ impl Writer {
                 );
                 head.seq = uncertain.seq;
                 head.hash = uncertain.hash;
-                if uncertain.checkpointed {
-                    head.checkpointed_seq = uncertain.seq;
-                    head.last_checkpoint = Instant::now();
-                }
+                head.frontier = uncertain.frontier;
                 Ok(())
             }
             // Past what this writer ever tried: someone else writes this chain.
@@ -319,44 +442,13 @@ impl Writer {
         }
     }
 
-    fn checkpoint(&self, tenant: &Tenant, seq: u64, head: &[u8]) -> CheckpointAppend {
-        let time_ms = chrono::Utc::now().timestamp_millis();
-        let message =
-            chain::checkpoint_message(tenant.as_str(), &self.chain_id, seq, head, time_ms);
-        CheckpointAppend {
-            chain_id: self.chain_id.clone(),
-            seq,
-            head: head.to_vec(),
-            time_ms,
-            signature: self
-                .keys
-                .current()
-                .receipt_signer
-                .sign(&message)
-                .as_ref()
-                .to_vec(),
-        }
-    }
-
-    async fn final_checkpoints(&self, heads: &mut HashMap<Tenant, Head>) {
-        for (tenant, head) in heads.iter_mut() {
-            if head.seq == head.checkpointed_seq {
-                continue;
-            }
-            let cp = self.checkpoint(tenant, head.seq, &head.hash);
-            // A checkpoint alone: no events, just the signed head.
-            if let Err(error) = self.store.audit_checkpoint(tenant.as_str(), &cp).await {
-                tracing::warn!(%error, "final audit checkpoint not written");
-            }
-            head.checkpointed_seq = head.seq;
-        }
-    }
-
     async fn trim<'a>(&self, tenants: impl Iterator<Item = &'a Tenant>) {
         let cutoff =
             chrono::Utc::now().timestamp_millis() - self.settings.retention.as_millis() as i64;
         for tenant in tenants {
-            if let Err(error) = self.store.audit_trim(tenant.as_str(), cutoff).await {
+            if let Err(error) =
+                super::retention::trim(&self.store, &self.keys, tenant, cutoff).await
+            {
                 tracing::warn!(%error, "audit retention trim failed; retried in an hour");
             }
         }

@@ -4,6 +4,7 @@
 //! stack, measures the floors: the gRPC+TLS health check, a Redis GET from this
 //! process, and a naive unprotected baseline service (see `baseline`).
 
+mod audit;
 mod baseline;
 mod rewrap;
 pub mod stats;
@@ -87,6 +88,12 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2000, requires = "rewrap",
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     rewrap_per_second: u32,
+    /// Instead of the verify phases: fill tenant demo's audit log with this many
+    /// events on the bench's own stack, then time the auditor API over it
+    /// (ListEvents, VerifyChain, heads and proofs; see `audit`).
+    #[arg(long, conflicts_with_all = ["target", "redis_cluster", "rewrap"],
+          value_parser = clap::value_parser!(u64).range(2..=100_000_000))]
+    audit_events: Option<u64>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -517,6 +524,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             "--rewrap rotates the keyring of the server under test and needs its Redis: \
              it runs only against the bench's own stack (drop --target)"
         );
+    }
+    if let Some(events) = args.audit_events {
+        return audit::run(events, args.json).await;
     }
     let quiet = args.json;
     let hosted = match &args.target {

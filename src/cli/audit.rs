@@ -19,7 +19,9 @@ use crate::storage::Store;
 
 #[derive(Debug, clap::Subcommand)]
 pub enum AuditCommand {
-    /// Check every tenant's hash chains (or one tenant's); list every broken link and exit 1 if any.
+    /// Check every tenant the signed registry names (or one) against its signed
+    /// heads, trim statements and, with --anchors, the heads kept outside Redis;
+    /// name every break and exit 1 if any.
     Verify {
         #[arg(
             long,
@@ -30,6 +32,15 @@ pub enum AuditCommand {
         config: PathBuf,
         #[arg(long)]
         tenant: Option<String>,
+        /// JSON Lines of signed tree heads kept outside Redis (the service's
+        /// audit.anchor_file, or heads saved from GetSignedTreeHead): each must
+        /// still be consistent with the log.
+        #[arg(long)]
+        anchors: Option<PathBuf>,
+        /// Only what was appended since the last clean run (the default walks
+        /// the whole log).
+        #[arg(long)]
+        incremental: bool,
         #[command(flatten)]
         overrides: Overrides,
     },
@@ -52,19 +63,25 @@ pub enum AuditCommand {
     },
 }
 
+/// The reader, its store, and the receipt public key that signs tree heads.
 async fn reader(
     config: &std::path::Path,
     overrides: &Overrides,
-) -> anyhow::Result<(AuditReader, Store)> {
+) -> anyhow::Result<(AuditReader, Store, Vec<u8>)> {
     let settings = Settings::load(config, overrides)?;
     let keys = Arc::new(LiveKeys::load(settings.keys.paths())?);
+    let public = keys.current().receipt_public_key();
     let store = Store::connect(
         &settings
             .redis
             .target(Duration::from_millis(settings.redis.timeout_ms.max(5000)))?,
     )?;
-    let reader = AuditReader::new(store.clone(), keys);
-    Ok((reader, store))
+    let reader = AuditReader::new(
+        store.clone(),
+        keys,
+        Duration::from_secs(settings.audit.checkpoint_interval_secs),
+    );
+    Ok((reader, store, public))
 }
 
 fn tenant(name: &str) -> anyhow::Result<Tenant> {
@@ -76,18 +93,69 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
         AuditCommand::Verify {
             config,
             tenant: only,
+            anchors,
+            incremental,
             overrides,
         } => {
-            let (reader, store) = reader(&config, &overrides).await?;
-            let tenants = match only {
-                Some(t) => vec![t],
-                None => store.audit_tenants().await?,
-            };
+            let (reader, store, public) = reader(&config, &overrides).await?;
             let mut broken = false;
+            let anchored = match &anchors {
+                Some(path) => {
+                    let file = crate::audit::anchors::read(path)
+                        .with_context(|| format!("cannot read {}", path.display()))?;
+                    for line in file.unreadable {
+                        println!("{}:{line}: not a signed tree head", path.display());
+                        broken = true;
+                    }
+                    let mut valid = Vec::new();
+                    for (line, head) in file.heads {
+                        if head.verify(&public) {
+                            valid.push(head);
+                        } else {
+                            println!(
+                                "{}:{line}: the head's signature does not hold",
+                                path.display()
+                            );
+                            broken = true;
+                        }
+                    }
+                    valid
+                }
+                None => Vec::new(),
+            };
+            // Tenants come from signed statements only: the registry and the
+            // anchors. An unsigned list could simply leave a tenant out.
+            let mut tenants: std::collections::BTreeSet<String> =
+                anchored.iter().map(|h| h.tenant.clone()).collect();
+            match crate::audit::registry::load(&store, &public).await? {
+                crate::audit::registry::Loaded::Found { registry, .. } => {
+                    tenants.extend(registry.heads.iter().map(|h| h.tenant.clone()));
+                }
+                _ => {
+                    // Fail closed: a deployment that audited anything has one.
+                    println!(
+                        "missing: registry: the signed audit registry is gone or unreadable (nothing was audited yet, or it was deleted)"
+                    );
+                    broken = true;
+                }
+            }
+            if let Some(t) = only {
+                tenants.retain(|name| *name == t);
+                tenants.insert(t);
+            }
+            if tenants.is_empty() {
+                println!("no tenant has a signed audit head yet");
+            }
             for name in tenants {
-                let report = reader.verify(&tenant(&name)?).await?;
+                let report = reader
+                    .verify(&tenant(&name)?, !incremental, &anchored)
+                    .await?;
                 if report.breaks.is_empty() {
-                    println!("{name}: intact ({} events)", report.events_checked);
+                    println!(
+                        "{name}: intact ({} events checked, {} anchored heads)",
+                        report.events_checked,
+                        anchored.iter().filter(|h| h.tenant == name).count()
+                    );
                     continue;
                 }
                 broken = true;
@@ -97,7 +165,12 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
                     report.events_checked
                 );
                 for b in &report.breaks {
-                    println!("  chain {} seq {}: {}", b.chain_id, b.seq, b.reason);
+                    let chain = if b.chain_id.is_empty() {
+                        "registry".to_owned()
+                    } else {
+                        format!("chain {}", b.chain_id)
+                    };
+                    println!("  {}: {chain} seq {}: {}", b.kind.as_str(), b.seq, b.reason);
                 }
             }
             if broken {
@@ -111,7 +184,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
             since,
             overrides,
         } => {
-            let (reader, _) = reader(&config, &overrides).await?;
+            let (reader, _, _) = reader(&config, &overrides).await?;
             let since_ms = since
                 .map(|s| chrono::DateTime::parse_from_rfc3339(&s).map(|t| t.timestamp_millis()))
                 .transpose()

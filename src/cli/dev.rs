@@ -82,8 +82,11 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     // The file names the Redis actually in use, so `facevault audit verify
     // --config dev/facevault.toml` reads the same data as the running service.
     let config_path = dir.join("facevault.toml");
-    std::fs::write(&config_path, dev_config(&pki, &key_dir, &args, &redis_url))
-        .with_context(|| format!("cannot write {}", config_path.display()))?;
+    std::fs::write(
+        &config_path,
+        dev_config(&pki, dir, &key_dir, &args, &redis_url),
+    )
+    .with_context(|| format!("cannot write {}", config_path.display()))?;
     let settings = Settings::load(&config_path, &Overrides::default())?;
     let app = Application::build(settings).await?;
     println!("{}", banner(dir, &args, &redis_url));
@@ -95,7 +98,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     result
 }
 
-fn dev_config(pki: &DevPki, key_dir: &Path, args: &DevArgs, redis_url: &str) -> String {
+fn dev_config(
+    pki: &DevPki,
+    dev_dir: &Path,
+    key_dir: &Path,
+    args: &DevArgs,
+    redis_url: &str,
+) -> String {
     let abs = |p: &Path| {
         std::path::absolute(p)
             .unwrap_or_else(|_| p.to_path_buf())
@@ -129,6 +138,10 @@ id = "{model}"
 dimension = {dim}
 threshold = 0.6
 
+[audit]
+checkpoint_interval_secs = 5
+anchor_file = "{anchors}"
+
 [tenants.demo]
 expose_scores = true
 
@@ -155,6 +168,7 @@ level = "info"
         receipt = abs(&key_dir.join(keyfiles::RECEIPT_FILE)),
         model = DEV_MODEL,
         dim = DEV_DIMENSION,
+        anchors = abs(&dev_dir.join("audit-anchors.jsonl")),
     )
 }
 

@@ -102,6 +102,7 @@ fn check(text: &str, public_key: &[u8]) -> anyhow::Result<Value> {
             bail!("the ticket shows shreddedAt without a signed shred statement");
         }
     }
+    let erasure_logged = erasure_logged(&value, &body, &public_key)?;
     let out = json!({
         "valid": true,
         "ticket_id": body.ticket_id,
@@ -113,8 +114,45 @@ fn check(text: &str, public_key: &[u8]) -> anyhow::Result<Value> {
         "erased": body.erased,
         "key_epochs": body.key_epochs,
         "shredded": shred,
+        "erasure_logged": erasure_logged,
     });
     Ok(out)
+}
+
+/// Checks the ticket's `erasureProof`: the erasure event the signed receipt
+/// names is in the audit log under a signed tree head.
+fn erasure_logged(
+    value: &Value,
+    body: &proto::ReceiptBody,
+    public_key: &[u8],
+) -> anyhow::Result<Value> {
+    let Some(proof) = value.get("erasureProof") else {
+        return Ok(if body.audit_chain_id.is_empty() {
+            json!("the receipt names no audit event (made before erasures were logged)")
+        } else {
+            json!(
+                "not proven here: the ticket carries no erasureProof yet (read it again after audit.checkpoint_interval_secs)"
+            )
+        });
+    };
+    let proof: crate::audit::heads::InclusionJson =
+        serde_json::from_value(proof.clone()).context("erasureProof is not an InclusionProof")?;
+    let head = proof
+        .verify(public_key)
+        .map_err(|e| anyhow::anyhow!("erasureProof INVALID: {e}"))?;
+    if head.tenant != body.tenant
+        || proof.chain_id != body.audit_chain_id
+        || proof.leaf_index + 1 != body.audit_seq
+        || proof.event_hash != body.audit_event_hash
+    {
+        bail!("erasureProof proves another event than the one the signed receipt names");
+    }
+    Ok(json!({
+        "chain_id": proof.chain_id,
+        "seq": body.audit_seq,
+        "tree_size": head.tree_size,
+        "head_timestamp_ms": head.timestamp_ms,
+    }))
 }
 
 /// A value as signed, to compare with the same field outside the signature.
@@ -196,6 +234,7 @@ mod tests {
             completed_at: Some(at(1_800_000_100)),
             erased: vec!["templates:1".into()],
             key_epochs: vec![1],
+            ..proto::ReceiptBody::default()
         }
         .encode_to_vec();
         let mut message = RECEIPT_CONTEXT.to_vec();

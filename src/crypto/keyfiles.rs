@@ -71,6 +71,15 @@ pub struct KeyMaterial {
     pub fingerprint: [u8; 32],
 }
 
+impl KeyMaterial {
+    /// The Ed25519 key that verifies receipts, tree heads, the audit registry
+    /// and trim statements (published as `receipt_verification_key`).
+    pub fn receipt_public_key(&self) -> Vec<u8> {
+        use ring::signature::KeyPair as _;
+        self.receipt_signer.public_key().as_ref().to_vec()
+    }
+}
+
 const KEYRING_FORMAT: u32 = 2;
 
 /// A secret as it appears in a file (base64 text), wiped when dropped.

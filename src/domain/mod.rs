@@ -58,6 +58,12 @@ pub enum InvalidInput {
     TicketId,
     #[error("page_token is malformed")]
     PageToken,
+    #[error("chain_id must be a chain id as the log names them (w- and 16 hex digits)")]
+    ChainId,
+    #[error("tree sizes must satisfy 0 < first_size <= second_size")]
+    TreeSizes,
+    #[error("event_id must be an audit event id (1 to 64 bytes)")]
+    EventId,
     #[error("no template of the probe's embedding model is enrolled")]
     ModelMismatch,
 }

@@ -71,18 +71,22 @@ impl AuditLog for AuditLogApi {
         request: Request<proto::VerifyChainRequest>,
     ) -> Result<Response<proto::VerifyChainResponse>, Status> {
         let caller = require(&request, Role::Auditor)?;
+        let full = request.get_ref().full;
         let report = self
             .reader
-            .verify(&caller.tenant)
+            .verify(&caller.tenant, full, &[])
             .await
             .map_err(Error::from)?;
-        let first = report.breaks.first().cloned().unwrap_or_default();
+        let first = report.breaks.first().cloned();
         Ok(Response::new(proto::VerifyChainResponse {
             intact: report.breaks.is_empty(),
             events_checked: report.events_checked,
-            chain_id: first.chain_id,
-            broken_at_seq: first.seq,
-            reason: first.reason,
+            chain_id: first
+                .as_ref()
+                .map(|b| b.chain_id.clone())
+                .unwrap_or_default(),
+            broken_at_seq: first.as_ref().map_or(0, |b| b.seq),
+            reason: first.map(|b| b.reason).unwrap_or_default(),
             breaks: report.breaks.len() as u64,
             all_breaks: report
                 .breaks
@@ -91,8 +95,89 @@ impl AuditLog for AuditLogApi {
                     chain_id: b.chain_id,
                     seq: b.seq,
                     reason: b.reason,
+                    kind: b.kind.as_str().to_owned(),
                 })
                 .collect(),
+            full: report.full,
         }))
+    }
+
+    async fn get_signed_tree_head(
+        &self,
+        request: Request<proto::GetSignedTreeHeadRequest>,
+    ) -> Result<Response<proto::GetSignedTreeHeadResponse>, Status> {
+        let caller = require(&request, Role::Auditor)?;
+        let chain = ChainId::parse(&request.get_ref().chain_id, true)?;
+        let heads = self
+            .reader
+            .heads(&caller.tenant, chain.as_deref())
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(proto::GetSignedTreeHeadResponse {
+            heads: heads.iter().map(|h| h.to_proto()).collect(),
+        }))
+    }
+
+    async fn get_consistency_proof(
+        &self,
+        request: Request<proto::GetConsistencyProofRequest>,
+    ) -> Result<Response<proto::ConsistencyProof>, Status> {
+        let caller = require(&request, Role::Auditor)?;
+        let r = request.into_inner();
+        let chain = ChainId::parse(&r.chain_id, false)?.unwrap_or_default();
+        if r.first_size == 0 || r.first_size > r.second_size {
+            return Err(Error::from(InvalidInput::TreeSizes).into());
+        }
+        let hashes = self
+            .reader
+            .consistency_proof(&caller.tenant, &chain, r.first_size, r.second_size)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(proto::ConsistencyProof {
+            chain_id: chain,
+            first_size: r.first_size,
+            second_size: r.second_size,
+            hashes: hashes.iter().map(|h| h.to_vec()).collect(),
+        }))
+    }
+
+    async fn get_inclusion_proof(
+        &self,
+        request: Request<proto::GetInclusionProofRequest>,
+    ) -> Result<Response<proto::InclusionProof>, Status> {
+        let caller = require(&request, Role::Auditor)?;
+        let r = request.into_inner();
+        if r.event_id.is_empty() || r.event_id.len() > 64 {
+            return Err(Error::from(InvalidInput::EventId).into());
+        }
+        let location = self
+            .reader
+            .locate(&caller.tenant, &r.event_id)
+            .await
+            .map_err(Error::from)?;
+        let inclusion = self
+            .reader
+            .inclusion_proof(&caller.tenant, location, r.tree_size)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(inclusion.to_proto()))
+    }
+}
+
+/// A chain id as writers make them: `w-` and 16 hex digits.
+struct ChainId;
+
+impl ChainId {
+    fn parse(text: &str, optional: bool) -> Result<Option<String>, Status> {
+        if text.is_empty() && optional {
+            return Ok(None);
+        }
+        let well_formed = text
+            .strip_prefix("w-")
+            .is_some_and(|h| h.len() == 16 && h.bytes().all(|c| c.is_ascii_hexdigit()));
+        if !well_formed {
+            return Err(Error::from(InvalidInput::ChainId).into());
+        }
+        Ok(Some(text.to_owned()))
     }
 }

@@ -52,7 +52,6 @@ impl FaceVault for FaceVaultApi {
         request: Request<proto::GetSealingKeysRequest>,
     ) -> Result<Response<proto::GetSealingKeysResponse>, Status> {
         require(&request, Role::App)?;
-        use ring::signature::KeyPair as _;
         let material = self.vault.keys();
         let keys = material
             .sealing
@@ -67,7 +66,7 @@ impl FaceVault for FaceVaultApi {
             .collect();
         Ok(Response::new(proto::GetSealingKeysResponse {
             keys,
-            receipt_verification_key: material.receipt_signer.public_key().as_ref().to_vec(),
+            receipt_verification_key: material.receipt_public_key(),
         }))
     }
 
@@ -226,6 +225,7 @@ fn ticket_to_proto(ticket: Ticket) -> proto::DeletionTicket {
         receipt: ticket.receipt,
         shredded_at: ticket.shredded_at_unix_ms.map(timestamp),
         shred_receipt: ticket.shred_receipt,
+        erasure_proof: ticket.erasure_proof,
     }
 }
 

@@ -40,5 +40,8 @@ pub fn code_of(error: &Error) -> Code {
         Error::Unavailable(_) => Code::Unavailable,
         Error::Integrity => Code::Internal,
         Error::Internal(_) => Code::Internal,
+        Error::AuditProof(_) => Code::OutOfRange,
+        Error::AuditNotFound(_) => Code::NotFound,
+        Error::AuditNotYetHeaded(_) => Code::FailedPrecondition,
     }
 }

@@ -1,32 +1,49 @@
 //! Audit streams, one per tenant: `fv:audit:{<tenant>}:events` (entries: `e` =
-//! encoded AuditEvent without its hash, `h` = its HMAC) and
-//! `fv:audit:{<tenant>}:checkpoints` (signed chain heads). Entry ids are Redis
+//! encoded AuditEvent without its hash, `h` = its HMAC). Entry ids are Redis
 //! stream ids, so time-range queries and time-based trimming are native.
-//! `fv:audit:tenants` is the SET of tenants that have a stream.
-//! `fv:audit:{<tenant>}:head:<chain>` is a HASH (`seq`, `hash`) of each writer
-//! chain's last appended event, written in the same MULTI as the events, so a
-//! writer whose append had an unknown outcome reads where its chain really ends.
+//!
+//! Per writer chain, in the tenant's slot:
+//! - `head:<chain>`, a HASH (`seq`, `hash`) of the chain's last appended event,
+//!   written in the same MULTI as the events, so a writer whose append had an
+//!   unknown outcome reads where its chain really ends;
+//! - `leaves:<chain>` and `tiles:<chain>`, STRINGs of 32-byte RFC 9162 leaf
+//!   hashes and of the roots of each complete 256-leaf tile, appended in the
+//!   same MULTI, from which proofs are served without reading the events.
+//!
+//! `fv:audit:{<tenant>}:trims` is a HASH of signed trim statements per chain,
+//! `fv:audit:{<tenant>}:verified` where the last clean verification stopped,
+//! and `fv:audit:registry` (`gen`, `doc`) the signed registry of every chain.
 
 use redis::Value;
 
+use crate::audit::merkle::{HASH_LEN, Hash};
+
 use super::{StorageError, Store};
 
-const AUDIT_TENANTS: &str = "fv:audit:tenants";
+const REGISTRY: &str = "fv:audit:registry";
 
 pub fn events_key(tenant: &str) -> String {
     format!("fv:audit:{{{tenant}}}:events")
 }
 
-pub fn checkpoints_key(tenant: &str) -> String {
-    format!("fv:audit:{{{tenant}}}:checkpoints")
+fn leaves_key(tenant: &str, chain_id: &str) -> String {
+    format!("fv:audit:{{{tenant}}}:leaves:{chain_id}")
+}
+
+fn tiles_key(tenant: &str, chain_id: &str) -> String {
+    format!("fv:audit:{{{tenant}}}:tiles:{chain_id}")
+}
+
+fn trims_key(tenant: &str) -> String {
+    format!("fv:audit:{{{tenant}}}:trims")
+}
+
+fn verified_key(tenant: &str) -> String {
+    format!("fv:audit:{{{tenant}}}:verified")
 }
 
 fn head_key(tenant: &str, chain_id: &str) -> String {
     format!("fv:audit:{{{tenant}}}:head:{chain_id}")
-}
-
-fn trimmed_key(tenant: &str) -> String {
-    format!("fv:audit:{{{tenant}}}:trimmed-before")
 }
 
 /// Where a writer chain ends after an append.
@@ -43,12 +60,11 @@ pub struct AuditAppend {
     pub hash: Vec<u8>,
 }
 
-pub struct CheckpointAppend {
-    pub chain_id: String,
-    pub seq: u64,
-    pub head: Vec<u8>,
-    pub time_ms: i64,
-    pub signature: Vec<u8>,
+/// What a batch adds to its chain's tree: the leaf hashes of its events and the
+/// roots of the tiles they complete, each 32 bytes, concatenated.
+pub struct TreeAppend {
+    pub leaves: Vec<u8>,
+    pub tiles: Vec<u8>,
 }
 
 /// A stream entry as read back.
@@ -77,16 +93,16 @@ impl StreamEntry {
 }
 
 impl Store {
-    /// Appends a batch of one tenant's events (and optionally a checkpoint) in one
-    /// MULTI: all are recorded, or none.
-    /// The chain's head moves to (`head_seq`, the last event's hash) in the same
-    /// MULTI, and is kept for `head_kept_ms`.
+    /// Appends a batch of one tenant's events in one MULTI with what they add to
+    /// their chain's tree: all are recorded, or none. The chain's head moves to
+    /// (`seq`, the last event's hash) in the same MULTI; head, leaves and tiles
+    /// are kept until `expires_at_ms`.
     pub async fn audit_append(
         &self,
         tenant: &str,
         chain: &ChainHead<'_>,
         events: &[AuditAppend],
-        checkpoint: Option<&CheckpointAppend>,
+        tree: &TreeAppend,
     ) -> Result<Vec<String>, StorageError> {
         let key = events_key(tenant);
         let mut pipe = redis::pipe();
@@ -113,8 +129,21 @@ impl Store {
         .arg(&head)
         .arg(chain.expires_at_ms)
         .ignore();
-        if let Some(cp) = checkpoint {
-            pipe.add_command(checkpoint_command(tenant, cp)).ignore();
+        for (key, bytes) in [
+            (leaves_key(tenant, chain.chain_id), &tree.leaves),
+            (tiles_key(tenant, chain.chain_id), &tree.tiles),
+        ] {
+            if bytes.is_empty() {
+                continue;
+            }
+            pipe.cmd("APPEND")
+                .arg(&key)
+                .arg(bytes.as_slice())
+                .ignore()
+                .cmd("PEXPIREAT")
+                .arg(&key)
+                .arg(chain.expires_at_ms)
+                .ignore();
         }
         let mut conn = self.conn.clone();
         let ids: Vec<String> = self.deadline(pipe.query_async(&mut conn)).await?;
@@ -162,45 +191,167 @@ impl Store {
         }
     }
 
-    pub async fn audit_checkpoint(
+    /// Leaf hashes `start..end` of a chain (fewer if the chain is shorter).
+    pub async fn audit_leaves(
         &self,
         tenant: &str,
-        cp: &CheckpointAppend,
-    ) -> Result<(), StorageError> {
-        let _: String = self.durable(checkpoint_command(tenant, cp)).await?;
-        Ok(())
+        chain_id: &str,
+        start: u64,
+        end: u64,
+    ) -> Result<Vec<Hash>, StorageError> {
+        self.hashes(&leaves_key(tenant, chain_id), start, end).await
     }
 
-    /// Drops events (and checkpoints) older than `cutoff_ms`, and remembers that
-    /// it did, so a verifier knows chains may legitimately start later.
-    pub async fn audit_trim(&self, tenant: &str, cutoff_ms: i64) -> Result<(), StorageError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("XTRIM")
-            .arg(events_key(tenant))
-            .arg("MINID")
-            .arg(cutoff_ms)
-            .ignore()
-            .cmd("XTRIM")
-            .arg(checkpoints_key(tenant))
-            .arg("MINID")
-            .arg(cutoff_ms)
-            .ignore()
-            .set(trimmed_key(tenant), cutoff_ms)
-            .ignore();
+    /// Roots of the chain's first `count` complete tiles (fewer if it has fewer).
+    pub async fn audit_tiles(
+        &self,
+        tenant: &str,
+        chain_id: &str,
+        count: u64,
+    ) -> Result<Vec<Hash>, StorageError> {
+        self.hashes(&tiles_key(tenant, chain_id), 0, count).await
+    }
+
+    async fn hashes(&self, key: &str, start: u64, end: u64) -> Result<Vec<Hash>, StorageError> {
+        if end <= start {
+            return Ok(Vec::new());
+        }
         let mut conn = self.conn.clone();
-        let () = self.deadline(pipe.query_async(&mut conn)).await?;
+        let bytes: Vec<u8> = self
+            .deadline(
+                redis::cmd("GETRANGE")
+                    .arg(key)
+                    .arg(start * HASH_LEN as u64)
+                    .arg(end * HASH_LEN as u64 - 1)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        if !bytes.len().is_multiple_of(HASH_LEN) {
+            return Err(StorageError::Corrupt);
+        }
+        Ok(bytes
+            .chunks_exact(HASH_LEN)
+            .map(|c| c.try_into().unwrap_or([0; HASH_LEN]))
+            .collect())
+    }
+
+    /// Drops events older than `cutoff_ms`. The signed trim statements that
+    /// excuse their absence are written before, by the caller.
+    pub async fn audit_trim(&self, tenant: &str, cutoff_ms: i64) -> Result<(), StorageError> {
+        let mut trim = redis::cmd("XTRIM");
+        trim.arg(events_key(tenant)).arg("MINID").arg(cutoff_ms);
+        let mut conn = self.conn.clone();
+        let _: i64 = self.deadline(trim.query_async(&mut conn)).await?;
         Ok(())
     }
 
-    pub async fn audit_trimmed_before(&self, tenant: &str) -> Result<Option<i64>, StorageError> {
+    /// Signed trim statements (JSON) per chain of a tenant.
+    pub async fn audit_trims(&self, tenant: &str) -> Result<Vec<(String, String)>, StorageError> {
         let mut conn = self.conn.clone();
         self.deadline(
-            redis::cmd("GET")
-                .arg(trimmed_key(tenant))
+            redis::cmd("HGETALL")
+                .arg(trims_key(tenant))
                 .query_async(&mut conn),
         )
         .await
+    }
+
+    pub async fn audit_set_trim(
+        &self,
+        tenant: &str,
+        chain_id: &str,
+        statement: &str,
+    ) -> Result<(), StorageError> {
+        let mut set = redis::cmd("HSET");
+        set.arg(trims_key(tenant)).arg(chain_id).arg(statement);
+        let mut conn = self.conn.clone();
+        let _: i64 = self.deadline(set.query_async(&mut conn)).await?;
+        Ok(())
+    }
+
+    /// The signed registry: (its `gen` field, its JSON), if any.
+    pub async fn audit_registry(&self) -> Result<Option<(String, String)>, StorageError> {
+        let mut conn = self.conn.clone();
+        let (generation, doc): (Option<String>, Option<String>) = self
+            .deadline(
+                redis::cmd("HMGET")
+                    .arg(REGISTRY)
+                    .arg("gen")
+                    .arg("doc")
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(match (generation, doc) {
+            (None, None) => None,
+            (generation, doc) => Some((generation.unwrap_or_default(), doc.unwrap_or_default())),
+        })
+    }
+
+    /// Replaces the registry if its `gen` field is still `expected` (empty: no
+    /// registry), so that writers of many replicas never overwrite each other's
+    /// heads. Returns whether it was replaced.
+    pub async fn audit_swap_registry(
+        &self,
+        expected: &str,
+        generation: u64,
+        doc: &str,
+    ) -> Result<bool, StorageError> {
+        let mut swap = redis::cmd("EVAL");
+        swap.arg(super::scripts::REGISTRY_SWAP)
+            .arg(1)
+            .arg(REGISTRY)
+            .arg(expected)
+            .arg(generation)
+            .arg(doc);
+        // Not a durable write: a WAIT for a lagging replica would hold up the
+        // calls' durable writes queued on the same connection. Replication is in
+        // order, and a registry lost in a failover is an incident the next
+        // writer signs.
+        let mut conn = self.conn.clone();
+        let swapped: i64 = self.deadline(swap.query_async(&mut conn)).await?;
+        Ok(swapped == 1)
+    }
+
+    /// Where the last clean verification of a tenant stopped (sealed by the reader).
+    pub async fn audit_verified(&self, tenant: &str) -> Result<Option<Vec<u8>>, StorageError> {
+        let mut conn = self.conn.clone();
+        self.deadline(
+            redis::cmd("GET")
+                .arg(verified_key(tenant))
+                .query_async(&mut conn),
+        )
+        .await
+    }
+
+    pub async fn audit_set_verified(&self, tenant: &str, state: &[u8]) -> Result<(), StorageError> {
+        let mut conn = self.conn.clone();
+        let () = self
+            .deadline(
+                redis::cmd("SET")
+                    .arg(verified_key(tenant))
+                    .arg(state)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The stream's length and last entry id, read together.
+    pub async fn audit_extent(&self, tenant: &str) -> Result<(u64, Option<String>), StorageError> {
+        let key = events_key(tenant);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("XLEN")
+            .arg(&key)
+            .cmd("XREVRANGE")
+            .arg(&key)
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1);
+        let mut conn = self.conn.clone();
+        let (len, last): (u64, Value) = self.deadline(pipe.query_async(&mut conn)).await?;
+        Ok((len, parse_entries(last)?.pop().map(|e| e.id)))
     }
 
     /// Entries of a stream from `start` (inclusive id, or "(id" exclusive, or "-")
@@ -226,23 +377,6 @@ impl Store {
             .await?;
         parse_entries(reply)
     }
-}
-
-fn checkpoint_command(tenant: &str, cp: &CheckpointAppend) -> redis::Cmd {
-    let mut cmd = redis::cmd("XADD");
-    cmd.arg(checkpoints_key(tenant))
-        .arg("*")
-        .arg("chain")
-        .arg(&cp.chain_id)
-        .arg("seq")
-        .arg(cp.seq)
-        .arg("head")
-        .arg(&cp.head)
-        .arg("time")
-        .arg(cp.time_ms)
-        .arg("sig")
-        .arg(&cp.signature);
-    cmd
 }
 
 fn parse_entries(reply: Value) -> Result<Vec<StreamEntry>, StorageError> {
@@ -277,29 +411,4 @@ fn parse_entries(reply: Value) -> Result<Vec<StreamEntry>, StorageError> {
         out.push(StreamEntry { id, fields });
     }
     Ok(out)
-}
-
-impl Store {
-    /// Records that `tenant` has an audit stream. A set, not a key scan, because
-    /// a scan sees one node of a Redis Cluster.
-    pub async fn audit_register_tenant(&self, tenant: &str) -> Result<(), StorageError> {
-        let mut register = redis::cmd("SADD");
-        register.arg(AUDIT_TENANTS).arg(tenant);
-        let _: i64 = self.durable(register).await?;
-        Ok(())
-    }
-
-    /// Tenants that have an audit stream, sorted.
-    pub async fn audit_tenants(&self) -> Result<Vec<String>, StorageError> {
-        let mut conn = self.conn.clone();
-        let mut tenants: Vec<String> = self
-            .deadline(
-                redis::cmd("SMEMBERS")
-                    .arg(AUDIT_TENANTS)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        tenants.sort();
-        Ok(tenants)
-    }
 }

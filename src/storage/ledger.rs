@@ -31,6 +31,18 @@ fn tag(tenant: &str) -> String {
 /// intent is still the one the entry was read for: if a newer change of the
 /// subject has begun, its own update (or the reconciler's) writes the ledger, and
 /// this older reading must not overwrite it. Returns 1 if applied, 0 if not.
+/// KEYS: intents. ARGV: subject, now ms. Records the subject's intent at now,
+/// or just after the one pending if that is not older; returns the score.
+const INTEND: &str = r#"
+local at = tonumber(ARGV[2])
+local pending = redis.call('ZSCORE', KEYS[1], ARGV[1])
+if pending and tonumber(pending) >= at then
+  at = tonumber(pending) + 1
+end
+redis.call('ZADD', KEYS[1], at, ARGV[1])
+return at
+"#;
+
 const SYNC: &str = r#"
 if redis.call('ZSCORE', KEYS[1], ARGV[1]) ~= ARGV[2] then
   return 0
@@ -88,13 +100,18 @@ impl Store {
         let mut register = redis::cmd("SADD");
         register.arg(TENANTS).arg(tenant);
         let _: i64 = self.durable(register).await?;
-        let mut intend = redis::cmd("ZADD");
+        // Two changes of one subject begun in the same millisecond must not
+        // share an intent: each gets a later score than the one pending, so the
+        // later change's ledger update is the one that applies.
+        let mut intend = redis::cmd("EVAL");
         intend
+            .arg(INTEND)
+            .arg(1)
             .arg(format!("{}:intents", tag(tenant)))
-            .arg(at_ms)
-            .arg(subject_ref);
-        let _: i64 = self.durable(intend).await?;
-        Ok(at_ms)
+            .arg(subject_ref)
+            .arg(at_ms);
+        let at: i64 = self.durable(intend).await?;
+        Ok(at)
     }
 
     /// Makes the ledger say `entry` about the subject and removes the intent of

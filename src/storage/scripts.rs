@@ -126,3 +126,15 @@ for i = 1, #ARGV, 3 do
 end
 return redis.call('HLEN', KEYS[1])
 "#;
+
+/// KEYS: registry. ARGV: expected `gen` ("" = none yet), new gen, new doc.
+/// Replaces the audit registry only if no other writer replaced it since it was
+/// read. Returns 1 if replaced, 0 if not.
+pub const REGISTRY_SWAP: &str = r#"
+local current = redis.call('HGET', KEYS[1], 'gen') or ''
+if current ~= ARGV[1] then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'gen', ARGV[2], 'doc', ARGV[3])
+return 1
+"#;

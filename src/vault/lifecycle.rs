@@ -48,6 +48,8 @@ pub struct Ticket {
     /// Set once every key epoch that could have wrapped the erased DEKs is retired.
     pub shredded_at_unix_ms: Option<i64>,
     pub shred_receipt: Option<crate::proto::DeletionReceipt>,
+    /// The erasure event's inclusion proof, once a signed head covers it.
+    pub erasure_proof: Option<crate::proto::InclusionProof>,
 }
 
 impl From<TicketRecord> for Ticket {
@@ -71,6 +73,7 @@ impl From<TicketRecord> for Ticket {
             receipt,
             shredded_at_unix_ms: t.shredded_at_ms.filter(|_| t.completed),
             shred_receipt,
+            erasure_proof: None,
         }
     }
 }
@@ -338,11 +341,73 @@ impl Vault {
         if !is_valid_ticket_id(ticket_id) {
             return Err(InvalidInput::TicketId.into());
         }
-        self.store
+        let mut ticket = self
+            .store
             .ticket(tenant.as_str(), ticket_id)
             .await?
             .map(Ticket::from)
-            .ok_or(Error::TicketNotFound)
+            .ok_or(Error::TicketNotFound)?;
+        ticket.erasure_proof = self.erasure_proof(tenant, ticket.receipt.as_ref()).await;
+        Ok(ticket)
+    }
+
+    /// The inclusion proof of the erasure event a receipt names, against its
+    /// chain's latest signed head; none before a head covers it (or for
+    /// receipts from before erasures were logged as their own events).
+    async fn erasure_proof(
+        &self,
+        tenant: &Tenant,
+        receipt: Option<&crate::proto::DeletionReceipt>,
+    ) -> Option<crate::proto::InclusionProof> {
+        let body = crate::proto::ReceiptBody::decode(receipt?.body.as_slice()).ok()?;
+        if body.audit_chain_id.is_empty() {
+            return None;
+        }
+        let location = crate::audit::EventLocation {
+            chain_id: body.audit_chain_id,
+            seq: body.audit_seq,
+            hash: body.audit_event_hash,
+        };
+        let public = self.keys.current().receipt_public_key();
+        match crate::audit::prove_inclusion(&self.store, &public, tenant, location, 0).await {
+            Ok(inclusion) => Some(inclusion.to_proto()),
+            Err(crate::audit::ProofError::NotYetHeaded) => None,
+            Err(error) => {
+                tracing::warn!(%error, "no inclusion proof for an erasure event");
+                None
+            }
+        }
+    }
+
+    /// Records the erasure's own audit event and says where it landed, so the
+    /// receipt can name it. Without a running audit writer (tools), none.
+    async fn log_erasure(
+        &self,
+        tenant: &Tenant,
+        ticket: &TicketRecord,
+        kind: DeletionKind,
+    ) -> Result<Option<crate::audit::EventLocation>, Error> {
+        let sink = self.lifecycle.audit.read().ok().and_then(|a| a.clone());
+        let Some(sink) = sink else {
+            return Ok(None);
+        };
+        let event = crate::proto::AuditEvent {
+            event_id: crate::audit::new_event_id(),
+            time: Some(timestamp(now_unix_ms())),
+            tenant: tenant.as_str().to_owned(),
+            caller: "facevault/deletion".to_owned(),
+            op: "Erasure".to_owned(),
+            subject_ref: ticket.subject_ref.clone(),
+            outcome: "allowed".to_owned(),
+            code: "OK".to_owned(),
+            request_id: ticket.ticket_id.clone(),
+            detail: kind.as_str().to_owned(),
+            ..crate::proto::AuditEvent::default()
+        };
+        sink.record_located(tenant.clone(), event)
+            .await
+            .map(Some)
+            .map_err(|_| Error::Unavailable(crate::storage::StorageError::Unavailable(None)))
     }
 
     /// Runs due erasures (the deletion worker's step). Each claimed ticket is erased
@@ -446,6 +511,9 @@ impl Vault {
                     .await?
             }
         };
+        // The erasure is logged before its receipt names the event; a failed
+        // log leaves the ticket pending, to be carried out again.
+        let logged = self.log_erasure(&tenant, &ticket, kind).await?;
         let completed_at = now_unix_ms();
         // Every epoch in the keyring now could have wrapped these DEKs in some
         // copy of Redis (a DEK moves to newer epochs as it is re-wrapped);
@@ -465,6 +533,7 @@ impl Vault {
             completed_at,
             erased.what,
             key_epochs.clone(),
+            logged,
         );
         let first = self
             .store
@@ -760,7 +829,13 @@ impl Vault {
         completed_at: i64,
         erased: Vec<String>,
         key_epochs: Vec<u32>,
+        logged: Option<crate::audit::EventLocation>,
     ) -> (Vec<u8>, Vec<u8>) {
+        let logged = logged.unwrap_or(crate::audit::EventLocation {
+            chain_id: String::new(),
+            seq: 0,
+            hash: Vec::new(),
+        });
         let body = crate::proto::ReceiptBody {
             ticket_id: ticket_id.to_owned(),
             tenant: tenant.as_str().to_owned(),
@@ -770,6 +845,9 @@ impl Vault {
             completed_at: Some(timestamp(completed_at)),
             erased,
             key_epochs,
+            audit_chain_id: logged.chain_id,
+            audit_seq: logged.seq,
+            audit_event_hash: logged.hash,
         }
         .encode_to_vec();
         let signature = self.sign_statement(RECEIPT_CONTEXT, &body);

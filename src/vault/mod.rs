@@ -80,6 +80,8 @@ struct Lifecycle {
     max_template_age: Vec<(Tenant, Duration)>,
     /// Wakes the local deletion worker when a ticket is queued.
     wake: Arc<tokio::sync::Notify>,
+    /// Where erasures record their own audit event, while the service runs.
+    audit: std::sync::RwLock<Option<crate::audit::AuditSink>>,
 }
 
 pub struct Vault {
@@ -131,7 +133,22 @@ impl Vault {
                 filing_threshold: settings.filing_threshold,
                 max_template_age: settings.max_template_age,
                 wake: Arc::new(tokio::sync::Notify::new()),
+                audit: std::sync::RwLock::new(None),
             },
+        }
+    }
+
+    /// Erasures record an audit event through `sink` from now on.
+    pub fn attach_audit(&self, sink: crate::audit::AuditSink) {
+        if let Ok(mut audit) = self.lifecycle.audit.write() {
+            *audit = Some(sink);
+        }
+    }
+
+    /// Lets go of the audit sink, so the audit writer can finish at shutdown.
+    pub fn detach_audit(&self) {
+        if let Ok(mut audit) = self.lifecycle.audit.write() {
+            *audit = None;
         }
     }
 

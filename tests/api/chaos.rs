@@ -562,7 +562,7 @@ async fn chaos_leaves_every_change_whole_and_audited() {
     }
     let converged_after = stopped.elapsed();
     let chain = audit
-        .verify_chain(proto::VerifyChainRequest {})
+        .verify_chain(proto::VerifyChainRequest { full: true })
         .await
         .unwrap()
         .into_inner();

@@ -111,7 +111,9 @@ fn cluster_app(replica_acks: u32) -> AppOptions {
         redis_cluster: true,
         redis_replica_acks: replica_acks,
         redis_timeout_ms: 1000,
-        extra_config: "[deletion]\npoll_interval_ms = 20\n".to_owned(),
+        extra_config:
+            "[deletion]\npoll_interval_ms = 20\n\n[audit]\ncheckpoint_interval_secs = 1\n"
+                .to_owned(),
         ..AppOptions::default()
     }
 }
@@ -221,6 +223,8 @@ async fn a_redis_cluster_runs_the_core_and_lifecycle_flows() {
         })
         .await
         .unwrap();
+    // The CLI checks the tenants signed heads name: wait for the next heads.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let cli = app.run_cli(&["audit", "verify"]).await;
     let stdout = String::from_utf8_lossy(&cli.stdout);
     assert!(

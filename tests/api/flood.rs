@@ -487,7 +487,10 @@ const SILENT: usize = 2_000;
 const PER_PEER: usize = 64;
 const WITHOUT_CERTIFICATE: usize = 1_000;
 const HANDSHAKING: usize = 16;
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+// Longer than the kernel's SYN-ACK retransmissions (1 s, then 2 s more) that
+// delay an accept when 2,000 connections overflow the accept queue, so the
+// held connections' slots are still taken when the last delayed one arrives.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(4);
 const SILENT_PEER: [u8; 4] = [127, 0, 0, 2];
 const NO_CERTIFICATE_PEER: [u8; 4] = [127, 0, 0, 3];
 
@@ -749,10 +752,14 @@ async fn connections_without_a_certificate_do_not_stop_a_certified_client() {
         Some(&SILENT),
         "{silent_tally:?}"
     );
-    // All were opened before the first held one could time out, so exactly
-    // the per-peer share was held, and for about the handshake timeout.
+    // All were opened before the first held one could time out, so the
+    // per-peer share was held, for about the handshake timeout. The client
+    // cannot count them exactly: a connection whose last ACK the kernel dropped
+    // while the accept queue was full looks established to the client a second
+    // or more before the server accepts (and closes) it. The server's own
+    // count, below, is exact.
     assert!(opened < HANDSHAKE_TIMEOUT, "opening took {opened:?}");
-    assert_eq!(held, PER_PEER, "{lifetimes:?}");
+    assert!(held >= PER_PEER, "{held} held: {lifetimes:?}");
     assert!(longest < 3 * HANDSHAKE_TIMEOUT, "{longest:?}");
 
     // Every connection is counted once, at the server's hand: a held one as a

@@ -269,22 +269,13 @@ async fn a_backup_taken_before_an_erasure_is_unreadable_after_retirement() {
 
     // 7. A's ticket gains its shred statement, and both signatures verify,
     // in-process and with `facevault receipt verify`.
-    let mut shredded = None;
-    for _ in 0..100 {
-        let t = client
-            .get_deletion_ticket(proto::GetDeletionTicketRequest {
-                ticket_id: ticket.ticket_id.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        if t.shredded_at.is_some() {
-            shredded = Some(t);
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let shredded = shredded.expect("the ticket gained shredded_at after retirement");
+    let shredded = crate::lifecycle::wait_ticket(
+        &mut client,
+        &ticket.ticket_id,
+        "gain shredded_at after retirement",
+        |t| t.shredded_at.is_some(),
+    )
+    .await;
     let statement =
         verify_shred_receipt(&receipt_key, shredded.shred_receipt.as_ref().unwrap()).unwrap();
     assert_eq!(statement.retired_epochs, vec![1]);

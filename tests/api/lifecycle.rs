@@ -36,14 +36,27 @@ pub async fn wait_completed(
     client: &mut FaceVaultClient<Channel>,
     ticket_id: &str,
 ) -> proto::DeletionTicket {
+    wait_ticket(client, ticket_id, "complete", |t| {
+        t.state() == DeletionState::Completed
+    })
+    .await
+}
+
+/// Polls a ticket (for up to 10 s) until `done` holds for it.
+pub async fn wait_ticket(
+    client: &mut FaceVaultClient<Channel>,
+    ticket_id: &str,
+    what: &str,
+    done: impl Fn(&proto::DeletionTicket) -> bool,
+) -> proto::DeletionTicket {
     for _ in 0..200 {
         let t = ticket(client, ticket_id).await;
-        if t.state() == DeletionState::Completed {
+        if done(&t) {
             return t;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("ticket {ticket_id} did not complete");
+    panic!("ticket {ticket_id} did not {what} within 10 s");
 }
 
 /// Every key whose name, set members or sorted-set members mention the subject,

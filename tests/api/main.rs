@@ -1,6 +1,7 @@
 //! Integration tests: one binary, real redis-server per test, real mTLS.
 
 mod audit;
+mod audit_tamper;
 mod bad_input;
 mod chaos;
 mod client_sdk;

@@ -356,7 +356,7 @@ async fn an_audit_append_of_unknown_outcome_does_not_fork_the_chain() {
     }
     let report = auditor(&app)
         .await
-        .verify_chain(proto::VerifyChainRequest {})
+        .verify_chain(proto::VerifyChainRequest { full: true })
         .await
         .unwrap()
         .into_inner();

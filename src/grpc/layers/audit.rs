@@ -110,7 +110,7 @@ where
         }
         let (_, method) = split_path(request.uri().path());
         let op = method.to_owned();
-        let event_id = crate::vault::random_id().unwrap_or_default();
+        let event_id = crate::audit::new_event_id();
         let request_id = request
             .headers()
             .get("x-request-id")
