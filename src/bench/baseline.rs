@@ -134,6 +134,13 @@ impl FaceVault for NaiveVault {
     ) -> Result<Response<proto::ComplianceReport>, Status> {
         unimplemented()
     }
+
+    async fn get_subject_record(
+        &self,
+        _: Request<proto::GetSubjectRecordRequest>,
+    ) -> Result<Response<proto::SubjectRecord>, Status> {
+        unimplemented()
+    }
 }
 
 /// Serves the baseline over mTLS with the service's own TLS stack, until killed.

@@ -373,6 +373,8 @@ fn consent() -> proto::Consent {
         granted_at: Some(crate::vault::timestamp(crate::vault::now_unix_ms() - 1000)),
         method: proto::ConsentMethod::SeparateInApp as i32,
         notice_version: "bench".into(),
+        off_device_storage: true,
+        subject_under_14: false,
     }
 }
 

@@ -58,6 +58,10 @@ pub struct ConsentRecord {
     pub method: String,
     #[prost(string, tag = "5")]
     pub notice_version: String,
+    #[prost(bool, tag = "6")]
+    pub off_device_storage: bool,
+    #[prost(bool, tag = "7")]
+    pub subject_under_14: bool,
 }
 
 impl Drop for TemplateRecord {

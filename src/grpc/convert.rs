@@ -42,7 +42,8 @@ pub fn consent(value: Option<proto::Consent>, now_unix_ms: i64) -> Result<Consen
     let method = match proto::ConsentMethod::try_from(c.method) {
         Ok(proto::ConsentMethod::SeparateInApp) => Some(ConsentMethod::SeparateInApp),
         Ok(proto::ConsentMethod::Written) => Some(ConsentMethod::Written),
-        Ok(proto::ConsentMethod::Unspecified) | Err(_) => None,
+        // Guardian consent is parsed with the minor's flag (not yet served).
+        Ok(proto::ConsentMethod::Guardian | proto::ConsentMethod::Unspecified) | Err(_) => None,
     };
     let granted_at = c.granted_at.as_ref().map(crate::vault::unix_ms);
     Consent::new(

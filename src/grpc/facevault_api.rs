@@ -195,7 +195,6 @@ impl FaceVault for FaceVaultApi {
         let report = self.vault.compliance_report(&caller.tenant).await?;
         Ok(Response::new(proto::ComplianceReport {
             tenant_subjects: report.tenant_subjects,
-            total_subjects: report.total_subjects,
             filing_threshold: report.filing_threshold,
             filing_required: report.filing_required,
             deletions_pending: report.deletions_pending,
@@ -205,7 +204,17 @@ impl FaceVault for FaceVaultApi {
             oldest_key_epoch: report.key_epochs.oldest_epoch,
             oldest_key_epoch_retire_by: report.key_epochs.retire_by_unix_ms.map(timestamp),
             key_epoch_retirement_overdue: report.key_epochs.overdue,
+            filing: None,
+            decommission: None,
         }))
+    }
+
+    async fn get_subject_record(
+        &self,
+        request: Request<proto::GetSubjectRecordRequest>,
+    ) -> Result<Response<proto::SubjectRecord>, Status> {
+        require(&request, Role::App)?;
+        Err(Status::unimplemented("GetSubjectRecord is not served yet"))
     }
 }
 
@@ -226,6 +235,7 @@ fn ticket_to_proto(ticket: Ticket) -> proto::DeletionTicket {
         shredded_at: ticket.shredded_at_unix_ms.map(timestamp),
         shred_receipt: ticket.shred_receipt,
         erasure_proof: ticket.erasure_proof,
+        deadline_provisional: false,
     }
 }
 

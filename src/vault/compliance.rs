@@ -6,7 +6,6 @@ use crate::error::Error;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ComplianceReport {
     pub tenant_subjects: u64,
-    pub total_subjects: u64,
     pub filing_threshold: u64,
     pub filing_required: bool,
     pub deletions_pending: u64,
@@ -19,7 +18,6 @@ pub struct ComplianceReport {
 impl Vault {
     pub async fn compliance_report(&self, tenant: &Tenant) -> Result<ComplianceReport, Error> {
         let tenant_subjects = self.store.ledger_tenant_subjects(tenant.as_str()).await?;
-        let total_subjects = self.store.ledger_total_subjects().await?;
         let backlog = self
             .store
             .deletion_backlog(Some(tenant.as_str()), now_unix_ms())
@@ -27,9 +25,8 @@ impl Vault {
         let threshold = self.lifecycle.filing_threshold;
         Ok(ComplianceReport {
             tenant_subjects,
-            total_subjects,
             filing_threshold: threshold,
-            filing_required: total_subjects >= threshold,
+            filing_required: tenant_subjects >= threshold,
             deletions_pending: backlog.pending,
             deletions_overdue: backlog.overdue,
             oldest_pending_deadline_unix_ms: backlog.oldest_deadline_ms,

@@ -59,6 +59,8 @@ impl Vault {
                 granted_at_unix_ms: cmd.consent.granted_at_unix_ms,
                 method: cmd.consent.method.as_str().to_owned(),
                 notice_version: cmd.consent.notice_version.clone(),
+                off_device_storage: false,
+                subject_under_14: false,
             }),
         };
         let template_id = random_id()?;

@@ -659,6 +659,8 @@ pub fn consent(purposes: &[&str]) -> proto::Consent {
         }),
         method: proto::ConsentMethod::SeparateInApp as i32,
         notice_version: "2026-11".to_owned(),
+        off_device_storage: true,
+        subject_under_14: false,
     }
 }
 

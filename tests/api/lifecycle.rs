@@ -354,7 +354,6 @@ async fn compliance_report_counts_exactly() {
             .unwrap(),
     );
     assert_eq!(r.tenant_subjects, 3);
-    assert_eq!(r.total_subjects, 3);
     assert_eq!(r.filing_threshold, 100_000);
     assert!(!r.filing_required);
     assert_eq!(r.consents_by_purpose.get("login"), Some(&3));
@@ -389,7 +388,6 @@ async fn compliance_report_counts_exactly() {
             .unwrap(),
     );
     assert_eq!(r.tenant_subjects, 1);
-    assert_eq!(r.total_subjects, 2);
     assert_eq!(r.deletions_pending, 0);
     assert_eq!(r.deletions_overdue, 0);
     assert_eq!(r.consents_by_purpose.get("login"), Some(&1));
