@@ -226,14 +226,18 @@ impl Default for LimitSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ComplianceSettings {
-    /// Subjects stored across the deployment at which filing with the regulator is due.
+    /// Subjects stored at which filing with the regulator is due (per tenant
+    /// in its report, and across the deployment in the deployment report).
     pub filing_threshold: u64,
+    /// The filing number once filed, shown in the reports; empty until then.
+    pub filing_reference: String,
 }
 
 impl Default for ComplianceSettings {
     fn default() -> Self {
         Self {
             filing_threshold: 100_000,
+            filing_reference: String::new(),
         }
     }
 }
@@ -671,6 +675,12 @@ impl Settings {
         }
         if self.compliance.filing_threshold == 0 {
             bail!("compliance.filing_threshold must be positive");
+        }
+        let reference = &self.compliance.filing_reference;
+        if reference.chars().count() > 128 || reference.chars().any(char::is_control) {
+            bail!(
+                "compliance.filing_reference must be at most 128 characters, without control characters"
+            );
         }
         for (name, t) in &self.tenants {
             if t.max_template_age_days == Some(0) {

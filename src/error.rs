@@ -26,6 +26,11 @@ pub enum Error {
     TicketNotFound,
     #[error("the subject's account is cancelled")]
     AccountCancelled,
+    #[error("this tenant is decommissioned: it no longer enrolls or verifies")]
+    TenantDecommissioned,
+    #[error("this tenant has no decommission")]
+    NoDecommission,
+
     #[error("the subject already holds the maximum number of templates; enroll with replace")]
     TemplateLimit,
     #[error("too many failed verifications; retry after {retry_after_secs} s")]

@@ -19,6 +19,7 @@ use crate::crypto::live::{self, LiveKeys};
 use crate::domain::Tenant;
 use crate::domain::calendar::WorkingCalendar;
 use crate::domain::deletion::DeletionPolicy;
+use crate::grpc::admin_api::AdminApi;
 use crate::grpc::audit_api::AuditLogApi;
 use crate::grpc::facevault_api::FaceVaultApi;
 use crate::grpc::layers::audit::AuditLayer;
@@ -28,6 +29,7 @@ use crate::grpc::layers::load_shed::LoadShedLayer;
 use crate::grpc::layers::rate_limit::{RateLimit, RateLimitLayer};
 use crate::grpc::layers::trace::TraceLayer;
 use crate::grpc::tls::{self, IdentityPolicy, TlsPaths};
+use crate::proto::admin_server::AdminServer;
 use crate::proto::audit_log_server::AuditLogServer;
 use crate::proto::face_vault_server::{self, FaceVaultServer};
 use crate::storage::Store;
@@ -122,6 +124,7 @@ impl Application {
                 ),
                 claim_ttl: Duration::from_secs(settings.deletion.claim_ttl_secs),
                 filing_threshold: settings.compliance.filing_threshold,
+                filing_reference: settings.compliance.filing_reference.clone(),
                 max_template_age: settings
                     .tenants
                     .iter()
@@ -303,18 +306,21 @@ impl Application {
             self.limits.transport_bounds(),
             refusals,
         );
-        let facevault = FaceVaultServer::new(FaceVaultApi::new(self.vault.clone()))
+        let audit_reader = Arc::new(self.audit.reader.with_sink(audit_sink_for_reader));
+        let facevault =
+            FaceVaultServer::new(FaceVaultApi::new(self.vault.clone(), audit_reader.clone()))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let admin = AdminServer::new(AdminApi::new(self.vault.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES);
-        let audit = AuditLogServer::new(AuditLogApi::new(Arc::new(
-            self.audit.reader.with_sink(audit_sink_for_reader),
-        )))
-        .max_decoding_message_size(MAX_MESSAGE_BYTES);
+        let audit = AuditLogServer::new(AuditLogApi::new(audit_reader))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
         let drain_timeout = self.drain_timeout;
         let mut stop_for_drain = stop_rx.clone();
         let serve = Server::builder()
             .max_concurrent_streams(self.limits.max_concurrent_streams)
             .layer(layers)
             .add_service(facevault)
+            .add_service(admin)
             .add_service(audit)
             .add_service(health_service)
             .add_service(reflection_v1)

@@ -426,6 +426,36 @@ impl AuditReader {
         self.keys.current().receipt_public_key()
     }
 
+    /// How many retained events name the subject, and when the last `Verify`
+    /// of it was (subject access). Walks the tenant's whole retained stream.
+    pub async fn subject_summary(
+        &self,
+        tenant: &Tenant,
+        subject_ref: &str,
+    ) -> Result<(u64, Option<i64>), StorageError> {
+        let mut query = EventQuery {
+            since_ms: None,
+            until_ms: None,
+            subject_ref: Some(subject_ref.to_owned()),
+            op: None,
+            page_size: usize::MAX,
+            page_token: None,
+        };
+        let (mut count, mut last_verify) = (0u64, None);
+        loop {
+            let (events, next) = self.list(tenant, &query).await?;
+            count += events.len() as u64;
+            for event in events.iter().filter(|e| e.op == "Verify") {
+                let at = event.time.as_ref().map(crate::vault::unix_ms);
+                last_verify = last_verify.max(at);
+            }
+            match next {
+                Some(token) => query.page_token = Some(token),
+                None => return Ok((count, last_verify)),
+            }
+        }
+    }
+
     pub async fn list(
         &self,
         tenant: &Tenant,

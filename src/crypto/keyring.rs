@@ -240,6 +240,19 @@ impl TenantKeys {
         )
     }
 
+    /// The erasure ticket of one subject of a decommissioned tenant, derived
+    /// like `cancel_ticket_id`, so replicas sweeping the same page share it.
+    pub fn decommission_ticket_id(&self, subject: &SubjectRef) -> String {
+        let tag = hmac::sign(
+            &self.index,
+            format!("decommission-ticket|{}", subject.as_str()).as_bytes(),
+        );
+        format!(
+            "d{}",
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag.as_ref())[..22]
+        )
+    }
+
     /// The ticket of one template's retention expiry, derived like
     /// `cancel_ticket_id`, so a sweep that runs twice finds the same ticket.
     pub fn retention_ticket_id(&self, subject: &SubjectRef, template_id: &str) -> String {

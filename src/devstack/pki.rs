@@ -65,10 +65,17 @@ pub struct DevPki {
     pub auditor: (PathBuf, PathBuf),
     /// Tenant "other", role "app": for cross-tenant isolation checks.
     pub other: (PathBuf, PathBuf),
+    /// Tenant "demo", role "admin": the operator's API.
+    pub admin: (PathBuf, PathBuf),
 }
 
-/// (tenant, role) of the `app`, `auditor` and `other` client pairs, in that order.
-const DEV_CLIENTS: [(&str, &str); 3] = [("demo", "app"), ("demo", "auditor"), ("other", "app")];
+/// (tenant, role) of the `app`, `auditor`, `other` and `admin` client pairs, in that order.
+const DEV_CLIENTS: [(&str, &str); 4] = [
+    ("demo", "app"),
+    ("demo", "auditor"),
+    ("other", "app"),
+    ("demo", "admin"),
+];
 
 impl DevPki {
     /// The paths a dev PKI in `dir` uses, without touching the filesystem.
@@ -88,6 +95,7 @@ impl DevPki {
             app: pair("app"),
             auditor: pair("auditor"),
             other: pair("other"),
+            admin: pair("admin"),
         }
     }
 
@@ -97,7 +105,7 @@ impl DevPki {
     /// * `server.pem` + `server.key`: 1 year, serverAuth, SANs `localhost`, `127.0.0.1`, `::1`
     ///   and `extra_server_names` (entries that parse as IP addresses become IP SANs, the rest
     ///   DNS SANs);
-    /// * `app`, `auditor`, `other` client pairs: 1 year, clientAuth, CN `<tenant>-<role>`, URI
+    /// * `app`, `auditor`, `other`, `admin` client pairs: 1 year, clientAuth, CN `<tenant>-<role>`, URI
     ///   SAN [`spiffe_id`]`(trust_domain, tenant, role)`.
     ///
     /// Existing files are reused exactly as they are and keys are never overwritten. A key
@@ -147,7 +155,9 @@ impl DevPki {
         })?;
 
         for ((tenant, role), (cert, key)) in
-            DEV_CLIENTS.iter().zip([&pki.app, &pki.auditor, &pki.other])
+            DEV_CLIENTS
+                .iter()
+                .zip([&pki.app, &pki.auditor, &pki.other, &pki.admin])
         {
             ensure_leaf(&ca, cert, key, |key| {
                 let uri = spiffe_id(trust_domain, tenant, role);

@@ -18,6 +18,8 @@ pub enum DeletionKind {
     Cancel,
     /// The tenant's maximum template age was reached.
     Retention,
+    /// The tenant stopped using face recognition (`Admin.DecommissionTenant`).
+    Decommission,
 }
 
 impl DeletionKind {
@@ -27,13 +29,20 @@ impl DeletionKind {
             Self::Withdraw => "withdraw",
             Self::Cancel => "cancel",
             Self::Retention => "retention",
+            Self::Decommission => "decommission",
         }
     }
 
     pub fn parse(value: &str) -> Option<Self> {
-        [Self::Delete, Self::Withdraw, Self::Cancel, Self::Retention]
-            .into_iter()
-            .find(|k| k.as_str() == value)
+        [
+            Self::Delete,
+            Self::Withdraw,
+            Self::Cancel,
+            Self::Retention,
+            Self::Decommission,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == value)
     }
 }
 

@@ -56,6 +56,24 @@ pub fn consent(value: Option<proto::Consent>, now_unix_ms: i64) -> Result<Consen
     )
 }
 
+/// A stored consent, for subject access.
+pub fn consent_to_proto(c: crate::vault::ConsentSummary) -> proto::Consent {
+    let method = match ConsentMethod::parse(&c.method) {
+        Some(ConsentMethod::SeparateInApp) => proto::ConsentMethod::SeparateInApp,
+        Some(ConsentMethod::Written) => proto::ConsentMethod::Written,
+        None => proto::ConsentMethod::Unspecified,
+    };
+    proto::Consent {
+        consent_id: c.consent_id,
+        purposes: c.purposes,
+        granted_at: Some(crate::vault::timestamp(c.granted_at_unix_ms)),
+        method: method.into(),
+        notice_version: c.notice_version,
+        off_device_storage: c.off_device_storage,
+        subject_under_14: c.subject_under_14,
+    }
+}
+
 impl TryFrom<proto::EnrollRequest> for EnrollCommand {
     type Error = InvalidInput;
 

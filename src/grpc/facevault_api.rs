@@ -7,7 +7,8 @@ use tonic::{Request, Response, Status};
 
 use super::caller::require;
 use super::layers::audit::AuditNote;
-use crate::domain::Role;
+use crate::audit::AuditReader;
+use crate::domain::{Role, SubjectId};
 use crate::error::Error;
 use crate::proto::face_vault_server::FaceVault;
 use crate::proto::{self, DeletionState};
@@ -18,11 +19,13 @@ use crate::vault::{
 
 pub struct FaceVaultApi {
     vault: Arc<Vault>,
+    /// For subject access: the count of a subject's audit events.
+    audit: Arc<AuditReader>,
 }
 
 impl FaceVaultApi {
-    pub fn new(vault: Arc<Vault>) -> Self {
-        Self { vault }
+    pub fn new(vault: Arc<Vault>, audit: Arc<AuditReader>) -> Self {
+        Self { vault, audit }
     }
 
     /// Records the subject's pseudonym on the call's audit event as soon as the id
@@ -204,8 +207,10 @@ impl FaceVault for FaceVaultApi {
             oldest_key_epoch: report.key_epochs.oldest_epoch,
             oldest_key_epoch_retire_by: report.key_epochs.retire_by_unix_ms.map(timestamp),
             key_epoch_retirement_overdue: report.key_epochs.overdue,
-            filing: None,
-            decommission: None,
+            filing: Some(filing_to_proto(report.filing)),
+            decommission: report
+                .decommission
+                .map(super::admin_api::decommission_to_proto),
         }))
     }
 
@@ -213,8 +218,47 @@ impl FaceVault for FaceVaultApi {
         &self,
         request: Request<proto::GetSubjectRecordRequest>,
     ) -> Result<Response<proto::SubjectRecord>, Status> {
-        require(&request, Role::App)?;
-        Err(Status::unimplemented("GetSubjectRecord is not served yet"))
+        let note = note(&request);
+        let caller = require(&request, Role::App)?;
+        let subject = SubjectId::try_from(request.into_inner().subject_id).map_err(Error::from)?;
+        let record = self.vault.subject_record(&caller.tenant, &subject).await?;
+        note.subject(&record.subject_ref);
+        let (audit_events, last_verified) = self
+            .audit
+            .subject_summary(&caller.tenant, &record.subject_ref)
+            .await
+            .map_err(Error::from)?;
+        Ok(Response::new(proto::SubjectRecord {
+            subject_ref: record.subject_ref,
+            templates: record
+                .templates
+                .into_iter()
+                .map(|t| proto::TemplateRecord {
+                    model: t.model,
+                    enrolled_at: Some(timestamp(t.enrolled_at_unix_ms)),
+                    expires_at: t.expires_at_unix_ms.map(timestamp),
+                })
+                .collect(),
+            consents: record
+                .consents
+                .into_iter()
+                .map(super::convert::consent_to_proto)
+                .collect(),
+            failed_attempts: record.failed_attempts,
+            locked_until: record.locked_until_unix_ms.map(timestamp),
+            tickets: record.tickets.into_iter().map(ticket_to_proto).collect(),
+            audit_events,
+            last_verified_at: last_verified.map(timestamp),
+        }))
+    }
+}
+
+pub fn filing_to_proto(filing: crate::vault::FilingClock) -> proto::FilingClock {
+    proto::FilingClock {
+        threshold_reached_at: filing.threshold_reached_at_unix_ms.map(timestamp),
+        filing_due_by: filing.filing_due_by_unix_ms.map(timestamp),
+        filing_due_by_provisional: filing.filing_due_by_provisional,
+        filing_reference: filing.filing_reference,
     }
 }
 

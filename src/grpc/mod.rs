@@ -1,6 +1,7 @@
 //! The gRPC transport: mTLS termination, caller extraction, request parsing and
 //! the status mapping. No business rule lives here.
 
+pub mod admin_api;
 pub mod audit_api;
 pub mod caller;
 pub mod convert;

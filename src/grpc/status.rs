@@ -32,6 +32,8 @@ pub fn code_of(error: &Error) -> Code {
         Error::NoTemplate => Code::NotFound,
         Error::TicketNotFound => Code::NotFound,
         Error::AccountCancelled => Code::FailedPrecondition,
+        Error::TenantDecommissioned => Code::FailedPrecondition,
+        Error::NoDecommission => Code::NotFound,
         Error::TemplateLimit => Code::FailedPrecondition,
         Error::LockedOut { .. } => Code::ResourceExhausted,
         Error::TemplatesDisabled => Code::ResourceExhausted,

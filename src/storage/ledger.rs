@@ -3,6 +3,9 @@
 //! every update is idempotent and a count is exact: `SCARD`.
 //!
 //! - `fv:tenants`: SET of tenants that ever enrolled.
+//! - `fv:filing:threshold-reached`: when the deployment's count first reached
+//!   the filing threshold (ms); `fv:ledger:{<tenant>}:threshold-reached`, the
+//!   same for one tenant, set by the ledger update that reached it.
 //! - `fv:ledger:{<tenant>}:subjects`: SET of subject_refs holding templates.
 //! - `fv:ledger:{<tenant>}:purposes`: SET of purposes ever consented.
 //! - `fv:ledger:{<tenant>}:consent:<purpose>`: SET of subject_refs covered.
@@ -16,24 +19,33 @@
 use std::collections::BTreeMap;
 
 use super::{StorageError, Store};
+use crate::vault::now_unix_ms;
 
 const TENANTS: &str = "fv:tenants";
+const DEPLOYMENT_THRESHOLD: &str = "fv:filing:threshold-reached";
 
 fn tag(tenant: &str) -> String {
     format!("fv:ledger:{{{tenant}}}")
 }
 
-/// KEYS: intents, subjects, purposes, expiry, then the consent sets: first those
-/// of the purposes the subject's templates cover, then those of other purposes.
+/// KEYS: intents, subjects, purposes, expiry, filing clock, then the consent
+/// sets: first those of the purposes the subject's templates cover, then those
+/// of other purposes.
 /// ARGV: subject_ref, intent ms, holds templates (0|1), n covered, covered
-/// purposes…, n expiries, (member, expiry ms)…, n dropped, dropped members….
+/// purposes…, n expiries, (member, expiry ms)…, n dropped, dropped members…,
+/// filing threshold, now ms.
 /// Applies the subject's ledger entry and removes its intent, but only while the
 /// intent is still the one the entry was read for: if a newer change of the
 /// subject has begun, its own update (or the reconciler's) writes the ledger, and
 /// this older reading must not overwrite it. Returns 1 if applied, 0 if not.
-/// KEYS: intents. ARGV: subject, now ms. Records the subject's intent at now,
-/// or just after the one pending if that is not older; returns the score.
+/// KEYS: intents, the tenant's decommission record. ARGV: subject, now ms,
+/// refuse if decommissioned (0|1). Records the subject's intent at now, or just
+/// after the one pending if that is not older; returns the score, or -1 (and
+/// records nothing) for an enrollment into a decommissioned tenant.
 const INTEND: &str = r#"
+if ARGV[3] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
+  return -1
+end
 local at = tonumber(ARGV[2])
 local pending = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if pending and tonumber(pending) >= at then
@@ -56,9 +68,9 @@ local i = 4
 local covered = tonumber(ARGV[i])
 for c = 1, covered do
   redis.call('SADD', KEYS[3], ARGV[i + c])
-  redis.call('SADD', KEYS[4 + c], ARGV[1])
+  redis.call('SADD', KEYS[5 + c], ARGV[1])
 end
-for k = 5 + covered, #KEYS do
+for k = 6 + covered, #KEYS do
   redis.call('SREM', KEYS[k], ARGV[1])
 end
 i = i + covered + 1
@@ -67,8 +79,14 @@ for e = 1, expiries do
   redis.call('ZADD', KEYS[4], ARGV[i + 2 * e], ARGV[i + 2 * e - 1])
 end
 i = i + 2 * expiries + 1
-for d = 1, tonumber(ARGV[i]) do
+local dropped = tonumber(ARGV[i])
+for d = 1, dropped do
   redis.call('ZREM', KEYS[4], ARGV[i + d])
+end
+i = i + dropped + 1
+-- The filing clock starts the first time the count reaches the threshold.
+if ARGV[3] == '1' and redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[i]) then
+  redis.call('SET', KEYS[5], ARGV[i + 1], 'NX')
 end
 redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
@@ -97,32 +115,94 @@ impl Store {
         subject_ref: &str,
         at_ms: i64,
     ) -> Result<i64, StorageError> {
+        self.intend(tenant, subject_ref, at_ms, false)
+            .await?
+            .ok_or(StorageError::Corrupt)
+    }
+
+    /// `ledger_intend` for an enrollment: None, and nothing recorded, once the
+    /// tenant is decommissioned. Checked in the same script that records the
+    /// intent, so no enrollment begins after the decommission is recorded.
+    pub async fn ledger_intend_enrollment(
+        &self,
+        tenant: &str,
+        subject_ref: &str,
+        at_ms: i64,
+    ) -> Result<Option<i64>, StorageError> {
+        self.intend(tenant, subject_ref, at_ms, true).await
+    }
+
+    async fn intend(
+        &self,
+        tenant: &str,
+        subject_ref: &str,
+        at_ms: i64,
+        refuse_if_decommissioned: bool,
+    ) -> Result<Option<i64>, StorageError> {
         let mut register = redis::cmd("SADD");
         register.arg(TENANTS).arg(tenant);
         let _: i64 = self.durable(register).await?;
         // Two changes of one subject begun in the same millisecond must not
         // share an intent: each gets a later score than the one pending, so the
         // later change's ledger update is the one that applies.
-        let mut intend = redis::cmd("EVAL");
+        let intents = format!("{}:intents", tag(tenant));
+        let record = super::decommission::record_key(tenant);
+        let mut intend = super::eval(INTEND, &[&intents, &record]);
         intend
-            .arg(INTEND)
-            .arg(1)
-            .arg(format!("{}:intents", tag(tenant)))
             .arg(subject_ref)
-            .arg(at_ms);
+            .arg(at_ms)
+            .arg(if refuse_if_decommissioned { "1" } else { "0" });
         let at: i64 = self.durable(intend).await?;
-        Ok(at)
+        Ok((at >= 0).then_some(at))
+    }
+
+    /// When the deployment's count first reached the filing threshold: records
+    /// `reached_now_ms` first if the caller saw the count at the threshold and
+    /// none is recorded. The count spans hash slots, so this is as exact as
+    /// the callers' readings (the report, and the worker every 10 s).
+    pub async fn deployment_threshold_reached(
+        &self,
+        reached_now_ms: Option<i64>,
+    ) -> Result<Option<i64>, StorageError> {
+        if let Some(now) = reached_now_ms {
+            let mut record = redis::cmd("SET");
+            record.arg(DEPLOYMENT_THRESHOLD).arg(now).arg("NX");
+            let _: Option<String> = self.durable(record).await?;
+        }
+        let mut conn = self.conn.clone();
+        self.deadline(
+            redis::cmd("GET")
+                .arg(DEPLOYMENT_THRESHOLD)
+                .query_async(&mut conn),
+        )
+        .await
+    }
+
+    /// When the tenant's count first reached the filing threshold, if it has.
+    pub async fn ledger_threshold_reached(
+        &self,
+        tenant: &str,
+    ) -> Result<Option<i64>, StorageError> {
+        let mut conn = self.conn.clone();
+        self.deadline(
+            redis::cmd("GET")
+                .arg(format!("{}:threshold-reached", tag(tenant)))
+                .query_async(&mut conn),
+        )
+        .await
     }
 
     /// Makes the ledger say `entry` about the subject and removes the intent of
     /// time `intent_ms`, atomically, unless a newer change of the subject has
-    /// begun since (see `SYNC`). Returns whether it applied.
+    /// begun since (see `SYNC`). Starts the tenant's filing clock if the count
+    /// reaches `filing_threshold`. Returns whether it applied.
     pub async fn ledger_sync(
         &self,
         tenant: &str,
         subject_ref: &str,
         entry: &LedgerEntry,
         intent_ms: i64,
+        filing_threshold: u64,
     ) -> Result<bool, StorageError> {
         let t = tag(tenant);
         let known = self.ledger_purposes(tenant).await?;
@@ -131,6 +211,7 @@ impl Store {
             format!("{t}:subjects"),
             format!("{t}:purposes"),
             format!("{t}:expiry"),
+            format!("{t}:threshold-reached"),
         ];
         keys.extend(entry.purposes.iter().map(|p| format!("{t}:consent:{p}")));
         keys.extend(
@@ -157,6 +238,7 @@ impl Store {
         for template_id in &entry.dropped {
             inv.arg(format!("{subject_ref}/{template_id}"));
         }
+        inv.arg(filing_threshold).arg(now_unix_ms());
         let applied: i64 = self.durable(inv).await?;
         Ok(applied == 1)
     }

@@ -4,6 +4,7 @@
 
 pub mod audit;
 mod connection;
+pub mod decommission;
 pub mod deletions;
 pub mod keys;
 pub mod ledger;

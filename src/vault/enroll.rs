@@ -27,6 +27,9 @@ pub struct Enrollment {
 impl Vault {
     pub async fn enroll(&self, tenant: &Tenant, cmd: EnrollCommand) -> Result<Enrollment, Error> {
         let now = now_unix_ms();
+        if self.is_decommissioned(tenant) {
+            return Err(Error::TenantDecommissioned);
+        }
         let opened =
             self.open_embedding(SealedFor::Enroll, tenant, &cmd.subject, &cmd.sealed, now)?;
         let keys = self.keys.current().keyring.tenant(tenant)?;
@@ -70,10 +73,13 @@ impl Vault {
 
         // The ledger follows the templates: an intent first, so an enrollment
         // cut short between the two is finished by the reconciler.
+        // The intent is refused in the script that records it once the tenant
+        // is decommissioned, whatever this process has heard.
         let intent = self
             .store
-            .ledger_intend(tenant.as_str(), subject_ref.as_str(), now)
-            .await?;
+            .ledger_intend_enrollment(tenant.as_str(), subject_ref.as_str(), now)
+            .await?
+            .ok_or(Error::TenantDecommissioned)?;
         // A cancelled account stays cancelled for as long as its ticket is kept
         // (the script checks its mark): a new account gets a new subject id.
         let outcome = self

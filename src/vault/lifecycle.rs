@@ -316,7 +316,13 @@ impl Vault {
             holds_templates: !stored.templates.is_empty(),
         };
         self.store
-            .ledger_sync(tenant.as_str(), subject_ref.as_str(), &entry, intent)
+            .ledger_sync(
+                tenant.as_str(),
+                subject_ref.as_str(),
+                &entry,
+                intent,
+                self.lifecycle.filing_threshold,
+            )
             .await?;
         Ok(())
     }
@@ -437,7 +443,7 @@ impl Vault {
     /// Creates a pending ticket claimed by this call, which carries it out at
     /// once; if the call stops first, the claim expires and the deletion worker
     /// carries it out.
-    async fn open_ticket(
+    pub(super) async fn open_ticket(
         &self,
         tenant: &Tenant,
         subject_ref: &SubjectRef,
@@ -471,7 +477,7 @@ impl Vault {
     /// Carries out a pending ticket: erases what its kind says, then completes
     /// it with a signed receipt. Idempotent, so a ticket taken over from a call
     /// that stopped can be carried out again; the first completion wins.
-    async fn carry_out(&self, mut ticket: TicketRecord) -> Result<Ticket, Error> {
+    pub(super) async fn carry_out(&self, mut ticket: TicketRecord) -> Result<Ticket, Error> {
         let tenant = Tenant::try_from(ticket.tenant.as_str())?;
         let subject_ref = SubjectRef::parse(&ticket.subject_ref).ok_or(Error::Integrity)?;
         let kind = DeletionKind::parse(&ticket.kind).ok_or(Error::Integrity)?;
@@ -482,7 +488,7 @@ impl Vault {
         // as each other.
         let kept_until = now_unix_ms() + self.lifecycle.ticket_retention_ms;
         let erased = match kind {
-            DeletionKind::Delete | DeletionKind::Cancel => {
+            DeletionKind::Delete | DeletionKind::Cancel | DeletionKind::Decommission => {
                 let tombstone = (kind == DeletionKind::Cancel).then(|| Tombstone {
                     ticket_id: ticket.ticket_id.clone(),
                     expires_unix_ms: kept_until,

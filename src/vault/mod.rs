@@ -3,9 +3,11 @@
 //! requests into the commands below and map `Error` to status codes.
 
 mod compliance;
+mod decommission;
 mod enroll;
 mod key_epochs;
 mod lifecycle;
+mod subject_record;
 mod verify;
 
 use std::collections::HashMap;
@@ -15,7 +17,11 @@ use std::time::Duration;
 use prost::Message as _;
 use zeroize::Zeroizing;
 
-pub use compliance::ComplianceReport;
+pub use compliance::{ComplianceReport, DeploymentReport, FilingClock};
+pub use decommission::{
+    DECOMMISSION_CONTEXT, DECOMMISSION_STATEMENT, DECOMMISSION_WORKING_DAYS, TenantDecommission,
+    verify_decommission_receipt,
+};
 pub use enroll::{EnrollCommand, Enrollment};
 pub use key_epochs::{
     DekCensus, EpochStatus, RewrapPage, SHRED_CONTEXT, SHRED_STATEMENT, dek_census,
@@ -25,6 +31,7 @@ pub use lifecycle::{
     CancelCommand, DeleteCommand, RECEIPT_CONTEXT, Ticket, WithdrawCommand, is_valid_ticket_id,
     timestamp, unix_ms, verify_receipt,
 };
+pub use subject_record::{ConsentSummary, SubjectRecord, TemplateSummary};
 pub use verify::{Verification, VerifyCommand};
 
 use crate::crypto::keyfiles::KeyMaterial;
@@ -59,6 +66,8 @@ pub struct VaultSettings {
     pub ticket_retention: Duration,
     pub claim_ttl: Duration,
     pub filing_threshold: u64,
+    /// The operator's filing number (`compliance.filing_reference`).
+    pub filing_reference: String,
     pub max_template_age: Vec<(Tenant, Duration)>,
     /// Longest a verification can run (its Redis steps' deadlines and more):
     /// how long its hold on the subject's in-flight slot lasts.
@@ -82,6 +91,9 @@ struct Lifecycle {
     wake: Arc<tokio::sync::Notify>,
     /// Where erasures record their own audit event, while the service runs.
     audit: std::sync::RwLock<Option<crate::audit::AuditSink>>,
+    /// Tenants refused for enrollment and verification (`decommission`).
+    decommissioned: std::sync::RwLock<std::collections::BTreeSet<String>>,
+    filing_reference: String,
 }
 
 pub struct Vault {
@@ -134,6 +146,8 @@ impl Vault {
                 max_template_age: settings.max_template_age,
                 wake: Arc::new(tokio::sync::Notify::new()),
                 audit: std::sync::RwLock::new(None),
+                decommissioned: std::sync::RwLock::new(std::collections::BTreeSet::new()),
+                filing_reference: settings.filing_reference,
             },
         }
     }

@@ -30,6 +30,9 @@ impl Vault {
     /// comparison in memory, one pipelined write (lockout counter + release).
     pub async fn verify(&self, tenant: &Tenant, cmd: VerifyCommand) -> Result<Verification, Error> {
         let now = now_unix_ms();
+        if self.is_decommissioned(tenant) {
+            return Err(Error::TenantDecommissioned);
+        }
         let opened =
             self.open_embedding(SealedFor::Verify, tenant, &cmd.subject, &cmd.sealed, now)?;
         let keys = self.keys.current().keyring.tenant(tenant)?;

@@ -1,7 +1,7 @@
 //! Background work: the deletion worker erases due account cancellations and
 //! expired templates, runs the reconciler (`reconciler`) that finishes changes
 //! cut short, and adds the shred statement to tickets whose key epochs are all
-//! retired; the re-wrap worker (`rewrap`) moves DEKs to the active key epoch. Safe with many replicas: tickets are claimed atomically in
+//! retired, and erases the subjects of decommissioned tenants; the re-wrap worker (`rewrap`) moves DEKs to the active key epoch. Safe with many replicas: tickets are claimed atomically in
 //! Redis, a claim whose worker died expires and is taken by another, and every
 //! reconciliation step is idempotent.
 
@@ -15,6 +15,8 @@ use crate::vault::Vault;
 
 /// Tickets claimed per round; more wait for the next round (or another replica).
 const BATCH: usize = 32;
+/// Subjects of a decommissioned tenant erased per round.
+const DECOMMISSION_PAGE: usize = 256;
 /// How often an overdue backlog is reported while it lasts.
 const OVERDUE_REPORT_EVERY: Duration = Duration::from_secs(60);
 /// How often the compliance gauges (queue depth, subjects stored) are refreshed.
@@ -49,6 +51,15 @@ impl DeletionWorker {
                     }
                 }
             }
+            // A decommission sweeps a page per round; while one has work the
+            // worker does not sleep between rounds.
+            let decommissioning = match self.vault.decommission_step(DECOMMISSION_PAGE).await {
+                Ok(erased) => erased > 0,
+                Err(error) => {
+                    tracing::warn!(%error, "tenant decommission cannot progress this round; retrying");
+                    false
+                }
+            };
             if let Err(error) = reconciler::reconcile(&self.vault, BATCH).await {
                 tracing::warn!(%error, "reconciler cannot finish this round; retrying");
             }
@@ -82,6 +93,9 @@ impl DeletionWorker {
                     );
                 }
                 last_overdue_report = Some(tokio::time::Instant::now());
+            }
+            if decommissioning {
+                continue;
             }
             tokio::select! {
                 _ = wake.notified() => {}

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, real redis-server per test, real mTLS.
 
+mod admin;
 mod audit;
 mod audit_tamper;
 mod bad_input;
