@@ -6,7 +6,6 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::caller::require;
-use super::facevault_api::filing_to_proto;
 use crate::domain::Role;
 use crate::domain::deletion::CancelReason;
 use crate::error::Error;
@@ -63,7 +62,10 @@ impl Admin for AdminApi {
             tenants: report.tenants,
             filing_threshold: report.filing_threshold,
             filing_required: report.filing_required,
-            filing: Some(filing_to_proto(report.filing)),
+            threshold_reached_at: report.filing.threshold_reached_at_unix_ms.map(timestamp),
+            filing_due_by: report.filing.filing_due_by_unix_ms.map(timestamp),
+            filing_due_by_provisional: report.filing.filing_due_by_provisional,
+            filing_reference: report.filing.filing_reference,
             deletions_pending: report.deletions_pending,
             deletions_overdue: report.deletions_overdue,
             decommissions: report

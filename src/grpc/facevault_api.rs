@@ -207,7 +207,10 @@ impl FaceVault for FaceVaultApi {
             oldest_key_epoch: report.key_epochs.oldest_epoch,
             oldest_key_epoch_retire_by: report.key_epochs.retire_by_unix_ms.map(timestamp),
             key_epoch_retirement_overdue: report.key_epochs.overdue,
-            filing: Some(filing_to_proto(report.filing)),
+            threshold_reached_at: report.filing.threshold_reached_at_unix_ms.map(timestamp),
+            filing_due_by: report.filing.filing_due_by_unix_ms.map(timestamp),
+            filing_due_by_provisional: report.filing.filing_due_by_provisional,
+            filing_reference: report.filing.filing_reference,
             decommission: report
                 .decommission
                 .map(super::admin_api::decommission_to_proto),
@@ -250,15 +253,6 @@ impl FaceVault for FaceVaultApi {
             audit_events,
             last_verified_at: last_verified.map(timestamp),
         }))
-    }
-}
-
-pub fn filing_to_proto(filing: crate::vault::FilingClock) -> proto::FilingClock {
-    proto::FilingClock {
-        threshold_reached_at: filing.threshold_reached_at_unix_ms.map(timestamp),
-        filing_due_by: filing.filing_due_by_unix_ms.map(timestamp),
-        filing_due_by_provisional: filing.filing_due_by_provisional,
-        filing_reference: filing.filing_reference,
     }
 }
 
