@@ -99,10 +99,10 @@ struct AuditLogReport {
 
 /// CPU time per unit (call, event, entry), in µs, of each process.
 #[derive(Debug, Clone, Serialize)]
-struct CpuUs {
-    server: f64,
-    redis: f64,
-    bench: f64,
+pub(super) struct CpuUs {
+    pub(super) server: f64,
+    pub(super) redis: f64,
+    pub(super) bench: f64,
 }
 
 /// The burst of all events but the last.
@@ -182,16 +182,16 @@ struct Incremental {
 }
 
 /// The stack of one run; dropping it kills the server and Redis.
-struct Stack {
+pub(super) struct Stack {
     _dir: TempDir,
-    redis: RedisServer,
-    server: tokio::process::Child,
-    addr: String,
-    pki: DevPki,
+    pub(super) redis: RedisServer,
+    pub(super) server: tokio::process::Child,
+    pub(super) addr: String,
+    pub(super) pki: DevPki,
     config: PathBuf,
 }
 
-async fn start() -> anyhow::Result<Stack> {
+pub(super) async fn start() -> anyhow::Result<Stack> {
     let dir = TempDir::new()?;
     let root = dir.path().to_path_buf();
     let pki = DevPki::ensure(&root.join("pki"), DEV_TRUST_DOMAIN, &[])?;
@@ -272,13 +272,13 @@ level = "warn"
 /// CPU time of the server, Redis and this process (every thread's, from
 /// `/proc/<pid>/task/*/schedstat`, in ns).
 #[derive(Debug, Clone, Copy)]
-struct Procs {
-    server: u32,
-    redis: u32,
+pub(super) struct Procs {
+    pub(super) server: u32,
+    pub(super) redis: u32,
 }
 
 #[derive(Debug, Clone, Copy)]
-struct CpuMark {
+pub(super) struct CpuMark {
     server: u64,
     redis: u64,
     bench: u64,
@@ -296,7 +296,7 @@ fn cpu_ns(pid: u32) -> u64 {
 }
 
 impl Procs {
-    fn mark(&self) -> CpuMark {
+    pub(super) fn mark(&self) -> CpuMark {
         CpuMark {
             server: cpu_ns(self.server),
             redis: cpu_ns(self.redis),
@@ -307,7 +307,7 @@ impl Procs {
 
 impl CpuMark {
     /// µs per unit spent since `self`.
-    fn per(&self, later: &CpuMark, units: f64) -> CpuUs {
+    pub(super) fn per(&self, later: &CpuMark, units: f64) -> CpuUs {
         let us = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1000.0 / units.max(1.0);
         CpuUs {
             server: us(self.server, later.server),
@@ -328,7 +328,7 @@ fn median(values: &[f64]) -> f64 {
 }
 
 /// Prints a line every `PROGRESS_EVERY` while `work` runs.
-async fn with_progress<T>(label: &str, work: impl Future<Output = T>) -> T {
+pub(super) async fn with_progress<T>(label: &str, work: impl Future<Output = T>) -> T {
     let started = Instant::now();
     let label = label.to_owned();
     let ticker = tokio::spawn(async move {
@@ -494,7 +494,10 @@ async fn append(
     })
 }
 
-async fn redis_info(conn: &mut redis::aio::MultiplexedConnection, field: &str) -> Option<String> {
+pub(super) async fn redis_info(
+    conn: &mut redis::aio::MultiplexedConnection,
+    field: &str,
+) -> Option<String> {
     let info: String = redis::cmd("INFO").query_async(conn).await.ok()?;
     info.lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))

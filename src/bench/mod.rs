@@ -6,6 +6,7 @@
 
 mod audit;
 mod baseline;
+mod decommission;
 mod rewrap;
 pub mod stats;
 
@@ -94,6 +95,12 @@ pub struct BenchArgs {
     #[arg(long, conflicts_with_all = ["target", "redis_cluster", "rewrap"],
           value_parser = clap::value_parser!(u64).range(2..=100_000_000))]
     audit_events: Option<u64>,
+    /// Instead of the verify phases: enroll this many subjects in tenant demo on
+    /// the bench's own stack, decommission the tenant and time the erasure
+    /// (subjects/s, CPU per subject; see `decommission`).
+    #[arg(long, conflicts_with_all = ["target", "redis_cluster", "rewrap", "audit_events"],
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    decommission: Option<u64>,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -529,6 +536,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if let Some(events) = args.audit_events {
         return audit::run(events, args.json).await;
+    }
+    if let Some(subjects) = args.decommission {
+        return decommission::run(subjects, args.json).await;
     }
     let quiet = args.json;
     let hosted = match &args.target {

@@ -795,6 +795,8 @@ mod tests {
             pki.auditor.1.clone(),
             pki.other.0.clone(),
             pki.other.1.clone(),
+            pki.admin.0.clone(),
+            pki.admin.1.clone(),
         ]
     }
 
@@ -815,7 +817,7 @@ mod tests {
             .collect();
         assert_eq!(before, after);
         // No temporary files left behind.
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 10);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 12);
     }
 
     #[cfg(unix)]
@@ -902,7 +904,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let pki = DevPki::ensure(tmp.path(), DEV_TRUST_DOMAIN, &[]).unwrap();
         let verifier = client_verifier(&read(&pki.ca_cert), None);
-        for (cert, _) in [&pki.app, &pki.auditor, &pki.other] {
+        for (cert, _) in [&pki.app, &pki.auditor, &pki.other, &pki.admin] {
             verify_client(verifier.as_ref(), &read(cert)).unwrap();
         }
 
@@ -1150,9 +1152,9 @@ mod tests {
             result.unwrap();
         }
         let pki = DevPki::ensure(&dir, DEV_TRUST_DOMAIN, &[]).unwrap();
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 10);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 12);
         let verifier = client_verifier(&read(&pki.ca_cert), None);
-        for (cert, _) in [&pki.app, &pki.auditor, &pki.other] {
+        for (cert, _) in [&pki.app, &pki.auditor, &pki.other, &pki.admin] {
             verify_client(verifier.as_ref(), &read(cert)).unwrap();
         }
     }
