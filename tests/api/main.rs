@@ -6,6 +6,7 @@ mod bad_input;
 mod chaos;
 mod client_sdk;
 mod cluster;
+mod consent;
 mod enroll_verify;
 mod envelope;
 mod flood;
