@@ -23,3 +23,4 @@ mod reload;
 mod shutdown;
 mod storage_at_rest;
 mod telemetry;
+mod tenants;
