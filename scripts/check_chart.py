@@ -59,6 +59,8 @@ CRD_KINDS = {("cert-manager.io/v1", "Certificate"), ("monitoring.coreos.com/v1",
 SEVERITY = {0: "unknown", 1: "info", 2: "warning", 3: "error"}
 
 MODEL = {"id": "arcface-r100-512", "dimension": 512, "threshold": 0.42}
+# The service serves only declared tenants and refuses to start without one.
+TENANTS = {"bank-a": {}}
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -79,6 +81,7 @@ GOOD_SETS: dict[str, dict[str, Any]] = {
         "replicaCount": 1,
         "redis": {"url": "redis://redis.data:6379"},
         "models": [MODEL],
+        "tenants": TENANTS,
         "serviceAccount": {"create": False},
         "podDisruptionBudget": {"enabled": False},
         "topologySpread": {"enabled": False},
@@ -123,6 +126,7 @@ GOOD_SETS: dict[str, dict[str, Any]] = {
             "tls": {"ca": {"existingSecret": "redis-ca", "key": "ca.crt"}},
         },
         "models": [MODEL],
+        "tenants": TENANTS,
         "tls": {"existingSecret": "facevault-server-tls", "clientCa": {"existingSecret": "facevault-client-ca"}},
         "keys": {
             "keyring": {"existingSecret": "fv-keyring"},
@@ -136,6 +140,7 @@ GOOD_SETS: dict[str, dict[str, Any]] = {
     "key lifecycle tuned": {
         "redis": {"url": "rediss://redis.data.svc:6380"},
         "models": [MODEL],
+        "tenants": TENANTS,
         "tls": {"reloadIntervalSecs": 60},
         "keys": {"reloadIntervalSecs": 30, "rewrapPerSecond": 500, "epochDays": 5, "maxRewrapDays": 2},
         "deletion": {"gracePeriodSecs": 86_400},
@@ -146,7 +151,7 @@ GOOD_SETS: dict[str, dict[str, Any]] = {
 # writes one file name, so replicas must not share the file).
 ANCHOR_FILE = "/var/lib/facevault/anchors/audit-anchors.jsonl"
 ANCHOR_PVC = {"persistentVolumeClaim": {"claimName": "facevault-anchors"}}
-ANCHOR_SET = deep_merge(BASE, {"replicaCount": 1, "models": [MODEL],
+ANCHOR_SET = deep_merge(BASE, {"replicaCount": 1, "models": [MODEL], "tenants": TENANTS,
                                "audit": {"anchorFile": ANCHOR_FILE, "anchorVolume": ANCHOR_PVC}})
 
 # Values the chart must refuse (schema or template `fail`).
@@ -536,6 +541,8 @@ def check_deployment(name: str, values: dict[str, Any], rendered: dict[str, str]
                 f"{name}: transform secret and keyring are separate Secrets")
     R.check(len(toml["models"]) == len(merged["models"]) if "models" in toml else not merged["models"],
             f"{name}: models rendered")
+    R.check(sorted(toml.get("tenants", {})) == sorted(merged["tenants"]), f"{name}: tenants declared",
+            f"{sorted(toml.get('tenants', {}))} != {sorted(merged['tenants'])}")
 
     # Redis URL and trust.
     redis = merged["redis"]
@@ -664,9 +671,17 @@ def check_optional(name: str, values: dict[str, Any], rendered: dict[str, str],
     R.check(line in notes, f"{name}: NOTES.txt prints the grpcurl line", line)
     if merged["redis"]["mode"] == "cluster":
         R.check("cluster" in notes.lower(), f"{name}: NOTES.txt explains Redis Cluster mode")
+    R.check(("no tenants are declared" in notes) == (not merged["tenants"]),
+            f"{name}: NOTES.txt warns exactly when no tenant is declared")
 
 
 # --- the service's own config parser (optional) -----------------------------
+
+def servable(values: dict[str, Any]) -> bool:
+    """The service starts only with a model and a declared tenant (the notes warn otherwise)."""
+    merged = merged_values(values)
+    return bool(merged["models"]) and bool(merged["tenants"])
+
 
 def find_binary() -> str | None:
     for candidate in (os.environ.get("FACEVAULT_BIN"), REPO / "target/release/facevault",
@@ -780,7 +795,7 @@ def check_anchors(binary: str | None, tmp: Path) -> None:
     check_deployment(name, ANCHOR_SET, rendered, docs)
     check_service(name, ANCHOR_SET, docs)
     check_optional(name, ANCHOR_SET, rendered, docs)
-    if binary and merged_values(ANCHOR_SET)["models"]:
+    if binary and servable(ANCHOR_SET):
         check_service_accepts(name, docs, binary, tmp)
 
 
@@ -815,7 +830,7 @@ def main() -> int:
                 check_deployment(name, values, rendered, docs)
                 check_service(name, values, docs)
                 check_optional(name, values, rendered, docs)
-                if binary and merged_values(values)["models"]:
+                if binary and servable(values):
                     check_service_accepts(name, docs, binary, tmp)
             R.run(f"render {name}", _one)
     finally:

@@ -209,7 +209,7 @@ grep -q 'AuditLog/VerifyChain' "$work/readme/audit.sh" || die "README.md: no Ver
 say "preparing a deletion ticket: enroll 'walkthrough-bob', CancelAccount, wait for COMPLETED"
 mtls=(-cacert dev/ca.pem -cert dev/app.pem -key dev/app.key)
 facevault seal --keys dev/keys/sealing-public.json --op enroll --subject walkthrough-bob \
-    --purpose login --embedding dev/samples/mallory.json \
+    --purpose login --off-device-storage --embedding dev/samples/mallory.json \
     | grpcurl "${mtls[@]}" -d @ 127.0.0.1:50051 facevault.v1.FaceVault/Enroll >"$work/out/prep-enroll.json"
 grpcurl "${mtls[@]}" -d '{"subjectId":"walkthrough-bob","reason":"walkthrough test"}' \
     127.0.0.1:50051 facevault.v1.FaceVault/CancelAccount >"$work/out/prep-cancel.json"

@@ -691,7 +691,22 @@ impl Settings {
             Tenant::try_from(name.as_str())
                 .map_err(|_| anyhow::anyhow!("tenant name {name:?} must be [a-z0-9-]"))?;
         }
+        // Only declared tenants are served, so a config without any would
+        // start a service that refuses every call: refuse it here instead.
+        if self.tenants.is_empty() {
+            bail!(
+                "no tenants declared: add a [tenants.<name>] table for each tenant served (certificates naming any other tenant are refused)"
+            );
+        }
         Ok(())
+    }
+
+    /// The tenants served: those declared under `[tenants.<name>]`.
+    pub fn declared_tenants(&self) -> std::collections::BTreeSet<Tenant> {
+        self.tenants
+            .keys()
+            .filter_map(|name| Tenant::try_from(name.as_str()).ok())
+            .collect()
     }
 
     pub fn models(&self) -> Vec<EmbeddingModel> {
@@ -757,6 +772,8 @@ url = "redis://127.0.0.1:6379"
 id = "demo-512"
 dimension = 512
 threshold = 0.5
+
+[tenants.demo]
 "#;
 
     fn parse(text: &str) -> anyhow::Result<Settings> {
@@ -800,6 +817,7 @@ threshold = 0.5
                 "max_per_subject",
             ),
             (format!("{MINIMAL}\n[tenants.Bad]\n"), "tenant"),
+            (MINIMAL.replace("[tenants.demo]", ""), "no tenants declared"),
             (
                 MINIMAL.replace("[redis]", "[redis]\nmode = \"sentinel\""),
                 "mode",

@@ -57,6 +57,8 @@ pub struct Application {
     tls_paths: TlsPaths,
     tls_reload_interval: Duration,
     identity: Arc<IdentityPolicy>,
+    /// The tenants served; certificates naming any other are refused.
+    tenants: std::collections::BTreeSet<Tenant>,
     keys: Arc<LiveKeys>,
     key_reload_interval: Duration,
     vault: Arc<Vault>,
@@ -162,6 +164,7 @@ impl Application {
                 trust_domain: settings.server.trust_domain.clone(),
                 allow_cn_fallback: settings.server.allow_cn_fallback,
             }),
+            tenants: settings.declared_tenants(),
             keys,
             key_reload_interval: Duration::from_secs(settings.keys.reload_interval_secs),
             vault: Arc::new(vault),
@@ -268,7 +271,10 @@ impl Application {
         );
         let layers = tower::ServiceBuilder::new()
             .layer(TraceLayer)
-            .layer(AuthenticateLayer::new(refusals.clone()))
+            .layer(AuthenticateLayer::new(
+                refusals.clone(),
+                self.tenants.clone(),
+            ))
             .layer(RateLimitLayer::new(
                 RateLimit {
                     per_second: self.limits.rate_per_second,

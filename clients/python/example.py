@@ -60,12 +60,29 @@ def run(args: argparse.Namespace) -> None:
         expect(len(key.public_key) == 32, f"X25519 key {key.key_id} has 32 bytes")
         expect(len(keys.receipt_verification_key) == 32, "receipt verification key has 32 bytes")
 
+        print("Enroll without consent to off-device storage")
+        on_device_only = client.consent(
+            purposes=["login"],
+            consent_id=f"consent-{subject}",
+            notice_version="2026-11",
+            off_device_storage=False,
+        )
+        try:
+            client.enroll(subject, MODEL, face, on_device_only)
+            raise Failed("an enrollment without off-device consent was accepted")
+        except grpc.RpcError as e:
+            expect(
+                e.code() == grpc.StatusCode.INVALID_ARGUMENT and "consent.off_device_storage" in e.details(),
+                f"refused {e.code().name}: {e.details()}",
+            )
+
         print(f"Enroll {subject} (tenant {client.tenant}, model {MODEL})")
         consent = client.consent(
             purposes=["login"],
             consent_id=f"consent-{subject}",
             method=pb.CONSENT_METHOD_SEPARATE_IN_APP,
             notice_version="2026-11",
+            off_device_storage=True,
         )
         enrolled = client.enroll(subject, MODEL, face, consent)
         expect(enrolled.templates_held == 1, f"enrolled: template {enrolled.template_id}, held {enrolled.templates_held}")

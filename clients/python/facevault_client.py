@@ -416,13 +416,22 @@ class FaceVaultClient:
         method: Optional[int] = None,
         notice_version: str = "1",
         granted_at_unix: Optional[float] = None,
+        *,
+        off_device_storage: bool,
+        subject_under_14: bool = False,
     ):
+        """A Consent message. ``off_device_storage`` must state whether the person
+        separately consented to their face data leaving the device (the service
+        refuses Enroll without it); ``subject_under_14`` needs method
+        CONSENT_METHOD_GUARDIAN."""
         pb = self.protos.pb
         c = pb.Consent(
             consent_id=consent_id,
             purposes=list(purposes),
             method=pb.CONSENT_METHOD_SEPARATE_IN_APP if method is None else method,
             notice_version=notice_version,
+            off_device_storage=off_device_storage,
+            subject_under_14=subject_under_14,
         )
         c.granted_at.FromSeconds(int(time.time() if granted_at_unix is None else granted_at_unix))
         return c

@@ -23,6 +23,8 @@ pub enum Refusal {
     ConnectionLimit,
     /// No certificate, an untrusted or revoked one, or a handshake that timed out.
     TlsHandshake,
+    /// The certificate names a tenant the config does not declare.
+    UndeclaredTenant,
 }
 
 impl Refusal {
@@ -33,6 +35,7 @@ impl Refusal {
             Self::LoadShed => "load-shed",
             Self::ConnectionLimit => "connection-limit",
             Self::TlsHandshake => "tls-handshake-refused",
+            Self::UndeclaredTenant => "undeclared-tenant",
         }
     }
 
@@ -42,6 +45,7 @@ impl Refusal {
             Self::NoIdentity => "UNAUTHENTICATED",
             Self::RateLimited => "RESOURCE_EXHAUSTED",
             Self::LoadShed => "UNAVAILABLE",
+            Self::UndeclaredTenant => "PERMISSION_DENIED",
             Self::ConnectionLimit | Self::TlsHandshake => "",
         }
     }
@@ -109,6 +113,17 @@ impl RefusalTally {
             caller: caller.identity.clone(),
             cert_sha256: caller.cert_sha256.clone(),
             reason,
+        });
+    }
+
+    /// A caller whose tenant is not served: counted in the unauthenticated
+    /// stream, not its own, since an undeclared tenant gets no audit log.
+    pub fn undeclared_tenant(&self, caller: &Caller) {
+        self.count(Refused {
+            tenant: Tenant::unauthenticated(),
+            caller: caller.identity.clone(),
+            cert_sha256: caller.cert_sha256.clone(),
+            reason: Refusal::UndeclaredTenant,
         });
     }
 

@@ -230,6 +230,8 @@ id = "{model}"
 dimension = {dimension}
 threshold = {threshold}
 
+[tenants.demo]
+
 [logging]
 format = "json"
 level = "warn"

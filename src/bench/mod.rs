@@ -257,6 +257,8 @@ id = "{MODEL}"
 dimension = {DIMENSION}
 threshold = {THRESHOLD}
 
+[tenants.demo]
+
 [logging]
 format = "json"
 level = "warn"

@@ -235,7 +235,7 @@ fn banner(dir: &Path, args: &DevArgs, redis_url: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "  facevault seal --keys {d}/keys/sealing-public.json --op enroll --subject alice --purpose login --embedding {d}/samples/alice.json | grpcurl {tls} -d @ {addr} facevault.v1.FaceVault/Enroll"
+        "  facevault seal --keys {d}/keys/sealing-public.json --op enroll --subject alice --purpose login --off-device-storage --embedding {d}/samples/alice.json | grpcurl {tls} -d @ {addr} facevault.v1.FaceVault/Enroll"
     );
     let _ = writeln!(
         out,

@@ -16,6 +16,24 @@ pub enum Op {
     Verify,
 }
 
+/// How consent was given (`Consent.method`).
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Method {
+    SeparateInApp,
+    Written,
+    Guardian,
+}
+
+impl Method {
+    fn proto_name(self) -> &'static str {
+        match self {
+            Self::SeparateInApp => "CONSENT_METHOD_SEPARATE_IN_APP",
+            Self::Written => "CONSENT_METHOD_WRITTEN",
+            Self::Guardian => "CONSENT_METHOD_GUARDIAN",
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 pub struct SealArgs {
     /// Operation the body is for.
@@ -51,6 +69,17 @@ pub struct SealArgs {
     /// Enroll: version of the privacy notice shown.
     #[arg(long, default_value = "2026-11")]
     notice_version: String,
+    /// Enroll: how consent was given.
+    #[arg(long, value_enum, default_value = "separate-in-app")]
+    method: Method,
+    /// Enroll: the person separately consented to their face data leaving the
+    /// device and being kept by the service. The service refuses an enrollment
+    /// without it; it is never implied.
+    #[arg(long)]
+    off_device_storage: bool,
+    /// Enroll: the person is under 14 (needs `--method guardian`).
+    #[arg(long)]
+    subject_under_14: bool,
 }
 
 pub fn run(args: SealArgs) -> anyhow::Result<()> {
@@ -116,8 +145,10 @@ pub fn run(args: SealArgs) -> anyhow::Result<()> {
                 "consentId": args.consent_id,
                 "purposes": args.purposes,
                 "grantedAt": now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
-                "method": "CONSENT_METHOD_SEPARATE_IN_APP",
+                "method": args.method.proto_name(),
                 "noticeVersion": args.notice_version,
+                "offDeviceStorage": args.off_device_storage,
+                "subjectUnder14": args.subject_under_14,
             },
             "replace": args.replace,
         }),

@@ -11,7 +11,7 @@ pub mod lockout;
 pub mod subject;
 
 pub use caller::{Caller, Role};
-pub use consent::{Consent, ConsentMethod, Purpose};
+pub use consent::{Consent, ConsentFields, ConsentMethod, Purpose};
 pub use embedding::{Embedding, EmbeddingModel, ModelId};
 pub use lockout::{LockoutPolicy, LockoutState};
 pub use subject::{SubjectId, Tenant};
@@ -34,10 +34,16 @@ pub enum InvalidInput {
     ConsentPurposes,
     #[error("consent.granted_at is missing or in the future")]
     ConsentGrantedAt,
-    #[error("consent.method must be SEPARATE_IN_APP or WRITTEN")]
+    #[error("consent.method must be SEPARATE_IN_APP, WRITTEN or GUARDIAN")]
     ConsentMethod,
     #[error("consent.notice_version must be 1 to 64 printable characters")]
     NoticeVersion,
+    #[error(
+        "consent.off_device_storage must be true: the person must separately consent to their face data being stored off the device"
+    )]
+    OffDeviceStorage,
+    #[error("consent.subject_under_14 requires consent.method GUARDIAN")]
+    GuardianRequired,
     #[error("the embedding model is not configured")]
     UnknownModel,
     #[error("the embedding has the wrong dimension for its model")]

@@ -2,7 +2,7 @@
 //! refused with INVALID_ARGUMENT before anything else happens.
 
 use crate::domain::deletion::CancelReason;
-use crate::domain::{Consent, ConsentMethod, InvalidInput, Purpose, SubjectId};
+use crate::domain::{Consent, ConsentFields, ConsentMethod, InvalidInput, Purpose, SubjectId};
 use crate::proto;
 use crate::vault::{
     CancelCommand, DeleteCommand, EnrollCommand, SealedEnvelope, VerifyCommand, WithdrawCommand,
@@ -42,16 +42,19 @@ pub fn consent(value: Option<proto::Consent>, now_unix_ms: i64) -> Result<Consen
     let method = match proto::ConsentMethod::try_from(c.method) {
         Ok(proto::ConsentMethod::SeparateInApp) => Some(ConsentMethod::SeparateInApp),
         Ok(proto::ConsentMethod::Written) => Some(ConsentMethod::Written),
-        // Guardian consent is parsed with the minor's flag (not yet served).
-        Ok(proto::ConsentMethod::Guardian | proto::ConsentMethod::Unspecified) | Err(_) => None,
+        Ok(proto::ConsentMethod::Guardian) => Some(ConsentMethod::Guardian),
+        Ok(proto::ConsentMethod::Unspecified) | Err(_) => None,
     };
-    let granted_at = c.granted_at.as_ref().map(crate::vault::unix_ms);
     Consent::new(
-        c.consent_id,
-        &c.purposes,
-        granted_at,
-        method,
-        c.notice_version,
+        ConsentFields {
+            granted_at_unix_ms: c.granted_at.as_ref().map(crate::vault::unix_ms),
+            consent_id: c.consent_id,
+            purposes: c.purposes,
+            method,
+            notice_version: c.notice_version,
+            off_device_storage: c.off_device_storage,
+            subject_under_14: c.subject_under_14,
+        },
         now_unix_ms,
     )
 }

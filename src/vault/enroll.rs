@@ -62,8 +62,8 @@ impl Vault {
                 granted_at_unix_ms: cmd.consent.granted_at_unix_ms,
                 method: cmd.consent.method.as_str().to_owned(),
                 notice_version: cmd.consent.notice_version.clone(),
-                off_device_storage: false,
-                subject_under_14: false,
+                off_device_storage: cmd.consent.off_device_storage,
+                subject_under_14: cmd.consent.subject_under_14,
             }),
         };
         let template_id = random_id()?;

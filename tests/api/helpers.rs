@@ -140,7 +140,8 @@ impl TestRedis {
 
 #[derive(Clone)]
 pub struct AppOptions {
-    /// TOML appended to the config (sections other than [tenants.demo]).
+    /// TOML appended to the config (sections other than [tenants.demo] and
+    /// [tenants.other], which are always declared).
     pub extra_config: String,
     /// Body of the [tenants.demo] section.
     pub demo_tenant: String,
@@ -306,6 +307,8 @@ threshold = 0.5
 
 [tenants.demo]
 {demo}
+
+[tenants.other]
 
 {extra}
 "#,

@@ -1,8 +1,12 @@
 //! Calls to the facevault API from a connection whose certificate names no
 //! acceptable identity are refused here, before any per-call work or auditing;
-//! the audit log gets their count per window (`audit::refusals`). Roles are
-//! checked by the handlers, which know which role each call needs.
+//! the audit log gets their count per window (`audit::refusals`). So are calls
+//! whose certificate names a tenant the config does not declare, whichever
+//! service they call. Roles are checked by the handlers, which know which role
+//! each call needs.
 
+use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tonic::body::Body;
@@ -10,16 +14,22 @@ use tower::{Layer, Service};
 
 use super::{BoxFuture, count_refusal, is_api_call, status_response};
 use crate::audit::refusals::{Refusal, RefusalTally};
+use crate::domain::Tenant;
 use crate::grpc::tls::PeerInfo;
 
 #[derive(Clone)]
 pub struct AuthenticateLayer {
     refusals: RefusalTally,
+    tenants: Arc<BTreeSet<Tenant>>,
 }
 
 impl AuthenticateLayer {
-    pub fn new(refusals: RefusalTally) -> Self {
-        Self { refusals }
+    /// `tenants`: the tenants served (`[tenants.<name>]`).
+    pub fn new(refusals: RefusalTally, tenants: BTreeSet<Tenant>) -> Self {
+        Self {
+            refusals,
+            tenants: Arc::new(tenants),
+        }
     }
 }
 
@@ -30,6 +40,7 @@ impl<S> Layer<S> for AuthenticateLayer {
         Authenticate {
             inner,
             refusals: self.refusals.clone(),
+            tenants: self.tenants.clone(),
         }
     }
 }
@@ -38,6 +49,7 @@ impl<S> Layer<S> for AuthenticateLayer {
 pub struct Authenticate<S> {
     inner: S,
     refusals: RefusalTally,
+    tenants: Arc<BTreeSet<Tenant>>,
 }
 
 impl<S> Service<http::Request<Body>> for Authenticate<S>
@@ -56,11 +68,28 @@ where
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         if is_api_call(&request) {
-            let peer = request.extensions().get::<PeerInfo>();
-            if peer.is_none_or(|p| p.caller.is_err()) {
+            let caller = request
+                .extensions()
+                .get::<PeerInfo>()
+                .and_then(|p| p.caller.as_ref().ok());
+            let Some(caller) = caller else {
                 count_refusal(&self.refusals, &request, Refusal::NoIdentity);
                 let status = tonic::Status::unauthenticated(
                     "the client certificate names no acceptable identity",
+                );
+                return Box::pin(async move { Ok(status_response(status)) });
+            };
+            if !self.tenants.contains(&caller.tenant) {
+                // A tenant name is not personal data; the operator needs it to
+                // tell a missing declaration from a stray certificate.
+                tracing::warn!(
+                    tenant = caller.tenant.as_str(),
+                    identity = %caller.identity,
+                    "refused: the client certificate's tenant is not declared under [tenants.<name>]"
+                );
+                self.refusals.undeclared_tenant(caller);
+                let status = tonic::Status::permission_denied(
+                    "the client certificate's tenant is not served by this deployment",
                 );
                 return Box::pin(async move { Ok(status_response(status)) });
             }
