@@ -64,6 +64,7 @@ pub fn consent_to_proto(c: crate::vault::ConsentSummary) -> proto::Consent {
     let method = match ConsentMethod::parse(&c.method) {
         Some(ConsentMethod::SeparateInApp) => proto::ConsentMethod::SeparateInApp,
         Some(ConsentMethod::Written) => proto::ConsentMethod::Written,
+        Some(ConsentMethod::Guardian) => proto::ConsentMethod::Guardian,
         None => proto::ConsentMethod::Unspecified,
     };
     proto::Consent {
