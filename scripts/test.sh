@@ -60,6 +60,14 @@ for k, walked in (("verify_incremental_0", 0), ("verify_incremental_1000", 1000)
 print("bench audit smoke ok: fill", round(a["fill"]["events_per_second"]), "events/s, full verify",
       round(v["ms"]), "ms for", v["events_checked"], "events")
 PY
+target/debug/facevault bench --decommission 500 --json > target/bench-smoke-decommission.json
+python3 - <<'PY'
+import json
+d = json.load(open("target/bench-smoke-decommission.json"))["decommission"]
+assert d["subjects"] == 500 and d["receipt_verified"] is True, d
+assert d["subjects_per_second"] > 0 and d["cpu_us_per_subject"]["server"] > 0, d
+print("bench decommission smoke ok:", round(d["subjects_per_second"]), "subjects/s")
+PY
 
 echo "--- Helm chart: lint, render, schema-validate, assert"
 scripts/check-chart.sh

@@ -255,7 +255,11 @@ fn banner(dir: &Path, args: &DevArgs, redis_url: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "\nOther identities: {d}/auditor.pem (role auditor), {d}/other.pem (tenant other). Ctrl-C stops (Redis too)."
+        "  grpcurl -cacert {d}/ca.pem -cert {d}/admin.pem -key {d}/admin.key {addr} facevault.v1.Admin/GetDeploymentReport"
+    );
+    let _ = writeln!(
+        out,
+        "\nOther identities: {d}/auditor.pem (role auditor), {d}/admin.pem (role admin), {d}/other.pem (tenant other). Ctrl-C stops (Redis too)."
     );
     out
 }
