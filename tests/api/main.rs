@@ -3,6 +3,7 @@
 mod audit;
 mod audit_tamper;
 mod bad_input;
+mod calendar;
 mod chaos;
 mod client_sdk;
 mod cluster;
