@@ -18,6 +18,9 @@ scripts/ensure-redis.sh
 echo "--- cargo test (unit and API tests)"
 cargo test --locked --all-targets "$@"
 
+echo "--- lunar dates of the provisional calendar against Python lunardate"
+scripts/check-lunar-dates.sh target/debug/facevault
+
 echo "--- bench smoke (so the load generator cannot rot)"
 target/debug/facevault bench --duration 1s --subjects 200 --concurrency 8 --rewrap --json > target/bench-smoke.json
 python3 - <<'PY'

@@ -403,7 +403,7 @@ fn deletion_policy(settings: &Settings) -> anyhow::Result<DeletionPolicy> {
     if !policy.calendar().has_published_data(horizon) {
         tracing::warn!(
             %horizon,
-            "no published holiday schedule within the next 60 days: deadlines there count Monday-Friday only (earliest, safest); add deletion.holiday_file"
+            "no published holiday schedule within the next 60 days: deadlines there are provisional (law-fixed holidays only, nearby weekends counted as working days; never later than the official ones); add deletion.holiday_file"
         );
     }
     Ok(policy)

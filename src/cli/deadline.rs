@@ -48,9 +48,9 @@ pub fn run(args: DeadlineArgs) -> anyhow::Result<()> {
         .at
         .with_timezone(&tz)
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, false);
-    if !deadline.fallback_years.is_empty() {
+    if deadline.provisional {
         eprintln!(
-            "warning: no published holiday schedule for {:?}; those days count Monday-Friday only (the earliest, safest deadline)",
+            "warning: no published holiday schedule for {:?}; the deadline is provisional: those days count only the holidays the law fixes, and weekends near them as working days, so it may be earlier than the official deadline, never later",
             deadline.fallback_years
         );
     }
@@ -61,6 +61,7 @@ pub fn run(args: DeadlineArgs) -> anyhow::Result<()> {
             "time_zone": tz.name(),
             "working_days_counted": deadline.working_days.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
             "fallback_years": deadline.fallback_years,
+            "provisional": deadline.provisional,
         });
         super::print_line(&serde_json::to_string_pretty(&body)?)?;
     } else {

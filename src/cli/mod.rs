@@ -1,8 +1,9 @@
-//! The one binary: `facevault serve | dev | keygen | keys | seal | deadline | receipt | audit | bench`.
+//! The one binary: `facevault serve | dev | keygen | keys | seal | deadline | holidays | receipt | audit | bench`.
 
 mod audit;
 mod deadline;
 mod dev;
+mod holidays;
 mod keys;
 mod receipt;
 mod seal;
@@ -57,6 +58,8 @@ enum Command {
     Seal(seal::SealArgs),
     /// Print the statutory deletion deadline for a request instant.
     Deadline(deadline::DeadlineArgs),
+    /// Print the holidays the law fixes for years without a published schedule.
+    Holidays(holidays::HolidaysArgs),
     /// Key lifecycle: rotate, status, retire, rotate-sealing.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -89,6 +92,7 @@ pub async fn run() -> ExitCode {
         } => keygen(dir, sealing_validity_days),
         Command::Seal(args) => seal::run(args),
         Command::Deadline(args) => deadline::run(args),
+        Command::Holidays(args) => holidays::run(args),
         Command::Keys(command) => keys::run(command).await,
         Command::Receipt(command) => receipt::run(command),
         Command::Audit(command) => audit::run(command).await,

@@ -8,13 +8,19 @@
 //! with years published after that crate was released, or replaces it for
 //! other jurisdictions.
 //!
-//! Where no published schedule exists the calendar falls back to plain
-//! Monday–Friday. That can only make a deadline earlier than the official
-//! schedule would (an unknown holiday is counted as a working day), so the
-//! service never keeps data longer than allowed; the fallback is reported in
-//! [`Deadline::fallback_years`] so the caller can warn and count it.
+//! Where no published schedule exists the calendar uses a provisional rule
+//! ([`law_fixed`]): the holidays the law itself fixes are off, as the law stood
+//! that year, and weekends near them count as working days because a 调休 may
+//! make them one. That can only make a deadline earlier than the official
+//! schedule would, so the service never keeps data longer than allowed; such a
+//! deadline is marked [`Deadline::provisional`], with the years concerned in
+//! [`Deadline::fallback_years`], so the caller can warn and recompute it once
+//! the schedule is published. A calendar that replaces the Chinese schedule
+//! (`replace_official`) counts Monday–Friday in its unpublished years instead.
 //!
 //! The module is pure: it performs no I/O and no logging.
+
+pub mod law_fixed;
 
 use std::collections::BTreeSet;
 
@@ -104,9 +110,13 @@ pub struct Deadline {
     /// The counted working days, in order; the last one is the deadline day.
     pub working_days: Vec<NaiveDate>,
     /// Years of days examined (request day excluded, deadline day included)
-    /// that had no published schedule and were decided by the Monday–Friday
-    /// fallback. Sorted and deduplicated; empty when everything was published.
+    /// that had no published schedule and were decided by the provisional
+    /// rule. Sorted and deduplicated; empty when everything was published.
     pub fallback_years: Vec<i32>,
+    /// Some day examined had no published schedule: the deadline may be
+    /// earlier than the official one (never later) and should be recomputed
+    /// when the schedule is published.
+    pub provisional: bool,
 }
 
 /// Working-day calendar: official Chinese schedule, optional file overrides,
@@ -208,7 +218,10 @@ impl WorkingCalendar {
         }
         match self.official_kind(day) {
             Some(kind) => kind.is_workday(),
-            None => is_monday_to_friday(day),
+            None if self.replace_official || self.has_published_data(day) => {
+                is_monday_to_friday(day)
+            }
+            None => law_fixed::is_provisional_working_day(day),
         }
     }
 
@@ -264,6 +277,7 @@ impl WorkingCalendar {
         Ok(Deadline {
             at,
             working_days: counted,
+            provisional: !fallback_years.is_empty(),
             fallback_years: fallback_years.into_iter().collect(),
         })
     }
@@ -471,11 +485,14 @@ mod tests {
         assert!(cal.has_published_data(d(2026, 12, 25)));
         assert!(!cal.has_published_data(d(2003, 12, 31)));
         assert!(!cal.has_published_data(d(2026, 12, 26)));
-        // Outside the range the answer is plain weekday logic, with no panic:
-        // 2027-01-01 is a Friday (surely a holiday, but unpublished here).
-        assert!(cal.is_working_day(d(2027, 1, 1)));
-        assert!(!cal.is_working_day(d(2026, 12, 26))); // Saturday
+        // Outside the range the provisional rule answers, with no panic:
+        // Friday 2027-01-01 is 元旦, fixed by law; Saturday 2026-12-26 is
+        // near enough to it to be a 调休, so it counts as a working day.
+        assert!(!cal.is_working_day(d(2027, 1, 1)));
+        assert!(cal.is_working_day(d(2026, 12, 26)));
+        // Before 2008 no statute is encoded: Monday–Friday.
         assert!(cal.is_working_day(d(2003, 12, 31))); // Wednesday
+        assert!(!cal.is_working_day(d(2003, 12, 27))); // Saturday
         for extreme in [NaiveDate::MIN, NaiveDate::MAX] {
             let _ = cal.is_working_day(extreme);
             assert!(!cal.has_published_data(extreme));
@@ -594,42 +611,46 @@ mod tests {
         let inside = statutory(&cal, shanghai(2026, 12, 4, 12, 0, 0));
         assert_eq!(inside.at, rfc3339("2026-12-25T23:59:59.999+08:00"));
         assert!(inside.fallback_years.is_empty());
+        assert!(!inside.provisional);
 
-        // Mon 2026-12-07: Dec 8–25 gives 14; Sat 26 and Sun 27 are examined
-        // without data and Mon 28 is the 15th.
+        // Mon 2026-12-07: Dec 8–25 gives 14; Sat 26 has no data and, six days
+        // before 元旦, may be a 调休, so it is the 15th.
         let straddling = statutory(&cal, shanghai(2026, 12, 7, 12, 0, 0));
-        assert_eq!(straddling.at, rfc3339("2026-12-28T23:59:59.999+08:00"));
+        assert_eq!(straddling.at, rfc3339("2026-12-26T23:59:59.999+08:00"));
         assert_eq!(straddling.fallback_years, vec![2026]);
+        assert!(straddling.provisional);
 
-        // Mon 2026-12-21: Dec 22–25 official (4), then Mon–Fri only:
-        // Dec 28–31 (8), Fri Jan 1 2027 counted (9, no published New Year),
-        // Jan 4–8 (14), Mon Jan 11 (15). Both the tail of 2026 and 2027 lack data.
+        // Mon 2026-12-21: Dec 22–25 official (4), then the provisional rule:
+        // the weekends around 元旦 count, 元旦 itself does not.
         let beyond = statutory(&cal, shanghai(2026, 12, 21, 12, 0, 0));
         let expected = dates(&[
             (2026, 12, 22),
             (2026, 12, 23),
             (2026, 12, 24),
             (2026, 12, 25),
+            (2026, 12, 26), // Sat
+            (2026, 12, 27), // Sun
             (2026, 12, 28),
             (2026, 12, 29),
             (2026, 12, 30),
             (2026, 12, 31),
-            (2027, 1, 1),
+            // Fri Jan 1: 元旦
+            (2027, 1, 2), // Sat
+            (2027, 1, 3), // Sun
             (2027, 1, 4),
             (2027, 1, 5),
             (2027, 1, 6),
-            (2027, 1, 7),
-            (2027, 1, 8),
-            (2027, 1, 11),
         ]);
         assert_eq!(beyond.working_days, expected);
-        assert_eq!(beyond.at, rfc3339("2027-01-11T23:59:59.999+08:00"));
+        assert_eq!(beyond.at, rfc3339("2027-01-06T23:59:59.999+08:00"));
         assert_eq!(beyond.fallback_years, vec![2026, 2027]);
+        assert!(beyond.provisional);
 
         // Entirely before the data: 2003 is Mon–Fri only.
         let early = statutory(&cal, shanghai(2003, 6, 2, 12, 0, 0)); // Monday
         assert_eq!(early.at, rfc3339("2003-06-23T23:59:59.999+08:00"));
         assert_eq!(early.fallback_years, vec![2003]);
+        assert!(early.provisional);
     }
 
     #[test]
@@ -691,27 +712,34 @@ mod tests {
         assert!(cal.has_published_data(d(2027, 6, 1)));
         assert!(!cal.has_published_data(d(2026, 12, 31)));
 
-        // Same request as in end_of_official_data_2026, one day later, and
-        // only the uncovered tail of 2026 still falls back.
+        // Same request as in end_of_official_data_2026: the file's 2027 has
+        // no working weekends, so the deadline moves two days later, and only
+        // the uncovered tail of 2026 is still provisional.
         let deadline = statutory(&cal, shanghai(2026, 12, 21, 12, 0, 0));
         assert!(!deadline.working_days.contains(&d(2027, 1, 1)));
-        assert_eq!(deadline.at, rfc3339("2027-01-12T23:59:59.999+08:00"));
+        assert_eq!(deadline.at, rfc3339("2027-01-08T23:59:59.999+08:00"));
         assert_eq!(deadline.fallback_years, vec![2026]);
+        assert!(deadline.provisional);
     }
 
     #[test]
     fn override_working_saturday_counts() {
         // Fictional: Sat 2027-02-20 declared a working day.
         let request = shanghai(2027, 2, 12, 12, 0, 0); // Friday
+        // Provisionally the weekend after 春节 (Feb 13–14) counts, Feb 20 is
+        // too far from it to.
         let plain = statutory(&official(), request);
-        assert_eq!(plain.at, rfc3339("2027-03-05T23:59:59.999+08:00"));
+        assert_eq!(plain.at, rfc3339("2027-03-03T23:59:59.999+08:00"));
         assert_eq!(plain.fallback_years, vec![2027]);
 
         let cal = overrides("years = [2027]\nworkdays = [\"2027-02-20\"]\n");
         let deadline = statutory(&cal, request);
         assert!(deadline.working_days.contains(&d(2027, 2, 20)));
+        // The fictional file declares no 春节 and no other working weekend, so
+        // the published deadline is a day later than the provisional one.
         assert_eq!(deadline.at, rfc3339("2027-03-04T23:59:59.999+08:00"));
         assert!(deadline.fallback_years.is_empty());
+        assert!(!deadline.provisional);
     }
 
     #[test]
@@ -735,8 +763,9 @@ mod tests {
         assert!(!cal.is_working_day(d(2027, 1, 1)));
         assert!(!cal.has_published_data(d(2027, 1, 1)));
         let deadline = statutory(&cal, shanghai(2026, 12, 21, 12, 0, 0));
-        assert_eq!(deadline.at, rfc3339("2027-01-12T23:59:59.999+08:00"));
+        assert_eq!(deadline.at, rfc3339("2027-01-06T23:59:59.999+08:00"));
         assert_eq!(deadline.fallback_years, vec![2026, 2027]);
+        assert!(deadline.provisional);
     }
 
     #[test]
@@ -1013,5 +1042,233 @@ mod properties {
             let dl = calendar.deadline(late, STATUTORY_WORKING_DAYS).unwrap().at;
             prop_assert!(de <= dl);
         }
+    }
+}
+
+/// The provisional rule for unpublished years, checked against every published one.
+#[cfg(test)]
+mod provisional_tests {
+    use chrono::{Datelike as _, NaiveDate, TimeZone as _};
+    use chrono_tz::Asia::Shanghai;
+
+    use super::law_fixed::{
+        ADJUSTED_WEEKEND_MARGIN_DAYS, FIRST_RULED_YEAR, is_law_fixed_holiday,
+        is_provisional_working_day_with_margin, law_fixed_holidays, statutory_anchors,
+    };
+    use super::*;
+
+    fn d(y: i32, m: u32, day: u32) -> NaiveDate {
+        NaiveDate::from_ymd_opt(y, m, day).expect("valid test date")
+    }
+
+    fn at_ten(day: NaiveDate) -> DateTime<Utc> {
+        Shanghai
+            .with_ymd_and_hms(day.year(), day.month(), day.day(), 10, 0, 0)
+            .single()
+            .expect("Shanghai has no DST")
+            .to_utc()
+    }
+
+    /// The one adjusted weekend of 2008–2026 the statute does not explain: the
+    /// Sunday worked for the one-off 2015 Victory Day holiday (3–4 September).
+    const ONE_OFF_ADJUSTED_WEEKEND: NaiveDate = ymd(2015, 9, 6);
+
+    fn published_days() -> impl Iterator<Item = NaiveDate> {
+        d(FIRST_RULED_YEAR, 1, 1)
+            .iter_days()
+            .take_while(|day| *day <= OFFICIAL_DATA_LAST_DAY)
+    }
+
+    fn officially_working(day: NaiveDate) -> bool {
+        chinese_holiday::chinese_holiday(&day).is_workday()
+    }
+
+    #[test]
+    fn law_fixed_holidays_are_official_holidays() {
+        // Checks the lunar dates and 清明 against the published schedules too.
+        for day in published_days().filter(|day| is_law_fixed_holiday(*day)) {
+            assert!(!officially_working(day), "{day} is law-fixed but worked");
+        }
+        let count = |year| law_fixed_holidays(year).len();
+        assert_eq!(
+            (count(2013), count(2014), count(2024), count(2025)),
+            (11, 11, 11, 13)
+        );
+        // 2020 and 2025: 中秋 falls on 1 October.
+        assert_eq!(count(2020), 10);
+        assert!(law_fixed_holidays(2007).is_empty());
+    }
+
+    #[test]
+    fn anchors_for_the_years_after_the_published_data() {
+        let anchors = statutory_anchors(2027).expect("in range");
+        assert_eq!(anchors.spring_festival, d(2027, 2, 6));
+        assert_eq!(anchors.qingming, d(2027, 4, 5));
+        assert_eq!(anchors.dragon_boat, d(2027, 6, 9));
+        assert_eq!(anchors.mid_autumn, d(2027, 9, 15));
+        assert_eq!(
+            law_fixed_holidays(2027),
+            [
+                d(2027, 1, 1),
+                d(2027, 2, 5),
+                d(2027, 2, 6),
+                d(2027, 2, 7),
+                d(2027, 2, 8),
+                d(2027, 4, 5),
+                d(2027, 5, 1),
+                d(2027, 5, 2),
+                d(2027, 6, 9),
+                d(2027, 9, 15),
+                d(2027, 10, 1),
+                d(2027, 10, 2),
+                d(2027, 10, 3),
+            ]
+        );
+        assert_eq!(statutory_anchors(1899), None);
+        assert_eq!(statutory_anchors(2200), None);
+        assert!(law_fixed_holidays(2200).is_empty());
+    }
+
+    #[test]
+    fn every_statutory_adjusted_weekend_is_within_the_margin() {
+        // With every 调休 weekend counted, the provisional working days contain
+        // the official ones, so no mix of published and unpublished days can
+        // give a later deadline.
+        let missed: Vec<NaiveDate> = published_days()
+            .filter(|day| {
+                officially_working(*day)
+                    && !is_provisional_working_day_with_margin(*day, ADJUSTED_WEEKEND_MARGIN_DAYS)
+            })
+            .collect();
+        assert_eq!(missed, vec![ONE_OFF_ADJUSTED_WEEKEND]);
+    }
+
+    /// Index of the `n`-th working day after `request`, or `None` past the data.
+    fn nth_working_day_after(request: usize, n: u32, working: &[bool]) -> Option<usize> {
+        let mut left = n;
+        (request + 1..working.len()).find(|&i| {
+            if working[i] {
+                left -= 1;
+            }
+            left == 0
+        })
+    }
+
+    #[derive(Default)]
+    struct Earlier {
+        requests: u64,
+        total_days: u64,
+        max_days: u64,
+        later: Vec<(NaiveDate, u32)>,
+    }
+
+    /// For each request day of 2008–2026: the deadline counted with the
+    /// request's year unpublished (the rest official), and with every year
+    /// unpublished, against the official one.
+    fn compare(margin: u64, n: u32) -> (Earlier, Earlier) {
+        let days: Vec<NaiveDate> = published_days().collect();
+        let official: Vec<bool> = days.iter().map(|day| officially_working(*day)).collect();
+        let provisional: Vec<bool> = days
+            .iter()
+            .map(|day| is_provisional_working_day_with_margin(*day, margin))
+            .collect();
+        let (mut own_year, mut all_years) = (Earlier::default(), Earlier::default());
+        for (request, request_day) in days.iter().enumerate() {
+            let Some(official_end) = nth_working_day_after(request, n, &official) else {
+                continue; // the official deadline lies past the published data
+            };
+            let mixed: Vec<bool> = (0..days.len())
+                .map(|i| {
+                    if days[i].year() == request_day.year() {
+                        provisional[i]
+                    } else {
+                        official[i]
+                    }
+                })
+                .collect();
+            for (tally, working) in [(&mut own_year, &mixed), (&mut all_years, &provisional)] {
+                let end = nth_working_day_after(request, n, working).expect("earlier or equal");
+                tally.requests += 1;
+                if end > official_end {
+                    tally.later.push((*request_day, n));
+                } else {
+                    let earlier = (official_end - end) as u64;
+                    tally.total_days += earlier;
+                    tally.max_days = tally.max_days.max(earlier);
+                }
+            }
+        }
+        (own_year, all_years)
+    }
+
+    #[test]
+    fn provisional_rule_is_never_later_than_the_official_schedule() {
+        for n in [STATUTORY_WORKING_DAYS, 30] {
+            let (own_year, all_years) = compare(ADJUSTED_WEEKEND_MARGIN_DAYS, n);
+            for (label, tally) in [("request's year", &own_year), ("every year", &all_years)] {
+                assert!(
+                    tally.later.is_empty(),
+                    "{n} days, {label} unpublished: later for {:?}",
+                    tally.later
+                );
+                println!(
+                    "{n} working days, {label} unpublished: {} requests, on average {:.2} days earlier, at most {}",
+                    tally.requests,
+                    tally.total_days as f64 / tally.requests as f64,
+                    tally.max_days
+                );
+            }
+        }
+        // The smallest margin the deadlines need, for the record.
+        let needed = (0..=ADJUSTED_WEEKEND_MARGIN_DAYS)
+            .find(|&margin| {
+                [STATUTORY_WORKING_DAYS, 30].iter().all(|&n| {
+                    let (own_year, all_years) = compare(margin, n);
+                    own_year.later.is_empty() && all_years.later.is_empty()
+                })
+            })
+            .expect("the chosen margin passes");
+        println!(
+            "smallest weekend margin keeping every deadline: {needed} days (chosen: {ADJUSTED_WEEKEND_MARGIN_DAYS})"
+        );
+    }
+
+    #[test]
+    fn new_year_2027_is_not_counted() {
+        let deadline = WorkingCalendar::official(Shanghai)
+            .deadline(at_ten(d(2026, 12, 20)), STATUTORY_WORKING_DAYS)
+            .expect("deadline computable");
+        assert!(!deadline.working_days.contains(&d(2027, 1, 1)));
+        assert!(deadline.provisional);
+        assert_eq!(deadline.fallback_years, vec![2026, 2027]);
+    }
+
+    #[test]
+    fn spring_festival_2027_eve_to_third_day_are_not_counted() {
+        let calendar = WorkingCalendar::official(Shanghai);
+        for request in d(2027, 1, 1).iter_days().take(31) {
+            let deadline = calendar
+                .deadline(at_ten(request), STATUTORY_WORKING_DAYS)
+                .expect("deadline computable");
+            assert!(deadline.provisional);
+            for holiday in [d(2027, 2, 5), d(2027, 2, 8)] {
+                assert!(
+                    !deadline.working_days.contains(&holiday),
+                    "{request}: {holiday}"
+                );
+            }
+        }
+        // Weekends that a 调休 may make working days count as such.
+        assert!(calendar.is_working_day(d(2027, 1, 30)));
+        assert!(calendar.is_working_day(d(2027, 2, 13)));
+        assert!(!calendar.is_working_day(d(2027, 2, 20)));
+    }
+
+    #[test]
+    fn a_published_year_is_not_provisional() {
+        let deadline = WorkingCalendar::official(Shanghai)
+            .deadline(at_ten(d(2025, 9, 26)), STATUTORY_WORKING_DAYS)
+            .expect("deadline computable");
+        assert!(!deadline.provisional);
     }
 }

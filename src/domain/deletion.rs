@@ -83,8 +83,11 @@ impl std::fmt::Debug for CancelReason {
 pub struct Schedule {
     pub due: DateTime<Utc>,
     pub deadline: DateTime<Utc>,
-    /// Years counted with the Monday–Friday fallback (no published schedule).
+    /// Years counted with the provisional rule (no published schedule).
     pub fallback_years: Vec<i32>,
+    /// The deadline may be earlier than the official one (never later); it is
+    /// recomputed once the schedule for those years is published.
+    pub provisional: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -180,6 +183,7 @@ impl DeletionPolicy {
             due: requested_at + grace,
             deadline: deadline.at,
             fallback_years: deadline.fallback_years,
+            provisional: deadline.provisional,
         })
     }
 }

@@ -94,7 +94,7 @@ mod tests {
     use crate::domain::calendar::{DEFAULT_TIME_ZONE, WorkingCalendar};
 
     fn deletion(grace: Duration) -> DeletionPolicy {
-        let today = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+        let today = Utc.with_ymd_and_hms(2025, 12, 1, 0, 0, 0).unwrap();
         DeletionPolicy::new(
             WorkingCalendar::official(DEFAULT_TIME_ZONE),
             15,
@@ -106,7 +106,7 @@ mod tests {
 
     #[test]
     fn defaults_fit_the_statutory_deadline_every_day_of_the_year() {
-        let today = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+        let today = Utc.with_ymd_and_hms(2025, 12, 1, 0, 0, 0).unwrap();
         let policy = EpochPolicy {
             epoch_days: 7,
             max_rewrap_days: 1,
@@ -114,19 +114,22 @@ mod tests {
         policy.check(&deletion(Duration::ZERO), today).unwrap();
     }
 
-    /// 15 working days from a request late on a Sunday end 19 days later, on a
-    /// Friday night, the shortest they ever span: 18 + 1 fits every day, 19 + 1 does not, and 30
-    /// fits none.
+    /// In the year from 1 December 2025 (all published) the shortest 15 working
+    /// days are those from a request late on Monday 23 February 2026, after the
+    /// Spring Festival holiday: the working Saturday 28 February brings them to
+    /// Friday 13 March, 18 days later. 17 + 1 fits every day, 18 + 1 does not,
+    /// and 30 fits none. (An unpublished year's provisional deadlines can be
+    /// shorter still: they count the weekends near a holiday.)
     #[test]
     fn too_long_an_epoch_is_refused_naming_the_day_and_the_fix() {
-        let today = Utc.with_ymd_and_hms(2026, 12, 1, 0, 0, 0).unwrap();
+        let today = Utc.with_ymd_and_hms(2025, 12, 1, 0, 0, 0).unwrap();
         let fits = EpochPolicy {
-            epoch_days: 18,
+            epoch_days: 17,
             max_rewrap_days: 1,
         };
         fits.check(&deletion(Duration::ZERO), today).unwrap();
         let one_more = EpochPolicy {
-            epoch_days: 19,
+            epoch_days: 18,
             max_rewrap_days: 1,
         };
         assert!(one_more.check(&deletion(Duration::ZERO), today).is_err());
@@ -144,7 +147,7 @@ mod tests {
             .check(&deletion(Duration::from_secs(10 * 86_400)), today)
             .unwrap_err()
             .to_string();
-        assert!(err.contains("keys.epoch_days (18)"), "{err}");
+        assert!(err.contains("keys.epoch_days (17)"), "{err}");
     }
 
     #[test]

@@ -273,7 +273,7 @@ fn ticket_to_proto(ticket: Ticket) -> proto::DeletionTicket {
         shredded_at: ticket.shredded_at_unix_ms.map(timestamp),
         shred_receipt: ticket.shred_receipt,
         erasure_proof: ticket.erasure_proof,
-        deadline_provisional: false,
+        deadline_provisional: ticket.deadline_provisional,
     }
 }
 

@@ -115,6 +115,19 @@ redis.call('HSET', KEYS[1], unpack(fields))
 return 1
 "#;
 
+/// KEYS: ticket, deadlines, tenant deadlines. ARGV: member, deadline_ms,
+/// provisional (0|1). Restates a pending ticket's deadline; returns 1 if it
+/// did, 0 if the ticket is completed or gone.
+const RESTATE_DEADLINE: &str = r#"
+if redis.call('HGET', KEYS[1], 'state') ~= 'pending' then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'deadline_ms', ARGV[2], 'deadline_provisional', ARGV[3])
+redis.call('ZADD', KEYS[2], 'XX', ARGV[2], ARGV[1])
+redis.call('ZADD', KEYS[3], 'XX', ARGV[2], ARGV[1])
+return 1
+"#;
+
 static CLAIM_SCRIPT: LazyLock<Script> = LazyLock::new(|| Script::new(CLAIM));
 
 /// A ticket as stored.
@@ -127,6 +140,9 @@ pub struct TicketRecord {
     pub completed: bool,
     pub requested_at_ms: i64,
     pub deadline_ms: i64,
+    /// The deadline was counted without a published holiday schedule for some
+    /// of its days: it may be earlier than the official one, never later.
+    pub deadline_provisional: bool,
     pub due_ms: i64,
     pub completed_at_ms: Option<i64>,
     /// Templates held when the request was made (what the erasure removes).
@@ -250,6 +266,9 @@ impl Store {
         inv.arg("templates").arg(t.templates);
         inv.arg("reason_sealed").arg(&t.sealed_reason);
         inv.arg("scope").arg(t.scope.join(","));
+        if t.deadline_provisional {
+            inv.arg("deadline_provisional").arg("1");
+        }
         let created: i64 = self.durable(inv).await?;
         Ok(created == 1)
     }
@@ -313,6 +332,7 @@ impl Store {
                 "subject_ref" => t.subject_ref = text(&v)?,
                 "requested_ms" => t.requested_at_ms = number(&v)?,
                 "deadline_ms" => t.deadline_ms = number(&v)?,
+                "deadline_provisional" => t.deadline_provisional = v == b"1",
                 "due_ms" => t.due_ms = number(&v)?,
                 "completed_ms" => t.completed_at_ms = Some(number(&v)?),
                 "templates" => t.templates = number(&v)?.max(0) as u64,
@@ -501,5 +521,56 @@ impl Store {
             overdue,
             oldest_deadline_ms,
         })
+    }
+
+    /// Every pending ticket, (tenant, ticket id), read in pages of `page`.
+    pub async fn pending_tickets(
+        &self,
+        page: usize,
+    ) -> Result<Vec<(String, String)>, StorageError> {
+        let page = page.max(1);
+        let mut all = Vec::new();
+        let mut conn = self.conn.clone();
+        loop {
+            let start = all.len();
+            let members: Vec<String> = self
+                .deadline(
+                    redis::cmd("ZRANGE")
+                        .arg(deadlines_key())
+                        .arg(start)
+                        .arg(start + page - 1)
+                        .query_async(&mut conn),
+                )
+                .await?;
+            let done = members.len() < page;
+            all.extend(members.iter().filter_map(|m| split_member(m)));
+            if done || all.len() == start {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Restates a pending ticket's deadline (a holiday schedule was published);
+    /// false if the ticket is completed or gone.
+    pub async fn restate_deadline(
+        &self,
+        tenant: &str,
+        ticket_id: &str,
+        deadline_ms: i64,
+        provisional: bool,
+    ) -> Result<bool, StorageError> {
+        let mut inv = super::eval(
+            RESTATE_DEADLINE,
+            &[
+                &ticket_key(tenant, ticket_id),
+                &deadlines_key(),
+                &tenant_deadlines_key(tenant),
+            ],
+        );
+        inv.arg(member(tenant, ticket_id))
+            .arg(deadline_ms)
+            .arg(if provisional { "1" } else { "0" });
+        let restated: i64 = self.durable(inv).await?;
+        Ok(restated == 1)
     }
 }

@@ -43,6 +43,9 @@ pub struct Ticket {
     pub subject_ref: String,
     pub requested_at_unix_ms: i64,
     pub deadline_unix_ms: i64,
+    /// The deadline was counted without a published holiday schedule for some
+    /// of its days: earlier than the official one or equal, never later.
+    pub deadline_provisional: bool,
     pub completed_at_unix_ms: Option<i64>,
     pub receipt: Option<crate::proto::DeletionReceipt>,
     /// Set once every key epoch that could have wrapped the erased DEKs is retired.
@@ -69,6 +72,7 @@ impl From<TicketRecord> for Ticket {
             subject_ref: t.subject_ref,
             requested_at_unix_ms: t.requested_at_ms,
             deadline_unix_ms: t.deadline_ms,
+            deadline_provisional: t.deadline_provisional,
             completed_at_unix_ms: t.completed_at_ms.filter(|_| t.completed),
             receipt,
             shredded_at_unix_ms: t.shredded_at_ms.filter(|_| t.completed),
@@ -179,6 +183,7 @@ impl Vault {
                     subject_ref: subject_ref.as_str().to_owned(),
                     requested_at_ms: requested_at,
                     deadline_ms: schedule.deadline.timestamp_millis(),
+                    deadline_provisional: schedule.provisional,
                     due_ms: schedule.due.timestamp_millis(),
                     sealed_reason: seal_ticket_note(&keys, tenant, &ticket_id, cmd.reason.as_str())
                         .map_err(|_| Error::Internal("sealing the cancellation note failed"))?,
@@ -460,6 +465,7 @@ impl Vault {
             subject_ref: subject_ref.as_str().to_owned(),
             requested_at_ms: requested_at,
             deadline_ms: schedule.deadline.timestamp_millis(),
+            deadline_provisional: schedule.provisional,
             due_ms: requested_at,
             scope,
             ..TicketRecord::default()
@@ -815,13 +821,68 @@ impl Vault {
             .policy
             .schedule(requested)
             .map_err(|_| Error::Internal("deadline computation failed"))?;
-        if !schedule.fallback_years.is_empty() {
+        if schedule.provisional {
             tracing::warn!(
                 years = ?schedule.fallback_years,
-                "no published holiday schedule for these years: the deadline counts Monday-Friday only (earliest, safest); add a holiday file"
+                "no published holiday schedule for these years: the deadline is provisional (law-fixed holidays only, nearby weekends counted as working days; never later than the official one); add a holiday file"
             );
         }
         Ok(schedule)
+    }
+
+    /// Recounts the deadline of every pending ticket whose deadline was
+    /// provisional, with the calendar loaded now (a holiday file may have
+    /// published its years since). Returns how many tickets were restated.
+    pub async fn restate_provisional_deadlines(&self) -> Result<u64, Error> {
+        let mut restated = 0;
+        for (tenant, ticket_id) in self.store.pending_tickets(256).await? {
+            let Some(ticket) = self.store.ticket(&tenant, &ticket_id).await? else {
+                continue;
+            };
+            if ticket.completed || !ticket.deadline_provisional {
+                continue;
+            }
+            // The policy directly: `schedule` would warn once per ticket.
+            let requested = chrono::DateTime::from_timestamp_millis(ticket.requested_at_ms)
+                .ok_or(Error::Internal("clock"))?;
+            let schedule = self
+                .lifecycle
+                .policy
+                .schedule(requested)
+                .map_err(|_| Error::Internal("deadline computation failed"))?;
+            let deadline_ms = schedule.deadline.timestamp_millis();
+            if deadline_ms == ticket.deadline_ms && schedule.provisional {
+                continue;
+            }
+            if !self
+                .store
+                .restate_deadline(&tenant, &ticket_id, deadline_ms, schedule.provisional)
+                .await?
+            {
+                continue;
+            }
+            restated += 1;
+            if deadline_ms > ticket.deadline_ms {
+                // The provisional deadline is the one first stated; moving past
+                // it must be explained.
+                tracing::warn!(
+                    ticket_id = %ticket_id,
+                    first_stated_unix_ms = ticket.deadline_ms,
+                    deadline_unix_ms = deadline_ms,
+                    provisional = schedule.provisional,
+                    "deadline moved later than first stated: the published holiday schedule has more holidays or fewer working weekends than the provisional count assumed"
+                );
+            } else {
+                tracing::info!(
+                    ticket_id = %ticket_id,
+                    first_stated_unix_ms = ticket.deadline_ms,
+                    deadline_unix_ms = deadline_ms,
+                    provisional = schedule.provisional,
+                    "provisional deadline recounted with the published holiday schedule"
+                );
+            }
+        }
+        Ok(restated)
     }
 
     #[allow(clippy::too_many_arguments)]

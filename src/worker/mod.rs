@@ -40,7 +40,18 @@ impl DeletionWorker {
         let wake = self.vault.deletion_wakeup();
         let mut last_overdue_report: Option<tokio::time::Instant> = None;
         let mut last_gauges: Option<tokio::time::Instant> = None;
+        // The calendar is loaded at start-up: a holiday file added since the
+        // last start may publish years that pending tickets counted provisionally.
+        let mut deadlines_restated = false;
         loop {
+            if !deadlines_restated {
+                match self.vault.restate_provisional_deadlines().await {
+                    Ok(_) => deadlines_restated = true,
+                    Err(error) => {
+                        tracing::warn!(%error, "provisional deadlines cannot be recounted yet; retrying");
+                    }
+                }
+            }
             loop {
                 match self.vault.run_due_deletions(BATCH).await {
                     Ok(n) if n == BATCH => continue,

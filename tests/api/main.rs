@@ -4,6 +4,7 @@ mod admin;
 mod audit;
 mod audit_tamper;
 mod bad_input;
+mod calendar;
 mod chaos;
 mod client_sdk;
 mod cluster;
