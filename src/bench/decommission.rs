@@ -3,7 +3,7 @@
 //! starts them), enrolls N subjects in tenant `demo`, then calls
 //! `Admin.DecommissionTenant` as the dev `admin` and polls
 //! `GetTenantDecommission` until it completes: the server's deletion worker
-//! erases every subject through the deletion queue, a page per round. Reports
+//! erases every subject through the deletion queue, a sample per round. Reports
 //! subjects erased per second and the CPU each process spent per subject, and
 //! checks the signed receipt.
 

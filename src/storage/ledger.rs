@@ -319,6 +319,25 @@ impl Store {
         .await
     }
 
+    /// Up to `count` distinct subjects of the tenant holding templates, picked at
+    /// random: empty only when none is left (unlike an `SSCAN` page, which can
+    /// be empty while the set is not), and replicas sweeping at once mostly
+    /// pick different subjects.
+    pub async fn ledger_subjects_sample(
+        &self,
+        tenant: &str,
+        count: usize,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut conn = self.conn.clone();
+        self.deadline(
+            redis::cmd("SRANDMEMBER")
+                .arg(format!("{}:subjects", tag(tenant)))
+                .arg(count)
+                .query_async(&mut conn),
+        )
+        .await
+    }
+
     pub async fn ledger_tenants(&self) -> Result<Vec<String>, StorageError> {
         let mut conn = self.conn.clone();
         self.deadline(redis::cmd("SMEMBERS").arg(TENANTS).query_async(&mut conn))

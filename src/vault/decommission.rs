@@ -8,10 +8,10 @@
 //! from a per-process set, which other replicas refresh on every deletion
 //! worker round (`deletion.poll_interval_ms`).
 //!
-//! Erasure: each worker round takes a page of the tenant's ledger and erases
-//! each subject under a ticket whose id is derived from the subject, so
-//! replicas sweeping the same page share tickets and a sweep cut short resumes
-//! where the ledger stands. The decommission completes only when the ledger
+//! Erasure: each worker round takes a random sample of the tenant's ledger
+//! and erases each subject under a ticket whose id is derived from the
+//! subject, so replicas that pick the same subject share its ticket and a
+//! sweep cut short resumes where the ledger stands. The decommission completes only when the ledger
 //! holds no subject and no change under way, checked in one script.
 
 use chrono::DateTime;
@@ -145,9 +145,9 @@ impl Vault {
             }
             let tenant = Tenant::try_from(name.as_str())?;
             let keys = self.keys.current().keyring.tenant(&tenant)?;
-            // Erased subjects leave the set, so every round starts the scan
-            // afresh: no cursor to keep, and nothing skipped.
-            let (_, page) = self.store.ledger_subjects_page(&name, 0, max).await?;
+            // Erased subjects leave the set, so every round takes a fresh
+            // sample: no cursor to keep, and nothing skipped.
+            let page = self.store.ledger_subjects_sample(&name, max).await?;
             if page.is_empty() {
                 self.complete_decommission(&tenant, &record).await?;
                 continue;
@@ -238,10 +238,7 @@ impl Vault {
             .calendar()
             .deadline(requested, days)
             .map_err(|_| Error::Internal("deadline computation failed"))?;
-        Ok((
-            deadline.at.timestamp_millis(),
-            !deadline.fallback_years.is_empty(),
-        ))
+        Ok((deadline.at.timestamp_millis(), deadline.provisional))
     }
 }
 

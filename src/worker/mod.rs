@@ -62,7 +62,7 @@ impl DeletionWorker {
                     }
                 }
             }
-            // A decommission sweeps a page per round; while one has work the
+            // A decommission sweeps a sample per round; while one has work the
             // worker does not sleep between rounds.
             let decommissioning = match self.vault.decommission_step(DECOMMISSION_PAGE).await {
                 Ok(erased) => erased > 0,
