@@ -11,6 +11,8 @@
 //! - `…:unshredded`: ZSET of completed tickets by the newest key epoch that
 //!   could have wrapped their erased DEKs; once the keyring's oldest epoch is
 //!   newer, every such epoch is retired and the ticket gains its shred statement.
+//! - `…:by-subject:<tenant>:<subject_ref>`: SET of the subject's ticket
+//!   members, for subject access; it expires with the last ticket completed.
 //! - `…:unflagged`: ZSET of cancellation tickets whose subject is not yet marked
 //!   cancelled. The ticket is the intent of a cancellation: it is written first,
 //!   and the reconciler marks any subject a cut-short call left unmarked.
@@ -27,7 +29,8 @@ use super::{StorageError, Store};
 
 const SLOT: &str = "fv:{fv-deletion}";
 
-/// KEYS: ticket, queue, deadlines, tenant deadlines, claims, unflagged.
+/// KEYS: ticket, queue, deadlines, tenant deadlines, claims, unflagged, the
+/// subject's tickets.
 /// ARGV: member, due_ms, deadline_ms, claimed-until ms (0: queue it for its due
 /// time), needs a cancellation mark (0|1), now_ms, then field/value pairs.
 /// Creates the pending ticket unless it exists; returns 1 if created, 0 if it
@@ -39,6 +42,7 @@ end
 local fields = {}
 for i = 7, #ARGV do fields[#fields + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], 'state', 'pending', unpack(fields))
+redis.call('SADD', KEYS[7], ARGV[1])
 if tonumber(ARGV[4]) > 0 then
   redis.call('ZADD', KEYS[5], ARGV[4], ARGV[1])
 else
@@ -78,8 +82,9 @@ end
 return due
 "#;
 
-/// KEYS: ticket, claims, deadlines, tenant deadlines, queue, unflagged.
-/// ARGV: member, expire-at ms, then field/value pairs of the completion.
+/// KEYS: ticket, claims, deadlines, tenant deadlines, queue, unflagged,
+/// unshredded, the subject's tickets.
+/// ARGV: member, expire-at ms, shred-after epoch, then field/value pairs.
 /// Completes a pending ticket once; returns 1 if it did, 0 if already completed.
 const COMPLETE: &str = r#"
 local done = redis.call('HGET', KEYS[1], 'state') == 'completed'
@@ -88,6 +93,13 @@ if not done then
   for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
   redis.call('HSET', KEYS[1], 'state', 'completed', unpack(fields))
   redis.call('PEXPIREAT', KEYS[1], ARGV[2])
+  -- The subject's index lives as long as its longest-kept ticket.
+  local ttl = redis.call('PTTL', KEYS[8])
+  if ttl == -1 then
+    redis.call('PEXPIREAT', KEYS[8], ARGV[2])
+  elseif ttl > 0 then
+    redis.call('PEXPIREAT', KEYS[8], ARGV[2], 'GT')
+  end
   if ARGV[3] ~= '' then
     redis.call('ZADD', KEYS[7], ARGV[3], ARGV[1])
   end
@@ -166,6 +178,7 @@ pub struct TicketRecord {
 
 /// What completing a ticket records.
 pub struct Completion<'a> {
+    pub subject_ref: &'a str,
     pub completed_at_ms: i64,
     pub receipt_body: &'a [u8],
     pub receipt_signature: &'a [u8],
@@ -221,6 +234,9 @@ fn unflagged_key() -> String {
 fn unshredded_key() -> String {
     format!("{SLOT}:unshredded")
 }
+fn subject_tickets_key(tenant: &str, subject_ref: &str) -> String {
+    format!("{SLOT}:by-subject:{tenant}:{subject_ref}")
+}
 
 fn split_member(m: &str) -> Option<(String, String)> {
     m.split_once('/')
@@ -247,6 +263,7 @@ impl Store {
                 &tenant_deadlines_key(&t.tenant),
                 &claims_key(),
                 &unflagged_key(),
+                &subject_tickets_key(&t.tenant, &t.subject_ref),
             ],
         );
         inv.arg(member(&t.tenant, &t.ticket_id))
@@ -412,6 +429,7 @@ impl Store {
                 &queue_key(),
                 &unflagged_key(),
                 &unshredded_key(),
+                &subject_tickets_key(tenant, completion.subject_ref),
             ],
         );
         let epochs: Vec<String> = completion.key_epochs.iter().map(u32::to_string).collect();
@@ -432,6 +450,28 @@ impl Store {
             .arg(epochs.join(","));
         let done: i64 = self.durable(inv).await?;
         Ok(done == 1)
+    }
+
+    /// The ids of the subject's tickets still kept (subject access).
+    pub async fn subject_tickets(
+        &self,
+        tenant: &str,
+        subject_ref: &str,
+    ) -> Result<Vec<String>, StorageError> {
+        let mut conn = self.conn.clone();
+        let members: Vec<String> = self
+            .deadline(
+                redis::cmd("SMEMBERS")
+                    .arg(subject_tickets_key(tenant, subject_ref))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(members
+            .iter()
+            .filter_map(|m| split_member(m))
+            .filter(|(t, _)| t == tenant)
+            .map(|(_, id)| id)
+            .collect())
     }
 
     /// Completed tickets whose key epochs are all older than `oldest_epoch`

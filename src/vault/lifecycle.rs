@@ -553,6 +553,7 @@ impl Vault {
                 tenant.as_str(),
                 &ticket.ticket_id,
                 &Completion {
+                    subject_ref: &ticket.subject_ref,
                     completed_at_ms: completed_at,
                     receipt_body: &body,
                     receipt_signature: &signature,

@@ -36,9 +36,7 @@ pub struct SubjectRecord {
     pub consents: Vec<ConsentSummary>,
     pub failed_attempts: u32,
     pub locked_until_unix_ms: Option<i64>,
-    /// The tickets whose ids derive from the subject: its cancellation and its
-    /// tenant's decommission. `DeleteSubject` and `WithdrawConsent` tickets
-    /// are handed to the caller that asked and are not indexed by subject.
+    /// The subject's deletion tickets still kept, pending or completed.
     pub tickets: Vec<Ticket>,
 }
 
@@ -89,15 +87,23 @@ impl Vault {
             LockoutState::LockedUntil(until) => Some(until),
             LockoutState::Open | LockoutState::Disabled => None,
         };
+        // The index, and the ids derived from the subject for tickets
+        // written before the index existed.
+        let mut ids = self
+            .store
+            .subject_tickets(tenant.as_str(), subject_ref.as_str())
+            .await?;
+        ids.push(keys.cancel_ticket_id(&subject_ref));
+        ids.push(keys.decommission_ticket_id(&subject_ref));
+        ids.sort();
+        ids.dedup();
         let mut tickets = Vec::new();
-        for ticket_id in [
-            keys.cancel_ticket_id(&subject_ref),
-            keys.decommission_ticket_id(&subject_ref),
-        ] {
+        for ticket_id in ids {
             if let Some(ticket) = self.store.ticket(tenant.as_str(), &ticket_id).await? {
                 tickets.push(Ticket::from(ticket));
             }
         }
+        tickets.sort_by_key(|t| t.requested_at_unix_ms);
         Ok(SubjectRecord {
             subject_ref: subject_ref.as_str().to_owned(),
             templates,

@@ -10,6 +10,17 @@ use tonic::transport::Channel;
 use crate::helpers::*;
 use crate::lifecycle::receipt_key;
 
+/// The end of the 30th working day after `from_ms` on the service's default
+/// calendar (provisional where no schedule is published).
+fn thirty_working_days_after(from_ms: i64) -> (i64, bool) {
+    use facevault::domain::calendar::{DEFAULT_TIME_ZONE, WorkingCalendar};
+    let from = chrono::DateTime::from_timestamp_millis(from_ms).unwrap();
+    let d = WorkingCalendar::official(DEFAULT_TIME_ZONE)
+        .deadline(from, 30)
+        .unwrap();
+    (d.at.timestamp_millis(), d.provisional)
+}
+
 async fn admin_client(app: &TestApp) -> AdminClient<Channel> {
     let tls = app.tls_config(&app.pki.admin.0, &app.pki.admin.1);
     AdminClient::new(app.channel_with(tls).await.unwrap())
@@ -101,8 +112,10 @@ async fn the_filing_clock_starts_when_the_count_first_reaches_the_threshold() {
         "{at} not within the enrollment"
     );
     let due = facevault::vault::unix_ms(clock.filing_due_by.as_ref().unwrap());
-    // 30 working days span at least 40 days (six weeks, less a weekend).
-    assert!(due - at >= 40 * 86_400_000, "{}", due - at);
+    assert_eq!(
+        (due, clock.filing_due_by_provisional),
+        thirty_working_days_after(at)
+    );
 
     // The clock is durable: it stays when the count falls again.
     demo.delete_subject(proto::DeleteSubjectRequest {
@@ -197,7 +210,10 @@ async fn a_decommissioned_tenant_is_refused_and_erased_with_a_signed_receipt() {
     assert_eq!(first.tenant, "demo");
     let requested = facevault::vault::unix_ms(first.requested_at.as_ref().unwrap());
     let deadline = facevault::vault::unix_ms(first.deadline.as_ref().unwrap());
-    assert!(deadline - requested >= 40 * 86_400_000);
+    assert_eq!(
+        (deadline, first.deadline_provisional),
+        thirty_working_days_after(requested)
+    );
 
     // Refused at once, before any subject is erased.
     let enroll = demo
@@ -394,7 +410,16 @@ async fn subject_access_shows_what_is_held_and_no_secret() {
         .into_inner();
     assert!(unknown.templates.is_empty() && unknown.consents.is_empty());
 
-    // A cancellation shows up as its ticket.
+    // Its tickets show up, pending or completed: a withdrawal, then a
+    // cancellation.
+    let withdrawn = demo
+        .withdraw_consent(proto::WithdrawConsentRequest {
+            subject_id: "alice".to_owned(),
+            purposes: vec!["payment".to_owned()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let t = demo
         .cancel_account(proto::CancelAccountRequest {
             subject_id: "alice".to_owned(),
@@ -410,6 +435,13 @@ async fn subject_access_shows_what_is_held_and_no_secret() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(record.tickets.len(), 1);
-    assert_eq!(record.tickets[0].ticket_id, t.ticket_id);
+    let ids: Vec<&str> = record
+        .tickets
+        .iter()
+        .map(|t| t.ticket_id.as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![withdrawn.ticket_id.as_str(), t.ticket_id.as_str()]
+    );
 }

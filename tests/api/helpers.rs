@@ -715,7 +715,10 @@ pub async fn erasure_residue(
             .query_async(redis)
             .await
             .unwrap();
-        let allowed = if key.ends_with(":replay") {
+        let allowed = if key.starts_with("fv:{fv-deletion}:by-subject:") {
+            // The subject's ticket index, kept (and expiring) with its tickets.
+            ttl > 0
+        } else if key.ends_with(":replay") {
             let kind: String = redis::cmd("TYPE")
                 .arg(&key)
                 .query_async(redis)
