@@ -223,9 +223,9 @@ impl FaceVault for FaceVaultApi {
     ) -> Result<Response<proto::SubjectRecord>, Status> {
         let note = note(&request);
         let caller = require(&request, Role::App)?;
+        self.note_subject(&note, &caller, &request.get_ref().subject_id);
         let subject = SubjectId::try_from(request.into_inner().subject_id).map_err(Error::from)?;
         let record = self.vault.subject_record(&caller.tenant, &subject).await?;
-        note.subject(&record.subject_ref);
         let (audit_events, last_verified) = self
             .audit
             .subject_summary(&caller.tenant, &record.subject_ref)

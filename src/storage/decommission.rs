@@ -6,7 +6,7 @@
 //! - `fv:decommissions`: SET of tenants with a record, for the worker and the
 //!   deployment report.
 
-use super::{StorageError, Store};
+use super::{StorageError, Store, field_number, field_text};
 
 const DECOMMISSIONS: &str = "fv:decommissions";
 
@@ -117,13 +117,6 @@ impl Store {
         if fields.is_empty() {
             return Ok(None);
         }
-        let text = |v: &[u8]| String::from_utf8(v.to_vec()).map_err(|_| StorageError::Corrupt);
-        let number = |v: &[u8]| -> Result<i64, StorageError> {
-            std::str::from_utf8(v)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or(StorageError::Corrupt)
-        };
         let mut r = DecommissionRecord {
             tenant: tenant.to_owned(),
             ..DecommissionRecord::default()
@@ -131,12 +124,12 @@ impl Store {
         for (k, v) in fields {
             match k.as_str() {
                 "state" => r.completed = v == b"completed",
-                "requested_ms" => r.requested_at_ms = number(&v)?,
-                "deadline_ms" => r.deadline_ms = number(&v)?,
+                "requested_ms" => r.requested_at_ms = field_number(&v)?,
+                "deadline_ms" => r.deadline_ms = field_number(&v)?,
                 "provisional" => r.deadline_provisional = v == b"1",
-                "reason" => r.reason = text(&v)?,
-                "subjects_total" => r.subjects_total = number(&v)?.max(0) as u64,
-                "completed_ms" => r.completed_at_ms = Some(number(&v)?),
+                "reason" => r.reason = field_text(&v)?,
+                "subjects_total" => r.subjects_total = field_number(&v)?.max(0) as u64,
+                "completed_ms" => r.completed_at_ms = Some(field_number(&v)?),
                 "receipt_body" => r.receipt_body = v,
                 "receipt_sig" => r.receipt_signature = v,
                 _ => {}

@@ -25,7 +25,7 @@ use std::sync::LazyLock;
 
 use redis::{Script, Value};
 
-use super::{StorageError, Store};
+use super::{StorageError, Store, field_number, field_text};
 
 const SLOT: &str = "fv:{fv-deletion}";
 
@@ -335,40 +335,33 @@ impl Store {
             ticket_id: ticket_id.to_owned(),
             ..TicketRecord::default()
         };
-        let text = |v: &[u8]| String::from_utf8(v.to_vec()).map_err(|_| StorageError::Corrupt);
-        let number = |v: &[u8]| -> Result<i64, StorageError> {
-            std::str::from_utf8(v)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or(StorageError::Corrupt)
-        };
         for (k, v) in fields {
             match k.as_str() {
                 "state" => t.completed = v == b"completed",
-                "kind" => t.kind = text(&v)?,
-                "subject_ref" => t.subject_ref = text(&v)?,
-                "requested_ms" => t.requested_at_ms = number(&v)?,
-                "deadline_ms" => t.deadline_ms = number(&v)?,
+                "kind" => t.kind = field_text(&v)?,
+                "subject_ref" => t.subject_ref = field_text(&v)?,
+                "requested_ms" => t.requested_at_ms = field_number(&v)?,
+                "deadline_ms" => t.deadline_ms = field_number(&v)?,
                 "deadline_provisional" => t.deadline_provisional = v == b"1",
-                "due_ms" => t.due_ms = number(&v)?,
-                "completed_ms" => t.completed_at_ms = Some(number(&v)?),
-                "templates" => t.templates = number(&v)?.max(0) as u64,
+                "due_ms" => t.due_ms = field_number(&v)?,
+                "completed_ms" => t.completed_at_ms = Some(field_number(&v)?),
+                "templates" => t.templates = field_number(&v)?.max(0) as u64,
                 "reason_sealed" => t.sealed_reason = v,
                 "receipt_body" => t.receipt_body = v,
                 "receipt_sig" => t.receipt_signature = v,
-                "erasures" => t.erasures = number(&v)?.max(0) as u64,
+                "erasures" => t.erasures = field_number(&v)?.max(0) as u64,
                 "key_epochs" => {
-                    t.key_epochs = text(&v)?
+                    t.key_epochs = field_text(&v)?
                         .split(',')
                         .filter(|s| !s.is_empty())
                         .map(|s| s.parse().map_err(|_| StorageError::Corrupt))
                         .collect::<Result<_, _>>()?
                 }
-                "shredded_ms" => t.shredded_at_ms = Some(number(&v)?),
+                "shredded_ms" => t.shredded_at_ms = Some(field_number(&v)?),
                 "shred_body" => t.shred_body = v,
                 "shred_sig" => t.shred_signature = v,
                 "scope" => {
-                    t.scope = text(&v)?
+                    t.scope = field_text(&v)?
                         .split(',')
                         .filter(|s| !s.is_empty())
                         .map(str::to_owned)

@@ -288,15 +288,22 @@ impl Store {
     }
 
     pub async fn ledger_total_subjects(&self) -> Result<u64, StorageError> {
-        let mut conn = self.conn.clone();
-        let tenants: Vec<String> = self
-            .deadline(redis::cmd("SMEMBERS").arg(TENANTS).query_async(&mut conn))
-            .await?;
-        let mut total = 0;
-        for tenant in tenants {
-            total += self.ledger_tenant_subjects(&tenant).await?;
+        Ok(self
+            .ledger_subjects_by_tenant()
+            .await?
+            .iter()
+            .map(|(_, n)| n)
+            .sum())
+    }
+
+    /// Subjects holding templates, per tenant that ever enrolled.
+    pub async fn ledger_subjects_by_tenant(&self) -> Result<Vec<(String, u64)>, StorageError> {
+        let mut counts = Vec::new();
+        for tenant in self.ledger_tenants().await? {
+            let held = self.ledger_tenant_subjects(&tenant).await?;
+            counts.push((tenant, held));
         }
-        Ok(total)
+        Ok(counts)
     }
 
     /// One `SSCAN` page of the tenant's subjects holding templates: (next

@@ -481,18 +481,27 @@ fn pairs(value: Option<Value>) -> Result<Fields, StorageError> {
     Ok(out)
 }
 
+/// A hash field written as UTF-8 text.
+fn field_text(value: &[u8]) -> Result<String, StorageError> {
+    String::from_utf8(value.to_vec()).map_err(|_| StorageError::Corrupt)
+}
+
+/// A hash field written as a decimal integer.
+fn field_number(value: &[u8]) -> Result<i64, StorageError> {
+    std::str::from_utf8(value)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or(StorageError::Corrupt)
+}
+
 fn parse_state(fields: Fields) -> Result<SubjectState, StorageError> {
     let mut state = SubjectState::default();
     for (k, v) in fields {
-        let number = || -> Result<i64, StorageError> {
-            std::str::from_utf8(&v)
-                .ok()
-                .and_then(|s| s.parse().ok())
-                .ok_or(StorageError::Corrupt)
-        };
         match k.as_slice() {
-            b"fails" => state.failures = u32::try_from(number()?.max(0)).unwrap_or(u32::MAX),
-            b"last_failure_ms" => state.last_failure_unix_ms = number()?,
+            b"fails" => {
+                state.failures = u32::try_from(field_number(&v)?.max(0)).unwrap_or(u32::MAX)
+            }
+            b"last_failure_ms" => state.last_failure_unix_ms = field_number(&v)?,
             b"cancelled" => state.cancelled = true,
             _ => {}
         }

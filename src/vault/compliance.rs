@@ -69,13 +69,9 @@ impl Vault {
 
     pub async fn deployment_report(&self) -> Result<DeploymentReport, Error> {
         let now = now_unix_ms();
-        let mut total_subjects = 0;
-        let mut tenants = 0;
-        for tenant in self.store.ledger_tenants().await? {
-            let held = self.store.ledger_tenant_subjects(&tenant).await?;
-            total_subjects += held;
-            tenants += u64::from(held > 0);
-        }
+        let counts = self.store.ledger_subjects_by_tenant().await?;
+        let total_subjects = counts.iter().map(|(_, held)| held).sum();
+        let tenants = counts.iter().filter(|(_, held)| *held > 0).count() as u64;
         let threshold = self.lifecycle.filing_threshold;
         let reached = self
             .store

@@ -243,25 +243,25 @@ impl Vault {
 }
 
 fn view(record: DecommissionRecord, remaining: u64) -> TenantDecommission {
-    let receipt = record.completed.then(|| crate::proto::DeletionReceipt {
-        body: record.receipt_body.clone(),
-        signature: record.receipt_signature.clone(),
-    });
+    let completed = record.completed;
     TenantDecommission {
-        subjects_erased: if record.completed {
+        subjects_erased: if completed {
             record.subjects_total
         } else {
             record.subjects_total.saturating_sub(remaining)
         },
+        receipt: completed.then_some(crate::proto::DeletionReceipt {
+            body: record.receipt_body,
+            signature: record.receipt_signature,
+        }),
         tenant: record.tenant,
-        completed: record.completed,
+        completed,
         requested_at_unix_ms: record.requested_at_ms,
         deadline_unix_ms: record.deadline_ms,
         deadline_provisional: record.deadline_provisional,
         reason: record.reason,
         subjects_total: record.subjects_total,
-        completed_at_unix_ms: record.completed_at_ms.filter(|_| record.completed),
-        receipt,
+        completed_at_unix_ms: record.completed_at_ms.filter(|_| completed),
     }
 }
 

@@ -4,6 +4,7 @@
 //! and are kept for the audit retention period.
 
 use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 
 use prost::Message as _;
 
@@ -81,6 +82,9 @@ impl From<TicketRecord> for Ticket {
         }
     }
 }
+
+/// How often a process repeats that new deadlines are provisional.
+const PROVISIONAL_WARNING_EVERY_MS: i64 = 10 * 60 * 1000;
 
 /// Signed receipts are domain-separated from anything else the key signs.
 pub const RECEIPT_CONTEXT: &[u8] = b"facevault/v1 receipt";
@@ -822,7 +826,17 @@ impl Vault {
             .policy
             .schedule(requested)
             .map_err(|_| Error::Internal("deadline computation failed"))?;
-        if schedule.provisional {
+        // Once per interval, not per ticket: a decommission opens one ticket
+        // per subject, and the start-up check has already said it.
+        let last = self.lifecycle.provisional_warned_ms.load(Ordering::Relaxed);
+        if schedule.provisional
+            && requested_at.saturating_sub(last) >= PROVISIONAL_WARNING_EVERY_MS
+            && self
+                .lifecycle
+                .provisional_warned_ms
+                .compare_exchange(last, requested_at, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
             tracing::warn!(
                 years = ?schedule.fallback_years,
                 "no published holiday schedule for these years: the deadline is provisional (law-fixed holidays only, nearby weekends counted as working days; never later than the official one); add a holiday file"

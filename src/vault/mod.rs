@@ -94,6 +94,8 @@ struct Lifecycle {
     /// Tenants refused for enrollment and verification (`decommission`).
     decommissioned: std::sync::RwLock<std::collections::BTreeSet<String>>,
     filing_reference: String,
+    /// When this process last warned that a new deadline is provisional (ms).
+    provisional_warned_ms: std::sync::atomic::AtomicI64,
 }
 
 pub struct Vault {
@@ -148,6 +150,7 @@ impl Vault {
                 audit: std::sync::RwLock::new(None),
                 decommissioned: std::sync::RwLock::new(std::collections::BTreeSet::new()),
                 filing_reference: settings.filing_reference,
+                provisional_warned_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
             },
         }
     }
