@@ -106,11 +106,14 @@ fn subject_key(subject_ref: &str) -> String {
     format!("fv:{{demo:{subject_ref}}}:templates")
 }
 
-fn cluster_app(replica_acks: u32) -> AppOptions {
+/// `redis_timeout_ms` bounds every call and its `WAIT`: the failover test keeps
+/// it short so a dead primary is seen quickly; the flows test gives a replica on a
+/// loaded CI machine room to acknowledge.
+fn cluster_app(replica_acks: u32, redis_timeout_ms: u64) -> AppOptions {
     AppOptions {
         redis_cluster: true,
         redis_replica_acks: replica_acks,
-        redis_timeout_ms: 1000,
+        redis_timeout_ms,
         extra_config:
             "[deletion]\npoll_interval_ms = 20\n\n[audit]\ncheckpoint_interval_secs = 1\n"
                 .to_owned(),
@@ -120,7 +123,7 @@ fn cluster_app(replica_acks: u32) -> AppOptions {
 
 #[tokio::test]
 async fn a_redis_cluster_runs_the_core_and_lifecycle_flows() {
-    let app = spawn_app_with(cluster_app(1)).await;
+    let app = spawn_app_with(cluster_app(1, 5000)).await;
     let mut client = app.app_client().await;
 
     let mut refs = Vec::new();
@@ -297,7 +300,7 @@ async fn enroll_load(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_failover_loses_no_acknowledged_write() {
     let _turn = HEAVY_TESTS.lock().await;
-    let mut app = spawn_app_with(cluster_app(1)).await;
+    let mut app = spawn_app_with(cluster_app(1, 1000)).await;
     let mut client = app.app_client().await;
 
     // Subjects on every primary before the failure.

@@ -178,6 +178,12 @@ pub async fn spawn_app() -> TestApp {
 }
 
 pub async fn spawn_app_with(options: AppOptions) -> TestApp {
+    // The in-process server's warnings (a storage error's cause, say) go to the
+    // test's captured output, so a failure in CI shows why, not only the code.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("facevault=warn")
+        .with_test_writer()
+        .try_init();
     let dir = tempfile::tempdir().unwrap();
     let pki = DevPki::ensure(&dir.path().join("pki"), DEV_TRUST_DOMAIN, &[]).unwrap();
     let redis = if options.redis_tls {
