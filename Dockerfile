@@ -5,6 +5,10 @@
 # Build: the release binary with the locked dependency set (protoc is vendored
 # by the build script; no system protobuf needed). Runtime: distroless with
 # glibc and CA certificates, no shell, no package manager, non-root.
+#
+# CI cannot pull base images, so scripts/container-test.sh assembles this
+# runtime stage's layout FROM scratch around the CI-built release binary and
+# runs it with podman as the Helm chart runs it: keep the two in step.
 
 FROM rust:1.95-bookworm AS builder
 WORKDIR /src

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite: unit tests and the API tests (real redis-server per test,
 # real mTLS clients), a bench smoke run, the Helm chart checks, the Python client
-# (an independent HPKE) and the README's grpcurl walkthrough against a real
-# server. Installs what a fresh machine lacks.
+# (an independent HPKE), the README's grpcurl walkthrough against a real server,
+# and the release binary in a container image run as the chart runs it
+# (scripts/container-test.sh). Installs what a fresh machine lacks.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -84,6 +85,12 @@ if python3 -c "import socket; [socket.create_server(('127.0.0.1', p)).close() fo
 else
   FACEVAULT_BIN="$PWD/target/debug/facevault" scripts/walkthrough-test.sh --isolated
 fi
+
+echo "--- release build (the binary the container image carries)"
+cargo build --release --locked --bin facevault
+
+echo "--- the container image, run read-only as user 65532 the way the chart runs it"
+scripts/container-test.sh target/release/facevault
 
 echo "--- fuzz smoke (cargo fuzz on the nightly toolchain)"
 if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
