@@ -179,6 +179,12 @@ Fail early on combinations the schema cannot express.
 {{- if eq (int .Values.server.grpcPort) (int .Values.server.healthPort) }}
 {{- fail "server.healthPort must differ from server.grpcPort: the health port is plaintext" }}
 {{- end }}
+{{- if and .Values.telemetry.prometheus.enabled (has (int .Values.telemetry.prometheus.port) (list (int .Values.server.grpcPort) (int .Values.server.healthPort))) }}
+{{- fail "telemetry.prometheus.port must differ from server.grpcPort and server.healthPort: the metrics port is plaintext HTTP of its own" }}
+{{- end }}
+{{- if and .Values.telemetry.prometheus.serviceMonitor.enabled (not .Values.telemetry.prometheus.enabled) }}
+{{- fail "telemetry.prometheus.serviceMonitor.enabled needs telemetry.prometheus.enabled: without it the service serves no /metrics to scrape" }}
+{{- end }}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) }}
 {{- fail "autoscaling.minReplicas must not exceed autoscaling.maxReplicas" }}
 {{- end }}
