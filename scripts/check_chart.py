@@ -773,6 +773,11 @@ def check_optional(name: str, values: dict[str, Any], rendered: dict[str, str],
     notes = next((t for p, t in rendered.items() if p.endswith("NOTES.txt")), "")
     line = f"grpcurl -cacert ca.pem -cert app.pem -key app.key {FULLNAME}.{NAMESPACE}.svc:{merged['service']['port']} list"
     R.check(line in notes, f"{name}: NOTES.txt prints the grpcurl line", line)
+    labels = ",".join(f"{k}={v}" for k, v in sorted(
+        (merged["networkPolicy"]["ingress"]["podSelector"] or {}).get("matchLabels", {}).items()))
+    R.check(("NetworkPolicy admits" in notes and f"labelled {labels}" in " ".join(notes.split()))
+            == merged["networkPolicy"]["enabled"],
+            f"{name}: NOTES.txt names the client label exactly when the NetworkPolicy is on")
     if merged["redis"]["mode"] == "cluster":
         R.check("cluster" in notes.lower(), f"{name}: NOTES.txt explains Redis Cluster mode")
     R.check(("no tenants are declared" in notes) == (not merged["tenants"]),

@@ -88,6 +88,7 @@ chmod 0755 "$work" # the container's user reads the bind mounts below it
 tag=localhost/facevault-container-test:$$-$RANDOM
 container=facevault-container-test-$$-$RANDOM
 redis_pid=
+dev_pid=
 image_built=0
 
 cleanup() {
@@ -103,10 +104,10 @@ cleanup() {
     if [[ $image_built == 1 ]]; then
         podman rmi -f "$tag" >/dev/null 2>&1 || say "could not remove image $tag"
     fi
-    if [[ -n $redis_pid ]]; then
-        kill -TERM "$redis_pid" 2>/dev/null || true
-        wait "$redis_pid" 2>/dev/null || true
-    fi
+    for pid in $dev_pid $redis_pid; do
+        kill -TERM "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     if [[ ${KEEP_TMP:-0} == 1 ]]; then
         say "kept $work"
     else
@@ -212,6 +213,7 @@ for _ in $(seq 1 300); do
 done
 kill -TERM "$dev_pid" 2>/dev/null || true
 wait "$dev_pid" 2>/dev/null || true
+dev_pid=
 pki=$work/dev
 for f in ca.pem server.pem server.key app.pem app.key samples/alice.json; do
     [[ -f $pki/$f ]] || { tail -20 "$work/dev.log" >&2; die "facevault dev did not write $pki/$f"; }

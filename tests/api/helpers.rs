@@ -624,6 +624,11 @@ threshold = 0.5
         health_at(self.health_port).await
     }
 
+    /// The status of one health service name ("" is the overall status).
+    pub async fn health_of(&self, service: &str) -> Option<i32> {
+        health_of(self.health_port, service).await
+    }
+
     pub async fn wait_until_serving(&self) {
         for _ in 0..200 {
             if self.health().await
@@ -643,6 +648,11 @@ threshold = 0.5
 
 /// The overall status from a server's plaintext health port.
 pub async fn health_at(port: u16) -> Option<i32> {
+    health_of(port, "").await
+}
+
+/// The status of one health service name from a server's plaintext health port.
+pub async fn health_of(port: u16, service: &str) -> Option<i32> {
     let channel = Channel::from_shared(format!("http://127.0.0.1:{port}"))
         .unwrap()
         .connect()
@@ -651,7 +661,7 @@ pub async fn health_at(port: u16) -> Option<i32> {
     let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
     client
         .check(tonic_health::pb::HealthCheckRequest {
-            service: String::new(),
+            service: service.to_owned(),
         })
         .await
         .ok()

@@ -1,9 +1,12 @@
 //! Redis down: calls fail closed with UNAVAILABLE within the configured timeout,
-//! health reports NOT_SERVING, and everything recovers without a restart.
+//! health reports NOT_SERVING (but the `liveness` service the chart's liveness
+//! probe asks for stays SERVING), and everything recovers without a restart.
 
 use std::time::{Duration, Instant};
 
 use facevault::proto::Decision;
+use facevault::proto::face_vault_server::SERVICE_NAME as FACE_VAULT;
+use facevault::startup::LIVENESS_SERVICE;
 use tonic::Code;
 use tonic_health::pb::health_check_response::ServingStatus;
 
@@ -15,6 +18,10 @@ async fn redis_outage_fails_closed_and_recovers() {
     let mut client = app.app_client().await;
     let values = face(1);
     app.enroll(&mut client, "alice", &values).await;
+    let serving = Some(ServingStatus::Serving as i32);
+    let not_serving = Some(ServingStatus::NotServing as i32);
+    assert_eq!(app.health_of(FACE_VAULT).await, serving);
+    assert_eq!(app.health_of(LIVENESS_SERVICE).await, serving);
 
     app.redis.server().stop().await;
     let started = Instant::now();
@@ -32,18 +39,21 @@ async fn redis_outage_fails_closed_and_recovers() {
         .await;
     assert_eq!(code(r), Code::Unavailable);
 
-    let mut not_serving = false;
+    let mut reported = false;
     for _ in 0..100 {
-        if app.health().await == Some(ServingStatus::NotServing as i32) {
-            not_serving = true;
+        if app.health().await == not_serving {
+            reported = true;
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
-        not_serving,
+        reported,
         "health must report NOT_SERVING while Redis is down"
     );
+    assert_eq!(app.health_of(FACE_VAULT).await, not_serving);
+    // Liveness follows the process alone: a Redis outage must not restart pods.
+    assert_eq!(app.health_of(LIVENESS_SERVICE).await, serving);
 
     // Restarted without persistence: the data is gone, but the service recovers.
     app.redis.server().restart().await.unwrap();
@@ -66,6 +76,8 @@ async fn redis_outage_fails_closed_and_recovers() {
         .await
         .unwrap();
     assert_eq!(ok.decision(), Decision::Match);
+    assert_eq!(app.health_of(FACE_VAULT).await, serving);
+    assert_eq!(app.health_of(LIVENESS_SERVICE).await, serving);
     app.stop().await;
 }
 

@@ -1,11 +1,15 @@
 //! Certificates and CRLs are reloaded from disk without a restart: a client
-//! certificate revoked in a new CRL is refused on its next connection.
+//! certificate revoked in a new CRL is refused on its next connection, and a
+//! renewed server certificate is served on the next one.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use facevault::devstack::pki::{CertAuthority, serial_of};
+use facevault::devstack::pki::{CertAuthority, DEV_TRUST_DOMAIN, DevPki, serial_of};
 use facevault::proto;
 use facevault::proto::face_vault_client::FaceVaultClient;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
 use crate::helpers::*;
@@ -87,5 +91,76 @@ async fn a_certificate_revoked_by_a_reloaded_crl_is_refused() {
         call(&app, server.port, &cert, &key).await.is_err(),
         "still revoked"
     );
+    server.stop().await;
+}
+
+/// The leaf certificate the service presents on a new connection (the server's
+/// certificate comes before any client certificate is asked for).
+async fn served_certificate(app: &TestApp, port: u16) -> Vec<u8> {
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in CertificateDer::pem_file_iter(&app.pki.ca_cert).unwrap() {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// cert-manager renews the certificate in the Secret and the kubelet swaps the
+/// mounted files: new connections get the new certificate, with no restart.
+#[tokio::test]
+async fn a_renewed_server_certificate_is_served_without_a_restart() {
+    let app = spawn_app().await;
+    let server = app
+        .start_server_with_tls("reload_interval_secs = 1", "")
+        .await;
+    let pem_der = |path: &std::path::Path| CertificateDer::from_pem_file(path).unwrap().to_vec();
+    let before = served_certificate(&app, server.port).await;
+    assert_eq!(before, pem_der(&app.pki.server_cert));
+
+    // A new certificate for the same key from the same CA, written beside the
+    // old one and renamed over it.
+    let renewal = tempfile::tempdir().unwrap();
+    for file in ["ca.pem", "ca.key", "server.key"] {
+        std::fs::copy(app.pki.dir.join(file), renewal.path().join(file)).unwrap();
+    }
+    let renewed = DevPki::ensure(renewal.path(), DEV_TRUST_DOMAIN, &[]).unwrap();
+    let after = pem_der(&renewed.server_cert);
+    assert_ne!(after, before, "the renewal must be a different certificate");
+    let next = app.pki.dir.join("server.pem.next");
+    std::fs::copy(&renewed.server_cert, &next).unwrap();
+    std::fs::rename(&next, &app.pki.server_cert).unwrap();
+
+    let mut served = before.clone();
+    for _ in 0..40 {
+        served = served_certificate(&app, server.port).await;
+        if served != before {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        served, after,
+        "the renewed certificate was not served within 4 s"
+    );
+    let (cert, key) = (
+        std::fs::read_to_string(&app.pki.app.0).unwrap(),
+        std::fs::read_to_string(&app.pki.app.1).unwrap(),
+    );
+    call(&app, server.port, &cert, &key)
+        .await
+        .expect("calls go on over the renewed certificate");
     server.stop().await;
 }
