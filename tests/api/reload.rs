@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use facevault::devstack::pki::{CertAuthority, serial_of};
+use facevault::pki::{CertAuthority, serial_of};
 use facevault::proto;
 use facevault::proto::face_vault_client::FaceVaultClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
