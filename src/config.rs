@@ -251,7 +251,7 @@ pub struct ServerSettings {
     pub health_listen: Option<SocketAddr>,
     /// Trust domain of caller SPIFFE ids: spiffe://<trust_domain>/tenant/<t>/role/<r>.
     pub trust_domain: String,
-    /// Accept `CN=<tenant>/<role>` when a certificate has no SPIFFE URI SAN.
+    /// Accept `CN=<tenant>:<role>` when a certificate has no SPIFFE URI SAN.
     #[serde(default)]
     pub allow_cn_fallback: bool,
     /// Time to drain in-flight calls on shutdown.

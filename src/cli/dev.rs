@@ -293,3 +293,36 @@ fn shell_word(word: &str) -> String {
         format!("'{}'", word.replace('\'', "'\\''"))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_lines_name_the_running_binary_and_the_bound_addresses() {
+        let args = <DevArgs as clap::FromArgMatches>::from_arg_matches(
+            &<DevArgs as clap::Args>::augment_args(clap::Command::new("dev"))
+                .get_matches_from(["dev"]),
+        )
+        .unwrap();
+        let listen = Listening {
+            grpc: "127.0.0.1:40001".parse().unwrap(),
+            health: None,
+        };
+        let exe = Path::new("/opt/face vault/bin/facevault");
+        let text = banner(Path::new("dev"), exe, &listen, &args, "redis://127.0.0.1:1");
+        let seal_lines: Vec<&str> = text.lines().filter(|l| l.contains(" seal ")).collect();
+        assert_eq!(seal_lines.len(), 3, "{text}");
+        for line in seal_lines {
+            assert!(
+                line.trim_start()
+                    .starts_with("'/opt/face vault/bin/facevault' seal --keys"),
+                "{line}"
+            );
+            assert!(line.contains("-d @ 127.0.0.1:40001 "), "{line}");
+        }
+        assert!(text.contains("health (plaintext) on none"), "{text}");
+        assert_eq!(shell_word("/usr/bin/facevault"), "/usr/bin/facevault");
+        assert_eq!(shell_word("/it's"), r"'/it'\''s'");
+    }
+}
