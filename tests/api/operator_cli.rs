@@ -132,6 +132,27 @@ async fn certificates_from_pki_commands_serve_an_enroll_and_a_verify() {
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(stderr.contains("already exists"), "{stderr}");
     assert_eq!(std::fs::read(pki.join("ca.key")).unwrap(), ca_before);
+    // The CA records its trust domain; issuing for another is refused.
+    let other_domain = facevault(&[
+        "pki",
+        "issue",
+        "--dir",
+        path(&pki),
+        "--tenant",
+        "demo",
+        "--role",
+        "auditor",
+        "--trust-domain",
+        "other.example",
+    ])
+    .await;
+    assert!(!other_domain.status.success());
+    let stderr = String::from_utf8_lossy(&other_domain.stderr);
+    assert!(
+        stderr.contains(&format!("differs from {DEFAULT_TRUST_DOMAIN}")),
+        "{stderr}"
+    );
+    assert!(!pki.join("demo-auditor.pem").exists());
     // The tenant rule is the server's.
     let bad_tenant = facevault(&[
         "pki",
