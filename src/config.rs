@@ -251,7 +251,7 @@ pub struct ServerSettings {
     pub health_listen: Option<SocketAddr>,
     /// Trust domain of caller SPIFFE ids: spiffe://<trust_domain>/tenant/<t>/role/<r>.
     pub trust_domain: String,
-    /// Accept `CN=<tenant>/<role>` when a certificate has no SPIFFE URI SAN.
+    /// Accept `CN=<tenant>:<role>` when a certificate has no SPIFFE URI SAN.
     #[serde(default)]
     pub allow_cn_fallback: bool,
     /// Time to drain in-flight calls on shutdown.
@@ -448,23 +448,25 @@ fn default_log_level() -> String {
     "info".to_owned()
 }
 
-/// Values that the environment or the command line set over the file.
+/// Values that the environment or the command line set over the file. `--help`
+/// names each variable but never shows its value (the Redis URL may carry a
+/// password).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Overrides {
-    /// mTLS gRPC listen address [env: FACEVAULT_LISTEN]
-    #[arg(long, env = "FACEVAULT_LISTEN")]
+    /// mTLS gRPC listen address.
+    #[arg(long, env = "FACEVAULT_LISTEN", hide_env_values = true)]
     pub listen: Option<SocketAddr>,
-    /// Plaintext health-only listen address [env: FACEVAULT_HEALTH_LISTEN]
-    #[arg(long, env = "FACEVAULT_HEALTH_LISTEN")]
+    /// Plaintext health-only listen address.
+    #[arg(long, env = "FACEVAULT_HEALTH_LISTEN", hide_env_values = true)]
     pub health_listen: Option<SocketAddr>,
-    /// Redis URL, redis:// or rediss:// [env: FACEVAULT_REDIS_URL]
-    #[arg(long, env = "FACEVAULT_REDIS_URL")]
+    /// Redis URL, redis:// or rediss://.
+    #[arg(long, env = "FACEVAULT_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
-    /// Log format [env: FACEVAULT_LOG_FORMAT]
-    #[arg(long, env = "FACEVAULT_LOG_FORMAT", value_enum)]
+    /// Log format.
+    #[arg(long, env = "FACEVAULT_LOG_FORMAT", hide_env_values = true, value_enum)]
     pub log_format: Option<LogFormat>,
-    /// Log filter, e.g. info [env: FACEVAULT_LOG]
-    #[arg(long = "log", env = "FACEVAULT_LOG")]
+    /// Log filter, e.g. info.
+    #[arg(long = "log", env = "FACEVAULT_LOG", hide_env_values = true)]
     pub log_level: Option<String>,
 }
 
@@ -528,13 +530,11 @@ impl Settings {
     }
 
     pub fn validate(&self) -> anyhow::Result<()> {
-        let td = &self.server.trust_domain;
-        if td.is_empty()
-            || !td
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
-        {
-            bail!("server.trust_domain must be a DNS-like name, e.g. \"prod.example.com\"");
+        if !crate::domain::caller::is_trust_domain(&self.server.trust_domain) {
+            bail!(
+                "server.trust_domain: {}",
+                crate::domain::caller::TRUST_DOMAIN_RULE
+            );
         }
         if self.server.listen.port() != 0 && Some(self.server.listen) == self.server.health_listen {
             bail!(
@@ -812,6 +812,10 @@ threshold = 0.5
                 "dimension",
             ),
             (MINIMAL.replace("example.org", "bad/domain"), "trust_domain"),
+            (
+                MINIMAL.replace("example.org", "Example.org"),
+                "trust_domain",
+            ),
             (
                 format!("{MINIMAL}\n[templates]\nmax_per_subject = 0\n"),
                 "max_per_subject",

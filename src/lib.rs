@@ -5,7 +5,8 @@
 //!
 //! Rooms: `grpc` (transport), `vault` (use cases), `domain` (pure rules),
 //! `crypto`, `storage` (Redis), `audit`, `worker`, `config`, `telemetry`,
-//! `startup`, `cli`; dev and test support in `devstack`.
+//! `startup`, `cli`, `pki` (the CA and certificates behind `facevault pki` and
+//! `facevault dev`); dev and test support in `devstack`.
 
 pub mod client;
 pub mod crypto;
@@ -26,6 +27,8 @@ pub mod domain;
 pub mod error;
 #[cfg(feature = "server")]
 pub mod grpc;
+#[cfg(feature = "server")]
+pub mod pki;
 #[cfg(feature = "server")]
 pub mod startup;
 #[cfg(feature = "server")]

@@ -194,6 +194,19 @@ impl Application {
             .map(|a| a.port())
     }
 
+    /// The bound mTLS gRPC address (the configured one, with the port chosen
+    /// when the config says 0).
+    pub fn listen_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The bound plaintext health address, when there is a health listener.
+    pub fn health_listen_addr(&self) -> Option<std::net::SocketAddr> {
+        self.health_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+    }
+
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         self.run_until(shutdown_signal()).await
     }

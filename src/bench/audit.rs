@@ -29,9 +29,9 @@ use crate::audit::merkle::{Hash, leaf_hash, verify_consistency, verify_inclusion
 use crate::audit::{AuditSettings, AuditSink, MAX_SCANNED_PER_CALL, heads::TreeHead};
 use crate::crypto::keyfiles;
 use crate::crypto::live::LiveKeys;
-use crate::devstack::pki::{DEV_TRUST_DOMAIN, DevPki};
 use crate::devstack::redis_server::{RedisOptions, RedisServer, TempDir};
 use crate::domain::{SubjectId, Tenant};
+use crate::pki::{DEV_TRUST_DOMAIN, DevPki};
 use crate::proto::audit_log_client::AuditLogClient;
 use crate::proto::{self, AuditEvent};
 use crate::storage::Store;

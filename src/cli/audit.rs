@@ -27,6 +27,7 @@ pub enum AuditCommand {
             long,
             short,
             env = "FACEVAULT_CONFIG",
+            hide_env_values = true,
             default_value = "/etc/facevault/facevault.toml"
         )]
         config: PathBuf,
@@ -50,6 +51,7 @@ pub enum AuditCommand {
             long,
             short,
             env = "FACEVAULT_CONFIG",
+            hide_env_values = true,
             default_value = "/etc/facevault/facevault.toml"
         )]
         config: PathBuf,

@@ -11,8 +11,8 @@ use rand_chacha::rand_core::{RngCore as _, SeedableRng as _};
 
 use crate::config::{LogFormat, Overrides, Settings};
 use crate::crypto::keyfiles;
-use crate::devstack::pki::{DEV_TRUST_DOMAIN, DevPki};
 use crate::devstack::redis_server::{RedisCluster, RedisOptions, RedisServer};
+use crate::pki::{DEV_TRUST_DOMAIN, DevPki};
 use crate::startup::Application;
 
 pub const DEV_MODEL: &str = "demo-512";
@@ -89,7 +89,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     .with_context(|| format!("cannot write {}", config_path.display()))?;
     let settings = Settings::load(&config_path, &Overrides::default())?;
     let app = Application::build(settings).await?;
-    println!("{}", banner(dir, &args, &redis_url));
+    super::log_listening(&app)?;
+    let exe = std::env::current_exe().context("cannot find the path of this facevault binary")?;
+    let listen = Listening {
+        grpc: app.listen_addr()?,
+        health: app.health_listen_addr(),
+    };
+    println!("{}", banner(dir, &exe, &listen, &args, &redis_url));
     let result = app.run_until_stopped().await;
     if let Some(DevRedis::Server(mut server)) = redis {
         server.stop().await;
@@ -200,15 +206,27 @@ fn write_samples(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn banner(dir: &Path, args: &DevArgs, redis_url: &str) -> String {
+/// Where the dev server listens, as bound.
+struct Listening {
+    grpc: SocketAddr,
+    health: Option<SocketAddr>,
+}
+
+/// The lines to paste. `facevault seal` is named by the running binary's
+/// absolute path: pasted where `facevault` is not on PATH, a bare name would
+/// fail, grpcurl would send an empty body and the refused call would be audited.
+fn banner(dir: &Path, exe: &Path, listen: &Listening, args: &DevArgs, redis_url: &str) -> String {
     let d = dir.display();
     let tls = format!("-cacert {d}/ca.pem -cert {d}/app.pem -key {d}/app.key");
-    let addr = args.listen;
+    let addr = listen.grpc;
+    let health = listen
+        .health
+        .map_or_else(|| "none".to_owned(), |a| a.to_string());
+    let facevault = shell_word(&exe.display().to_string());
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "\nfacevault dev is up: mTLS gRPC on {addr}, health (plaintext) on {}, redis at {redis_url}{}",
-        args.health_listen,
+        "\nfacevault dev is up: mTLS gRPC on {addr}, health (plaintext) on {health}, redis at {redis_url}{}",
         if args.redis_cluster {
             " (Redis Cluster, discarded at exit)"
         } else {
@@ -226,8 +244,7 @@ fn banner(dir: &Path, args: &DevArgs, redis_url: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "  grpcurl -plaintext -import-path {d} -proto health.proto {} grpc.health.v1.Health/Check",
-        args.health_listen
+        "  grpcurl -plaintext -import-path {d} -proto health.proto {health} grpc.health.v1.Health/Check"
     );
     let _ = writeln!(
         out,
@@ -235,15 +252,15 @@ fn banner(dir: &Path, args: &DevArgs, redis_url: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "  facevault seal --keys {d}/keys/sealing-public.json --op enroll --subject alice --purpose login --off-device-storage --embedding {d}/samples/alice.json | grpcurl {tls} -d @ {addr} facevault.v1.FaceVault/Enroll"
+        "  {facevault} seal --keys {d}/keys/sealing-public.json --op enroll --subject alice --purpose login --off-device-storage --embedding {d}/samples/alice.json | grpcurl {tls} -d @ {addr} facevault.v1.FaceVault/Enroll"
     );
     let _ = writeln!(
         out,
-        "  facevault seal --keys {d}/keys/sealing-public.json --op verify --subject alice --purpose login --embedding {d}/samples/alice-probe.json | grpcurl {tls} -d @ {addr} facevault.v1.FaceVault/Verify"
+        "  {facevault} seal --keys {d}/keys/sealing-public.json --op verify --subject alice --purpose login --embedding {d}/samples/alice-probe.json | grpcurl {tls} -d @ {addr} facevault.v1.FaceVault/Verify"
     );
     let _ = writeln!(
         out,
-        "  facevault seal --keys {d}/keys/sealing-public.json --op verify --subject alice --purpose login --embedding {d}/samples/mallory.json | grpcurl {tls} -d @ {addr} facevault.v1.FaceVault/Verify"
+        "  {facevault} seal --keys {d}/keys/sealing-public.json --op verify --subject alice --purpose login --embedding {d}/samples/mallory.json | grpcurl {tls} -d @ {addr} facevault.v1.FaceVault/Verify"
     );
     let _ = writeln!(
         out,
@@ -262,4 +279,50 @@ fn banner(dir: &Path, args: &DevArgs, redis_url: &str) -> String {
         "\nOther identities: {d}/auditor.pem (role auditor), {d}/admin.pem (role admin), {d}/other.pem (tenant other). Ctrl-C stops (Redis too)."
     );
     out
+}
+
+/// `word` quoted for a POSIX shell when it holds anything but plain path characters.
+fn shell_word(word: &str) -> String {
+    let plain = !word.is_empty()
+        && word
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/._-+=:,@".contains(&b));
+    if plain {
+        word.to_owned()
+    } else {
+        format!("'{}'", word.replace('\'', "'\\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seal_lines_name_the_running_binary_and_the_bound_addresses() {
+        let args = <DevArgs as clap::FromArgMatches>::from_arg_matches(
+            &<DevArgs as clap::Args>::augment_args(clap::Command::new("dev"))
+                .get_matches_from(["dev"]),
+        )
+        .unwrap();
+        let listen = Listening {
+            grpc: "127.0.0.1:40001".parse().unwrap(),
+            health: None,
+        };
+        let exe = Path::new("/opt/face vault/bin/facevault");
+        let text = banner(Path::new("dev"), exe, &listen, &args, "redis://127.0.0.1:1");
+        let seal_lines: Vec<&str> = text.lines().filter(|l| l.contains(" seal ")).collect();
+        assert_eq!(seal_lines.len(), 3, "{text}");
+        for line in seal_lines {
+            assert!(
+                line.trim_start()
+                    .starts_with("'/opt/face vault/bin/facevault' seal --keys"),
+                "{line}"
+            );
+            assert!(line.contains("-d @ 127.0.0.1:40001 "), "{line}");
+        }
+        assert!(text.contains("health (plaintext) on none"), "{text}");
+        assert_eq!(shell_word("/usr/bin/facevault"), "/usr/bin/facevault");
+        assert_eq!(shell_word("/it's"), r"'/it'\''s'");
+    }
 }

@@ -25,8 +25,8 @@ pub enum KeysCommand {
     /// The epochs in the keyring, how many DEKs each still wraps in Redis, and
     /// the re-wrap progress.
     Status {
-        /// Configuration file (names the keyring and Redis) [env: FACEVAULT_CONFIG]
-        #[arg(long, short, env = "FACEVAULT_CONFIG", hide_env = true)]
+        /// Configuration file (names the keyring and Redis).
+        #[arg(long, short, env = "FACEVAULT_CONFIG", hide_env_values = true)]
         config: PathBuf,
         /// Print JSON instead of a table.
         #[arg(long)]
@@ -42,8 +42,8 @@ pub enum KeysCommand {
         dir: PathBuf,
         #[arg(long)]
         epoch: u32,
-        /// Configuration file (names Redis) [env: FACEVAULT_CONFIG]
-        #[arg(long, short, env = "FACEVAULT_CONFIG", hide_env = true)]
+        /// Configuration file (names Redis).
+        #[arg(long, short, env = "FACEVAULT_CONFIG", hide_env_values = true)]
         config: PathBuf,
         #[command(flatten)]
         overrides: Overrides,

@@ -1,17 +1,18 @@
-//! The one binary: `facevault serve | dev | keygen | keys | seal | deadline | holidays | receipt | audit | bench`.
+//! The one binary: `facevault serve | dev | keygen | keys | pki | seal | deadline | holidays | receipt | audit | bench | completions`.
 
 mod audit;
 mod deadline;
 mod dev;
 mod holidays;
 mod keys;
+mod pki;
 mod receipt;
 mod seal;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 use crate::config::{Overrides, Settings};
 use crate::startup::Application;
@@ -31,11 +32,12 @@ struct Cli {
 enum Command {
     /// Run the service (production).
     Serve {
-        /// Configuration file [env: FACEVAULT_CONFIG]
+        /// Configuration file.
         #[arg(
             long,
             short,
             env = "FACEVAULT_CONFIG",
+            hide_env_values = true,
             default_value = "/etc/facevault/facevault.toml"
         )]
         config: PathBuf,
@@ -54,6 +56,9 @@ enum Command {
         #[arg(long, default_value_t = 365)]
         sealing_validity_days: i64,
     },
+    /// Certificates without cert-manager: a CA, the server's, and callers'.
+    #[command(subcommand)]
+    Pki(pki::PkiCommand),
     /// Seal an embedding and print the complete JSON request body for grpcurl `-d @`.
     Seal(seal::SealArgs),
     /// Print the statutory deletion deadline for a request instant.
@@ -71,6 +76,11 @@ enum Command {
     Audit(audit::AuditCommand),
     /// Load generator: verify throughput and latency against the floors.
     Bench(crate::bench::BenchArgs),
+    /// Print shell completions, e.g. `facevault completions bash > /etc/bash_completion.d/facevault`.
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Internal: the naive baseline service `bench` compares against.
     #[command(hide = true)]
     BenchBaseline {
@@ -90,6 +100,7 @@ pub async fn run() -> ExitCode {
             dir,
             sealing_validity_days,
         } => keygen(dir, sealing_validity_days),
+        Command::Pki(command) => pki::run(command),
         Command::Seal(args) => seal::run(args),
         Command::Deadline(args) => deadline::run(args),
         Command::Holidays(args) => holidays::run(args),
@@ -97,6 +108,7 @@ pub async fn run() -> ExitCode {
         Command::Receipt(command) => receipt::run(command),
         Command::Audit(command) => audit::run(command).await,
         Command::Bench(args) => crate::bench::run(args).await,
+        Command::Completions { shell } => completions(shell),
         Command::BenchBaseline { config, listen } => {
             crate::bench::serve_baseline_process(&config, listen).await
         }
@@ -132,10 +144,29 @@ async fn serve(config: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
         &settings.telemetry,
     )?;
     let app = Application::build(settings).await?;
-    tracing::info!(port = app.port(), health_port = ?app.health_port(), "listening");
+    log_listening(&app)?;
     let result = app.run_until_stopped().await;
     telemetry.shutdown().await;
     result
+}
+
+/// The bound addresses, once the listeners are up (port 0 in the config
+/// becomes the port actually chosen).
+pub(crate) fn log_listening(app: &Application) -> anyhow::Result<()> {
+    let listen = app.listen_addr()?;
+    match app.health_listen_addr() {
+        Some(health_listen) => tracing::info!(%listen, %health_listen, "listening"),
+        None => {
+            tracing::info!(%listen, "listening; no health listener (server.health_listen unset)")
+        }
+    }
+    Ok(())
+}
+
+fn completions(shell: clap_complete::Shell) -> anyhow::Result<()> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "facevault", &mut script);
+    print_line(String::from_utf8(script)?.trim_end())
 }
 
 fn keygen(dir: PathBuf, validity_days: i64) -> anyhow::Result<()> {

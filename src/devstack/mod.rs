@@ -1,6 +1,6 @@
-//! Dev and test support, apart from the service: the dev PKI, a private real
-//! `redis-server` (and a Redis Cluster of them). `facevault dev`, the benchmark
-//! and the test suite use them; `serve` never does.
+//! Dev and test support, apart from the service: a private real `redis-server`
+//! (and a Redis Cluster of them). `facevault dev`, the benchmark and the test
+//! suite use it; `serve` never does. Certificates are in `crate::pki`, which the
+//! operator's `facevault pki` uses too.
 
-pub mod pki;
 pub mod redis_server;

@@ -42,6 +42,20 @@ pub struct Caller {
     pub cert_sha256: String,
 }
 
+/// A SPIFFE trust domain: lowercase letters, digits, '.', '-' and '_' (the SPIFFE
+/// ID specification's alphabet). One rule for the config's `server.trust_domain`
+/// and the certificates `facevault pki` issues, so the two always agree.
+pub fn is_trust_domain(value: &str) -> bool {
+    !value.is_empty()
+        && value
+            .bytes()
+            .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_'))
+}
+
+/// What to write where a trust domain is asked for.
+pub const TRUST_DOMAIN_RULE: &str =
+    "a trust domain is lowercase letters, digits, '.', '-' and '_', e.g. \"prod.example.com\"";
+
 /// Parses `spiffe://<trust_domain>/tenant/<tenant>/role/<role>`.
 pub fn parse_spiffe_id(uri: &str, trust_domain: &str) -> Option<(Tenant, Role)> {
     let path = uri.strip_prefix("spiffe://")?.strip_prefix(trust_domain)?;
@@ -64,6 +78,23 @@ pub fn parse_spiffe_id(uri: &str, trust_domain: &str) -> Option<(Tenant, Role)> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trust_domain_alphabet() {
+        for good in ["cluster.local", "prod.example.com", "td_1-a"] {
+            assert!(is_trust_domain(good), "{good}");
+        }
+        for bad in [
+            "",
+            "Prod.example.com",
+            "a/b",
+            "x y",
+            "spiffe://x",
+            "ü.example",
+        ] {
+            assert!(!is_trust_domain(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_only_exact_spiffe_ids() {

@@ -9,8 +9,8 @@ use facevault::client::{PayloadSpec, SealingTarget, seal_embedding};
 use facevault::config::{Overrides, Settings};
 use facevault::crypto::keyfiles::{self, KeyPaths, PublicSealingKeys};
 use facevault::crypto::sealing::{SealedFor, Suite};
-use facevault::devstack::pki::{DEV_TRUST_DOMAIN, DevPki};
 use facevault::devstack::redis_server::{RedisCluster, RedisOptions, RedisServer};
+use facevault::pki::{DEV_TRUST_DOMAIN, DevPki};
 use facevault::proto;
 use facevault::proto::face_vault_client::FaceVaultClient;
 use facevault::startup::Application;
@@ -375,6 +375,17 @@ threshold = 0.5
     /// Runs the real binary, `facevault serve`, with this app's config (plus
     /// `extra`), taking over the app's ports; logs go to the returned file.
     pub async fn spawn_binary(&mut self, extra: &str) -> (tokio::process::Child, PathBuf) {
+        let config = self.config_text(extra);
+        self.spawn_binary_with_config(&config).await
+    }
+
+    /// Runs `facevault serve` with `config` (a text like [`TestApp::config_text`],
+    /// whose `127.0.0.1:0` addresses are replaced by free ports), taking over the
+    /// app's ports; logs go to the returned file.
+    pub async fn spawn_binary_with_config(
+        &mut self,
+        config: &str,
+    ) -> (tokio::process::Child, PathBuf) {
         self.stop_server().await;
         let ports: Vec<u16> = (0..2)
             .map(|_| {
@@ -385,8 +396,7 @@ threshold = 0.5
                     .port()
             })
             .collect();
-        let config = self
-            .config_text(extra)
+        let config = config
             .replace(
                 "health_listen = \"127.0.0.1:0\"",
                 &format!("health_listen = \"127.0.0.1:{}\"", ports[1]),

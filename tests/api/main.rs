@@ -18,6 +18,7 @@ mod keys;
 mod lifecycle;
 mod limits;
 mod mtls;
+mod operator_cli;
 mod outage;
 mod races;
 mod redis_tls;

@@ -1,7 +1,7 @@
 //! Transport security: no certificate, a foreign CA, a certificate without an
 //! identity, the wrong role, and tenant isolation.
 
-use facevault::devstack::pki::CertAuthority;
+use facevault::pki::CertAuthority;
 use facevault::proto;
 use facevault::proto::face_vault_client::FaceVaultClient;
 use tonic::Code;

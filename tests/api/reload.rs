@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use facevault::devstack::pki::{CertAuthority, DEV_TRUST_DOMAIN, DevPki, serial_of};
+use facevault::pki::{CertAuthority, DEV_TRUST_DOMAIN, DevPki, serial_of};
 use facevault::proto;
 use facevault::proto::face_vault_client::FaceVaultClient;
 use rustls::pki_types::pem::PemObject as _;

@@ -1,7 +1,7 @@
 //! Only tenants declared under `[tenants.<name>]` are served: a certificate
 //! from the trusted CA that names any other tenant is refused on every service.
 
-use facevault::devstack::pki::{CertAuthority, DEV_TRUST_DOMAIN, spiffe_id};
+use facevault::pki::{CertAuthority, DEV_TRUST_DOMAIN, spiffe_id};
 use facevault::proto;
 use facevault::proto::audit_log_client::AuditLogClient;
 use facevault::proto::face_vault_client::FaceVaultClient;

@@ -1,5 +1,8 @@
-//! Development PKI: a throwaway CA plus server and client certificates for
-//! `facevault dev` and the integration tests.
+//! Certificates: a CA, server certificates, and client certificates that carry
+//! caller identities. `facevault pki init|issue|server` issues them for a
+//! deployment without cert-manager ([`init_ca`], [`issue_client_files`],
+//! [`issue_server_files`]); `facevault dev` and the integration tests use
+//! [`DevPki`], a complete throwaway set.
 //!
 //! Caller identities are SPIFFE-style URI SANs,
 //! `spiffe://<trust-domain>/tenant/<tenant>/role/<app|auditor|admin>`; see [`spiffe_id`].
@@ -24,13 +27,33 @@ use rcgen::{
 use ring::rand::{SecureRandom, SystemRandom};
 use x509_parser::asn1_rs::Tag;
 use x509_parser::certificate::X509Certificate;
-use x509_parser::extensions::ParsedExtension;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
+use zeroize::Zeroizing;
+
+use crate::domain::caller::{TRUST_DOMAIN_RULE, is_trust_domain};
+use crate::domain::{Role, Tenant};
 
 /// Trust domain used by `facevault dev` and the tests.
 pub const DEV_TRUST_DOMAIN: &str = "facevault.dev";
 
 /// Common name of the CA written by [`DevPki::ensure`].
 pub const DEV_CA_COMMON_NAME: &str = "facevault dev CA";
+
+/// Trust domain of `facevault pki init` when none is given: the Helm chart's
+/// default `server.trustDomain`.
+pub const DEFAULT_TRUST_DOMAIN: &str = "cluster.local";
+
+/// Common name of the CA `facevault pki init` writes when none is given.
+pub const DEFAULT_CA_COMMON_NAME: &str = "facevault CA";
+
+/// File names in a PKI directory, shared by `facevault pki` and [`DevPki`].
+pub const CA_CERT_FILE: &str = "ca.pem";
+pub const CA_KEY_FILE: &str = "ca.key";
+pub const SERVER_CERT_FILE: &str = "server.pem";
+pub const SERVER_KEY_FILE: &str = "server.key";
+
+/// Longest validity `facevault pki` issues a leaf certificate for.
+pub const MAX_LEAF_DAYS: u32 = 3650;
 
 const CA_VALIDITY: Duration = Duration::from_secs(3650 * 24 * 60 * 60);
 const LEAF_VALIDITY: Duration = Duration::from_secs(365 * 24 * 60 * 60);
@@ -42,6 +65,14 @@ const BACKDATE: Duration = Duration::from_secs(5 * 60);
 const KEY_MODE: u32 = 0o600;
 const CERT_MODE: u32 = 0o644;
 const DIR_MODE: u32 = 0o700;
+
+fn check_trust_domain(trust_domain: &str) -> Result<()> {
+    ensure!(
+        is_trust_domain(trust_domain),
+        "invalid trust domain {trust_domain:?}: {TRUST_DOMAIN_RULE}"
+    );
+    Ok(())
+}
 
 /// `spiffe://<trust_domain>/tenant/<tenant>/role/<role>`.
 pub fn spiffe_id(trust_domain: &str, tenant: &str, role: &str) -> String {
@@ -88,10 +119,10 @@ impl DevPki {
         };
         DevPki {
             dir: dir.to_path_buf(),
-            ca_cert: dir.join("ca.pem"),
-            ca_key: dir.join("ca.key"),
-            server_cert: dir.join("server.pem"),
-            server_key: dir.join("server.key"),
+            ca_cert: dir.join(CA_CERT_FILE),
+            ca_key: dir.join(CA_KEY_FILE),
+            server_cert: dir.join(SERVER_CERT_FILE),
+            server_key: dir.join(SERVER_KEY_FILE),
             app: pair("app"),
             auditor: pair("auditor"),
             other: pair("other"),
@@ -115,14 +146,7 @@ impl DevPki {
     /// affect certificates issued by this call. Keys are written 0600, certificates 0644.
     /// Concurrent calls on the same directory are safe and agree on one PKI.
     pub fn ensure(dir: &Path, trust_domain: &str, extra_server_names: &[String]) -> Result<DevPki> {
-        // SPIFFE trust domain syntax; anything else would make identities ambiguous.
-        ensure!(
-            !trust_domain.is_empty()
-                && trust_domain
-                    .bytes()
-                    .all(|b| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'-' | b'_')),
-            "invalid trust domain {trust_domain:?}: use lowercase letters, digits, '.', '-' and '_'"
-        );
+        check_trust_domain(trust_domain)?;
         create_private_dir(dir)?;
         let pki = DevPki::paths(dir);
 
@@ -198,14 +222,25 @@ impl CertAuthority {
     /// A new self-signed ECDSA P-256 CA valid for 10 years, allowed to sign end-entity
     /// certificates and CRLs only (path length 0).
     pub fn generate(common_name: &str) -> Result<Self> {
-        Self::generate_with_key(common_name, new_key()?)
+        Self::generate_with_key(common_name, None, new_key()?)
     }
 
-    fn generate_with_key(common_name: &str, key: KeyPair) -> Result<Self> {
+    /// `trust_domain`, when given, is written as the CA's own SPIFFE ID
+    /// (`spiffe://<trust_domain>`, a URI SAN the X.509-SVID specification allows a
+    /// signing certificate), so that [`CertAuthority::trust_domain`] finds it later.
+    fn generate_with_key(
+        common_name: &str,
+        trust_domain: Option<&str>,
+        key: KeyPair,
+    ) -> Result<Self> {
         let (not_before, not_after) = validity_from_now(CA_VALIDITY)?;
         let mut params = CertificateParams::default();
         params.distinguished_name = common_name_dn(common_name);
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+        if let Some(trust_domain) = trust_domain {
+            params.subject_alt_names =
+                vec![SanType::URI(ia5(&format!("spiffe://{trust_domain}"))?)];
+        }
         // webpki refuses to use a CA for certificates without keyCertSign and for CRLs
         // without cRLSign once a key usage extension is present.
         params.key_usages = vec![
@@ -336,6 +371,25 @@ impl CertAuthority {
         &self.cert_der
     }
 
+    /// The trust domain [`init_ca`] recorded in the CA (its `spiffe://<trust_domain>`
+    /// URI SAN); `None` for a CA without one (the dev CA, one made by openssl).
+    pub fn trust_domain(&self) -> Result<Option<String>> {
+        let cert = parse_cert(&self.cert_der)?;
+        let Some(san) = cert
+            .subject_alternative_name()
+            .map_err(|e| anyhow!("bad subject alternative name in the CA: {e}"))?
+        else {
+            return Ok(None);
+        };
+        Ok(san.value.general_names.iter().find_map(|name| match name {
+            GeneralName::URI(uri) => uri
+                .strip_prefix("spiffe://")
+                .filter(|td| is_trust_domain(td))
+                .map(str::to_owned),
+            _ => None,
+        }))
+    }
+
     /// Issues a 1-year client certificate (clientAuth) with CN `common_name` and, unless
     /// `uri_san` is `None`, that URI SAN. Returns (certificate PEM, PKCS#8 key PEM).
     pub fn issue_client(
@@ -426,6 +480,154 @@ impl CertAuthority {
     }
 }
 
+/// A certificate and its private key, as `facevault pki` writes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl CertFiles {
+    /// `<prefix>.pem` and `<prefix>.key`.
+    pub fn with_prefix(prefix: &Path) -> Self {
+        let mut cert = prefix.as_os_str().to_owned();
+        cert.push(".pem");
+        let mut key = prefix.as_os_str().to_owned();
+        key.push(".key");
+        Self {
+            cert: cert.into(),
+            key: key.into(),
+        }
+    }
+
+    /// `ca.pem` and `ca.key` in `dir`.
+    pub fn ca_in(dir: &Path) -> Self {
+        Self {
+            cert: dir.join(CA_CERT_FILE),
+            key: dir.join(CA_KEY_FILE),
+        }
+    }
+
+    /// `server.pem` and `server.key` in `dir`.
+    pub fn server_in(dir: &Path) -> Self {
+        Self {
+            cert: dir.join(SERVER_CERT_FILE),
+            key: dir.join(SERVER_KEY_FILE),
+        }
+    }
+
+    /// Writes a new key (0600) and certificate (0644). Existing files are never
+    /// replaced: a replaced CA key orphans every certificate it issued, and a
+    /// replaced client key locks out whoever holds the old pair.
+    fn create(&self, cert_pem: &str, key_pem: &str) -> Result<()> {
+        for path in [&self.cert, &self.key] {
+            ensure!(
+                !path.exists(),
+                "{} already exists; facevault pki never overwrites a key or certificate: \
+                 move it away first, or write elsewhere (--dir, --out)",
+                path.display()
+            );
+        }
+        for (path, contents, mode) in [
+            (&self.key, key_pem, KEY_MODE),
+            (&self.cert, cert_pem, CERT_MODE),
+        ] {
+            if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+                create_private_dir(parent)?;
+            }
+            ensure!(
+                create_file_atomic(path, contents.as_bytes(), mode)?,
+                "{} appeared while writing; nothing was overwritten",
+                path.display()
+            );
+        }
+        Ok(())
+    }
+}
+
+/// `facevault pki init`: a new CA in `dir` (created 0700 if needed), `ca.key`
+/// (0600) and `ca.pem`, valid 10 years, recording `trust_domain` (see
+/// [`CertAuthority::trust_domain`]). Refuses if either file exists.
+pub fn init_ca(dir: &Path, trust_domain: &str, common_name: &str) -> Result<CertFiles> {
+    check_trust_domain(trust_domain)?;
+    ensure!(!common_name.is_empty(), "the CA common name is empty");
+    let files = CertFiles::ca_in(dir);
+    let key = new_key()?;
+    let ca = CertAuthority::generate_with_key(common_name, Some(trust_domain), key)?;
+    let key_pem = Zeroizing::new(ca.issuer.key().serialize_pem());
+    files.create(&ca.cert_pem, &key_pem)?;
+    Ok(files)
+}
+
+/// `facevault pki issue`: a client certificate (clientAuth) for `tenant` and
+/// `role`, URI SAN [`spiffe_id`], CN `<tenant>-<role>`, valid `days` days, and
+/// its new key. Returns the SPIFFE ID. Refuses to replace existing files.
+pub fn issue_client_files(
+    ca: &CertAuthority,
+    files: &CertFiles,
+    trust_domain: &str,
+    tenant: &Tenant,
+    role: Role,
+    days: u32,
+) -> Result<String> {
+    check_trust_domain(trust_domain)?;
+    let uri = spiffe_id(trust_domain, tenant.as_str(), role.as_str());
+    let key = new_key()?;
+    let params = client_params(
+        &format!("{tenant}-{}", role.as_str()),
+        Some(&uri),
+        leaf_validity_days(days)?,
+    )?;
+    let cert_pem = ca.sign(&params, &key)?;
+    files.create(&cert_pem, &Zeroizing::new(key.serialize_pem()))?;
+    Ok(uri)
+}
+
+/// `facevault pki server`: a server certificate (serverAuth) for `dns_names` and
+/// `ips` (at least one in all), CN the first of them, valid `days` days, and its
+/// new key. Refuses to replace existing files.
+pub fn issue_server_files(
+    ca: &CertAuthority,
+    files: &CertFiles,
+    dns_names: &[String],
+    ips: &[IpAddr],
+    days: u32,
+) -> Result<()> {
+    let mut sans = Vec::with_capacity(dns_names.len() + ips.len());
+    for name in dns_names {
+        ensure!(
+            !name.is_empty() && name.parse::<IpAddr>().is_err(),
+            "--dns {name:?}: give a DNS name here and IP addresses with --ip"
+        );
+        sans.push(SanType::DnsName(
+            ia5(name).with_context(|| format!("invalid server name {name:?}"))?,
+        ));
+    }
+    sans.extend(ips.iter().map(|ip| SanType::IpAddress(*ip)));
+    let common_name = dns_names
+        .first()
+        .cloned()
+        .or_else(|| ips.first().map(IpAddr::to_string))
+        .ok_or_else(|| anyhow!("a server certificate needs at least one --dns name or --ip"))?;
+    let key = new_key()?;
+    let params = leaf_params(
+        &common_name,
+        sans,
+        ExtendedKeyUsagePurpose::ServerAuth,
+        leaf_validity_days(days)?,
+    )?;
+    let cert_pem = ca.sign(&params, &key)?;
+    files.create(&cert_pem, &Zeroizing::new(key.serialize_pem()))
+}
+
+fn leaf_validity_days(days: u32) -> Result<(SystemTime, SystemTime)> {
+    ensure!(
+        (1..=MAX_LEAF_DAYS).contains(&days),
+        "a certificate's validity must be 1 to {MAX_LEAF_DAYS} days"
+    );
+    validity_from_now(Duration::from_secs(u64::from(days) * 24 * 60 * 60))
+}
+
 /// The serial number of a PEM certificate as big-endian bytes, for
 /// [`CertAuthority::crl_pem`].
 pub fn serial_of(cert_pem: &str) -> Result<Vec<u8>> {
@@ -446,7 +648,7 @@ fn ensure_ca(cert_path: &Path, key_path: &Path) -> Result<CertAuthority> {
     }
     // Same key and subject give the same key id, so certificates issued earlier by this
     // key still chain to a re-created CA certificate.
-    let ca = CertAuthority::generate_with_key(DEV_CA_COMMON_NAME, read_key(key_path)?)?;
+    let ca = CertAuthority::generate_with_key(DEV_CA_COMMON_NAME, None, read_key(key_path)?)?;
     if create_file_atomic(cert_path, ca.cert_pem.as_bytes(), CERT_MODE)? {
         Ok(ca)
     } else {
@@ -1006,6 +1208,67 @@ mod tests {
         let (no_san, _) = ca.issue_client("anonymous", None).unwrap();
         assert!(uri_sans(&no_san).is_empty());
         verify_client(verifier.as_ref(), &no_san).unwrap();
+    }
+
+    #[test]
+    fn operator_pki_issues_chaining_certificates_and_never_overwrites() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("pki");
+        let ca_files = init_ca(&dir, "prod.example.com", "Example CA").unwrap();
+        let ca = CertAuthority::load(&ca_files.cert, &ca_files.key).unwrap();
+        assert_eq!(
+            ca.trust_domain().unwrap().as_deref(),
+            Some("prod.example.com")
+        );
+        let again = init_ca(&dir, "prod.example.com", "Example CA").unwrap_err();
+        assert!(format!("{again:#}").contains("already exists"), "{again:#}");
+        assert!(init_ca(&tmp.path().join("td"), "Prod.example.com", "x").is_err());
+
+        let client = CertFiles::with_prefix(&dir.join("bank-app"));
+        let tenant = Tenant::try_from("bank").unwrap();
+        let id =
+            issue_client_files(&ca, &client, "prod.example.com", &tenant, Role::App, 30).unwrap();
+        assert_eq!(id, "spiffe://prod.example.com/tenant/bank/role/app");
+        assert_eq!(uri_sans(&read(&client.cert)), [id]);
+        let verifier = client_verifier(&read(&ca_files.cert), None);
+        verify_client(verifier.as_ref(), &read(&client.cert)).unwrap();
+        let twice = issue_client_files(&ca, &client, "prod.example.com", &tenant, Role::App, 30);
+        assert!(twice.is_err());
+        for days in [0, MAX_LEAF_DAYS + 1] {
+            let files = CertFiles::with_prefix(&dir.join(format!("days-{days}")));
+            assert!(issue_client_files(&ca, &files, "x", &tenant, Role::App, days).is_err());
+        }
+
+        let server = CertFiles::server_in(&dir);
+        let no_names = issue_server_files(&ca, &server, &[], &[], 30).unwrap_err();
+        assert!(format!("{no_names:#}").contains("--dns"), "{no_names:#}");
+        assert!(issue_server_files(&ca, &server, &["10.0.0.1".into()], &[], 30).is_err());
+        issue_server_files(
+            &ca,
+            &server,
+            &["facevault.internal".into()],
+            &[IpAddr::V4(Ipv4Addr::LOCALHOST)],
+            30,
+        )
+        .unwrap();
+        let verifier =
+            WebPkiServerVerifier::builder_with_provider(roots(&read(&ca_files.cert)), provider())
+                .build()
+                .unwrap();
+        let cert = CertificateDer::from_pem_file(&server.cert).unwrap();
+        for name in ["facevault.internal", "127.0.0.1"] {
+            let name = ServerName::try_from(name).unwrap();
+            verifier
+                .verify_server_cert(&cert, &[], &name, &[], UnixTime::now())
+                .unwrap_or_else(|e| panic!("{name:?}: {e:?}"));
+        }
+
+        #[cfg(unix)]
+        for key in [&ca_files.key, &client.key, &server.key] {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(key).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{}", key.display());
+        }
     }
 
     #[test]
