@@ -33,6 +33,10 @@ const MAX_REQUEST_HEAD: usize = 8 * 1024;
 /// A client that has not sent its request head by then is dropped.
 const READ_DEADLINE: Duration = Duration::from_secs(5);
 
+/// Connections answered at once; more are closed at accept, so whatever
+/// reaches the port cannot pile up tasks (a scraper needs one).
+const MAX_CONNECTIONS: usize = 16;
+
 /// The reader registered with the meter provider, shared with the HTTP
 /// server that collects through it. Cumulative, as Prometheus expects.
 #[derive(Debug, Clone, Default)]
@@ -77,11 +81,20 @@ pub fn spawn(
     listener.set_nonblocking(true)?;
     let bound = listener.local_addr()?;
     let listener = TcpListener::from_std(listener)?;
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     let task = tokio::spawn(async move {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    tokio::spawn(answer(stream, reader.clone()));
+                    let Ok(slot) = slots.clone().try_acquire_owned() else {
+                        drop(stream);
+                        continue;
+                    };
+                    let reader = reader.clone();
+                    tokio::spawn(async move {
+                        answer(stream, reader).await;
+                        drop(slot);
+                    });
                 }
                 Err(error) => {
                     tracing::warn!(%error, "prometheus accept failed");
