@@ -14,6 +14,19 @@ pub enum Error {
     InvalidInput(#[from] InvalidInput),
     #[error("{0}")]
     Envelope(#[from] EnvelopeRefusal),
+    /// HPKE open failed: most often an envelope sealed for another tenant,
+    /// operation or subject. The hint names only what the caller already
+    /// knows, the RPC it called and the tenant of its own certificate; never
+    /// the subject, a key or anything decrypted.
+    #[error(
+        "the envelope could not be opened: seal it to a current key of this service \
+         with the AAD \"facevault/v1|{op}|{tenant}|<subject_id>\" \
+         ({tenant} is the tenant of your certificate; see docs/protocol.md)"
+    )]
+    EnvelopeNotOpened {
+        op: &'static str,
+        tenant: crate::domain::Tenant,
+    },
     #[error("client certificate missing or not acceptable")]
     Unauthenticated,
     #[error("this role may not call this method")]

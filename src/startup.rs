@@ -427,7 +427,8 @@ fn deletion_policy(settings: &Settings) -> anyhow::Result<DeletionPolicy> {
 async fn monitor_storage(vault: Arc<Vault>, reporter: HealthReporter) {
     let mut last: Option<bool> = None;
     loop {
-        let up = vault.store().ping().await.is_ok();
+        let reached = vault.store().ping().await;
+        let up = reached.is_ok();
         if last != Some(up) {
             let status = if up {
                 ServingStatus::Serving
@@ -438,10 +439,13 @@ async fn monitor_storage(vault: Arc<Vault>, reporter: HealthReporter) {
             reporter
                 .set_service_status(face_vault_server::SERVICE_NAME, status)
                 .await;
-            if up {
-                tracing::info!("redis reachable: SERVING");
-            } else {
-                tracing::warn!("redis unreachable: NOT_SERVING");
+            match reached {
+                Ok(()) => tracing::info!(
+                    redis = vault.store().redacted_url(),
+                    "redis reachable: SERVING"
+                ),
+                // The error names the URL (without its password) and the cause.
+                Err(error) => tracing::warn!(%error, "redis unreachable: NOT_SERVING"),
             }
             last = Some(up);
         }

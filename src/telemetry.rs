@@ -37,6 +37,9 @@
 //! recorded later. Spans below the `level` filter are not created at all, so
 //! RPC spans must be `info` or above.
 
+mod prometheus;
+
+use std::net::SocketAddr;
 use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
@@ -113,6 +116,10 @@ pub struct TelemetrySettings {
     /// Fraction of new traces sampled (a trace continued from a caller keeps
     /// the caller's decision). Clamped to 0.0..=1.0; default 1.0.
     pub trace_sample_ratio: f64,
+    /// Address of the Prometheus scrape endpoint (`GET /metrics`, plain
+    /// HTTP), e.g. "0.0.0.0:9464"; None (default) = not served. The same
+    /// instruments as the OTLP export, with or without OTLP.
+    pub prometheus_listen: Option<SocketAddr>,
 }
 
 impl Default for TelemetrySettings {
@@ -122,6 +129,7 @@ impl Default for TelemetrySettings {
             service_name: "facevault".to_owned(),
             metrics_interval_ms: 10_000,
             trace_sample_ratio: 1.0,
+            prometheus_listen: None,
         }
     }
 }
@@ -132,11 +140,14 @@ impl Default for TelemetrySettings {
 #[must_use = "call `shutdown().await` on graceful exit, or buffered spans, metrics and logs are lost"]
 pub struct Telemetry {
     providers: Option<Providers>,
+    /// Present when anything reads the metrics: OTLP, Prometheus or both.
+    meter: Option<SdkMeterProvider>,
+    prometheus: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// The OTLP span and log pipelines.
 struct Providers {
     tracer: SdkTracerProvider,
-    meter: SdkMeterProvider,
     logger: SdkLoggerProvider,
 }
 
@@ -145,36 +156,52 @@ impl Telemetry {
     /// seconds even if the collector is unreachable; what could not be sent by
     /// then is dropped with a warning.
     pub async fn shutdown(self) {
-        let Some(Providers {
-            tracer,
-            meter,
-            logger,
-        }) = self.providers
-        else {
-            return;
-        };
+        if let Some(server) = self.prometheus {
+            server.abort();
+        }
         // The SDK flushes by handing work to its own threads and blocking on
         // the answer; on an async worker that blocking can stall the very
         // runtime the gRPC channel needs, so it goes to the blocking pool.
-        let traces = tokio::task::spawn_blocking(move || {
-            tracer
-                .shutdown_with_timeout(SHUTDOWN_BUDGET)
-                .map_err(|e| e.to_string())
-        });
-        let metrics = tokio::task::spawn_blocking(move || {
-            meter
-                .shutdown_with_timeout(SHUTDOWN_BUDGET)
-                .map_err(|e| e.to_string())
-        });
-        let logs = tokio::task::spawn_blocking(move || {
-            logger
-                .shutdown_with_timeout(SHUTDOWN_BUDGET)
-                .map_err(|e| e.to_string())
-        });
-        let all = async { (traces.await, metrics.await, logs.await) };
+        let mut flushes = Vec::new();
+        if let Some(Providers { tracer, logger }) = self.providers {
+            flushes.push((
+                "spans",
+                tokio::task::spawn_blocking(move || {
+                    tracer
+                        .shutdown_with_timeout(SHUTDOWN_BUDGET)
+                        .map_err(|e| e.to_string())
+                }),
+            ));
+            flushes.push((
+                "logs",
+                tokio::task::spawn_blocking(move || {
+                    logger
+                        .shutdown_with_timeout(SHUTDOWN_BUDGET)
+                        .map_err(|e| e.to_string())
+                }),
+            ));
+        }
+        if let Some(meter) = self.meter {
+            flushes.push((
+                "metrics",
+                tokio::task::spawn_blocking(move || {
+                    meter
+                        .shutdown_with_timeout(SHUTDOWN_BUDGET)
+                        .map_err(|e| e.to_string())
+                }),
+            ));
+        }
+        if flushes.is_empty() {
+            return;
+        }
+        let all = futures::future::join_all(
+            flushes
+                .into_iter()
+                .map(|(signal, task)| async move { (signal, task.await) }),
+        );
         match tokio::time::timeout(SHUTDOWN_BUDGET + Duration::from_secs(1), all).await {
-            Ok((traces, metrics, logs)) => {
-                for (signal, outcome) in [("spans", traces), ("metrics", metrics), ("logs", logs)] {
+            Ok(outcomes) => {
+                for (signal, outcome) in outcomes {
                     match outcome {
                         Ok(Ok(())) => {}
                         Ok(Err(error)) => {
@@ -226,10 +253,26 @@ pub fn init(
         Err(error) => (EnvFilter::new("info"), Some(error)),
     };
 
-    let providers = match settings.otlp_endpoint.as_deref() {
-        Some(endpoint) => Some(build_providers(endpoint, settings)?),
-        None => None,
+    let (providers, otlp_metrics) = match settings.otlp_endpoint.as_deref() {
+        Some(endpoint) => {
+            let (providers, reader) = build_providers(endpoint, settings)?;
+            (Some(providers), Some(reader))
+        }
+        None => (None, None),
     };
+    let prometheus_reader = settings
+        .prometheus_listen
+        .map(|_| prometheus::PrometheusReader::default());
+    let meter = (otlp_metrics.is_some() || prometheus_reader.is_some()).then(|| {
+        let mut builder = SdkMeterProvider::builder().with_resource(resource(settings));
+        if let Some(reader) = otlp_metrics {
+            builder = builder.with_reader(reader);
+        }
+        if let Some(reader) = prometheus_reader.clone() {
+            builder = builder.with_reader(reader);
+        }
+        builder.build()
+    });
     let otel_layer = providers
         .as_ref()
         .map(|p| otel_layer(p.tracer.tracer(INSTRUMENTATION_SCOPE)));
@@ -247,11 +290,23 @@ pub fn init(
 
     if let Some(p) = &providers {
         opentelemetry::global::set_tracer_provider(p.tracer.clone());
-        opentelemetry::global::set_meter_provider(p.meter.clone());
+    }
+    if let Some(meter) = &meter {
+        opentelemetry::global::set_meter_provider(meter.clone());
         // Registers the observable gauges with the real provider now, so they
         // export even before the service first records anything.
         metrics();
     }
+    let prometheus = match (settings.prometheus_listen, prometheus_reader) {
+        (Some(addr), Some(reader)) => {
+            tokio::runtime::Handle::try_current()
+                .context("telemetry::init must be called inside a tokio runtime")?;
+            let (bound, server) = prometheus::spawn(addr, reader)?;
+            tracing::info!(addr = %bound, "prometheus metrics on http://{bound}/metrics");
+            Some(server)
+        }
+        _ => None,
+    };
 
     if let Some(error) = bad_level {
         tracing::warn!(level, %error, "invalid log level; using \"info\"");
@@ -259,7 +314,11 @@ pub fn init(
     if !installed {
         tracing::debug!("a tracing subscriber was already installed; kept it");
     }
-    Ok(Telemetry { providers })
+    Ok(Telemetry {
+        providers,
+        meter,
+        prometheus,
+    })
 }
 
 fn service_name(settings: &TelemetrySettings) -> String {
@@ -269,15 +328,26 @@ fn service_name(settings: &TelemetrySettings) -> String {
     }
 }
 
-fn build_providers(endpoint: &str, settings: &TelemetrySettings) -> anyhow::Result<Providers> {
+fn resource(settings: &TelemetrySettings) -> Resource {
+    Resource::builder()
+        .with_service_name(service_name(settings))
+        .build()
+}
+
+/// The OTLP span and log pipelines, and the reader that pushes metrics.
+fn build_providers(
+    endpoint: &str,
+    settings: &TelemetrySettings,
+) -> anyhow::Result<(
+    Providers,
+    PeriodicReader<opentelemetry_otlp::MetricExporter>,
+)> {
     // Building a tonic channel spawns its worker on the ambient runtime and
     // panics without one; an error names the mistake instead.
     tokio::runtime::Handle::try_current()
         .context("telemetry::init must be called inside a tokio runtime")?;
 
-    let resource = Resource::builder()
-        .with_service_name(service_name(settings))
-        .build();
+    let resource = resource(settings);
 
     let span_exporter = opentelemetry_otlp::SpanExporter::builder()
         .with_tonic()
@@ -308,10 +378,6 @@ fn build_providers(endpoint: &str, settings: &TelemetrySettings) -> anyhow::Resu
     let reader = PeriodicReader::builder(metric_exporter)
         .with_interval(Duration::from_millis(settings.metrics_interval_ms.max(1)))
         .build();
-    let meter = SdkMeterProvider::builder()
-        .with_resource(resource.clone())
-        .with_reader(reader)
-        .build();
 
     let log_exporter = opentelemetry_otlp::LogExporter::builder()
         .with_tonic()
@@ -324,11 +390,7 @@ fn build_providers(endpoint: &str, settings: &TelemetrySettings) -> anyhow::Resu
         .with_batch_exporter(log_exporter)
         .build();
 
-    Ok(Providers {
-        tracer,
-        meter,
-        logger,
-    })
+    Ok((Providers { tracer, logger }, reader))
 }
 
 fn otel_layer<S>(tracer: opentelemetry_sdk::trace::SdkTracer) -> impl Layer<S>

@@ -171,7 +171,7 @@ impl Publisher {
                 return Ok(());
             }
         }
-        Err(StorageError::Unavailable(None))
+        Err(StorageError::unavailable())
     }
 }
 

@@ -52,6 +52,10 @@ pub enum InvalidInput {
     NotFinite,
     #[error("the embedding is a zero vector")]
     ZeroVector,
+    /// Every field at its default: what grpcurl sends when the command piped
+    /// into it (`facevault seal …`) printed nothing.
+    #[error("empty request: did the sealing step fail?")]
+    EmptyRequest,
     #[error("the sealed embedding is missing")]
     EnvelopeMissing,
     #[error("the sealed embedding is malformed or too large")]

@@ -82,6 +82,9 @@ impl TryFrom<proto::EnrollRequest> for EnrollCommand {
     type Error = InvalidInput;
 
     fn try_from(request: proto::EnrollRequest) -> Result<Self, Self::Error> {
+        if request == proto::EnrollRequest::default() {
+            return Err(InvalidInput::EmptyRequest);
+        }
         Ok(Self {
             subject: SubjectId::try_from(request.subject_id)?,
             sealed: SealedEnvelope::try_from(request.embedding)?,
@@ -95,6 +98,9 @@ impl TryFrom<proto::VerifyRequest> for VerifyCommand {
     type Error = InvalidInput;
 
     fn try_from(request: proto::VerifyRequest) -> Result<Self, Self::Error> {
+        if request == proto::VerifyRequest::default() {
+            return Err(InvalidInput::EmptyRequest);
+        }
         Ok(Self {
             subject: SubjectId::try_from(request.subject_id)?,
             sealed: SealedEnvelope::try_from(request.probe)?,

@@ -26,6 +26,7 @@ pub fn code_of(error: &Error) -> Code {
     match error {
         Error::InvalidInput(_) => Code::InvalidArgument,
         Error::Envelope(_) => Code::InvalidArgument,
+        Error::EnvelopeNotOpened { .. } => Code::InvalidArgument,
         Error::Unauthenticated => Code::Unauthenticated,
         Error::WrongRole => Code::PermissionDenied,
         Error::PurposeNotConsented => Code::PermissionDenied,

@@ -396,7 +396,11 @@ pub fn incoming(
                     }
                     Ok(Err(error)) => {
                         refusals.peer(Some(remote.ip()), Refusal::TlsHandshake);
-                        tracing::info!(%remote, %error, "TLS handshake refused");
+                        // WARN: a client that cannot connect sees only a
+                        // closed connection or a timeout; the reason is here
+                        // (rustls's words, e.g. no certificate, unknown issuer),
+                        // never the certificate itself.
+                        tracing::warn!(%remote, reason = %error, "TLS handshake refused");
                     }
                     Err(_) => {
                         refusals.peer(Some(remote.ip()), Refusal::TlsHandshake);

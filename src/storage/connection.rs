@@ -92,6 +92,22 @@ impl RedisConnection {
     }
 }
 
+/// The Redis URL as it may be shown in logs and errors: the user and password
+/// (`redis://user:secret@host`) become `[redacted]`, and the query (which may
+/// carry `password=` for some clients) is dropped. Something that is not a URL
+/// is not echoed at all: it may be a password pasted in the wrong place.
+pub fn redacted_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "[not a redis:// URL]".to_owned();
+    };
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://[redacted]@{host}{path}"),
+        None => format!("{scheme}://{authority}{path}"),
+    }
+}
+
 fn tls_certificates(url: &str, tls: &RedisTls) -> Option<redis::TlsCertificates> {
     if !url.starts_with("rediss://") || (tls.ca_pem.is_none() && tls.client_cert_pem.is_none()) {
         return None;

@@ -18,13 +18,13 @@ use redis::{Script, Value};
 use zeroize::Zeroizing;
 
 use connection::RedisConnection;
-pub use connection::RedisMode;
+pub use connection::{RedisMode, redacted_url};
 pub use keys::SubjectKeys;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
-    #[error("redis is unavailable")]
-    Unavailable(#[source] Option<redis::RedisError>),
+    #[error("{0}")]
+    Unavailable(Unreachable),
     #[error("redis returned an unexpected reply")]
     Corrupt,
     #[error("{acknowledged} of {required} redis replicas acknowledged the write in time")]
@@ -33,7 +33,54 @@ pub enum StorageError {
 
 impl From<redis::RedisError> for StorageError {
     fn from(e: redis::RedisError) -> Self {
-        Self::Unavailable(Some(e))
+        Self::Unavailable(Unreachable {
+            url: None,
+            cause: Some(Cause::Redis(e)),
+        })
+    }
+}
+
+impl StorageError {
+    /// Redis could not be reached, for a reason not worth more words (a lost
+    /// compare-and-swap race, a closed queue).
+    pub fn unavailable() -> Self {
+        Self::Unavailable(Unreachable::default())
+    }
+}
+
+/// Why Redis could not be reached, said once: where (the URL without its
+/// password, see [`redacted_url`]) and the cause, e.g. "redis at
+/// redis://10.0.0.5:6379/ is unavailable: Connection refused (os error 111)".
+///
+/// The cause is part of the message and not returned by `source()`: a
+/// `RedisError` both prints its I/O error and returns it as its source, so a
+/// chain printed with every source (anyhow's `{:#}`) would say it twice.
+#[derive(Debug, Default)]
+pub struct Unreachable {
+    url: Option<std::sync::Arc<str>>,
+    cause: Option<Cause>,
+}
+
+#[derive(Debug)]
+enum Cause {
+    Redis(redis::RedisError),
+    NoAnswer(Duration),
+}
+
+impl std::fmt::Display for Unreachable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("redis")?;
+        if let Some(url) = &self.url {
+            write!(f, " at {url}")?;
+        }
+        f.write_str(" is unavailable")?;
+        match &self.cause {
+            Some(Cause::Redis(e)) => write!(f, ": {e}"),
+            Some(Cause::NoAnswer(deadline)) => {
+                write!(f, ": no answer within {} ms", deadline.as_millis())
+            }
+            None => Ok(()),
+        }
     }
 }
 
@@ -70,6 +117,8 @@ const DURABLE_CONNECTIONS: usize = 4;
 #[derive(Clone)]
 pub struct Store {
     conn: RedisConnection,
+    /// Named in every error: which Redis could not be reached.
+    redacted_url: std::sync::Arc<str>,
     /// Used only when `replica_acks > 0`; empty otherwise.
     durable: std::sync::Arc<Vec<RedisConnection>>,
     next_durable: std::sync::Arc<std::sync::atomic::AtomicUsize>,
@@ -164,7 +213,17 @@ impl Store {
     /// Connects lazily: the service can start while Redis is still coming up (its
     /// health reports NOT_SERVING until Redis answers).
     pub fn connect(target: &RedisTarget<'_>) -> Result<Self, StorageError> {
-        let open = || RedisConnection::open(target.url, target.mode, &target.tls, target.timeout);
+        let redacted_url: std::sync::Arc<str> = redacted_url(target.url).into();
+        let unreachable = |e| {
+            StorageError::Unavailable(Unreachable {
+                url: Some(redacted_url.clone()),
+                cause: Some(Cause::Redis(e)),
+            })
+        };
+        let open = || {
+            RedisConnection::open(target.url, target.mode, &target.tls, target.timeout)
+                .map_err(unreachable)
+        };
         let durable = if target.replica_acks > 0 {
             (0..DURABLE_CONNECTIONS)
                 .map(|_| open())
@@ -174,11 +233,17 @@ impl Store {
         };
         Ok(Self {
             conn: open()?,
+            redacted_url: redacted_url.clone(),
             durable: std::sync::Arc::new(durable),
             next_durable: std::sync::Arc::default(),
             timeout: target.timeout,
             replica_acks: target.replica_acks,
         })
+    }
+
+    /// The Redis URL without its password, as errors name it.
+    pub fn redacted_url(&self) -> &str {
+        &self.redacted_url
     }
 
     /// Whether durable writes wait for replicas (`redis.replica_acks > 0`).
@@ -203,10 +268,15 @@ impl Store {
         &self,
         fut: impl Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StorageError> {
-        match tokio::time::timeout(self.timeout, fut).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(StorageError::Unavailable(None)),
-        }
+        let cause = match tokio::time::timeout(self.timeout, fut).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(e)) => Cause::Redis(e),
+            Err(_) => Cause::NoAnswer(self.timeout),
+        };
+        Err(StorageError::Unavailable(Unreachable {
+            url: Some(self.redacted_url.clone()),
+            cause: Some(cause),
+        }))
     }
 
     /// Runs one durable write (a command whose keys share one slot) on a durable
@@ -507,4 +577,59 @@ fn parse_state(fields: Fields) -> Result<SubjectState, StorageError> {
         }
     }
     Ok(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacted_url_hides_credentials_and_query() {
+        assert_eq!(
+            redacted_url("redis://:s3cret@10.0.0.5:6379/2"),
+            "redis://[redacted]@10.0.0.5:6379/2"
+        );
+        assert_eq!(
+            redacted_url("rediss://app:s3cret@redis.internal?password=x"),
+            "rediss://[redacted]@redis.internal"
+        );
+        assert_eq!(
+            redacted_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+        assert_eq!(
+            redacted_url("redis+unix:///run/redis.sock?db=0&pass=x"),
+            "redis+unix:///run/redis.sock"
+        );
+        assert_eq!(redacted_url("s3cret"), "[not a redis:// URL]");
+    }
+
+    /// What `facevault audit verify` and the health monitor print when Redis
+    /// is down: the URL without its password and the OS error, each once.
+    #[tokio::test]
+    async fn an_unreachable_redis_is_named_once_with_its_cause() {
+        // A port that was just free: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let url = format!("redis://:s3cret@127.0.0.1:{port}/0");
+        let store = Store::connect(&RedisTarget {
+            url: &url,
+            mode: RedisMode::Standalone,
+            tls: RedisTls::default(),
+            timeout: Duration::from_secs(2),
+            replica_acks: 0,
+        })
+        .unwrap();
+        let error = store.ping().await.unwrap_err();
+        let chain = format!("{:#}", anyhow::Error::from(crate::Error::from(error)));
+        assert!(
+            chain.contains(&format!("redis at redis://[redacted]@127.0.0.1:{port}/0")),
+            "{chain}"
+        );
+        assert_eq!(chain.matches("Connection refused").count(), 1, "{chain}");
+        assert!(!chain.contains("s3cret"), "{chain}");
+    }
 }

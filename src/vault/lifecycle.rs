@@ -422,7 +422,7 @@ impl Vault {
         sink.record_located(tenant.clone(), event)
             .await
             .map(Some)
-            .map_err(|_| Error::Unavailable(crate::storage::StorageError::Unavailable(None)))
+            .map_err(|_| Error::Unavailable(crate::storage::StorageError::unavailable()))
     }
 
     /// Runs due erasures (the deletion worker's step). Each claimed ticket is erased

@@ -36,7 +36,7 @@ pub use verify::{Verification, VerifyCommand};
 
 use crate::crypto::keyfiles::KeyMaterial;
 use crate::crypto::live::LiveKeys;
-use crate::crypto::sealing::{self, SealedFor};
+use crate::crypto::sealing::{self, SealedFor, SealingError};
 use crate::domain::deletion::DeletionPolicy;
 use crate::domain::{Embedding, EmbeddingModel, LockoutPolicy, SubjectId, Tenant};
 use crate::error::{EnvelopeRefusal, Error};
@@ -233,7 +233,13 @@ impl Vault {
                 &aad,
                 now_unix_ms,
             )
-            .map_err(EnvelopeRefusal::from)?;
+            .map_err(|refusal| match refusal {
+                SealingError::Open => Error::EnvelopeNotOpened {
+                    op: op.as_str(),
+                    tenant: tenant.clone(),
+                },
+                other => EnvelopeRefusal::from(other).into(),
+            })?;
         let mut payload = crate::proto::EmbeddingPayload::decode(plaintext.as_slice())
             .map_err(|_| EnvelopeRefusal::Payload)?;
         let values = Zeroizing::new(std::mem::take(&mut payload.values));

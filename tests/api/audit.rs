@@ -15,7 +15,7 @@ pub async fn auditor(app: &TestApp) -> AuditLogClient<Channel> {
     AuditLogClient::new(app.channel_with(tls).await.unwrap())
 }
 
-async fn all_events(client: &mut AuditLogClient<Channel>) -> Vec<AuditEvent> {
+pub async fn all_events(client: &mut AuditLogClient<Channel>) -> Vec<AuditEvent> {
     let mut events = Vec::new();
     let mut token = String::new();
     loop {

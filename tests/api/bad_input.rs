@@ -329,3 +329,50 @@ async fn malformed_requests_get_their_code_and_change_nothing() {
         .unwrap();
     assert_eq!(ok.decision(), proto::Decision::Match);
 }
+
+/// grpcurl sends an empty body when the command piped into it (`facevault
+/// seal …`) printed nothing. Enroll and Verify say so instead of naming the
+/// first missing field; the refusal changes nothing and is audited like any
+/// other.
+#[tokio::test]
+async fn an_empty_request_asks_whether_sealing_failed_and_is_audited() {
+    let app = spawn_app().await;
+    let mut client: FaceVaultClient<Channel> = app.app_client().await;
+    let before = snapshot(&app).await;
+    let enroll = client
+        .enroll(proto::EnrollRequest::default())
+        .await
+        .unwrap_err();
+    let verify = client
+        .verify(proto::VerifyRequest::default())
+        .await
+        .unwrap_err();
+    for status in [&enroll, &verify] {
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert_eq!(
+            status.message(),
+            "empty request: did the sealing step fail?"
+        );
+    }
+    // A request that carries something still gets the missing field named.
+    let no_probe = client
+        .verify(proto::VerifyRequest {
+            subject_id: "alice".into(),
+            probe: None,
+            purpose: "login".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(no_probe.message(), "the sealed embedding is missing");
+    assert_eq!(snapshot(&app).await, before, "nothing changed in Redis");
+
+    let events = crate::audit::all_events(&mut crate::audit::auditor(&app).await).await;
+    for op in ["Enroll", "Verify"] {
+        assert!(
+            events
+                .iter()
+                .any(|e| e.op == op && e.code == "INVALID_ARGUMENT"),
+            "the refused {op} is audited: {events:?}"
+        );
+    }
+}

@@ -58,7 +58,46 @@ async fn envelope_bound_to_another_subject_op_or_tenant_is_refused() {
             Code::InvalidArgument,
             "{op:?} {tenant} {subject}"
         );
-        assert!(!status.message().contains("alice"));
+        // The hint names only the caller's own tenant and the RPC it called.
+        assert_eq!(
+            status.message(),
+            "the envelope could not be opened: seal it to a current key of this service \
+             with the AAD \"facevault/v1|verify|demo|<subject_id>\" \
+             (demo is the tenant of your certificate; see docs/protocol.md)",
+            "{op:?} {tenant} {subject}"
+        );
+        for unrelated in ["alice", "mallory", "other"] {
+            assert!(
+                !status.message().contains(unrelated),
+                "{}",
+                status.message()
+            );
+        }
+    }
+}
+
+/// A client of tenant `other` that seals for `demo` (someone else's tenant)
+/// is told about its own tenant only: the hint reveals nothing it did not
+/// present in its certificate.
+#[tokio::test]
+async fn the_hint_names_only_the_callers_own_tenant() {
+    let (app, _, values) = enrolled_app().await;
+    let mut other = app.other_tenant_client().await;
+    // Sealed for tenant demo, as demo's client would seal it.
+    let enroll = app.enroll_request("alice", &values, &["login"], false);
+    let status = other.enroll(enroll).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let message = status.message();
+    assert!(
+        message.contains("\"facevault/v1|enroll|other|<subject_id>\""),
+        "{message}"
+    );
+    assert!(
+        message.contains("other is the tenant of your certificate"),
+        "{message}"
+    );
+    for foreign in ["demo", "alice"] {
+        assert!(!message.contains(foreign), "{message}");
     }
 }
 

@@ -56,6 +56,74 @@ async fn a_certificate_from_another_ca_is_refused() {
     assert!(format!("{status:?}").contains("UnknownCA"), "{status:?}");
 }
 
+/// A refused client sees only a TLS alert (or, through some tools, a
+/// timeout); the server's log says why, at WARN, with the peer address and
+/// never the certificate.
+#[tokio::test]
+async fn handshake_refusals_are_logged_at_warn_with_the_reason() {
+    let mut app = spawn_app().await;
+    let (_server, log) = app.spawn_binary("[logging]\nformat = \"json\"\n").await;
+    let ca = || Certificate::from_pem(std::fs::read(&app.pki.ca_cert).unwrap());
+    let without_certificate = ClientTlsConfig::new()
+        .ca_certificate(ca())
+        .domain_name("localhost");
+    call_with(&app, without_certificate).await.unwrap_err();
+    let rogue = CertAuthority::generate("rogue CA").unwrap();
+    let (cert, key) = rogue
+        .issue_client(
+            "demo-app",
+            Some("spiffe://facevault.dev/tenant/demo/role/app"),
+        )
+        .unwrap();
+    let foreign_ca = ClientTlsConfig::new()
+        .ca_certificate(ca())
+        .identity(Identity::from_pem(&cert, &key))
+        .domain_name("localhost");
+    call_with(&app, foreign_ca).await.unwrap_err();
+
+    let mut refusals = Vec::new();
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = std::fs::read_to_string(&log).unwrap();
+        refusals = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["message"] == "TLS handshake refused")
+            .collect();
+        // The client may try each connection more than once.
+        let seen = |reason: &str| {
+            refusals
+                .iter()
+                .any(|l| l["reason"].as_str().is_some_and(|r| r.contains(reason)))
+        };
+        if seen("peer sent no certificates") && seen("invalid peer certificate: UnknownIssuer") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    for reason in [
+        "peer sent no certificates",
+        "invalid peer certificate: UnknownIssuer",
+    ] {
+        assert!(
+            refusals
+                .iter()
+                .any(|l| l["reason"].as_str().is_some_and(|r| r.contains(reason))),
+            "no refusal for {reason:?}: {text}"
+        );
+    }
+    for line in &refusals {
+        assert_eq!(line["level"], "WARN", "{line}");
+        assert!(
+            line["remote"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{line}"
+        );
+    }
+    // The reason, not the certificate.
+    let body = cert.lines().nth(1).unwrap();
+    assert!(!text.contains("BEGIN CERTIFICATE") && !text.contains(body));
+}
+
 #[tokio::test]
 async fn a_certificate_without_identity_or_for_another_trust_domain_is_unauthenticated() {
     let app = spawn_app().await;

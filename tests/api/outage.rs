@@ -223,3 +223,44 @@ async fn acknowledged_writes_survive_a_redis_crash() {
         "every acknowledged enrollment has its audit event"
     );
 }
+
+/// What an operator sees with Redis down: the server's NOT_SERVING line and
+/// the CLI name the Redis (without a password) and the cause, each once.
+#[tokio::test]
+async fn redis_down_is_reported_with_its_url_and_cause_once() {
+    let mut app = spawn_app().await;
+    let (_server, log) = app.spawn_binary("[logging]\nformat = \"json\"\n").await;
+    let port = app.redis.server().port();
+    let named = format!("redis at redis://127.0.0.1:{port}");
+    app.redis.server().stop().await;
+
+    let cli = app.run_cli(&["audit", "verify"]).await;
+    let stderr = String::from_utf8_lossy(&cli.stderr);
+    assert!(!cli.status.success(), "{stderr}");
+    assert!(stderr.contains(&named), "{stderr}");
+    assert_eq!(
+        stderr.matches("Connection refused").count(),
+        1,
+        "the cause once: {stderr}"
+    );
+
+    let mut line = None;
+    for _ in 0..400 {
+        let text = std::fs::read_to_string(&log).unwrap();
+        line = text
+            .lines()
+            .find(|l| l.contains("redis unreachable: NOT_SERVING"))
+            .map(str::to_owned);
+        if line.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let line = line.expect("NOT_SERVING was logged");
+    eprintln!("CLI: {}\nserver: {line}", stderr.trim());
+    assert!(line.contains("\"level\":\"WARN\""), "{line}");
+    assert!(
+        line.contains(&named) && line.contains(" is unavailable: "),
+        "the URL and the cause: {line}"
+    );
+}

@@ -203,3 +203,118 @@ async fn the_binary_exports_spans_and_metrics_and_leaks_nothing() {
         }
     }
 }
+
+/// `GET` over plain HTTP/1.1 with a minimal client: the status line and the
+/// body.
+async fn http_get(port: u16, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: text/plain\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        stream.read_to_string(&mut response),
+    )
+    .await
+    .expect("the scrape answered in time")
+    .unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_owned(), body.to_owned())
+}
+
+/// The value of the sample line that starts with `series` (name and labels).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map(|v| v.parse().unwrap())
+}
+
+/// With `telemetry.prometheus_listen` and OTLP off, the binary serves the
+/// instruments the calls moved at `/metrics`, in the text format, with no
+/// subject id anywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_serves_prometheus_metrics_without_otlp() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut app = spawn_app().await;
+    let (_child, log_path) = app
+        .spawn_binary(&format!(
+            "[telemetry]\nprometheus_listen = \"127.0.0.1:{port}\"\n"
+        ))
+        .await;
+
+    let subject = "subject-secret-9a4d@example.org";
+    let values = face(91);
+    let mut client = app.app_client().await;
+    app.enroll(&mut client, subject, &values).await;
+    for _ in 0..2 {
+        let matched = app
+            .verify(&mut client, subject, &capture_of(&values, 0.2, 1))
+            .await
+            .unwrap();
+        assert_eq!(matched.decision(), Decision::Match);
+    }
+    app.verify(&mut client, subject, &face(92)).await.unwrap();
+
+    let (status, text) = http_get(port, "/metrics").await;
+    assert_eq!(status, "HTTP/1.1 200 OK", "{text}");
+    for family in [
+        "# TYPE facevault_rpc_duration_seconds histogram",
+        "# TYPE facevault_verify_decisions_total counter",
+        "# TYPE facevault_audit_events_total counter",
+        "# TYPE facevault_deletions_pending gauge",
+    ] {
+        assert!(
+            text.lines().any(|l| l == family),
+            "no {family:?} in\n{text}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &text,
+            "facevault_verify_decisions_total{decision=\"match\"}"
+        ),
+        Some(2.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "facevault_verify_decisions_total{decision=\"no_match\"}"
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "facevault_rpc_duration_seconds_count{rpc_grpc_status_code=\"OK\",rpc_method=\"Verify\"}"
+        ),
+        Some(3.0),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "facevault_audit_events_total").unwrap_or(0.0) >= 4.0,
+        "{text}"
+    );
+    assert!(!text.contains(subject) && !text.contains("9a4d"), "{text}");
+
+    // Only GET /metrics is served.
+    assert_eq!(http_get(port, "/").await.0, "HTTP/1.1 404 Not Found");
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    assert!(
+        log.contains(&format!("http://127.0.0.1:{port}/metrics")),
+        "the start-up log names the endpoint: {log}"
+    );
+}
