@@ -861,10 +861,6 @@ def find_binary() -> str | None:
     return None
 
 
-def source_mentions(word: str) -> bool:
-    return any(word in path.read_text(errors="replace") for path in (REPO / "src").rglob("*.rs"))
-
-
 def check_service_accepts(name: str, docs: list[tuple[str, dict[str, Any]]], binary: str, tmp: Path) -> None:
     """`facevault serve` parses and validates the config before it reads any key
     file, so "cannot read <mounted path>" proves the rendered config is accepted."""
@@ -880,13 +876,6 @@ def check_service_accepts(name: str, docs: list[tuple[str, dict[str, Any]]], bin
         return
     err = proc.stderr.strip().splitlines()
     last = err[-1] if err else ""
-    # telemetry.prometheus_listen comes with the service's Prometheus endpoint; a
-    # tree whose source lacks it cannot accept the prometheus value set yet. Once
-    # the source has it, a refusal is a failure like any other.
-    if "unknown field `prometheus_listen`" in proc.stderr and not source_mentions("prometheus_listen"):
-        R.notes.append(f"{name}: the service in this tree has no telemetry.prometheus_listen yet; "
-                       "its rendered config was not fed to it")
-        return
     R.check(proc.returncode != 0 and re.search(r"cannot read /var/run/facevault/", proc.stderr) is not None,
             f"{name}: the service accepts the rendered facevault.toml", last or f"exit {proc.returncode}")
 
