@@ -1367,7 +1367,7 @@ fn line_of_path(root: &toml::de::DeTable<'_>, path: &[Segment]) -> Option<usize>
                 .iter()
                 .find(|(name, _)| name.get_ref().as_ref() == k)
                 .map(|(name, v)| (name.span().start, v)),
-            (Segment::Index(i), DeValue::Array(a)) => a.iter().nth(*i).map(|v| (v.span().start, v)),
+            (Segment::Index(i), DeValue::Array(a)) => a.get(*i).map(|v| (v.span().start, v)),
             _ => None,
         };
         match next {
@@ -1381,6 +1381,13 @@ fn line_of_path(root: &toml::de::DeTable<'_>, path: &[Segment]) -> Option<usize>
     Some(offset)
 }
 
+/// A step into a table or array: the step, the key's span (tables only), the value.
+type Child<'a, 'i> = (
+    Segment,
+    Option<std::ops::Range<usize>>,
+    &'a toml::Spanned<toml::de::DeValue<'i>>,
+);
+
 /// The key path, inside `value`, of the innermost key or value that holds byte `at`.
 fn path_in(value: &toml::de::DeValue<'_>, at: usize) -> Vec<Segment> {
     use toml::de::DeValue;
@@ -1389,11 +1396,7 @@ fn path_in(value: &toml::de::DeValue<'_>, at: usize) -> Vec<Segment> {
     }
     // Tables opened by a header do not span their keys: search them all.
     fn walk(value: &DeValue<'_>, at: usize, path: &mut Vec<Segment>) -> bool {
-        let children: Vec<(
-            Segment,
-            Option<std::ops::Range<usize>>,
-            &toml::Spanned<DeValue<'_>>,
-        )> = match value {
+        let children: Vec<Child<'_, '_>> = match value {
             DeValue::Table(t) => t
                 .iter()
                 .map(|(k, v)| (Segment::Key(k.get_ref().to_string()), Some(k.span()), v))
