@@ -19,22 +19,12 @@ scripts/ensure-redis.sh
 echo "--- cargo test (unit and API tests)"
 cargo test --locked --all-targets "$@"
 
-echo "--- check-config on examples/facevault.toml (keygen + a CA and server certificate)"
-command -v openssl >/dev/null 2>&1 || { echo "the example check needs openssl: apt-get install openssl" >&2; exit 1; }
+echo "--- check-config on examples/facevault.toml (the README's production quick-start)"
 example_dir=$(mktemp -d)
 cp examples/facevault.toml "$example_dir/"
 target/debug/facevault keygen --dir "$example_dir/keys" >/dev/null
-(
-  cd "$example_dir" && mkdir -m 700 pki && cd pki
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 \
-    -subj "/CN=example CA" -keyout ca.key -out ca.pem 2>/dev/null
-  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-    -subj "/CN=localhost" -keyout server.key -out server.csr 2>/dev/null
-  printf 'subjectAltName=DNS:localhost\nextendedKeyUsage=serverAuth\n' > server.ext
-  openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 \
-    -extfile server.ext -out server.pem 2>/dev/null
-  chmod 600 ca.key server.key
-)
+target/debug/facevault pki init --dir "$example_dir/pki" --trust-domain example.org >/dev/null
+target/debug/facevault pki server --dir "$example_dir/pki" --dns localhost >/dev/null
 # Run from elsewhere: the example's relative paths are the config file's.
 bin="$PWD/target/debug/facevault"
 (cd / && env -u FACEVAULT_CONFIG FACEVAULT_REDIS_URL=redis://127.0.0.1:6379 \
