@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use facevault::config::{Overrides, Settings};
-use facevault::devstack::pki::DevPki;
 use facevault::devstack::redis_server::{RedisOptions, RedisServer};
+use facevault::pki::DevPki;
 use facevault::startup::Application;
 
 /// A directory laid out as the README's production quick-start: the example
