@@ -969,6 +969,79 @@ def check_anchors(binary: str | None, tmp: Path) -> None:
         check_service_accepts(name, docs, binary, tmp)
 
 
+# --- check-config on the rendered config ---------------------------------------
+
+MOUNT_ROOT = "/var/run/facevault"
+
+
+def check_config_on_rendered(binary: str | None) -> None:
+    """`facevault check-config` (every check `serve` makes before it talks to
+    Redis) on the ConfigMap's facevault.toml for the default values. With the
+    chart's empty models and tenants it must refuse and name only those; with
+    one model and one tenant added it must pass. The files the config names are
+    materialised as the pod mounts them (key files from `facevault keygen`, a CA
+    and server certificate from openssl, mode 0440 like the Secret volumes),
+    under a temp dir standing in for the mount root: the only change to the
+    rendered text is that prefix."""
+    if not R.check(binary is not None, "check-config: a built facevault binary",
+                   "build it first: cargo build"):
+        return
+    if not R.check(shutil.which("openssl") is not None, "check-config: openssl for the test certificates",
+                   "apt-get install openssl"):
+        return
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        root = Path(tmp_dir) / "mount"
+        keygen = Path(tmp_dir) / "keygen"
+        subprocess.run([binary, "keygen", "--dir", str(keygen)], check=True, capture_output=True)
+        pki = Path(tmp_dir) / "pki"
+        pki.mkdir()
+        ssl = ["openssl"]
+        run = lambda *args: subprocess.run([*ssl, *args], check=True, capture_output=True, cwd=pki)  # noqa: E731
+        run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
+            "-subj", "/CN=chart check CA", "-keyout", "ca.key", "-out", "ca.pem")
+        run("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", f"/CN={FULLNAME}",
+            "-keyout", "server.key", "-out", "server.csr")
+        (pki / "server.ext").write_text(f"subjectAltName=DNS:{FULLNAME}\nextendedKeyUsage=serverAuth\n")
+        run("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "1", "-extfile", "server.ext", "-out", "server.pem")
+
+        def check(name: str, values: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+            text = one(manifests(render(values)), "ConfigMap")["data"]["facevault.toml"]
+            config = tomllib.loads(text)
+            sources = {
+                config["tls"]["cert"]: pki / "server.pem",
+                config["tls"]["key"]: pki / "server.key",
+                config["tls"]["client_ca"]: pki / "ca.pem",
+                config["keys"]["keyring"]: keygen / "keyring.json",
+                config["keys"]["transform_secret"]: keygen / "transform.key",
+                config["keys"]["sealing_keys"]: keygen / "sealing-keys.json",
+                config["keys"]["receipt_signing_key"]: keygen / "receipt-signing.key",
+            }
+            for mounted, source in sources.items():
+                R.check(mounted.startswith(MOUNT_ROOT + "/"), f"check-config {name}: {mounted} is under the mount root")
+                target = root / mounted.lstrip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if not target.exists():
+                    shutil.copyfile(source, target)
+                    target.chmod(0o440)
+            path = Path(tmp_dir) / f"{re.sub(r'[^a-z0-9]+', '-', name)}.toml"
+            path.write_text(text.replace(f'"{MOUNT_ROOT}/', f'"{root}{MOUNT_ROOT}/'))
+            env = {k: v for k, v in os.environ.items() if not k.startswith("FACEVAULT_")}
+            return subprocess.run([binary, "check-config", "--config", str(path)], env=env,
+                                  capture_output=True, text=True, timeout=60)
+
+        bare = check("defaults", BASE)
+        problems = [l.strip() for l in bare.stderr.splitlines() if l.startswith("  [")]
+        R.check(bare.returncode == 1 and problems
+                and all(p.startswith(("[models]", "[tenants]")) for p in problems),
+                "check-config refuses the bare defaults for their empty models and tenants only",
+                bare.stderr.strip()[-400:])
+        served = check("defaults with a model and a tenant", deep_merge(BASE, {"models": [MODEL], "tenants": TENANTS}))
+        R.check(served.returncode == 0, "check-config accepts the defaults with a model and a tenant",
+                (served.stderr or served.stdout).strip()[-400:])
+
+
 # --- main -------------------------------------------------------------------
 
 def main() -> int:
@@ -1020,6 +1093,9 @@ def main() -> int:
     print("--- secure defaults; the READMEs' count of value sets")
     R.run("secure defaults", check_secure_defaults)
     R.run("docs count", check_docs_count)
+
+    print("--- check-config on the rendered facevault.toml")
+    R.run("check-config", lambda: check_config_on_rendered(binary))
 
     print("--- checksum/config rolls the pods")
 

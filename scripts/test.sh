@@ -19,6 +19,18 @@ scripts/ensure-redis.sh
 echo "--- cargo test (unit and API tests)"
 cargo test --locked --all-targets "$@"
 
+echo "--- check-config on examples/facevault.toml (the README's production quick-start)"
+example_dir=$(mktemp -d)
+cp examples/facevault.toml "$example_dir/"
+target/debug/facevault keygen --dir "$example_dir/keys" >/dev/null
+target/debug/facevault pki init --dir "$example_dir/pki" --trust-domain example.org >/dev/null
+target/debug/facevault pki server --dir "$example_dir/pki" --dns localhost >/dev/null
+# Run from elsewhere: the example's relative paths are the config file's.
+bin="$PWD/target/debug/facevault"
+(cd / && env -u FACEVAULT_CONFIG FACEVAULT_REDIS_URL=redis://127.0.0.1:6379 \
+  "$bin" check-config --config "$example_dir/facevault.toml")
+rm -rf "$example_dir"
+
 echo "--- lunar dates of the provisional calendar against Python lunardate"
 scripts/check-lunar-dates.sh target/debug/facevault
 

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -16,33 +16,24 @@ use crate::crypto::keyfiles::KeyPaths;
 use crate::domain::{EmbeddingModel, LockoutPolicy, ModelId, Tenant};
 use crate::storage::{RedisMode, RedisTarget, RedisTls};
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The whole file. It is not deserialized in one piece: [`ConfigFile::settings`]
+/// reads each table on its own so that every problem is reported at once.
+#[derive(Debug, Clone)]
 pub struct Settings {
     pub server: ServerSettings,
     pub tls: TlsSettings,
     pub keys: KeySettings,
     pub redis: RedisSettings,
-    #[serde(default)]
     pub sealing: SealingSettings,
-    #[serde(default)]
     pub templates: TemplateSettings,
-    #[serde(default)]
     pub lockout: LockoutSettings,
     pub models: Vec<ModelSettings>,
-    #[serde(default)]
     pub tenants: BTreeMap<String, TenantSettings>,
-    #[serde(default)]
     pub deletion: DeletionSettings,
-    #[serde(default)]
     pub compliance: ComplianceSettings,
-    #[serde(default)]
     pub audit: AuditConfig,
-    #[serde(default)]
     pub limits: LimitSettings,
-    #[serde(default)]
     pub telemetry: crate::telemetry::TelemetrySettings,
-    #[serde(default)]
     pub logging: LoggingSettings,
 }
 
@@ -246,9 +237,9 @@ impl Default for ComplianceSettings {
 #[serde(deny_unknown_fields)]
 pub struct ServerSettings {
     /// mTLS gRPC address (FaceVault, AuditLog, Health, reflection).
-    pub listen: SocketAddr,
+    pub listen: ListenAddr,
     /// Plaintext address serving only grpc.health.v1, for Kubernetes probes.
-    pub health_listen: Option<SocketAddr>,
+    pub health_listen: Option<ListenAddr>,
     /// Trust domain of caller SPIFFE ids: spiffe://<trust_domain>/tenant/<t>/role/<r>.
     pub trust_domain: String,
     /// Accept `CN=<tenant>:<role>` when a certificate has no SPIFFE URI SAN.
@@ -282,7 +273,9 @@ fn default_tls_reload_secs() -> u64 {
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
-    /// `redis://` or `rediss://` URL; a password may be given in it.
+    /// `redis://` or `rediss://` URL; a password may be given in it. May be left
+    /// out of the file when `FACEVAULT_REDIS_URL` gives it.
+    #[serde(default)]
     pub url: String,
     /// Deadline for any single Redis command; past it the call fails UNAVAILABLE.
     #[serde(default = "default_redis_timeout_ms")]
@@ -302,6 +295,21 @@ pub struct RedisSettings {
     /// PEM client certificate and key, when Redis asks for mutual TLS.
     pub tls_client_cert: Option<PathBuf>,
     pub tls_client_key: Option<PathBuf>,
+}
+
+/// `[redis]` may be left out when `FACEVAULT_REDIS_URL` gives the URL.
+impl Default for RedisSettings {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            timeout_ms: default_redis_timeout_ms(),
+            mode: RedisMode::default(),
+            replica_acks: 0,
+            tls_ca: None,
+            tls_client_cert: None,
+            tls_client_key: None,
+        }
+    }
 }
 
 /// The URL may carry the password (`FACEVAULT_REDIS_URL`): never printed.
@@ -453,12 +461,12 @@ fn default_log_level() -> String {
 /// password).
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct Overrides {
-    /// mTLS gRPC listen address.
+    /// mTLS gRPC listen address, host:port.
     #[arg(long, env = "FACEVAULT_LISTEN", hide_env_values = true)]
-    pub listen: Option<SocketAddr>,
-    /// Plaintext health-only listen address.
+    pub listen: Option<ListenAddr>,
+    /// Plaintext health-only listen address, host:port.
     #[arg(long, env = "FACEVAULT_HEALTH_LISTEN", hide_env_values = true)]
-    pub health_listen: Option<SocketAddr>,
+    pub health_listen: Option<ListenAddr>,
     /// Redis URL, redis:// or rediss://.
     #[arg(long, env = "FACEVAULT_REDIS_URL", hide_env_values = true)]
     pub redis_url: Option<String>,
@@ -471,24 +479,18 @@ pub struct Overrides {
 }
 
 impl Settings {
+    /// Reads, parses and validates the file, then applies `overrides`; every
+    /// problem is reported at once (see [`ConfigFile`]).
     pub fn load(path: &Path, overrides: &Overrides) -> anyhow::Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read config file {}", path.display()))?;
-        let mut settings: Settings = toml::from_str(&text)
-            .with_context(|| format!("invalid config file {}", path.display()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
-        settings.resolve_paths(base);
-        settings.apply(overrides);
-        settings.validate()?;
-        Ok(settings)
+        Ok(ConfigFile::read(path)?.settings(overrides)?)
     }
 
     pub fn apply(&mut self, o: &Overrides) {
-        if let Some(listen) = o.listen {
-            self.server.listen = listen;
+        if let Some(listen) = &o.listen {
+            self.server.listen = listen.clone();
         }
-        if let Some(health) = o.health_listen {
-            self.server.health_listen = Some(health);
+        if let Some(health) = &o.health_listen {
+            self.server.health_listen = Some(health.clone());
         }
         if let Some(url) = &o.redis_url {
             self.redis.url = url.clone();
@@ -518,6 +520,9 @@ impl Settings {
         if let Some(p) = self.deletion.holiday_file.as_mut() {
             fix(p);
         }
+        if let Some(p) = self.audit.anchor_file.as_mut() {
+            fix(p);
+        }
         for p in [
             &mut self.redis.tls_ca,
             &mut self.redis.tls_client_cert,
@@ -529,176 +534,289 @@ impl Settings {
         }
     }
 
-    pub fn validate(&self) -> anyhow::Result<()> {
-        if !crate::domain::caller::is_trust_domain(&self.server.trust_domain) {
-            bail!(
+    /// Every inconsistent or insecure value, each with its key.
+    pub fn problems(&self) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut check = |ok: bool, section: &str, key: &str, message: &str| {
+            if !ok {
+                out.push(Problem::at(&[section, key], message));
+            }
+        };
+        check(
+            crate::domain::caller::is_trust_domain(&self.server.trust_domain),
+            "server",
+            "trust_domain",
+            &format!(
                 "server.trust_domain: {}",
                 crate::domain::caller::TRUST_DOMAIN_RULE
+            ),
+        );
+        check(
+            self.server.listen.port() == 0
+                || Some(&self.server.listen) != self.server.health_listen.as_ref(),
+            "server",
+            "health_listen",
+            "server.health_listen must differ from server.listen: the health port is plaintext",
+        );
+        let url = &self.redis.url;
+        if url.is_empty() {
+            check(
+                false,
+                "redis",
+                "url",
+                "redis.url is not set: set it here or in FACEVAULT_REDIS_URL",
+            );
+        } else {
+            check(
+                url.starts_with("redis://") || url.starts_with("rediss://"),
+                "redis",
+                "url",
+                "redis.url (or FACEVAULT_REDIS_URL) must start with redis:// or rediss://",
             );
         }
-        if self.server.listen.port() != 0 && Some(self.server.listen) == self.server.health_listen {
-            bail!(
-                "server.health_listen must differ from server.listen: the health port is plaintext"
-            );
-        }
-        if !(self.redis.url.starts_with("redis://") || self.redis.url.starts_with("rediss://")) {
-            bail!("redis.url must start with redis:// or rediss://");
-        }
-        if self.redis.url.starts_with("redis://") && !is_loopback_url(&self.redis.url) {
+        if url.starts_with("redis://") && !is_loopback_url(url) {
             tracing::warn!("redis.url is not TLS and not loopback: use rediss:// across a network");
         }
-        if !(1..=3600).contains(&self.tls.reload_interval_secs) {
-            bail!("tls.reload_interval_secs must be between 1 and 3600");
-        }
-        if !(10..=60_000).contains(&self.redis.timeout_ms) {
-            bail!("redis.timeout_ms must be between 10 and 60000");
-        }
-        if self.redis.replica_acks > 16 {
-            bail!("redis.replica_acks must be at most 16");
-        }
+        check(
+            (1..=3600).contains(&self.tls.reload_interval_secs),
+            "tls",
+            "reload_interval_secs",
+            "tls.reload_interval_secs must be between 1 and 3600",
+        );
+        check(
+            (10..=60_000).contains(&self.redis.timeout_ms),
+            "redis",
+            "timeout_ms",
+            "redis.timeout_ms must be between 10 and 60000",
+        );
+        check(
+            self.redis.replica_acks <= 16,
+            "redis",
+            "replica_acks",
+            "redis.replica_acks must be at most 16",
+        );
         let redis_tls_files = self.redis.tls_ca.is_some()
             || self.redis.tls_client_cert.is_some()
             || self.redis.tls_client_key.is_some();
-        if redis_tls_files && !self.redis.url.starts_with("rediss://") {
-            bail!("redis.tls_ca and redis.tls_client_* need a rediss:// url");
-        }
-        if self.redis.tls_client_cert.is_some() != self.redis.tls_client_key.is_some() {
-            bail!("redis.tls_client_cert and redis.tls_client_key go together");
-        }
+        check(
+            !redis_tls_files || url.starts_with("rediss://"),
+            "redis",
+            "url",
+            "redis.tls_ca and redis.tls_client_* need a rediss:// url",
+        );
+        check(
+            self.redis.tls_client_cert.is_some() == self.redis.tls_client_key.is_some(),
+            "redis",
+            "tls_client_key",
+            "redis.tls_client_cert and redis.tls_client_key go together",
+        );
         let limits = &self.limits;
-        if limits.max_connections == 0
-            || limits.max_concurrent_streams == 0
-            || limits.max_handshakes_per_peer == 0
-        {
-            bail!(
-                "limits.max_connections, limits.max_concurrent_streams and limits.max_handshakes_per_peer must be > 0"
-            );
-        }
-        if !(1..=60).contains(&limits.handshake_timeout_secs) {
-            bail!("limits.handshake_timeout_secs must be between 1 and 60");
-        }
-        if limits.idle_timeout_secs * 1000 <= limits.request_timeout_ms {
-            bail!("limits.idle_timeout_secs must be longer than limits.request_timeout_ms");
-        }
+        check(
+            limits.max_connections > 0
+                && limits.max_concurrent_streams > 0
+                && limits.max_handshakes_per_peer > 0,
+            "limits",
+            "",
+            "limits.max_connections, limits.max_concurrent_streams and limits.max_handshakes_per_peer must be > 0",
+        );
+        check(
+            (1..=60).contains(&limits.handshake_timeout_secs),
+            "limits",
+            "handshake_timeout_secs",
+            "limits.handshake_timeout_secs must be between 1 and 60",
+        );
+        check(
+            limits.idle_timeout_secs * 1000 > limits.request_timeout_ms,
+            "limits",
+            "idle_timeout_secs",
+            "limits.idle_timeout_secs must be longer than limits.request_timeout_ms",
+        );
         // Every admitted call's event must find room in the audit queue: the
         // call may already have changed state when it hands its event in.
-        if self.audit.queue_capacity < limits.max_in_flight {
-            bail!("audit.queue_capacity must be at least limits.max_in_flight");
-        }
-        if !(1..=3600).contains(&self.audit.refusal_window_secs) {
-            bail!("audit.refusal_window_secs must be between 1 and 3600");
-        }
-        if !(10..=3600).contains(&self.sealing.replay_window_secs) {
-            bail!("sealing.replay_window_secs must be between 10 and 3600");
-        }
-        if self.sealing.max_clock_skew_secs > 300 {
-            bail!("sealing.max_clock_skew_secs must be at most 300");
-        }
-        if !(1..=100).contains(&self.templates.max_per_subject) {
-            bail!("templates.max_per_subject must be between 1 and 100");
-        }
+        check(
+            self.audit.queue_capacity >= limits.max_in_flight,
+            "audit",
+            "queue_capacity",
+            "audit.queue_capacity must be at least limits.max_in_flight",
+        );
+        check(
+            (1..=3600).contains(&self.audit.refusal_window_secs),
+            "audit",
+            "refusal_window_secs",
+            "audit.refusal_window_secs must be between 1 and 3600",
+        );
+        check(
+            (10..=3600).contains(&self.sealing.replay_window_secs),
+            "sealing",
+            "replay_window_secs",
+            "sealing.replay_window_secs must be between 10 and 3600",
+        );
+        check(
+            self.sealing.max_clock_skew_secs <= 300,
+            "sealing",
+            "max_clock_skew_secs",
+            "sealing.max_clock_skew_secs must be at most 300",
+        );
+        check(
+            (1..=100).contains(&self.templates.max_per_subject),
+            "templates",
+            "max_per_subject",
+            "templates.max_per_subject must be between 1 and 100",
+        );
         let l = &self.lockout;
-        if l.free_failures == 0 || l.base_delay_secs == 0 || l.disable_after <= l.free_failures {
-            bail!(
-                "lockout: free_failures and base_delay_secs must be > 0 and disable_after > free_failures"
-            );
-        }
-        if self.models.is_empty() {
-            bail!("configure at least one [[models]] entry (id, dimension, threshold)");
-        }
-        let mut seen = std::collections::HashSet::new();
-        for m in &self.models {
-            ModelId::try_from(m.id.as_str()).map_err(|_| {
-                anyhow::anyhow!(
-                    "model id {:?} must be 1-64 characters of [A-Za-z0-9._-]",
-                    m.id
-                )
-            })?;
-            if !seen.insert(&m.id) {
-                bail!("model {:?} is configured twice", m.id);
-            }
-            if !(1..=crate::domain::Embedding::MAX_DIMENSION).contains(&m.dimension) {
-                bail!("model {:?}: dimension must be between 1 and 4096", m.id);
-            }
-            if !(m.threshold.is_finite() && m.threshold > 0.0 && m.threshold < 1.0) {
-                bail!("model {:?}: threshold must be in (0, 1)", m.id);
-            }
-        }
+        check(
+            l.free_failures > 0 && l.base_delay_secs > 0 && l.disable_after > l.free_failures,
+            "lockout",
+            "",
+            "lockout: free_failures and base_delay_secs must be > 0 and disable_after > free_failures",
+        );
         let d = &self.deletion;
-        if d.time_zone.parse::<chrono_tz::Tz>().is_err() {
-            bail!(
+        check(
+            d.time_zone.parse::<chrono_tz::Tz>().is_ok(),
+            "deletion",
+            "time_zone",
+            &format!(
                 "deletion.time_zone {:?} is not an IANA time zone",
                 d.time_zone
-            );
-        }
-        if !(3..=60).contains(&d.working_days) {
-            bail!("deletion.working_days must be between 3 and 60 (the statute says 15)");
-        }
-        if d.ticket_retention_days < 180 {
-            bail!("deletion.ticket_retention_days must be at least 180");
-        }
-        if !(10..=60_000).contains(&d.poll_interval_ms) || !(5..=3600).contains(&d.claim_ttl_secs) {
-            bail!("deletion.poll_interval_ms must be 10-60000 and deletion.claim_ttl_secs 5-3600");
-        }
-        if self.audit.retention_days < 180 {
-            bail!("audit.retention_days must be at least 180");
-        }
-        if self.audit.max_batch == 0
-            || self.audit.queue_capacity < self.audit.max_batch
-            || self.audit.checkpoint_interval_secs == 0
-        {
-            bail!(
-                "audit: max_batch and checkpoint_interval_secs must be positive, queue_capacity >= max_batch"
-            );
-        }
+            ),
+        );
+        check(
+            (3..=60).contains(&d.working_days),
+            "deletion",
+            "working_days",
+            "deletion.working_days must be between 3 and 60 (the statute says 15)",
+        );
+        check(
+            d.ticket_retention_days >= 180,
+            "deletion",
+            "ticket_retention_days",
+            "deletion.ticket_retention_days must be at least 180",
+        );
+        check(
+            (10..=60_000).contains(&d.poll_interval_ms) && (5..=3600).contains(&d.claim_ttl_secs),
+            "deletion",
+            "",
+            "deletion.poll_interval_ms must be 10-60000 and deletion.claim_ttl_secs 5-3600",
+        );
+        check(
+            self.audit.retention_days >= 180,
+            "audit",
+            "retention_days",
+            "audit.retention_days must be at least 180",
+        );
+        check(
+            self.audit.max_batch > 0
+                && self.audit.queue_capacity >= self.audit.max_batch
+                && self.audit.checkpoint_interval_secs > 0,
+            "audit",
+            "",
+            "audit: max_batch and checkpoint_interval_secs must be positive, queue_capacity >= max_batch",
+        );
         let l = &self.limits;
-        if !(l.rate_per_second > 0.0
-            && l.burst >= 1.0
-            && l.max_in_flight > 0
-            && l.request_timeout_ms >= 10)
-        {
-            bail!(
-                "limits: rate_per_second > 0, burst >= 1, max_in_flight > 0, request_timeout_ms >= 10"
-            );
-        }
+        check(
+            l.rate_per_second > 0.0
+                && l.burst >= 1.0
+                && l.max_in_flight > 0
+                && l.request_timeout_ms >= 10,
+            "limits",
+            "",
+            "limits: rate_per_second > 0, burst >= 1, max_in_flight > 0, request_timeout_ms >= 10",
+        );
         let k = &self.keys;
-        if !(1..=3600).contains(&k.reload_interval_secs) {
-            bail!("keys.reload_interval_secs must be 1-3600");
-        }
-        if !(1..=1_000_000).contains(&k.rewrap_per_second) {
-            bail!("keys.rewrap_per_second must be 1-1000000");
-        }
-        if k.epoch_days == 0 || k.max_rewrap_days == 0 {
-            bail!(
-                "keys.epoch_days and keys.max_rewrap_days must be positive (they are checked against the deletion deadline at start-up)"
-            );
-        }
-        if self.compliance.filing_threshold == 0 {
-            bail!("compliance.filing_threshold must be positive");
-        }
+        check(
+            (1..=3600).contains(&k.reload_interval_secs),
+            "keys",
+            "reload_interval_secs",
+            "keys.reload_interval_secs must be 1-3600",
+        );
+        check(
+            (1..=1_000_000).contains(&k.rewrap_per_second),
+            "keys",
+            "rewrap_per_second",
+            "keys.rewrap_per_second must be 1-1000000",
+        );
+        check(
+            k.epoch_days > 0 && k.max_rewrap_days > 0,
+            "keys",
+            "",
+            "keys.epoch_days and keys.max_rewrap_days must be positive (they are checked against the deletion deadline at start-up)",
+        );
+        check(
+            self.compliance.filing_threshold > 0,
+            "compliance",
+            "filing_threshold",
+            "compliance.filing_threshold must be positive",
+        );
         let reference = &self.compliance.filing_reference;
-        if reference.chars().count() > 128 || reference.chars().any(char::is_control) {
-            bail!(
-                "compliance.filing_reference must be at most 128 characters, without control characters"
-            );
+        check(
+            reference.chars().count() <= 128 && !reference.chars().any(char::is_control),
+            "compliance",
+            "filing_reference",
+            "compliance.filing_reference must be at most 128 characters, without control characters",
+        );
+        if self.models.is_empty() {
+            out.push(Problem::at(
+                &["models"],
+                "configure at least one [[models]] entry (id, dimension, threshold)",
+            ));
         }
-        for (name, t) in &self.tenants {
-            if t.max_template_age_days == Some(0) {
-                bail!("tenants.{name}.max_template_age_days must be positive");
+        let mut seen = std::collections::HashSet::new();
+        for (i, m) in self.models.iter().enumerate() {
+            let mut model = |key: &str, message: String| {
+                out.push(Problem::in_array("models", i, key, &message));
+            };
+            if ModelId::try_from(m.id.as_str()).is_err() {
+                model(
+                    "id",
+                    format!(
+                        "model id {:?} must be 1-64 characters of [A-Za-z0-9._-]",
+                        m.id
+                    ),
+                );
+            }
+            if !seen.insert(&m.id) {
+                model("id", format!("model {:?} is configured twice", m.id));
+            }
+            if !(1..=crate::domain::Embedding::MAX_DIMENSION).contains(&m.dimension) {
+                model(
+                    "dimension",
+                    format!("model {:?}: dimension must be between 1 and 4096", m.id),
+                );
+            }
+            if !(m.threshold.is_finite() && m.threshold > 0.0 && m.threshold < 1.0) {
+                model(
+                    "threshold",
+                    format!("model {:?}: threshold must be in (0, 1)", m.id),
+                );
             }
         }
-        for name in self.tenants.keys() {
-            Tenant::try_from(name.as_str())
-                .map_err(|_| anyhow::anyhow!("tenant name {name:?} must be [a-z0-9-]"))?;
+        for (name, t) in &self.tenants {
+            if Tenant::try_from(name.as_str()).is_err() {
+                out.push(Problem::at(
+                    &["tenants", name],
+                    &format!("tenant name {name:?} must be [a-z0-9-]"),
+                ));
+            }
+            if t.max_template_age_days == Some(0) {
+                out.push(Problem::at(
+                    &["tenants", name, "max_template_age_days"],
+                    &format!("tenants.{name}.max_template_age_days must be positive"),
+                ));
+            }
         }
         // Only declared tenants are served, so a config without any would
         // start a service that refuses every call: refuse it here instead.
         if self.tenants.is_empty() {
-            bail!(
-                "no tenants declared: add a [tenants.<name>] table for each tenant served (certificates naming any other tenant are refused)"
-            );
+            out.push(Problem::at(
+                &["tenants"],
+                "no tenants declared: add a [tenants.<name>] table for each tenant served (certificates naming any other tenant are refused)",
+            ));
         }
-        Ok(())
+        out
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigProblems> {
+        ConfigProblems::from_list(self.problems())
     }
 
     /// The tenants served: those declared under `[tenants.<name>]`.
@@ -736,6 +854,576 @@ impl Settings {
             .parse()
             .unwrap_or(crate::domain::calendar::DEFAULT_TIME_ZONE)
     }
+}
+
+/// A listen address as written: `ip:port` or `host:port` (e.g. `localhost:50051`).
+/// A name is resolved with the system resolver when the service starts
+/// ([`ListenAddr::resolve`]), so the check and the bind see the same address.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct ListenAddr {
+    host: String,
+    port: u16,
+}
+
+impl ListenAddr {
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The first address the host resolves to (an IP address is taken as is).
+    pub async fn resolve(&self) -> anyhow::Result<SocketAddr> {
+        if let Ok(ip) = self.host.parse::<std::net::IpAddr>() {
+            return Ok(SocketAddr::new(ip, self.port));
+        }
+        tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await
+            .with_context(|| format!("cannot resolve {:?}", self.host))?
+            .next()
+            .with_context(|| format!("{:?} resolves to no address", self.host))
+    }
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let needs = || {
+            format!(
+                "{text:?} is not host:port: a listen address needs a host (an IP address or a name such as localhost) and a port, e.g. \"0.0.0.0:50051\" or \"localhost:50051\""
+            )
+        };
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(Self {
+                host: addr.ip().to_string(),
+                port: addr.port(),
+            });
+        }
+        let (host, port) = text.rsplit_once(':').ok_or_else(needs)?;
+        let port = port.parse::<u16>().map_err(|_| needs())?;
+        let name_ok = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_');
+        if !name_ok {
+            return Err(needs());
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+        })
+    }
+}
+
+impl TryFrom<String> for ListenAddr {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        text.parse()
+    }
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// One step of a key path: a table key, or an entry of an array of tables.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Segment {
+    Key(String),
+    Index(usize),
+}
+
+/// One thing wrong with the configuration, with where it is: `[section] key`
+/// and, when the file has it, the line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: Vec<Segment>,
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem at a key path; empty steps are left out (`&["limits", ""]` is the table).
+    pub fn at(path: &[&str], message: &str) -> Self {
+        Self {
+            path: path
+                .iter()
+                .filter(|k| !k.is_empty())
+                .map(|k| Segment::Key((*k).to_owned()))
+                .collect(),
+            line: None,
+            message: message.to_owned(),
+        }
+    }
+
+    /// A problem in entry `index` of an array of tables (`[[models]]`).
+    pub fn in_array(array: &str, index: usize, key: &str, message: &str) -> Self {
+        let mut problem = Self::at(&[array], message);
+        problem.path.push(Segment::Index(index));
+        if !key.is_empty() {
+            problem.path.push(Segment::Key(key.to_owned()));
+        }
+        problem
+    }
+
+    /// `[server] listen`, `[[models]] #2 threshold`, `[tenants.bank-a] expose_scores`.
+    pub fn location(&self) -> String {
+        let key = |s: &Segment| match s {
+            Segment::Key(k) => k.clone(),
+            Segment::Index(i) => format!("#{}", i + 1),
+        };
+        let (header, rest) = match self.path.as_slice() {
+            [] => return String::new(),
+            [Segment::Key(a), Segment::Index(i), rest @ ..] => {
+                (format!("[[{a}]] #{}", i + 1), rest)
+            }
+            [Segment::Key(t), Segment::Key(name), rest @ ..] if t == "tenants" => {
+                (format!("[tenants.{name}]"), rest)
+            }
+            [first, rest @ ..] => (format!("[{}]", key(first)), rest),
+        };
+        let rest: Vec<String> = rest.iter().map(key).collect();
+        if rest.is_empty() {
+            header
+        } else {
+            format!("{header} {}", rest.join("."))
+        }
+    }
+}
+
+impl std::fmt::Display for Problem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let location = self.location();
+        match (location.is_empty(), self.line) {
+            (true, Some(line)) => write!(f, "line {line}: {}", self.message),
+            (true, None) => write!(f, "{}", self.message),
+            (false, Some(line)) => write!(f, "{location} (line {line}): {}", self.message),
+            (false, None) => write!(f, "{location}: {}", self.message),
+        }
+    }
+}
+
+/// Every problem found, one per line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblems {
+    pub file: Option<PathBuf>,
+    pub problems: Vec<Problem>,
+}
+
+impl ConfigProblems {
+    pub fn from_list(problems: Vec<Problem>) -> Result<(), Self> {
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(Self {
+                file: None,
+                problems,
+            })
+        }
+    }
+}
+
+impl std::fmt::Display for ConfigProblems {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.problems.len();
+        let plural = if n == 1 { "problem" } else { "problems" };
+        match &self.file {
+            Some(file) => write!(f, "{n} {plural} in config file {}:", file.display())?,
+            None => write!(f, "{n} configuration {plural}:")?,
+        }
+        for problem in &self.problems {
+            write!(f, "\n  {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigProblems {}
+
+/// The tables a config file may hold, and whether each must be there.
+const SECTIONS: [(&str, bool); 15] = [
+    ("server", true),
+    ("tls", true),
+    ("keys", true),
+    ("redis", false),
+    ("sealing", false),
+    ("templates", false),
+    ("lockout", false),
+    ("models", true),
+    ("tenants", false),
+    ("deletion", false),
+    ("compliance", false),
+    ("audit", false),
+    ("limits", false),
+    ("telemetry", false),
+    ("logging", false),
+];
+
+/// A config file's text, kept so that every problem (from parsing, validation
+/// or the start-up checks) can be given its line.
+pub struct ConfigFile {
+    pub path: PathBuf,
+    text: String,
+}
+
+impl ConfigFile {
+    pub fn read(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read config file {}", path.display()))?;
+        Ok(Self::from_text(path, text))
+    }
+
+    pub fn from_text(path: &Path, text: String) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            text,
+        }
+    }
+
+    /// Parses every table on its own and collects every problem (syntax, unknown
+    /// or missing tables and keys, wrong types, inconsistent values) instead of
+    /// stopping at the first. Relative paths are resolved against the file's
+    /// directory; `overrides` apply before validation.
+    pub fn settings(&self, overrides: &Overrides) -> Result<Settings, ConfigProblems> {
+        let (settings, problems) = self.unvalidated(overrides)?;
+        ConfigProblems::from_list(problems).map_err(|e| self.locate(e.problems))?;
+        Ok(settings)
+    }
+
+    /// The parsed settings with the problems validation found (not yet
+    /// located), for a check that goes on to the start-up checks regardless.
+    pub fn unvalidated(
+        &self,
+        overrides: &Overrides,
+    ) -> Result<(Settings, Vec<Problem>), ConfigProblems> {
+        let mut settings = self.parse().map_err(|p| self.locate(p))?;
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        settings.resolve_paths(base);
+        settings.apply(overrides);
+        let problems = settings.problems();
+        Ok((settings, problems))
+    }
+
+    /// Gives each problem its line (when the file has its key, or the table it
+    /// belongs to) and the file's name.
+    pub fn locate(&self, mut problems: Vec<Problem>) -> ConfigProblems {
+        if let Ok(root) = toml::de::DeTable::parse(&self.text) {
+            for problem in problems.iter_mut().filter(|p| p.line.is_none()) {
+                problem.line = line_of_path(root.get_ref(), &problem.path)
+                    .map(|offset| line_at(&self.text, offset));
+            }
+        }
+        ConfigProblems {
+            file: Some(self.path.clone()),
+            problems,
+        }
+    }
+
+    fn parse(&self) -> Result<Settings, Vec<Problem>> {
+        use toml::de::{DeTable, DeValue};
+        let (root, errors) = DeTable::parse_recoverable(&self.text);
+        if !errors.is_empty() {
+            return Err(errors
+                .iter()
+                .map(|e| Problem {
+                    path: Vec::new(),
+                    line: e.span().map(|s| line_at(&self.text, s.start)),
+                    message: format!("invalid TOML: {}", e.message().trim()),
+                })
+                .collect());
+        }
+        let root = root.into_inner();
+        let mut problems = Vec::new();
+        for (key, _) in root.iter() {
+            if !SECTIONS
+                .iter()
+                .any(|(name, _)| *name == key.get_ref().as_ref())
+            {
+                problems.push(Problem {
+                    path: vec![Segment::Key(key.get_ref().to_string())],
+                    line: Some(line_at(&self.text, key.span().start)),
+                    message: "unknown table".to_owned(),
+                });
+            }
+        }
+        let value = |name: &str| {
+            root.iter()
+                .find(|(k, _)| k.get_ref().as_ref() == name)
+                .map(|(_, v)| v.clone())
+        };
+        for (name, required) in SECTIONS {
+            if required && value(name).is_none() {
+                let message = if name == "models" {
+                    "missing: add at least one [[models]] entry (id, dimension, threshold)"
+                        .to_owned()
+                } else {
+                    format!("missing table: add [{name}]")
+                };
+                problems.push(Problem {
+                    path: vec![Segment::Key(name.to_owned())],
+                    line: None,
+                    message,
+                });
+            }
+        }
+        // Each table (and each model, each tenant) is deserialized on its own,
+        // so one mistake does not hide the others.
+        // Each table (and each model, each tenant) is deserialized on its own,
+        // so one mistake does not hide the others.
+        let key = |name: &str| vec![Segment::Key(name.to_owned())];
+        macro_rules! table {
+            ($name:literal, $ty:ty, $missing:expr) => {
+                match value($name) {
+                    Some(v) => self.deserialize_each::<$ty>(v, key($name), &mut problems),
+                    None => $missing,
+                }
+            };
+        }
+        let server = table!("server", ServerSettings, None);
+        let tls = table!("tls", TlsSettings, None);
+        let keys = table!("keys", KeySettings, None);
+        let models = match value("models") {
+            Some(v) => match v.get_ref() {
+                DeValue::Array(entries) => {
+                    let mut models = Some(Vec::new());
+                    for (i, entry) in entries.iter().enumerate() {
+                        let mut path = key("models");
+                        path.push(Segment::Index(i));
+                        let model = self.deserialize_each(entry.clone(), path, &mut problems);
+                        if let (Some(models), Some(model)) = (models.as_mut(), model) {
+                            models.push(model);
+                        }
+                    }
+                    models
+                }
+                _ => {
+                    problems.push(Problem {
+                        path: key("models"),
+                        line: Some(line_at(&self.text, v.span().start)),
+                        message: "models must be an array of tables: [[models]]".to_owned(),
+                    });
+                    None
+                }
+            },
+            None => None,
+        };
+        let tenants = match value("tenants") {
+            Some(v) => match v.get_ref() {
+                DeValue::Table(entries) => {
+                    let mut tenants = BTreeMap::new();
+                    for (name, entry) in entries.iter() {
+                        let name = name.get_ref().to_string();
+                        let path = vec![
+                            Segment::Key("tenants".to_owned()),
+                            Segment::Key(name.clone()),
+                        ];
+                        if let Some(t) = self.deserialize_each(entry.clone(), path, &mut problems) {
+                            tenants.insert(name, t);
+                        }
+                    }
+                    Some(tenants)
+                }
+                _ => {
+                    problems.push(Problem {
+                        path: key("tenants"),
+                        line: Some(line_at(&self.text, v.span().start)),
+                        message: "tenants must be tables: [tenants.<name>]".to_owned(),
+                    });
+                    None
+                }
+            },
+            None => Some(BTreeMap::new()),
+        };
+        let redis = table!("redis", RedisSettings, Some(Default::default()));
+        let sealing = table!("sealing", SealingSettings, Some(Default::default()));
+        let templates = table!("templates", TemplateSettings, Some(Default::default()));
+        let lockout = table!("lockout", LockoutSettings, Some(Default::default()));
+        let deletion = table!("deletion", DeletionSettings, Some(Default::default()));
+        let compliance = table!("compliance", ComplianceSettings, Some(Default::default()));
+        let audit = table!("audit", AuditConfig, Some(Default::default()));
+        let limits = table!("limits", LimitSettings, Some(Default::default()));
+        let telemetry = table!(
+            "telemetry",
+            crate::telemetry::TelemetrySettings,
+            Some(Default::default())
+        );
+        let logging = table!("logging", LoggingSettings, Some(Default::default()));
+        match (
+            server, tls, keys, redis, sealing, templates, lockout, models, tenants, deletion,
+            compliance, audit, limits, telemetry, logging,
+        ) {
+            (
+                Some(server),
+                Some(tls),
+                Some(keys),
+                Some(redis),
+                Some(sealing),
+                Some(templates),
+                Some(lockout),
+                Some(models),
+                Some(tenants),
+                Some(deletion),
+                Some(compliance),
+                Some(audit),
+                Some(limits),
+                Some(telemetry),
+                Some(logging),
+            ) if problems.is_empty() => Ok(Settings {
+                server,
+                tls,
+                keys,
+                redis,
+                sealing,
+                templates,
+                lockout,
+                models,
+                tenants,
+                deletion,
+                compliance,
+                audit,
+                limits,
+                telemetry,
+                logging,
+            }),
+            _ => Err(problems),
+        }
+    }
+}
+
+impl ConfigFile {
+    /// Deserializes one table. On an error at one of its keys it reports the
+    /// error, drops that key and tries again, so that every bad key of the
+    /// table is reported, not only the first.
+    fn deserialize_each<T: serde::de::DeserializeOwned>(
+        &self,
+        mut value: toml::Spanned<toml::de::DeValue<'_>>,
+        prefix: Vec<Segment>,
+        problems: &mut Vec<Problem>,
+    ) -> Option<T> {
+        let mut dropped: Vec<String> = Vec::new();
+        // Bounded: each round drops one key of a finite table.
+        loop {
+            let error = match T::deserialize(toml::de::ValueDeserializer::from(value.clone())) {
+                Ok(t) => return dropped.is_empty().then_some(t),
+                Err(error) => error,
+            };
+            let message = error.message().trim().to_owned();
+            // A key dropped for its own error now reads as missing: said already.
+            if dropped
+                .iter()
+                .any(|k| message == format!("missing field `{k}`"))
+            {
+                return None;
+            }
+            let relative = error
+                .span()
+                .map(|s| path_in(value.get_ref(), s.start))
+                .unwrap_or_default();
+            let mut path = prefix.clone();
+            path.extend(relative.iter().cloned());
+            problems.push(Problem {
+                path,
+                line: error.span().map(|s| line_at(&self.text, s.start)),
+                message,
+            });
+            match (relative.first(), value.get_mut()) {
+                (Some(Segment::Key(bad)), toml::de::DeValue::Table(table)) => {
+                    table.remove(bad.as_str());
+                    dropped.push(bad.clone());
+                }
+                _ => return None,
+            }
+        }
+    }
+}
+
+/// 1-based line of a byte offset.
+fn line_at(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// Byte offset of the key a path names, or of the nearest table that holds it;
+/// `None` when not even its top-level table is in the file.
+fn line_of_path(root: &toml::de::DeTable<'_>, path: &[Segment]) -> Option<usize> {
+    use toml::de::DeValue;
+    let (Segment::Key(first), rest) = path.split_first()? else {
+        return None;
+    };
+    let (key, mut value) = root.iter().find(|(k, _)| k.get_ref().as_ref() == first)?;
+    let mut offset = match value.get_ref() {
+        DeValue::Table(_) | DeValue::Array(_) if !rest.is_empty() => value.span().start,
+        _ => key.span().start,
+    };
+    for segment in rest {
+        let next = match (segment, value.get_ref()) {
+            (Segment::Key(k), DeValue::Table(t)) => t
+                .iter()
+                .find(|(name, _)| name.get_ref().as_ref() == k)
+                .map(|(name, v)| (name.span().start, v)),
+            (Segment::Index(i), DeValue::Array(a)) => a.get(*i).map(|v| (v.span().start, v)),
+            _ => None,
+        };
+        match next {
+            Some((start, v)) => {
+                offset = start;
+                value = v;
+            }
+            None => break,
+        }
+    }
+    Some(offset)
+}
+
+/// A step into a table or array: the step, the key's span (tables only), the value.
+type Child<'a, 'i> = (
+    Segment,
+    Option<std::ops::Range<usize>>,
+    &'a toml::Spanned<toml::de::DeValue<'i>>,
+);
+
+/// The key path, inside `value`, of the innermost key or value that holds byte `at`.
+fn path_in(value: &toml::de::DeValue<'_>, at: usize) -> Vec<Segment> {
+    use toml::de::DeValue;
+    fn holds(span: std::ops::Range<usize>, at: usize) -> bool {
+        span.start <= at && at < span.end.max(span.start + 1)
+    }
+    // Tables opened by a header do not span their keys: search them all.
+    fn walk(value: &DeValue<'_>, at: usize, path: &mut Vec<Segment>) -> bool {
+        let children: Vec<Child<'_, '_>> = match value {
+            DeValue::Table(t) => t
+                .iter()
+                .map(|(k, v)| (Segment::Key(k.get_ref().to_string()), Some(k.span()), v))
+                .collect(),
+            DeValue::Array(a) => a
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (Segment::Index(i), None, v))
+                .collect(),
+            _ => return false,
+        };
+        for (segment, key_span, child) in children {
+            if key_span.is_some_and(|s| holds(s, at)) {
+                path.push(segment);
+                return true;
+            }
+            path.push(segment);
+            if walk(child.get_ref(), at, path) || holds(child.span(), at) {
+                return true;
+            }
+            path.pop();
+        }
+        false
+    }
+    let mut path = Vec::new();
+    walk(value, at, &mut path);
+    path
 }
 
 fn is_loopback_url(url: &str) -> bool {
@@ -777,10 +1465,188 @@ threshold = 0.5
 "#;
 
     fn parse(text: &str) -> anyhow::Result<Settings> {
-        let mut s: Settings = toml::from_str(text)?;
-        s.resolve_paths(Path::new("/etc/facevault"));
-        s.validate()?;
-        Ok(s)
+        Ok(problems_of(text).settings(&Overrides::default())?)
+    }
+
+    fn problems_of(text: &str) -> ConfigFile {
+        ConfigFile::from_text(Path::new("/etc/facevault/facevault.toml"), text.to_owned())
+    }
+
+    /// Every problem as (location, line), in order.
+    fn located(text: &str) -> Vec<(String, Option<usize>, String)> {
+        let err = problems_of(text)
+            .settings(&Overrides::default())
+            .unwrap_err();
+        err.problems
+            .iter()
+            .map(|p| (p.location(), p.line, p.message.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn every_missing_table_and_key_is_reported_at_once() {
+        let text = MINIMAL
+            .replace("trust_domain = \"example.org\"\n", "")
+            .replace(
+                "[tls]\ncert = \"server.pem\"\nkey = \"server.key\"\nclient_ca = \"ca.pem\"\n",
+                "",
+            )
+            .replace(
+                "[[models]]\nid = \"demo-512\"\ndimension = 512\nthreshold = 0.5\n",
+                "",
+            );
+        let problems = located(&text);
+        let locations: Vec<_> = problems
+            .iter()
+            .map(|(l, line, _)| (l.as_str(), *line))
+            .collect();
+        // The server table starts on line 2; the missing top-level tables have no line.
+        assert_eq!(
+            locations,
+            [("[tls]", None), ("[models]", None), ("[server]", Some(2))],
+            "{problems:#?}"
+        );
+        assert!(problems[2].2.contains("trust_domain"), "{problems:#?}");
+        let shown = problems_of(&text)
+            .settings(&Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            shown.starts_with("3 problems in config file /etc/facevault/facevault.toml:"),
+            "{shown}"
+        );
+    }
+
+    #[test]
+    fn every_bad_key_of_every_table_is_reported_with_its_line() {
+        let text = MINIMAL
+            .replace("listen = \"127.0.0.1:50051\"", "listen = \"127.0.0.1\"")
+            .replace(
+                "[keys]\n",
+                "[keys]\nepoch_dayz = 3\nrewrap_per_second = \"fast\"\n",
+            )
+            .replace("threshold = 0.5", "threshold = \"high\"")
+            .replace("[tenants.demo]", "[tenants.demo]\nexpose_scores = 1");
+        let problems = located(&text);
+        let line_of = |needle: &str| {
+            text.lines()
+                .position(|l| l.starts_with(needle))
+                .map(|i| i + 1)
+        };
+        let got: Vec<_> = problems
+            .iter()
+            .map(|(l, line, _)| (l.clone(), *line))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("[server] listen".to_owned(), line_of("listen =")),
+                ("[keys] epoch_dayz".to_owned(), line_of("epoch_dayz")),
+                (
+                    "[keys] rewrap_per_second".to_owned(),
+                    line_of("rewrap_per_second")
+                ),
+                ("[[models]] #1 threshold".to_owned(), line_of("threshold")),
+                (
+                    "[tenants.demo] expose_scores".to_owned(),
+                    line_of("expose_scores")
+                ),
+            ],
+            "{problems:#?}"
+        );
+        assert!(problems[0].2.contains("host:port"), "{problems:#?}");
+    }
+
+    #[test]
+    fn inconsistent_values_are_all_reported_with_their_keys() {
+        let text = MINIMAL
+            .replace("threshold = 0.5", "threshold = 1.5")
+            .replace(
+                "[tenants.demo]",
+                "[tenants.demo]\n[tenants.Bad]\n[templates]\nmax_per_subject = 0",
+            );
+        let got: Vec<_> = located(&text)
+            .into_iter()
+            .map(|(l, line, _)| (l, line))
+            .collect();
+        let line_of = |needle: &str| {
+            text.lines()
+                .position(|l| l.starts_with(needle))
+                .map(|i| i + 1)
+        };
+        assert_eq!(
+            got,
+            [
+                (
+                    "[templates] max_per_subject".to_owned(),
+                    line_of("max_per_subject")
+                ),
+                ("[[models]] #1 threshold".to_owned(), line_of("threshold")),
+                ("[tenants.Bad]".to_owned(), line_of("[tenants.Bad]")),
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_tables_and_bad_syntax_are_located() {
+        let got = located(&format!("{MINIMAL}\n[server2]\n"));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].0, "[server2]");
+        assert_eq!(got[0].2, "unknown table");
+        let got = located("[server\nlisten = 1\n");
+        assert!(!got.is_empty() && got[0].1 == Some(1), "{got:?}");
+    }
+
+    #[test]
+    fn listen_takes_host_and_port() {
+        let addr: ListenAddr = "localhost:50061".parse().unwrap();
+        assert_eq!(
+            (addr.to_string(), addr.port()),
+            ("localhost:50061".to_owned(), 50061)
+        );
+        let v6: ListenAddr = "[::1]:7".parse().unwrap();
+        assert_eq!(v6.to_string(), "[::1]:7");
+        for bad in [
+            "localhost",
+            "127.0.0.1",
+            ":50051",
+            "host:port",
+            "a b:1",
+            "localhost:70000",
+        ] {
+            let err = bad.parse::<ListenAddr>().unwrap_err();
+            assert!(
+                err.contains("needs a host") && err.contains("and a port"),
+                "{bad}: {err}"
+            );
+        }
+        let s = parse(&MINIMAL.replace("127.0.0.1:50051", "localhost:50051")).unwrap();
+        assert_eq!(s.server.listen.to_string(), "localhost:50051");
+    }
+
+    #[test]
+    fn the_redis_url_may_come_from_the_environment_alone() {
+        let text = MINIMAL.replace("[redis]\nurl = \"redis://127.0.0.1:6379\"\n", "");
+        let got = located(&text);
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert!(got[0].2.contains("FACEVAULT_REDIS_URL"), "{got:?}");
+        let overrides = Overrides {
+            redis_url: Some("redis://127.0.0.1:6379".to_owned()),
+            ..Overrides::default()
+        };
+        problems_of(&text).settings(&overrides).unwrap();
+    }
+
+    #[test]
+    fn relative_paths_are_resolved_against_the_config_files_directory() {
+        let s = parse(&format!(
+            "{MINIMAL}\n[audit]\nanchor_file = \"anchors.jsonl\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            s.audit.anchor_file,
+            Some(PathBuf::from("/etc/facevault/anchors.jsonl"))
+        );
     }
 
     #[test]

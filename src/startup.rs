@@ -3,6 +3,7 @@
 //! serves until SIGTERM or Ctrl-C, then drains.
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use tonic_health::server::HealthReporter;
 
 use crate::audit::refusals::RefusalTally;
 use crate::audit::{AuditReader, AuditSettings, AuditSink};
-use crate::config::{LimitSettings, Settings};
+use crate::config::{ConfigProblems, LimitSettings, Problem, Settings};
 use crate::crypto::live::{self, LiveKeys};
 use crate::domain::Tenant;
 use crate::domain::calendar::WorkingCalendar;
@@ -70,21 +71,199 @@ pub struct Application {
     drain_timeout: Duration,
 }
 
+/// Everything `serve` reads and checks before it binds a port or sends Redis a
+/// command: the listen addresses resolved, the key files and certificates
+/// loaded, the Redis connection described, the deletion calendar and the key
+/// epochs checked against it. `check-config` and `serve --check` run exactly
+/// this, so they refuse what `serve` refuses; every problem is collected.
+pub struct Preflight {
+    settings: Settings,
+    listen: SocketAddr,
+    health_listen: Option<SocketAddr>,
+    keys: LiveKeys,
+    tls: (
+        tokio::sync::watch::Sender<Arc<rustls::ServerConfig>>,
+        TlsPaths,
+    ),
+    store: Store,
+    deletion_policy: DeletionPolicy,
+}
+
+impl Preflight {
+    pub async fn run(settings: Settings) -> Result<Self, Vec<Problem>> {
+        let mut problems = Vec::new();
+        let mut problem = |path: &[&str], error: anyhow::Error| {
+            problems.push(Problem::at(path, &format!("{error:#}")));
+        };
+
+        let listen = settings.server.listen.resolve().await;
+        let health_listen = match &settings.server.health_listen {
+            Some(addr) => addr.resolve().await.map(Some),
+            None => Ok(None),
+        };
+
+        // Each file on its own first, so that every unreadable one is named.
+        let k = &settings.keys;
+        let key_files = [
+            ("keyring", &k.keyring),
+            ("transform_secret", &k.transform_secret),
+            ("sealing_keys", &k.sealing_keys),
+            ("receipt_signing_key", &k.receipt_signing_key),
+        ];
+        let mut key_files_ok = true;
+        for (key, path) in key_files {
+            if let Err(e) = crate::crypto::keyfiles::read_secret(path) {
+                key_files_ok = false;
+                problem(&["keys", key], e);
+            }
+        }
+        let keys = if key_files_ok {
+            LiveKeys::load(k.paths())
+                .map_err(|e| problem(&["keys"], e))
+                .ok()
+        } else {
+            None
+        };
+
+        let t = &settings.tls;
+        let mut tls_files_ok = true;
+        for (key, path) in [("cert", &t.cert), ("client_ca", &t.client_ca)]
+            .into_iter()
+            .chain(t.crls.iter().map(|p| ("crls", p)))
+        {
+            if let Err(e) = std::fs::File::open(path) {
+                tls_files_ok = false;
+                problem(
+                    &["tls", key],
+                    anyhow::anyhow!("cannot read {}: {e}", path.display()),
+                );
+            }
+        }
+        if let Err(e) = crate::crypto::keyfiles::read_secret(&t.key) {
+            tls_files_ok = false;
+            problem(&["tls", "key"], e);
+        }
+        let tls = if tls_files_ok {
+            tls::reloading(TlsPaths {
+                cert: t.cert.clone(),
+                key: t.key.clone(),
+                client_ca: t.client_ca.clone(),
+                crls: t.crls.clone(),
+            })
+            .map_err(|e| problem(&["tls"], e))
+            .ok()
+        } else {
+            None
+        };
+
+        let store = match settings
+            .redis
+            .target(Duration::from_millis(settings.redis.timeout_ms))
+        {
+            Ok(target) => Store::connect(&target)
+                .map_err(|e| problem(&["redis", "url"], anyhow::anyhow!("invalid redis.url: {e}")))
+                .ok(),
+            Err(e) => {
+                problem(&["redis"], e);
+                None
+            }
+        };
+
+        let deletion_policy = deletion_policy(&settings)
+            .map_err(|(key, e)| problem(&["deletion", key], e))
+            .ok();
+        if let Some(policy) = &deletion_policy
+            && let Err(e) = settings
+                .keys
+                .epoch_policy()
+                .check(policy, chrono::Utc::now())
+        {
+            problem(&["keys", "epoch_days"], e.into());
+        }
+
+        if let Some(path) = &settings.audit.anchor_file
+            && let Err(e) = check_anchor_file(path)
+        {
+            problem(&["audit", "anchor_file"], e);
+        }
+
+        let listen = listen.map_err(|e| problem(&["server", "listen"], e)).ok();
+        let health_listen = health_listen
+            .map_err(|e| problem(&["server", "health_listen"], e))
+            .ok();
+        match (listen, health_listen, keys, tls, store, deletion_policy) {
+            (
+                Some(listen),
+                Some(health_listen),
+                Some(keys),
+                Some(tls),
+                Some(store),
+                Some(deletion_policy),
+            ) if problems.is_empty() => Ok(Self {
+                settings,
+                listen,
+                health_listen,
+                keys,
+                tls,
+                store,
+                deletion_policy,
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// One Redis round trip (PING) over the connection `serve` would use.
+    pub async fn ping_redis(&self) -> anyhow::Result<()> {
+        self.store.ping().await.context("redis did not answer PING")
+    }
+}
+
+/// The anchor file is opened for appending at start-up: its directory must
+/// exist, and the file, if there, must take appends. Nothing is created here.
+fn check_anchor_file(path: &std::path::Path) -> anyhow::Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => std::path::Path::new("."),
+    };
+    if !dir.is_dir() {
+        anyhow::bail!("directory {} does not exist", dir.display());
+    }
+    if path.exists() {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .with_context(|| format!("cannot append to {}", path.display()))?;
+    }
+    Ok(())
+}
+
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
-        let keys = Arc::new(LiveKeys::load(settings.keys.paths())?);
-        let (tls, tls_paths) = tls::reloading(TlsPaths {
-            cert: settings.tls.cert.clone(),
-            key: settings.tls.key.clone(),
-            client_ca: settings.tls.client_ca.clone(),
-            crls: settings.tls.crls.clone(),
-        })?;
-        let store = Store::connect(
-            &settings
-                .redis
-                .target(Duration::from_millis(settings.redis.timeout_ms))?,
-        )
-        .context("invalid redis.url")?;
+        let checked = Preflight::run(settings)
+            .await
+            .map_err(|problems| ConfigProblems {
+                file: None,
+                problems,
+            })?;
+        Self::from_preflight(checked).await
+    }
+
+    /// Binds the ports of an application whose configuration passed [`Preflight`].
+    pub async fn from_preflight(checked: Preflight) -> anyhow::Result<Self> {
+        let Preflight {
+            settings,
+            listen,
+            health_listen,
+            keys,
+            tls: (tls, tls_paths),
+            store,
+            deletion_policy,
+        } = checked;
+        let keys = Arc::new(keys);
         let audit_settings = AuditSettings {
             retention: Duration::from_secs(u64::from(settings.audit.retention_days) * 86_400),
             checkpoint_interval: Duration::from_secs(settings.audit.checkpoint_interval_secs),
@@ -98,11 +277,6 @@ impl Application {
             keys.clone(),
             audit_settings.checkpoint_interval,
         );
-        let deletion_policy = deletion_policy(&settings)?;
-        settings
-            .keys
-            .epoch_policy()
-            .check(&deletion_policy, chrono::Utc::now())?;
         let vault = Vault::new(
             keys.clone(),
             store.clone(),
@@ -143,10 +317,10 @@ impl Application {
                 verify_bound: Duration::from_millis(settings.redis.timeout_ms * 3 + 1000),
             },
         );
-        let listener = TcpListener::bind(settings.server.listen)
+        let listener = TcpListener::bind(listen)
             .await
-            .with_context(|| format!("cannot listen on {}", settings.server.listen))?;
-        let health_listener = match settings.server.health_listen {
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let health_listener = match health_listen {
             Some(addr) => Some(
                 TcpListener::bind(addr)
                     .await
@@ -393,15 +567,17 @@ impl Application {
 }
 
 /// The statutory calendar and deletion policy; refuses a grace period that could
-/// end less than two working days before a deadline.
-fn deletion_policy(settings: &Settings) -> anyhow::Result<DeletionPolicy> {
+/// end less than two working days before a deadline. An error names the key.
+fn deletion_policy(settings: &Settings) -> Result<DeletionPolicy, (&'static str, anyhow::Error)> {
     let tz = settings.time_zone();
     let calendar = match &settings.deletion.holiday_file {
         Some(path) => {
             let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read deletion.holiday_file {}", path.display()))?;
+                .with_context(|| format!("cannot read deletion.holiday_file {}", path.display()))
+                .map_err(|e| ("holiday_file", e))?;
             WorkingCalendar::with_overrides(tz, &text)
-                .with_context(|| format!("invalid holiday file {}", path.display()))?
+                .with_context(|| format!("invalid holiday file {}", path.display()))
+                .map_err(|e| ("holiday_file", e))?
         }
         None => WorkingCalendar::official(tz),
     };
@@ -411,7 +587,8 @@ fn deletion_policy(settings: &Settings) -> anyhow::Result<DeletionPolicy> {
         settings.deletion.working_days,
         Duration::from_secs(settings.deletion.grace_period_secs),
         now,
-    )?;
+    )
+    .map_err(|e| ("grace_period_secs", e.into()))?;
     let horizon = now.with_timezone(&tz).date_naive() + chrono::Days::new(60);
     if !policy.calendar().has_published_data(horizon) {
         tracing::warn!(

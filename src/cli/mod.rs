@@ -1,6 +1,7 @@
-//! The one binary: `facevault serve | dev | keygen | keys | pki | seal | deadline | holidays | receipt | audit | bench | completions`.
+//! The one binary: `facevault serve | check-config | dev | keygen | keys | pki | seal | deadline | holidays | receipt | audit | bench | completions`.
 
 mod audit;
+mod check_config;
 mod deadline;
 mod dev;
 mod holidays;
@@ -14,8 +15,8 @@ use std::process::ExitCode;
 
 use clap::{CommandFactory as _, Parser, Subcommand};
 
-use crate::config::{Overrides, Settings};
-use crate::startup::Application;
+use crate::config::{ConfigFile, Overrides};
+use crate::startup::{Application, Preflight};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,7 +44,15 @@ enum Command {
         config: PathBuf,
         #[command(flatten)]
         overrides: Overrides,
+        /// Check the configuration as `check-config` does, plus one Redis round
+        /// trip (PING), then exit 0 or 1 without serving.
+        #[arg(long)]
+        check: bool,
     },
+    /// Check a configuration file: every problem `serve` would refuse to start
+    /// on (syntax, tables, values, files and their modes, keys, certificates,
+    /// calendar), all at once with their place in the file; exit 0 or 1.
+    CheckConfig(check_config::CheckConfigArgs),
     /// One-command local stack: dev PKI and keys under ./dev, a private redis-server,
     /// the service on 127.0.0.1:50051, and ready-to-paste grpcurl lines.
     Dev(dev::DevArgs),
@@ -94,7 +103,17 @@ enum Command {
 pub async fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve { config, overrides } => serve(config, overrides).await,
+        Command::Serve {
+            config,
+            overrides,
+            check: false,
+        } => serve(config, overrides).await,
+        Command::Serve {
+            config,
+            overrides,
+            check: true,
+        } => check_config::run_with_redis(&config, &overrides).await,
+        Command::CheckConfig(args) => check_config::run(args).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Keygen {
             dir,
@@ -137,13 +156,19 @@ pub(crate) fn print_line(text: &str) -> anyhow::Result<()> {
 }
 
 async fn serve(config: PathBuf, overrides: Overrides) -> anyhow::Result<()> {
-    let settings = Settings::load(&config, &overrides)?;
+    let file = ConfigFile::read(&config)?;
+    let settings = file.settings(&overrides)?;
     let telemetry = crate::telemetry::init(
         settings.logging.format,
         &settings.logging.level,
         &settings.telemetry,
     )?;
-    let app = Application::build(settings).await?;
+    // The same checks as `check-config`, after the logger is up so that their
+    // warnings are logged.
+    let checked = Preflight::run(settings)
+        .await
+        .map_err(|problems| file.locate(problems))?;
+    let app = Application::from_preflight(checked).await?;
     log_listening(&app)?;
     let result = app.run_until_stopped().await;
     telemetry.shutdown().await;

@@ -8,6 +8,7 @@ mod calendar;
 mod chaos;
 mod client_sdk;
 mod cluster;
+mod config_check;
 mod consent;
 mod enroll_verify;
 mod envelope;
