@@ -15,9 +15,22 @@ if ! (cd fuzz && cargo metadata --locked --format-version 1 >/dev/null); then
   exit 1
 fi
 
+# Without a terminal cargo prints nothing while it compiles one large crate
+# (minutes for this one in release): a line every 25 s shows the run is alive.
+with_heartbeat() {
+  local started=$SECONDS beat status
+  ( while sleep 25; do echo "    ... still running ($((SECONDS - started)) s): $*"; done ) &
+  beat=$!
+  status=0
+  "$@" || status=$?
+  kill "$beat" 2>/dev/null || true
+  wait "$beat" 2>/dev/null || true
+  return "$status"
+}
+
 scripts/ensure-redis.sh
 echo "--- cargo test (unit and API tests)"
-cargo test --locked --all-targets "$@"
+with_heartbeat cargo test --locked --all-targets "$@"
 
 echo "--- check-config on examples/facevault.toml (the README's production quick-start)"
 example_dir=$(mktemp -d)
@@ -99,7 +112,7 @@ else
 fi
 
 echo "--- release build (the binary the container image carries)"
-cargo build --release --locked --bin facevault
+with_heartbeat cargo build --release --locked --bin facevault
 
 echo "--- the container image, run read-only as user 65532 the way the chart runs it"
 scripts/container-test.sh target/release/facevault
@@ -113,7 +126,7 @@ command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
 (
   cd fuzz
   # Built first with cargo's own progress lines; the runs then print one line each.
-  cargo +nightly fuzz build
+  with_heartbeat cargo +nightly fuzz build
   for target in open_envelope decode_payload parse_requests holiday_file; do
     log=$(mktemp)
     if ! cargo +nightly fuzz run "$target" -- -max_total_time=15 >"$log" 2>&1; then
