@@ -68,17 +68,8 @@ fi
 "$repo/scripts/ensure-redis.sh"
 command -v ldd >/dev/null 2>&1 || die "ldd is missing (Debian: apt-get install libc-bin)"
 
-ensure_grpcurl() {
-    if command -v grpcurl >/dev/null 2>&1 && grpcurl -version >/dev/null 2>&1; then
-        return 0
-    fi
-    say "grpcurl not found; using the test virtual environment's (scripts/python-env.sh)"
-    local py
-    py=$("$repo/scripts/python-env.sh") || die "the test virtual environment could not be made"
-    PATH=$(dirname "$py"):$PATH
-    hash -r
-    grpcurl -version >/dev/null 2>&1 || die "grpcurl still does not run after installing it"
-}
+# shellcheck source=scripts/ensure-grpcurl.sh
+source "$repo/scripts/ensure-grpcurl.sh"
 ensure_grpcurl
 say "using $(podman --version), runc $(runc --version | awk 'NR == 1 { print $3 }'), $(grpcurl -version 2>&1 | head -1), $bin"
 

@@ -55,17 +55,8 @@ bin=$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")
 export FACEVAULT_BIN=$bin
 
 # --- tools ------------------------------------------------------------------------
-ensure_grpcurl() {
-    if command -v grpcurl >/dev/null 2>&1 && grpcurl -version >/dev/null 2>&1; then
-        return 0
-    fi
-    say "grpcurl not found; using the test virtual environment's (scripts/python-env.sh)"
-    local py
-    py=$("$repo/scripts/python-env.sh") || die "the test virtual environment could not be made"
-    PATH=$(dirname "$py"):$PATH
-    hash -r
-    grpcurl -version >/dev/null 2>&1 || die "grpcurl still does not run after installing it"
-}
+# shellcheck source=scripts/ensure-grpcurl.sh
+source "$repo/scripts/ensure-grpcurl.sh"
 
 if [[ $in_netns == 0 ]]; then # installs need the network: before any namespace
     ensure_grpcurl

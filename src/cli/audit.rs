@@ -23,14 +23,8 @@ pub enum AuditCommand {
     /// heads, trim statements and, with --anchors, the heads kept outside Redis;
     /// name every break and exit 1 if any.
     Verify {
-        #[arg(
-            long,
-            short,
-            env = "FACEVAULT_CONFIG",
-            hide_env_values = true,
-            default_value = "/etc/facevault/facevault.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: super::ConfigPath,
         #[arg(long)]
         tenant: Option<String>,
         /// JSON Lines of signed tree heads kept outside Redis (the service's
@@ -47,14 +41,8 @@ pub enum AuditCommand {
     },
     /// Write a tenant's events as JSON Lines (for a SIEM) to stdout.
     Export {
-        #[arg(
-            long,
-            short,
-            env = "FACEVAULT_CONFIG",
-            hide_env_values = true,
-            default_value = "/etc/facevault/facevault.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: super::ConfigPath,
         #[arg(long)]
         tenant: String,
         /// Only events at or after this RFC 3339 instant.
@@ -99,7 +87,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
             incremental,
             overrides,
         } => {
-            let (reader, store, public) = reader(&config, &overrides).await?;
+            let (reader, store, public) = reader(&config.path, &overrides).await?;
             let mut broken = false;
             let anchored = match &anchors {
                 Some(path) => {
@@ -186,7 +174,7 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
             since,
             overrides,
         } => {
-            let (reader, _, _) = reader(&config, &overrides).await?;
+            let (reader, _, _) = reader(&config.path, &overrides).await?;
             let since_ms = since
                 .map(|s| chrono::DateTime::parse_from_rfc3339(&s).map(|t| t.timestamp_millis()))
                 .transpose()

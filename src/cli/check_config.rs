@@ -1,32 +1,25 @@
 //! `facevault check-config` and `serve --check`: everything `serve` checks
 //! before it serves, every problem at once, each with its place in the file.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::config::{ConfigFile, Overrides};
 use crate::startup::Preflight;
 
 #[derive(Debug, clap::Args)]
 pub struct CheckConfigArgs {
-    /// Configuration file.
-    #[arg(
-        long,
-        short,
-        env = "FACEVAULT_CONFIG",
-        hide_env_values = true,
-        default_value = "/etc/facevault/facevault.toml"
-    )]
-    pub config: PathBuf,
+    #[command(flatten)]
+    pub config: super::ConfigPath,
     #[command(flatten)]
     pub overrides: Overrides,
 }
 
 pub async fn run(args: CheckConfigArgs) -> anyhow::Result<()> {
     show_warnings();
-    check(&args.config, &args.overrides).await?;
+    check(&args.config.path, &args.overrides).await?;
     super::print_line(&format!(
         "{}: ok (everything serve checks before it talks to Redis)",
-        args.config.display()
+        args.config.path.display()
     ))
 }
 

@@ -33,15 +33,8 @@ struct Cli {
 enum Command {
     /// Run the service (production).
     Serve {
-        /// Configuration file.
-        #[arg(
-            long,
-            short,
-            env = "FACEVAULT_CONFIG",
-            hide_env_values = true,
-            default_value = "/etc/facevault/facevault.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
         #[command(flatten)]
         overrides: Overrides,
         /// Check the configuration as `check-config` does, plus one Redis round
@@ -100,6 +93,21 @@ enum Command {
     },
 }
 
+/// `--config`, as every command that reads the service's configuration takes it.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ConfigPath {
+    /// Configuration file.
+    #[arg(
+        long = "config",
+        short = 'c',
+        value_name = "CONFIG",
+        env = "FACEVAULT_CONFIG",
+        hide_env_values = true,
+        default_value = "/etc/facevault/facevault.toml"
+    )]
+    pub path: PathBuf,
+}
+
 pub async fn run() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -107,12 +115,12 @@ pub async fn run() -> ExitCode {
             config,
             overrides,
             check: false,
-        } => serve(config, overrides).await,
+        } => serve(config.path, overrides).await,
         Command::Serve {
             config,
             overrides,
             check: true,
-        } => check_config::run_with_redis(&config, &overrides).await,
+        } => check_config::run_with_redis(&config.path, &overrides).await,
         Command::CheckConfig(args) => check_config::run(args).await,
         Command::Dev(args) => dev::run(args).await,
         Command::Keygen {
