@@ -27,10 +27,25 @@ pub struct PayloadSpec<'a> {
     pub sealed_at_unix_ms: i64,
 }
 
+/// One-shot sealing: one HPKE encapsulation per embedding.
 pub fn seal_embedding(
     target: &SealingTarget,
     spec: &PayloadSpec<'_>,
 ) -> Result<proto::SealedEmbedding, SealingError> {
+    let plaintext = payload(spec)?;
+    let aad = sealing::aad(spec.op, spec.tenant, spec.subject_id);
+    let (enc, ciphertext) = sealing::seal(target.suite, &target.public_key, &aad, &plaintext)?;
+    Ok(proto::SealedEmbedding {
+        suite: target.suite.as_str().to_owned(),
+        key_id: target.key_id.clone(),
+        enc,
+        ciphertext,
+        session_nonce: Vec::new(),
+    })
+}
+
+/// The serialized `EmbeddingPayload`, with a fresh random nonce.
+fn payload(spec: &PayloadSpec<'_>) -> Result<Zeroizing<Vec<u8>>, SealingError> {
     let nonce = crate::crypto::random_bytes::<16>().map_err(|_| SealingError::Seal)?;
     let payload = proto::EmbeddingPayload {
         model: spec.model.to_owned(),
@@ -41,14 +56,74 @@ pub fn seal_embedding(
     let plaintext = Zeroizing::new(payload.encode_to_vec());
     let mut values = payload.values;
     zeroize::Zeroize::zeroize(&mut values);
-    let aad = sealing::aad(spec.op, spec.tenant, spec.subject_id);
-    let (enc, ciphertext) = sealing::seal(target.suite, &target.public_key, &aad, &plaintext)?;
-    Ok(proto::SealedEmbedding {
-        suite: target.suite.as_str().to_owned(),
-        key_id: target.key_id.clone(),
-        enc,
-        ciphertext,
-    })
+    Ok(plaintext)
+}
+
+/// A sealing session (docs/protocol.md): one HPKE setup, then one AES-256-GCM
+/// seal per embedding. It belongs to one tenant and one service key.
+pub struct SealingSession {
+    target: SealingTarget,
+    tenant: String,
+    enc: Vec<u8>,
+    key: Zeroizing<[u8; 32]>,
+    started: std::time::Instant,
+    roll_over_after: std::time::Duration,
+    messages: u32,
+}
+
+impl SealingSession {
+    /// A client starts a new session after this long at most ...
+    pub const ROLL_OVER_AFTER: std::time::Duration = std::time::Duration::from_secs(240);
+    /// ... or after this many messages, far under the server's cap (2^24).
+    pub const ROLL_OVER_MESSAGES: u32 = 1 << 20;
+
+    /// A new session; it rolls over after half the server's published session
+    /// TTL (`GetSealingKeysResponse.session_ttl_seconds`) or `ROLL_OVER_AFTER`,
+    /// whichever is sooner.
+    pub fn start(
+        target: &SealingTarget,
+        tenant: &str,
+        server_ttl: std::time::Duration,
+    ) -> Result<Self, SealingError> {
+        let (enc, key) = sealing::start_session(target.suite, &target.public_key, tenant)?;
+        Ok(Self {
+            target: target.clone(),
+            tenant: tenant.to_owned(),
+            enc,
+            key,
+            started: std::time::Instant::now(),
+            roll_over_after: (server_ttl / 2).min(Self::ROLL_OVER_AFTER),
+            messages: 0,
+        })
+    }
+
+    /// Whether this session may still seal for `target` and `tenant`.
+    pub fn usable_for(&self, target: &SealingTarget, tenant: &str) -> bool {
+        self.target.key_id == target.key_id
+            && self.tenant == tenant
+            && self.started.elapsed() < self.roll_over_after
+            && self.messages < Self::ROLL_OVER_MESSAGES
+    }
+
+    pub fn seal(&mut self, spec: &PayloadSpec<'_>) -> Result<proto::SealedEmbedding, SealingError> {
+        if spec.tenant != self.tenant {
+            return Err(SealingError::Seal);
+        }
+        let plaintext = payload(spec)?;
+        let aad = sealing::aad(spec.op, spec.tenant, spec.subject_id);
+        let nonce = crate::crypto::random_bytes::<{ crate::crypto::sessions::NONCE_LEN }>()
+            .map_err(|_| SealingError::Seal)?;
+        let ciphertext = crate::crypto::sessions::seal(&self.key, &nonce, &aad, &plaintext)
+            .ok_or(SealingError::Seal)?;
+        self.messages += 1;
+        Ok(proto::SealedEmbedding {
+            suite: self.target.suite.as_str().to_owned(),
+            key_id: self.target.key_id.clone(),
+            enc: self.enc.clone(),
+            ciphertext,
+            session_nonce: nonce.to_vec(),
+        })
+    }
 }
 
 /// How to reach a facevault deployment.
@@ -68,6 +143,9 @@ pub struct ClientConfig {
     pub tenant: String,
     /// Sealing suite to use; X-Wing is the post-quantum hybrid.
     pub suite: Suite,
+    /// Seal through sealing sessions (one KEM per session instead of one per
+    /// call; see docs/protocol.md). The default; turn off for one-shot HPKE.
+    pub sealing_sessions: bool,
     pub timeout: std::time::Duration,
 }
 
@@ -84,14 +162,19 @@ pub enum ClientError {
 }
 
 /// A typed facevault client. Sealing keys are fetched once and cached; a call
-/// refused because its key was retired refreshes them and is sealed again (it had
-/// no effect, so this is safe). Only idempotent calls are retried on
+/// refused because its key was retired, or its sealing session expired on the
+/// server, refreshes them and is sealed again in a new session (the refusal
+/// came before any effect, so this is safe). Only idempotent calls are retried on
 /// `UNAVAILABLE`: a verify is never replayed, as it may already have counted.
 pub struct FaceVault {
     inner: proto::face_vault_client::FaceVaultClient<tonic::transport::Channel>,
     tenant: String,
     suite: Suite,
     target: tokio::sync::RwLock<Option<SealingTarget>>,
+    /// The current sealing session, when `sealing_sessions` is on.
+    session: Option<std::sync::Mutex<Option<SealingSession>>>,
+    /// The service's published session TTL, in ms.
+    session_ttl_ms: std::sync::atomic::AtomicU64,
 }
 
 const IDEMPOTENT_RETRIES: usize = 2;
@@ -116,6 +199,8 @@ impl FaceVault {
             tenant: config.tenant,
             suite: config.suite,
             target: tokio::sync::RwLock::new(None),
+            session: config.sealing_sessions.then(|| std::sync::Mutex::new(None)),
+            session_ttl_ms: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -128,6 +213,10 @@ impl FaceVault {
                 |mut c| async move { c.get_sealing_keys(proto::GetSealingKeysRequest {}).await },
             )
             .await?;
+        self.session_ttl_ms.store(
+            u64::from(keys.session_ttl_seconds) * 1000,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let key = keys
             .keys
             .into_iter()
@@ -154,17 +243,30 @@ impl FaceVault {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
-        Ok(seal_embedding(
-            &target,
-            &PayloadSpec {
-                op,
-                tenant: &self.tenant,
-                subject_id,
-                model,
-                values,
-                sealed_at_unix_ms: now,
-            },
-        )?)
+        let spec = PayloadSpec {
+            op,
+            tenant: &self.tenant,
+            subject_id,
+            model,
+            values,
+            sealed_at_unix_ms: now,
+        };
+        let Some(session) = &self.session else {
+            return Ok(seal_embedding(&target, &spec)?);
+        };
+        let mut session = session.lock().unwrap_or_else(|p| p.into_inner());
+        let current = match session.take() {
+            Some(s) if !refresh && s.usable_for(&target, &self.tenant) => s,
+            _ => SealingSession::start(
+                &target,
+                &self.tenant,
+                std::time::Duration::from_millis(
+                    self.session_ttl_ms
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                ),
+            )?,
+        };
+        Ok(session.insert(current).seal(&spec)?)
     }
 
     /// Runs a call, retrying on UNAVAILABLE: only for calls whose repetition has
@@ -187,9 +289,12 @@ impl FaceVault {
         }
     }
 
-    /// True when the service refused the envelope's key (retired or rotated).
+    /// True when the service refused the envelope's key (retired or rotated) or
+    /// its sealing session (expired or full): refusals that precede any effect.
     fn stale_key(status: &tonic::Status) -> bool {
-        status.code() == tonic::Code::InvalidArgument && status.message().contains("sealing key")
+        status.code() == tonic::Code::InvalidArgument
+            && (status.message().contains("sealing key")
+                || status.message().contains("sealing session"))
     }
 
     pub async fn enroll(
@@ -318,38 +423,13 @@ impl FaceVault {
 
 #[cfg(test)]
 mod tests {
-    use hpke::rand_core::{TryCryptoRng, TryRng};
     use hpke::{Deserializable as _, Kem as _, Serializable as _};
     use serde_json::Value;
 
     use super::*;
-    use crate::crypto::sealing::{OpeningKey, SealingKeys};
+    use crate::crypto::sealing::{OpeningKey, SealingKeys, SuppliedRng};
 
     const VECTOR: &str = include_str!("../docs/test-vectors/sealing-x25519.json");
-
-    /// Yields fixed bytes: the ephemeral key's IKM of the test vector.
-    struct FixedRng<'a>(&'a [u8]);
-
-    impl TryRng for FixedRng<'_> {
-        type Error = core::convert::Infallible;
-
-        fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
-            hpke::rand_core::utils::next_word_via_fill(self)
-        }
-
-        fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
-            hpke::rand_core::utils::next_word_via_fill(self)
-        }
-
-        fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), Self::Error> {
-            let (taken, rest) = self.0.split_at(dest.len());
-            dest.copy_from_slice(taken);
-            self.0 = rest;
-            Ok(())
-        }
-    }
-
-    impl TryCryptoRng for FixedRng<'_> {}
 
     fn hex_field(v: &Value, name: &str) -> Vec<u8> {
         hex::decode(v[name].as_str().unwrap()).unwrap()
@@ -395,7 +475,7 @@ mod tests {
                 sealing::INFO,
                 &payload.encode_to_vec(),
                 &aad,
-                &mut FixedRng(&ikm_e),
+                &mut SuppliedRng(&ikm_e),
             )
             .unwrap();
         assert_eq!(enc.to_bytes().to_vec(), hex_field(&v, "enc"));

@@ -357,6 +357,10 @@ pub struct SealingSettings {
     pub replay_window_secs: u64,
     /// How far in the future a payload's sealed_at may be (client clock drift).
     pub max_clock_skew_secs: u64,
+    /// Sealing sessions (`crypto::sessions`) this process remembers at most.
+    pub session_cache_entries: usize,
+    /// How long a sealing session lasts, from its first message.
+    pub session_ttl_secs: u64,
 }
 
 impl Default for SealingSettings {
@@ -364,6 +368,8 @@ impl Default for SealingSettings {
         Self {
             replay_window_secs: 300,
             max_clock_skew_secs: 30,
+            session_cache_entries: 100_000,
+            session_ttl_secs: 600,
         }
     }
 }
@@ -656,6 +662,18 @@ impl Settings {
             "sealing",
             "max_clock_skew_secs",
             "sealing.max_clock_skew_secs must be at most 300",
+        );
+        check(
+            (1..=10_000_000).contains(&self.sealing.session_cache_entries),
+            "sealing",
+            "session_cache_entries",
+            "sealing.session_cache_entries must be between 1 and 10000000",
+        );
+        check(
+            (1..=3600).contains(&self.sealing.session_ttl_secs),
+            "sealing",
+            "session_ttl_secs",
+            "sealing.session_ttl_secs must be between 1 and 3600",
         );
         check(
             (1..=100).contains(&self.templates.max_per_subject),

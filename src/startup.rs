@@ -286,6 +286,11 @@ impl Application {
                 max_templates_per_subject: settings.templates.max_per_subject,
                 replay_window: Duration::from_secs(settings.sealing.replay_window_secs),
                 max_clock_skew: Duration::from_secs(settings.sealing.max_clock_skew_secs),
+                session_cache_entries: std::num::NonZeroUsize::new(
+                    settings.sealing.session_cache_entries,
+                )
+                .unwrap_or(std::num::NonZeroUsize::MIN),
+                session_ttl: Duration::from_secs(settings.sealing.session_ttl_secs),
                 tenants_exposing_scores: settings
                     .tenants
                     .iter()

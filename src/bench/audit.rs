@@ -24,6 +24,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use tonic::transport::Channel;
 
+use super::cpu::{CpuUs, Procs};
 use super::{Machine, channels, free_port, wait_for_port};
 use crate::audit::merkle::{Hash, leaf_hash, verify_consistency, verify_inclusion};
 use crate::audit::{AuditSettings, AuditSink, MAX_SCANNED_PER_CALL, heads::TreeHead};
@@ -95,14 +96,6 @@ struct AuditLogReport {
     over_default_timeout: Vec<String>,
     /// Calls that failed, with their status.
     failed: Vec<String>,
-}
-
-/// CPU time per unit (call, event, entry), in µs, of each process.
-#[derive(Debug, Clone, Serialize)]
-pub(super) struct CpuUs {
-    pub(super) server: f64,
-    pub(super) redis: f64,
-    pub(super) bench: f64,
 }
 
 /// The burst of all events but the last.
@@ -269,54 +262,6 @@ level = "warn"
         pki,
         config: config_path,
     })
-}
-
-/// CPU time of the server, Redis and this process (every thread's, from
-/// `/proc/<pid>/task/*/schedstat`, in ns).
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Procs {
-    pub(super) server: u32,
-    pub(super) redis: u32,
-}
-
-#[derive(Debug, Clone, Copy)]
-pub(super) struct CpuMark {
-    server: u64,
-    redis: u64,
-    bench: u64,
-}
-
-fn cpu_ns(pid: u32) -> u64 {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return 0;
-    };
-    tasks
-        .flatten()
-        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
-        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
-        .sum()
-}
-
-impl Procs {
-    pub(super) fn mark(&self) -> CpuMark {
-        CpuMark {
-            server: cpu_ns(self.server),
-            redis: cpu_ns(self.redis),
-            bench: cpu_ns(std::process::id()),
-        }
-    }
-}
-
-impl CpuMark {
-    /// µs per unit spent since `self`.
-    pub(super) fn per(&self, later: &CpuMark, units: f64) -> CpuUs {
-        let us = |a: u64, b: u64| b.saturating_sub(a) as f64 / 1000.0 / units.max(1.0);
-        CpuUs {
-            server: us(self.server, later.server),
-            redis: us(self.redis, later.redis),
-            bench: us(self.bench, later.bench),
-        }
-    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -496,6 +441,14 @@ async fn append(
     })
 }
 
+/// The pid of the redis-server behind `conn`, for CPU sampling.
+pub(super) async fn redis_pid(conn: &mut redis::aio::MultiplexedConnection) -> anyhow::Result<u32> {
+    redis_info(conn, "process_id")
+        .await
+        .and_then(|p| p.parse().ok())
+        .context("no process_id in Redis INFO")
+}
+
 pub(super) async fn redis_info(
     conn: &mut redis::aio::MultiplexedConnection,
     field: &str,
@@ -518,11 +471,9 @@ pub(super) async fn run(events: u64, json: bool) -> anyhow::Result<()> {
         .get_multiplexed_async_connection()
         .await?;
     let procs = Procs {
-        server: stack.server.id().context("the server exited")?,
-        redis: redis_info(&mut conn, "process_id")
-            .await
-            .and_then(|p| p.parse().ok())
-            .context("no process_id in Redis INFO")?,
+        server: Some(stack.server.id().context("the server exited")?),
+        redis: Some(redis_pid(&mut conn).await?),
+        baseline: None,
     };
     let tenant = Tenant::try_from(TENANT).map_err(|e| anyhow::anyhow!("{e}"))?;
     let public_key = keys.current().receipt_public_key();
@@ -1003,11 +954,7 @@ async fn incremental(
     let default_timeout_ms = crate::config::LimitSettings::default().request_timeout_ms;
     let (mut latencies, mut walked) = (Vec::new(), Vec::new());
     let (mut intact, mut incremental) = (true, true);
-    let mut cpu = CpuUs {
-        server: 0.0,
-        redis: 0.0,
-        bench: 0.0,
-    };
+    let mut cpu = CpuUs::zero();
     for _ in 0..runs {
         if appended > 0 {
             append(
@@ -1033,10 +980,7 @@ async fn incremental(
             .context("VerifyChain incremental")?
             .into_inner();
         latencies.push(ms(t.elapsed()));
-        let c = before.per(&procs.mark(), runs as f64);
-        cpu.server += c.server;
-        cpu.redis += c.redis;
-        cpu.bench += c.bench;
+        cpu.add(&before.per(&procs.mark(), runs as f64));
         walked.push(r.events_checked.saturating_sub(*checked));
         *checked = r.events_checked;
         intact &= r.intact;
@@ -1060,7 +1004,7 @@ async fn incremental(
 }
 
 fn print_table(r: &AuditLogReport) {
-    let f = |v: &CpuUs| format!("{:.1} / {:.1} / {:.1}", v.server, v.redis, v.bench);
+    let f = CpuUs::brief;
     println!(
         "\nfacevault bench --audit-events {}: tenant {}, {} stream entries, Redis {:.0} MiB; \
          calls over gRPC as the auditor (default request timeout {} ms)",
@@ -1068,7 +1012,7 @@ fn print_table(r: &AuditLogReport) {
     );
     println!(
         "fill (one burst of all events but the last): {} events from {} tasks in {:.1} s = {:.0} events/s; \
-         CPU µs per event server / redis / bench {}",
+         CPU µs per event server / redis / loadgen {}",
         r.fill.events,
         r.fill.tasks,
         r.fill.seconds,
@@ -1132,7 +1076,7 @@ fn print_table(r: &AuditLogReport) {
     }
     let v = &r.verify_full;
     println!(
-        "VerifyChain full: {:.0} ms for {} events = {:.2} µs per event{}; CPU µs per event server / redis / bench {}",
+        "VerifyChain full: {:.0} ms for {} events = {:.2} µs per event{}; CPU µs per event server / redis / loadgen {}",
         v.ms,
         v.events_checked,
         v.us_per_event,
@@ -1142,7 +1086,7 @@ fn print_table(r: &AuditLogReport) {
     let l = &r.list_events_unknown_subject;
     println!(
         "ListEvents, unknown subject_ref: first call {:.0} ms (reads at most {} entries); {} calls to page through, \
-         median {:.0} ms, slowest {:.0} ms, {:.1} s in all, {} events found; CPU µs per entry server / redis / bench {}",
+         median {:.0} ms, slowest {:.0} ms, {:.1} s in all, {} events found; CPU µs per entry server / redis / loadgen {}",
         l.first_call_ms,
         l.max_scanned_per_call,
         l.calls_to_page_through,

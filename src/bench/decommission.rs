@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde::Serialize;
 
-use super::audit::{CpuUs, Procs, redis_info, start, with_progress};
+use super::audit::{redis_pid, start, with_progress};
+use super::cpu::{CpuUs, Procs};
 use super::{Machine, channels, consent, face};
 use crate::client::{PayloadSpec, SealingTarget, seal_embedding};
 use crate::crypto::sealing::{SealedFor, Suite};
@@ -50,11 +51,9 @@ pub(super) async fn run(subjects: u64, json: bool) -> anyhow::Result<()> {
         .get_multiplexed_async_connection()
         .await?;
     let procs = Procs {
-        server: stack.server.id().context("the server exited")?,
-        redis: redis_info(&mut conn, "process_id")
-            .await
-            .and_then(|p| p.parse().ok())
-            .context("no process_id in Redis INFO")?,
+        server: Some(stack.server.id().context("the server exited")?),
+        redis: Some(redis_pid(&mut conn).await?),
+        baseline: None,
     };
     let app = channels(
         &stack.addr,
@@ -191,12 +190,11 @@ pub(super) async fn run(subjects: u64, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         println!(
-            "decommission of {} subjects: {:.2} s, {:.0} subjects/s; CPU per subject: server {:.0} µs, redis {:.0} µs; receipt verified: {}",
+            "decommission of {} subjects: {:.2} s, {:.0} subjects/s; CPU µs per subject server / redis / loadgen {}; receipt verified: {}",
             report.subjects,
             report.decommission_seconds,
             report.subjects_per_second,
-            report.cpu_us_per_subject.server,
-            report.cpu_us_per_subject.redis,
+            report.cpu_us_per_subject.brief(),
             report.receipt_verified
         );
     }

@@ -6,6 +6,7 @@
 
 mod audit;
 mod baseline;
+mod cpu;
 mod decommission;
 mod rewrap;
 pub mod stats;
@@ -133,6 +134,8 @@ struct Report {
     baseline_verify: Option<PhaseStats>,
     server_rss_mib: Option<f64>,
     server_peak_rss_mib: Option<f64>,
+    /// CPU µs per call of each process, by phase (see `cpu`).
+    cpu_us_per_call: std::collections::BTreeMap<&'static str, cpu::CpuUs>,
     ratios: Ratios,
     /// With --rewrap (see `rewrap`).
     rewrap: Option<rewrap::RewrapReport>,
@@ -584,6 +587,28 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let channels = channels(&addr, &ca, &cert, &key).await?;
     let client = |i: usize| FaceVaultClient::new(channels[i % CHANNELS].clone());
+    let procs = match &hosted {
+        Some(h) => cpu::Procs {
+            server: h.server.id(),
+            redis: match &h.redis {
+                BenchRedis::Standalone(stack) => {
+                    let mut conn = redis::Client::open(stack.server.url())?
+                        .get_multiplexed_async_connection()
+                        .await?;
+                    Some(audit::redis_pid(&mut conn).await?)
+                }
+                // Several nodes: no one pid stands for the store.
+                BenchRedis::Cluster { .. } => None,
+            },
+            baseline: match &h.redis {
+                BenchRedis::Standalone(stack) => stack.baseline.id(),
+                BenchRedis::Cluster { .. } => None,
+            },
+        },
+        None => cpu::Procs::default(),
+    };
+    let mut cpu_us_per_call = std::collections::BTreeMap::new();
+    let calls = |s: &PhaseStats| s.calls;
     let keys = client(0)
         .get_sealing_keys(proto::GetSealingKeysRequest {})
         .await
@@ -614,7 +639,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.subjects,
         );
         let clients: Vec<_> = (0..args.concurrency).map(client).collect();
-        timed(
+        let phase = timed(
             "enroll",
             args.concurrency,
             Duration::from_secs(3600),
@@ -652,8 +677,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     .is_ok()
                 })
             },
-        )
-        .await
+        );
+        let (stats, cpu) = procs.measure(phase, calls).await;
+        cpu_us_per_call.insert("enroll", cpu);
+        stats
     };
     if enroll.errors > 0 {
         bail!("{} enrollments failed", enroll.errors);
@@ -667,17 +694,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 tonic_health::pb::health_client::HealthClient::new(channels[i % CHANNELS].clone())
             })
             .collect();
-        Some(
-            timed("health", args.concurrency, args.duration, quiet, move |w| {
-                let mut c = hc[w].clone();
-                Some(async move {
-                    c.check(tonic_health::pb::HealthCheckRequest::default())
-                        .await
-                        .is_ok_and(|r| r.into_inner().status == 1)
-                })
+        let phase = timed("health", args.concurrency, args.duration, quiet, move |w| {
+            let mut c = hc[w].clone();
+            Some(async move {
+                c.check(tonic_health::pb::HealthCheckRequest::default())
+                    .await
+                    .is_ok_and(|r| r.into_inner().status == 1)
             })
-            .await,
-        )
+        });
+        let (stats, cpu) = procs.measure(phase, calls).await;
+        cpu_us_per_call.insert("health", cpu);
+        Some(stats)
     } else {
         None
     };
@@ -695,25 +722,25 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .arg(vec![7u8; 2048])
                 .query_async(&mut c)
                 .await?;
-            Some(
-                timed(
-                    "redis GET",
-                    args.concurrency,
-                    args.duration,
-                    quiet,
-                    move |_| {
-                        let mut c = conn.clone();
-                        Some(async move {
-                            redis::cmd("GET")
-                                .arg("bench:floor")
-                                .query_async::<Vec<u8>>(&mut c)
-                                .await
-                                .is_ok()
-                        })
-                    },
-                )
-                .await,
-            )
+            let phase = timed(
+                "redis GET",
+                args.concurrency,
+                args.duration,
+                quiet,
+                move |_| {
+                    let mut c = conn.clone();
+                    Some(async move {
+                        redis::cmd("GET")
+                            .arg("bench:floor")
+                            .query_async::<Vec<u8>>(&mut c)
+                            .await
+                            .is_ok()
+                    })
+                },
+            );
+            let (stats, cpu) = procs.measure(phase, calls).await;
+            cpu_us_per_call.insert("redis_get", cpu);
+            Some(stats)
         }
         Some(BenchRedis::Cluster { .. }) | None => None,
     };
@@ -748,15 +775,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let pool = seal_pool(0, PROBE_POOL)?;
     eprintln!("verify …");
-    let verify = verify_phase(
+    let phase = verify_phase(
         &channels,
         pool,
         args.concurrency,
         args.duration,
         quiet,
         "verify",
-    )
-    .await;
+    );
+    let (verify, cpu) = procs.measure(phase, calls).await;
+    cpu_us_per_call.insert("verify", cpu);
     let server_pid = hosted.as_ref().and_then(|h| h.server.id());
     let server_rss_mib = rss_mib(server_pid, "VmRSS:");
     let server_peak_rss_mib = rss_mib(server_pid, "VmHWM:");
@@ -839,17 +867,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     })
                     .collect(),
             );
-            Some(
-                verify_phase(
-                    &base,
-                    pool,
-                    args.concurrency,
-                    args.duration,
-                    quiet,
-                    "baseline verify",
-                )
-                .await,
-            )
+            let phase = verify_phase(
+                &base,
+                pool,
+                args.concurrency,
+                args.duration,
+                quiet,
+                "baseline verify",
+            );
+            let (stats, cpu) = procs.measure(phase, calls).await;
+            cpu_us_per_call.insert("baseline_verify", cpu);
+            Some(stats)
         }
         Some(SelfHosted {
             redis: BenchRedis::Cluster { .. },
@@ -896,6 +924,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         baseline_verify,
         server_rss_mib,
         server_peak_rss_mib,
+        cpu_us_per_call,
         rewrap,
     };
     if args.json {
@@ -1023,6 +1052,10 @@ fn print_table(r: &Report) {
         f(r.ratios.verify_p99_vs_health_p99),
         f(r.ratios.protected_vs_unprotected)
     );
+    println!("CPU µs per call, server / redis / loadgen / baseline (- where not measured):");
+    for (phase, cpu) in &r.cpu_us_per_call {
+        println!("  {phase:<19} {}", cpu.brief());
+    }
     println!(
         "server RSS: {} MiB now, {} MiB peak (after verify)",
         f(r.server_rss_mib),

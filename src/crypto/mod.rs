@@ -10,6 +10,7 @@
 
 #[cfg(feature = "server")]
 pub mod envelope;
+pub mod hpke_recipient;
 #[cfg(feature = "server")]
 pub mod keyfiles;
 #[cfg(feature = "server")]
@@ -17,6 +18,7 @@ pub mod keyring;
 #[cfg(feature = "server")]
 pub mod live;
 pub mod sealing;
+pub mod sessions;
 #[cfg(feature = "server")]
 pub mod transform;
 

@@ -10,8 +10,11 @@ use std::collections::HashMap;
 use hpke::aead::AesGcm256;
 use hpke::kdf::HkdfSha256;
 use hpke::kem::{X25519HkdfSha256, XWing};
-use hpke::{Deserializable, Kem as _, OpModeR, OpModeS, Serializable};
+use hpke::{Deserializable, Kem as _, OpModeS, Serializable};
 use zeroize::Zeroizing;
+
+use super::hpke_recipient::{Aead, OpenError, Recipient};
+use super::sessions::{self, Claim, SessionCache, SessionRefusal};
 
 pub const INFO: &[u8] = b"facevault/v1 embedding";
 
@@ -99,11 +102,35 @@ pub enum SealingError {
     PublicKey,
     #[error("sealing failed")]
     Seal,
+    #[error(
+        "the sealing session is older than the server's session TTL: start a new sealing session"
+    )]
+    SessionExpired,
+    #[error(
+        "the sealing session has carried its maximum number of messages: start a new sealing session"
+    )]
+    SessionExhausted,
 }
 
-enum PrivateKey {
-    X25519(<X25519HkdfSha256 as hpke::Kem>::PrivateKey),
-    XWing(Box<<XWing as hpke::Kem>::PrivateKey>),
+impl From<SessionRefusal> for SealingError {
+    fn from(refusal: SessionRefusal) -> Self {
+        match refusal {
+            SessionRefusal::Expired => Self::SessionExpired,
+            SessionRefusal::Exhausted => Self::SessionExhausted,
+            // Set up for another tenant or key: it cannot open here, and saying
+            // more would tell a caller about other tenants' sessions.
+            SessionRefusal::Mismatch => Self::Open,
+        }
+    }
+}
+
+impl From<OpenError> for SealingError {
+    fn from(e: OpenError) -> Self {
+        match e {
+            OpenError::EncLength => Self::EncLength,
+            OpenError::NotContributory | OpenError::Open => Self::Open,
+        }
+    }
 }
 
 /// One of the service's sealing key pairs.
@@ -113,35 +140,40 @@ pub struct OpeningKey {
     pub public_key: Vec<u8>,
     /// Unix ms after which the key is no longer accepted.
     pub not_after_unix_ms: i64,
-    private: PrivateKey,
+    recipient: Recipient,
 }
 
 impl OpeningKey {
     /// Derives the key pair from a 32-byte seed with the KEM's RFC 9180
     /// DeriveKeyPair, so the file holds one small secret per key and any RFC 9180
-    /// implementation derives the same public key.
+    /// implementation derives the same public key. The private key is then
+    /// expanded once for opening (`hpke_recipient`).
     pub fn from_seed(
         key_id: String,
         suite: Suite,
         seed: &[u8; 32],
         not_after_unix_ms: i64,
     ) -> Self {
-        let (private, public_key) = match suite {
+        let (recipient, public_key) = match suite {
             Suite::X25519Sha256Aes256Gcm => {
                 let (sk, pk) = X25519HkdfSha256::derive_keypair(seed);
-                (PrivateKey::X25519(sk), pk.to_bytes().to_vec())
+                let sk = Zeroizing::new(<[u8; 32]>::from(sk.to_bytes()));
+                let pk = <[u8; 32]>::from(pk.to_bytes());
+                (Recipient::x25519(*sk, pk), pk.to_vec())
             }
             Suite::XWingSha256Aes256Gcm => {
                 let (sk, pk) = XWing::derive_keypair(seed);
-                (PrivateKey::XWing(Box::new(sk)), pk.to_bytes().to_vec())
+                let sk = Zeroizing::new(<[u8; 32]>::from(sk.to_bytes()));
+                (Recipient::xwing(&sk), pk.to_bytes().to_vec())
             }
         };
+        debug_assert_eq!(recipient.public_key(), public_key);
         Self {
             key_id,
             suite,
             public_key,
             not_after_unix_ms,
-            private,
+            recipient,
         }
     }
 
@@ -151,35 +183,20 @@ impl OpeningKey {
         ciphertext: &[u8],
         aad: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, SealingError> {
-        let plaintext = match &self.private {
-            PrivateKey::X25519(sk) => {
-                let enc = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(enc)
-                    .map_err(|_| SealingError::EncLength)?;
-                hpke::single_shot_open::<AesGcm256, HkdfSha256, X25519HkdfSha256>(
-                    &OpModeR::Base,
-                    sk,
-                    &enc,
-                    INFO,
-                    ciphertext,
-                    aad,
-                )
-            }
-            PrivateKey::XWing(sk) => {
-                let enc = <XWing as hpke::Kem>::EncappedKey::from_bytes(enc)
-                    .map_err(|_| SealingError::EncLength)?;
-                hpke::single_shot_open::<AesGcm256, HkdfSha256, XWing>(
-                    &OpModeR::Base,
-                    sk,
-                    &enc,
-                    INFO,
-                    ciphertext,
-                    aad,
-                )
-            }
-        };
-        plaintext
-            .map(Zeroizing::new)
-            .map_err(|_| SealingError::Open)
+        Ok(self
+            .recipient
+            .setup(enc, INFO, Aead::Aes256Gcm)?
+            .open_first(aad, ciphertext)?)
+    }
+
+    /// The session key of a sealing session set up to this key for `tenant`.
+    fn session_key(&self, enc: &[u8], tenant: &str) -> Result<Zeroizing<[u8; 32]>, SealingError> {
+        let context = self
+            .recipient
+            .setup(enc, &sessions::info(tenant), Aead::Aes256Gcm)?;
+        let mut key = Zeroizing::new([0u8; 32]);
+        context.export(sessions::KEY_LABEL, key.as_mut())?;
+        Ok(key)
     }
 }
 
@@ -220,6 +237,52 @@ impl SealingKeys {
         aad: &[u8],
         now_unix_ms: i64,
     ) -> Result<Zeroizing<Vec<u8>>, SealingError> {
+        self.key_for(suite, key_id, enc, ciphertext, now_unix_ms)?
+            .open(enc, ciphertext, aad)
+    }
+
+    /// Opens one message of a sealing session (`sessions`): from the cache when
+    /// the session is known, otherwise by setting it up (one decapsulation) and
+    /// remembering it once its first message has opened.
+    #[allow(clippy::too_many_arguments)]
+    pub fn open_session(
+        &self,
+        cache: &SessionCache,
+        tenant: &str,
+        suite: &str,
+        key_id: &str,
+        enc: &[u8],
+        nonce: &[u8; sessions::NONCE_LEN],
+        ciphertext: &[u8],
+        aad: &[u8],
+        now_unix_ms: i64,
+    ) -> Result<Zeroizing<Vec<u8>>, SealingError> {
+        // The key must still be live, whatever the cache holds.
+        let key = self.key_for(suite, key_id, enc, ciphertext, now_unix_ms)?;
+        let digest = SessionCache::digest(enc);
+        match cache.claim(&digest, tenant, key_id, now_unix_ms)? {
+            Claim::Known(session_key) => {
+                sessions::open(&session_key, nonce, aad, ciphertext).ok_or(SealingError::Open)
+            }
+            Claim::Unknown => {
+                let session_key = key.session_key(enc, tenant)?;
+                let plaintext = sessions::open(&session_key, nonce, aad, ciphertext)
+                    .ok_or(SealingError::Open)?;
+                cache.insert(digest, tenant, key_id, session_key, now_unix_ms);
+                Ok(plaintext)
+            }
+        }
+    }
+
+    /// The live key `key_id` of `suite`, with the envelope's sizes checked.
+    fn key_for(
+        &self,
+        suite: &str,
+        key_id: &str,
+        enc: &[u8],
+        ciphertext: &[u8],
+        now_unix_ms: i64,
+    ) -> Result<&OpeningKey, SealingError> {
         let suite = Suite::parse(suite).ok_or(SealingError::UnknownSuite)?;
         let key = self
             .keys
@@ -235,7 +298,7 @@ impl SealingKeys {
         if ciphertext.is_empty() || ciphertext.len() > MAX_CIPHERTEXT_BYTES {
             return Err(SealingError::CiphertextSize);
         }
-        key.open(enc, ciphertext, aad)
+        Ok(key)
     }
 }
 
@@ -274,6 +337,78 @@ pub fn seal(
             .map_err(|_| SealingError::Seal)?;
             Ok((enc.to_bytes().to_vec(), ct))
         }
+    }
+}
+
+/// Sets up a sealing session to a public key for `tenant`: what a client does
+/// once per session. Returns enc and the session key (`sessions`).
+pub fn start_session(
+    suite: Suite,
+    public_key: &[u8],
+    tenant: &str,
+) -> Result<(Vec<u8>, Zeroizing<[u8; 32]>), SealingError> {
+    // Enough for either KEM's encapsulation (X-Wing draws 64 bytes, DHKEM 32).
+    let randomness = Zeroizing::new(super::random_bytes::<64>().map_err(|_| SealingError::Seal)?);
+    start_session_with_rng(
+        suite,
+        public_key,
+        tenant,
+        &mut SuppliedRng(randomness.as_slice()),
+    )
+}
+
+/// Hands out the bytes it was given, as the RNG of a deterministic
+/// encapsulation; panics when asked for more than it holds, which the tests of
+/// both suites would show at once.
+pub struct SuppliedRng<'a>(pub &'a [u8]);
+
+impl hpke::rand_core::TryRng for SuppliedRng<'_> {
+    type Error = core::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        hpke::rand_core::utils::next_word_via_fill(self)
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        hpke::rand_core::utils::next_word_via_fill(self)
+    }
+
+    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), Self::Error> {
+        let (taken, rest) = self.0.split_at(dest.len());
+        dest.copy_from_slice(taken);
+        self.0 = rest;
+        Ok(())
+    }
+}
+
+impl hpke::rand_core::TryCryptoRng for SuppliedRng<'_> {}
+
+/// `start_session` with the ephemeral randomness given (test vectors).
+pub fn start_session_with_rng<R: hpke::rand_core::CryptoRng>(
+    suite: Suite,
+    public_key: &[u8],
+    tenant: &str,
+    rng: &mut R,
+) -> Result<(Vec<u8>, Zeroizing<[u8; 32]>), SealingError> {
+    fn setup<K: hpke::Kem, R: hpke::rand_core::CryptoRng>(
+        public_key: &[u8],
+        info: &[u8],
+        rng: &mut R,
+    ) -> Result<(Vec<u8>, Zeroizing<[u8; 32]>), SealingError> {
+        let pk = K::PublicKey::from_bytes(public_key).map_err(|_| SealingError::PublicKey)?;
+        let (enc, context) =
+            hpke::setup_sender_with_rng::<AesGcm256, HkdfSha256, K>(&OpModeS::Base, &pk, info, rng)
+                .map_err(|_| SealingError::Seal)?;
+        let mut key = Zeroizing::new([0u8; 32]);
+        context
+            .export(sessions::KEY_LABEL, key.as_mut())
+            .map_err(|_| SealingError::Seal)?;
+        Ok((enc.to_bytes().to_vec(), key))
+    }
+    let info = sessions::info(tenant);
+    match suite {
+        Suite::X25519Sha256Aes256Gcm => setup::<X25519HkdfSha256, R>(public_key, &info, rng),
+        Suite::XWingSha256Aes256Gcm => setup::<XWing, R>(public_key, &info, rng),
     }
 }
 

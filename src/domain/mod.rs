@@ -62,6 +62,8 @@ pub enum InvalidInput {
     EnvelopeMalformed,
     #[error("the payload nonce must be at most 64 bytes")]
     PayloadNonce,
+    #[error("session_nonce must be empty (one-shot sealing) or 12 bytes (a sealing session)")]
+    SessionNonce,
     #[error("reason must be at most 256 characters")]
     Reason,
     #[error("ticket_id is malformed")]

@@ -28,11 +28,21 @@ impl TryFrom<Option<proto::SealedEmbedding>> for SealedEnvelope {
         {
             return Err(InvalidInput::EnvelopeMalformed);
         }
+        let session_nonce = match sealed.session_nonce.len() {
+            0 => None,
+            _ => Some(
+                <[u8; crate::crypto::sessions::NONCE_LEN]>::try_from(
+                    sealed.session_nonce.as_slice(),
+                )
+                .map_err(|_| InvalidInput::SessionNonce)?,
+            ),
+        };
         Ok(Self {
             suite: sealed.suite,
             key_id: sealed.key_id,
             enc: sealed.enc,
             ciphertext: sealed.ciphertext,
+            session_nonce,
         })
     }
 }

@@ -70,6 +70,8 @@ impl FaceVault for FaceVaultApi {
         Ok(Response::new(proto::GetSealingKeysResponse {
             keys,
             receipt_verification_key: material.receipt_public_key(),
+            session_ttl_seconds: u32::try_from(self.vault.session_ttl().as_secs())
+                .unwrap_or(u32::MAX),
         }))
     }
 

@@ -49,6 +49,9 @@ pub struct SealedEnvelope {
     pub key_id: String,
     pub enc: Vec<u8>,
     pub ciphertext: Vec<u8>,
+    /// Set for a message of a sealing session (`crypto::sessions`), None for
+    /// one-shot HPKE.
+    pub session_nonce: Option<[u8; crate::crypto::sessions::NONCE_LEN]>,
 }
 
 pub struct VaultSettings {
@@ -57,6 +60,9 @@ pub struct VaultSettings {
     pub max_templates_per_subject: u32,
     pub replay_window: Duration,
     pub max_clock_skew: Duration,
+    /// Sealing sessions this process remembers, and how long one lasts.
+    pub session_cache_entries: std::num::NonZeroUsize,
+    pub session_ttl: Duration,
     pub tenants_exposing_scores: Vec<Tenant>,
     pub deletion_policy: DeletionPolicy,
     /// The key-epoch policy (checked against the deletion deadline at start-up).
@@ -106,6 +112,8 @@ pub struct Vault {
     max_templates: u32,
     replay_window: Duration,
     max_clock_skew: Duration,
+    sessions: crate::crypto::sessions::SessionCache,
+    session_ttl: Duration,
     tenants_exposing_scores: Vec<Tenant>,
     verify_bound: Duration,
     lifecycle: Lifecycle,
@@ -115,7 +123,8 @@ pub struct Vault {
 struct OpenedEmbedding<'a> {
     embedding: Embedding,
     model: &'a EmbeddingModel,
-    /// Digest of the encapsulated key: the replay-cache entry.
+    /// The replay-cache entry: SHA-256(enc) for one-shot sealing, SHA-256(enc ||
+    /// session_nonce) for a message of a sealing session.
     envelope_digest: [u8; 32],
     replay_expires_unix_ms: i64,
 }
@@ -134,6 +143,11 @@ impl Vault {
             max_templates: settings.max_templates_per_subject,
             replay_window: settings.replay_window,
             max_clock_skew: settings.max_clock_skew,
+            sessions: crate::crypto::sessions::SessionCache::new(
+                settings.session_cache_entries,
+                settings.session_ttl,
+            ),
+            session_ttl: settings.session_ttl,
             tenants_exposing_scores: settings.tenants_exposing_scores,
             verify_bound: settings.verify_bound,
             lifecycle: Lifecycle {
@@ -205,6 +219,11 @@ impl Vault {
         self.keys.current()
     }
 
+    /// `sealing.session_ttl_secs`, as `GetSealingKeys` publishes it.
+    pub fn session_ttl(&self) -> Duration {
+        self.session_ttl
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }
@@ -221,25 +240,35 @@ impl Vault {
         now_unix_ms: i64,
     ) -> Result<OpenedEmbedding<'_>, Error> {
         let aad = sealing::aad(op, tenant.as_str(), subject.as_str());
-        let plaintext = self
-            .keys
-            .current()
-            .sealing
-            .open(
+        let keys = self.keys.current();
+        let opened = match &sealed.session_nonce {
+            None => keys.sealing.open(
                 &sealed.suite,
                 &sealed.key_id,
                 &sealed.enc,
                 &sealed.ciphertext,
                 &aad,
                 now_unix_ms,
-            )
-            .map_err(|refusal| match refusal {
-                SealingError::Open => Error::EnvelopeNotOpened {
-                    op: op.as_str(),
-                    tenant: tenant.clone(),
-                },
-                other => EnvelopeRefusal::from(other).into(),
-            })?;
+            ),
+            Some(nonce) => keys.sealing.open_session(
+                &self.sessions,
+                tenant.as_str(),
+                &sealed.suite,
+                &sealed.key_id,
+                &sealed.enc,
+                nonce,
+                &sealed.ciphertext,
+                &aad,
+                now_unix_ms,
+            ),
+        };
+        let plaintext = opened.map_err(|refusal| match refusal {
+            SealingError::Open => Error::EnvelopeNotOpened {
+                op: op.as_str(),
+                tenant: tenant.clone(),
+            },
+            other => EnvelopeRefusal::from(other).into(),
+        })?;
         let mut payload = crate::proto::EmbeddingPayload::decode(plaintext.as_slice())
             .map_err(|_| EnvelopeRefusal::Payload)?;
         let values = Zeroizing::new(std::mem::take(&mut payload.values));
@@ -262,10 +291,18 @@ impl Vault {
         Ok(OpenedEmbedding {
             embedding,
             model,
-            envelope_digest: ring::digest::digest(&ring::digest::SHA256, &sealed.enc)
-                .as_ref()
-                .try_into()
-                .map_err(|_| Error::Internal("digest length"))?,
+            envelope_digest: {
+                let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+                digest.update(&sealed.enc);
+                if let Some(nonce) = &sealed.session_nonce {
+                    digest.update(nonce);
+                }
+                digest
+                    .finish()
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| Error::Internal("digest length"))?
+            },
             // Anything sealed later than now + skew is refused above, so an entry
             // kept for window + skew outlives every payload it could be replayed with.
             replay_expires_unix_ms: now_unix_ms + window + skew,

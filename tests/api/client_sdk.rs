@@ -18,6 +18,7 @@ async fn sdk(app: &TestApp, suite: Suite) -> FaceVault {
         tenant: "demo".into(),
         suite,
         timeout: Duration::from_secs(10),
+        sealing_sessions: true,
     })
     .await
     .unwrap()

@@ -199,6 +199,7 @@ async fn certificates_from_pki_commands_serve_an_enroll_and_a_verify() {
         tenant: "demo".into(),
         suite: Suite::X25519Sha256Aes256Gcm,
         timeout: Duration::from_secs(10),
+        sealing_sessions: true,
     })
     .await
     .unwrap();

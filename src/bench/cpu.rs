@@ -1,0 +1,158 @@
+//! CPU per call of each process of a bench run, from `/proc/<pid>/task/*/schedstat`
+//! (every thread's run time, in ns), sampled before and after a timed phase.
+//!
+//! The processes are named as the report names them: `server` (facevault serve),
+//! `redis`, `loadgen` (this process: it drives the calls and does the client's
+//! work) and `baseline` (the naive unprotected service, when it runs).
+
+use serde::Serialize;
+
+/// The processes a run watches. Without a pid (a `--target` run does not know
+/// the server's) that process is not reported.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Procs {
+    pub(super) server: Option<u32>,
+    pub(super) redis: Option<u32>,
+    pub(super) baseline: Option<u32>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CpuMark {
+    server: Option<u64>,
+    redis: Option<u64>,
+    loadgen: Option<u64>,
+    baseline: Option<u64>,
+}
+
+/// CPU time per unit (call, event, subject), in µs, of each process.
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub(super) struct CpuUs {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) server: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) redis: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) loadgen: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) baseline: Option<f64>,
+}
+
+fn cpu_ns(pid: u32) -> Option<u64> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).ok()?;
+    Some(
+        tasks
+            .flatten()
+            .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum(),
+    )
+}
+
+impl Procs {
+    pub(super) fn mark(&self) -> CpuMark {
+        CpuMark {
+            server: self.server.and_then(cpu_ns),
+            redis: self.redis.and_then(cpu_ns),
+            loadgen: cpu_ns(std::process::id()),
+            baseline: self.baseline.and_then(cpu_ns),
+        }
+    }
+
+    /// Runs `work` and returns its output with the CPU each process spent per
+    /// unit, the number of units being what `units` reads off the output.
+    pub(super) async fn measure<T>(
+        &self,
+        work: impl Future<Output = T>,
+        units: impl FnOnce(&T) -> u64,
+    ) -> (T, CpuUs) {
+        let before = self.mark();
+        let out = work.await;
+        let cpu = before.per(&self.mark(), units(&out) as f64);
+        (out, cpu)
+    }
+}
+
+impl CpuMark {
+    /// µs per unit spent since `self`.
+    pub(super) fn per(&self, later: &CpuMark, units: f64) -> CpuUs {
+        let us = |a: Option<u64>, b: Option<u64>| {
+            Some(b?.saturating_sub(a?) as f64 / 1000.0 / units.max(1.0))
+        };
+        CpuUs {
+            server: us(self.server, later.server),
+            redis: us(self.redis, later.redis),
+            loadgen: us(self.loadgen, later.loadgen),
+            baseline: us(self.baseline, later.baseline),
+        }
+    }
+}
+
+impl CpuUs {
+    /// Adds `other` in, process by process (a process missing from either stays missing).
+    pub(super) fn add(&mut self, other: &CpuUs) {
+        let sum = |a: Option<f64>, b: Option<f64>| Some(a? + b?);
+        self.server = sum(self.server, other.server);
+        self.redis = sum(self.redis, other.redis);
+        self.loadgen = sum(self.loadgen, other.loadgen);
+        self.baseline = sum(self.baseline, other.baseline);
+    }
+
+    pub(super) fn zero() -> Self {
+        CpuUs {
+            server: Some(0.0),
+            redis: Some(0.0),
+            loadgen: Some(0.0),
+            baseline: None,
+        }
+    }
+
+    /// `server / redis / loadgen` (with `/ baseline` when measured), `-` where unknown.
+    pub(super) fn brief(&self) -> String {
+        let f = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"));
+        let mut out = format!(
+            "{} / {} / {}",
+            f(self.server),
+            f(self.redis),
+            f(self.loadgen)
+        );
+        if self.baseline.is_some() {
+            out.push_str(&format!(" / {}", f(self.baseline)));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_measured_and_per_divides_by_units() {
+        let procs = Procs::default();
+        let before = procs.mark();
+        // Burn 50 ms of CPU, then sleep: a thread's run time is brought up to
+        // date when it is switched out.
+        let started = std::time::Instant::now();
+        let mut x = 0u64;
+        while started.elapsed() < std::time::Duration::from_millis(50) {
+            x = std::hint::black_box(x.wrapping_add(1));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        let cpu = before.per(&procs.mark(), 10.0);
+        // At least 40 ms over 10 units.
+        assert!(cpu.loadgen.unwrap() > 4000.0, "{cpu:?}");
+        assert_eq!((cpu.server, cpu.redis, cpu.baseline), (None, None, None));
+        let fake = |n| CpuMark {
+            server: Some(n),
+            redis: None,
+            loadgen: Some(2 * n),
+            baseline: Some(n),
+        };
+        let per = fake(1_000).per(&fake(11_000), 5.0);
+        assert_eq!(
+            (per.server, per.loadgen, per.baseline),
+            (Some(2.0), Some(4.0), Some(2.0))
+        );
+        assert_eq!(per.redis, None);
+    }
+}

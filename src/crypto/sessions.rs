@@ -1,0 +1,274 @@
+//! Sealing sessions: a client pays for one HPKE setup and then seals each embedding
+//! with AES-256-GCM under a key exported from it (RFC 9180 §5.3), so the server
+//! opens a message with one AEAD instead of one KEM decapsulation.
+//!
+//! - setup: `SetupBaseS(pkR, info = "facevault/v1 session|" || tenant)`, so a session
+//!   belongs to one tenant;
+//! - session key: `Export("facevault/v1 session key", 32)`;
+//! - each message: AES-256-GCM under the session key, a fresh random 96-bit nonce
+//!   (`session_nonce`) and the same AAD as a one-shot envelope.
+//!
+//! The server keeps session keys by SHA-256(enc) in a bounded cache (least recently
+//! used goes first). A miss (another replica, an eviction) costs one decapsulation
+//! and is otherwise invisible. An entry stays after its session expires, so that the
+//! replica refuses the expired session rather than starting it afresh, until the
+//! bound evicts it. The TTL and the message cap are therefore enforced per replica,
+//! for as long as it remembers the session: see `docs/protocol.md`.
+
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+
+use lru::LruCache;
+use ring::aead;
+use zeroize::Zeroizing;
+
+/// The HPKE info of a session's setup is this followed by the tenant.
+pub const INFO_PREFIX: &[u8] = b"facevault/v1 session|";
+/// The exporter context of the session key.
+pub const KEY_LABEL: &[u8] = b"facevault/v1 session key";
+pub const NONCE_LEN: usize = 12;
+/// Messages one session may carry. With random 96-bit nonces the chance of a
+/// repeated nonce within a session stays below 2^-48 (NIST SP 800-38D §8.3 asks
+/// for 2^-32).
+pub const MAX_MESSAGES: u32 = 1 << 24;
+
+/// `facevault/v1 session|<tenant>`.
+pub fn info(tenant: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(INFO_PREFIX.len() + tenant.len());
+    out.extend_from_slice(INFO_PREFIX);
+    out.extend_from_slice(tenant.as_bytes());
+    out
+}
+
+/// What a cached session is bound to, besides its key.
+struct Entry {
+    tenant: String,
+    key_id: String,
+    key: Zeroizing<[u8; 32]>,
+    started_unix_ms: i64,
+    messages: u32,
+}
+
+/// Why a session message is refused before any decryption.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionRefusal {
+    /// Older than the TTL.
+    Expired,
+    /// The message cap is reached.
+    Exhausted,
+    /// The session was set up for another tenant or key: it cannot open here.
+    Mismatch,
+}
+
+/// The answer of `SessionCache::claim`.
+pub enum Claim {
+    /// The session is known and this message is counted: open with this key.
+    Known(Zeroizing<[u8; 32]>),
+    /// Not in the cache: set the session up, then `insert` it.
+    Unknown,
+}
+
+pub struct SessionCache {
+    entries: Mutex<LruCache<[u8; 32], Entry>>,
+    ttl_ms: i64,
+}
+
+impl SessionCache {
+    pub fn new(capacity: NonZeroUsize, ttl: std::time::Duration) -> Self {
+        Self {
+            entries: Mutex::new(LruCache::new(capacity)),
+            ttl_ms: ttl.as_millis().min(i64::MAX as u128) as i64,
+        }
+    }
+
+    /// SHA-256(enc), the cache key.
+    pub fn digest(enc: &[u8]) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, enc).as_ref());
+        out
+    }
+
+    /// Counts one message of the session `digest` if it is known, live and
+    /// under its cap. The count is taken before the message is opened, so the
+    /// cap holds under any concurrency.
+    pub fn claim(
+        &self,
+        digest: &[u8; 32],
+        tenant: &str,
+        key_id: &str,
+        now_unix_ms: i64,
+    ) -> Result<Claim, SessionRefusal> {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(entry) = entries.get_mut(digest) else {
+            return Ok(Claim::Unknown);
+        };
+        if entry.tenant != tenant || entry.key_id != key_id {
+            return Err(SessionRefusal::Mismatch);
+        }
+        if now_unix_ms - entry.started_unix_ms > self.ttl_ms {
+            return Err(SessionRefusal::Expired);
+        }
+        if entry.messages >= MAX_MESSAGES {
+            return Err(SessionRefusal::Exhausted);
+        }
+        entry.messages += 1;
+        Ok(Claim::Known(entry.key.clone()))
+    }
+
+    /// Remembers a session whose first message just opened (that message counts).
+    pub fn insert(
+        &self,
+        digest: [u8; 32],
+        tenant: &str,
+        key_id: &str,
+        key: Zeroizing<[u8; 32]>,
+        now_unix_ms: i64,
+    ) {
+        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        // Two first messages raced: keep the entry that counts the most.
+        if let Some(existing) = entries.get_mut(&digest) {
+            if existing.tenant == tenant && existing.key_id == key_id {
+                existing.messages = existing.messages.saturating_add(1);
+                return;
+            }
+        }
+        entries.put(
+            digest,
+            Entry {
+                tenant: tenant.to_owned(),
+                key_id: key_id.to_owned(),
+                key,
+                started_unix_ms: now_unix_ms,
+                messages: 1,
+            },
+        );
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// AES-256-GCM open of one session message.
+pub fn open(
+    key: &[u8; 32],
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    ciphertext: &[u8],
+) -> Option<Zeroizing<Vec<u8>>> {
+    let key = aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_256_GCM, key).ok()?);
+    let mut buffer = Zeroizing::new(ciphertext.to_vec());
+    let len = key
+        .open_in_place(
+            aead::Nonce::assume_unique_for_key(*nonce),
+            aead::Aad::from(aad),
+            buffer.as_mut_slice(),
+        )
+        .ok()?
+        .len();
+    buffer.truncate(len);
+    Some(buffer)
+}
+
+/// AES-256-GCM seal of one session message: what a client does.
+pub fn seal(
+    key: &[u8; 32],
+    nonce: &[u8; NONCE_LEN],
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Option<Vec<u8>> {
+    let key = aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_256_GCM, key).ok()?);
+    let mut buffer = plaintext.to_vec();
+    key.seal_in_place_append_tag(
+        aead::Nonce::assume_unique_for_key(*nonce),
+        aead::Aad::from(aad),
+        &mut buffer,
+    )
+    .ok()?;
+    Some(buffer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_800_000_000_000;
+
+    fn cache(capacity: usize) -> SessionCache {
+        SessionCache::new(
+            NonZeroUsize::new(capacity).unwrap(),
+            std::time::Duration::from_secs(600),
+        )
+    }
+
+    #[test]
+    fn a_known_session_counts_expires_and_belongs_to_its_tenant_and_key() {
+        let c = cache(4);
+        let d = SessionCache::digest(b"enc");
+        assert!(matches!(c.claim(&d, "demo", "k1", T0), Ok(Claim::Unknown)));
+        c.insert(d, "demo", "k1", Zeroizing::new([7; 32]), T0);
+        match c.claim(&d, "demo", "k1", T0 + 600_000) {
+            Ok(Claim::Known(key)) => assert_eq!(*key, [7; 32]),
+            _ => panic!("the session should be known"),
+        }
+        assert_eq!(
+            c.claim(&d, "demo", "k1", T0 + 600_001).err(),
+            Some(SessionRefusal::Expired)
+        );
+        assert_eq!(
+            c.claim(&d, "other", "k1", T0).err(),
+            Some(SessionRefusal::Mismatch)
+        );
+        assert_eq!(
+            c.claim(&d, "demo", "k2", T0).err(),
+            Some(SessionRefusal::Mismatch)
+        );
+    }
+
+    #[test]
+    fn the_message_cap_holds() {
+        let c = cache(4);
+        let d = SessionCache::digest(b"enc");
+        c.insert(d, "demo", "k1", Zeroizing::new([7; 32]), T0);
+        c.entries.lock().unwrap().get_mut(&d).unwrap().messages = MAX_MESSAGES - 1;
+        assert!(matches!(c.claim(&d, "demo", "k1", T0), Ok(Claim::Known(_))));
+        assert_eq!(
+            c.claim(&d, "demo", "k1", T0).err(),
+            Some(SessionRefusal::Exhausted)
+        );
+    }
+
+    #[test]
+    fn the_bound_evicts_the_least_recently_used() {
+        let c = cache(2);
+        let (a, b, x) = (
+            SessionCache::digest(b"a"),
+            SessionCache::digest(b"b"),
+            SessionCache::digest(b"x"),
+        );
+        c.insert(a, "demo", "k", Zeroizing::new([1; 32]), T0);
+        c.insert(b, "demo", "k", Zeroizing::new([2; 32]), T0);
+        assert!(matches!(c.claim(&a, "demo", "k", T0), Ok(Claim::Known(_))));
+        c.insert(x, "demo", "k", Zeroizing::new([3; 32]), T0);
+        assert_eq!(c.len(), 2);
+        assert!(matches!(c.claim(&b, "demo", "k", T0), Ok(Claim::Unknown)));
+        assert!(matches!(c.claim(&a, "demo", "k", T0), Ok(Claim::Known(_))));
+    }
+
+    #[test]
+    fn seal_and_open_round_trip_and_bind_the_aad() {
+        let key = [9u8; 32];
+        let nonce = [1u8; NONCE_LEN];
+        let ct = seal(&key, &nonce, b"aad", b"payload").unwrap();
+        assert_eq!(
+            open(&key, &nonce, b"aad", &ct).unwrap().as_slice(),
+            b"payload"
+        );
+        assert!(open(&key, &nonce, b"other", &ct).is_none());
+        assert!(open(&key, &[2; NONCE_LEN], b"aad", &ct).is_none());
+    }
+}
