@@ -497,3 +497,140 @@ mod tests {
         let _ = X25519HkdfSha256::derive_keypair(&ikm_e);
     }
 }
+
+/// The sealing-session vector (docs/test-vectors/sealing-session-x25519.json):
+/// produced and checked here, checked again by the Python client with pyhpke.
+#[cfg(test)]
+mod session_vector {
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::crypto::sealing::{OpeningKey, SealingKeys, SuppliedRng};
+    use crate::crypto::sessions;
+
+    const PATH: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/test-vectors/sealing-session-x25519.json"
+    );
+
+    fn vector() -> Value {
+        let ikm_r: [u8; 32] = std::array::from_fn(|i| i as u8 + 0x01);
+        let ikm_e: [u8; 32] = std::array::from_fn(|i| i as u8 + 0x21);
+        let key =
+            OpeningKey::from_seed("tv".into(), Suite::X25519Sha256Aes256Gcm, &ikm_r, i64::MAX);
+        let (enc, session_key) = sealing::start_session_with_rng(
+            Suite::X25519Sha256Aes256Gcm,
+            &key.public_key,
+            "demo",
+            &mut SuppliedRng(&ikm_e),
+        )
+        .unwrap();
+        let messages: Vec<Value> = [
+            ("enroll", "alice", [0x11u8; 12], [0.5f32, -0.25, 0.125, 1.0]),
+            (
+                "verify",
+                "alice",
+                [0x22u8; 12],
+                [0.5f32, -0.25, 0.125, 0.75],
+            ),
+        ]
+        .into_iter()
+        .map(|(op, subject, nonce, values)| {
+            let payload = proto::EmbeddingPayload {
+                model: "demo-4".into(),
+                values: values.to_vec(),
+                sealed_at_unix_ms: 1_790_000_000_000,
+                nonce: vec![0xaa; 16],
+            }
+            .encode_to_vec();
+            let sealed_for = if op == "enroll" {
+                SealedFor::Enroll
+            } else {
+                SealedFor::Verify
+            };
+            let aad = sealing::aad(sealed_for, "demo", subject);
+            let ciphertext = sessions::seal(&session_key, &nonce, &aad, &payload).unwrap();
+            json!({
+                "op": op,
+                "subject_id": subject,
+                "aad": hex::encode(aad.as_slice()),
+                "payload_values": values,
+                "payload_serialized": hex::encode(&payload),
+                "session_nonce": hex::encode(nonce),
+                "ciphertext": hex::encode(ciphertext),
+            })
+        })
+        .collect();
+        json!({
+            "description": "facevault/v1 sealing-session test vector: one HPKE base-mode setup (RFC 9180), DHKEM(X25519, HKDF-SHA256) / HKDF-SHA256 / AES-256-GCM, with info = \"facevault/v1 session|\" || tenant; session_key = Export(exporter_context, 32); each message is AES-256-GCM(session_key, session_nonce, aad, payload) and carries enc. Recipient and ephemeral key pairs are DeriveKeyPair(ikm_r) and DeriveKeyPair(ikm_e). Payloads: model demo-4, sealed_at_unix_ms 1790000000000, payload nonce 16 x 0xaa. Byte strings are hex. See docs/protocol.md.",
+            "suite": "x25519-sha256-aes256gcm",
+            "mode": 0,
+            "kem_id": 32,
+            "kdf_id": 1,
+            "aead_id": 2,
+            "tenant": "demo",
+            "ikm_r": hex::encode(ikm_r),
+            "pk_r": hex::encode(&key.public_key),
+            "ikm_e": hex::encode(ikm_e),
+            "info": hex::encode(sessions::info("demo")),
+            "enc": hex::encode(&enc),
+            "exporter_context": hex::encode(sessions::KEY_LABEL),
+            "session_key": hex::encode(session_key.as_slice()),
+            "messages": messages,
+        })
+    }
+
+    /// `FACEVAULT_WRITE_VECTORS=1` rewrites the file; otherwise it must match.
+    /// The service then opens both messages from a cold cache and a warm one.
+    #[test]
+    fn the_session_vector_matches_and_opens() {
+        let computed = vector();
+        if std::env::var_os("FACEVAULT_WRITE_VECTORS").is_some() {
+            std::fs::write(
+                PATH,
+                serde_json::to_string_pretty(&computed).unwrap() + "\n",
+            )
+            .unwrap();
+        }
+        let committed: Value =
+            serde_json::from_str(&std::fs::read_to_string(PATH).unwrap()).unwrap();
+        assert_eq!(
+            committed, computed,
+            "{PATH} differs from what the code computes"
+        );
+
+        let ikm_r: [u8; 32] = hex::decode(committed["ikm_r"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
+        let keys = SealingKeys::new(vec![OpeningKey::from_seed(
+            "tv".into(),
+            Suite::X25519Sha256Aes256Gcm,
+            &ikm_r,
+            i64::MAX,
+        )]);
+        let cache = sessions::SessionCache::new(
+            std::num::NonZeroUsize::new(8).unwrap(),
+            std::time::Duration::from_secs(600),
+        );
+        let enc = hex::decode(committed["enc"].as_str().unwrap()).unwrap();
+        for m in committed["messages"].as_array().unwrap() {
+            let field = |k: &str| hex::decode(m[k].as_str().unwrap()).unwrap();
+            let opened = keys
+                .open_session(
+                    &cache,
+                    "demo",
+                    "x25519-sha256-aes256gcm",
+                    "tv",
+                    &enc,
+                    &field("session_nonce").try_into().unwrap(),
+                    &field("ciphertext"),
+                    &field("aad"),
+                    0,
+                )
+                .unwrap();
+            assert_eq!(opened.as_slice(), field("payload_serialized").as_slice());
+        }
+        assert_eq!(cache.len(), 1);
+    }
+}

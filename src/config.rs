@@ -350,8 +350,9 @@ impl RedisSettings {
     }
 }
 
+/// Every key may be left out (an older config names only the first two).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct SealingSettings {
     /// Sealed payloads older than this are refused as replays.
     pub replay_window_secs: u64,

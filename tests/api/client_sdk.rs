@@ -8,7 +8,7 @@ use facevault::proto::{Decision, DeletionState};
 
 use crate::helpers::*;
 
-async fn sdk(app: &TestApp, suite: Suite) -> FaceVault {
+async fn sdk(app: &TestApp, suite: Suite, sealing_sessions: bool) -> FaceVault {
     FaceVault::connect(ClientConfig {
         endpoint: format!("https://127.0.0.1:{}", app.port),
         ca_pem: std::fs::read(&app.pki.ca_cert).unwrap(),
@@ -18,7 +18,7 @@ async fn sdk(app: &TestApp, suite: Suite) -> FaceVault {
         tenant: "demo".into(),
         suite,
         timeout: Duration::from_secs(10),
-        sealing_sessions: true,
+        sealing_sessions,
     })
     .await
     .unwrap()
@@ -27,11 +27,13 @@ async fn sdk(app: &TestApp, suite: Suite) -> FaceVault {
 #[tokio::test]
 async fn the_rust_client_enrolls_verifies_and_cancels_with_both_suites() {
     let app = spawn_app().await;
-    for (subject, suite) in [
-        ("sdk-x", Suite::X25519Sha256Aes256Gcm),
-        ("sdk-pq", Suite::XWingSha256Aes256Gcm),
+    for (subject, suite, sessions) in [
+        ("sdk-x", Suite::X25519Sha256Aes256Gcm, true),
+        ("sdk-pq", Suite::XWingSha256Aes256Gcm, true),
+        ("sdk-x-one-shot", Suite::X25519Sha256Aes256Gcm, false),
+        ("sdk-pq-one-shot", Suite::XWingSha256Aes256Gcm, false),
     ] {
-        let client = sdk(&app, suite).await;
+        let client = sdk(&app, suite, sessions).await;
         let alice = face(5);
         let enrolled = client
             .enroll(subject, MODEL, &alice, consent(&["login"]), false)
@@ -73,7 +75,7 @@ async fn the_rust_client_enrolls_verifies_and_cancels_with_both_suites() {
             matches!(refused, facevault::client::ClientError::Status(ref s) if s.code() == tonic::Code::FailedPrecondition)
         );
     }
-    let report = sdk(&app, Suite::X25519Sha256Aes256Gcm)
+    let report = sdk(&app, Suite::X25519Sha256Aes256Gcm, true)
         .await
         .compliance_report()
         .await

@@ -24,6 +24,7 @@ mod outage;
 mod races;
 mod redis_tls;
 mod reload;
+mod sealing_sessions;
 mod shutdown;
 mod storage_at_rest;
 mod telemetry;
