@@ -22,7 +22,7 @@ use rand::{Rng as _, SeedableRng as _};
 use serde::Serialize;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
-use crate::client::{PayloadSpec, SealingTarget, seal_embedding};
+use crate::client::{PayloadSpec, SealingSession, SealingTarget, seal_embedding};
 use crate::crypto::keyfiles;
 use crate::crypto::sealing::{SealedFor, Suite};
 use crate::devstack::redis_server::{RedisCluster, RedisOptions, RedisServer};
@@ -42,6 +42,9 @@ const PROBE_POOL: usize = 40_000;
 const CHANNELS: usize = 4;
 /// At most this many probes (about 2.2 KiB each) for verify-during-rewrap.
 const MAX_REWRAP_PROBES: usize = 250_000;
+/// Probes sealed in one sealing session for `verify_session` (a client rolls
+/// its session over long before the server's cap of 2^24).
+const SESSION_MESSAGES: usize = 4096;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -131,6 +134,9 @@ struct Report {
     health: Option<PhaseStats>,
     redis_get: Option<PhaseStats>,
     verify: PhaseStats,
+    /// Verify with probes sealed in sealing sessions (one HPKE setup per
+    /// `SESSION_MESSAGES` probes).
+    verify_session: PhaseStats,
     baseline_verify: Option<PhaseStats>,
     server_rss_mib: Option<f64>,
     server_peak_rss_mib: Option<f64>,
@@ -163,8 +169,10 @@ struct Settings {
 #[derive(Debug, Serialize)]
 struct Ratios {
     verify_vs_health: Option<f64>,
+    verify_session_vs_health: Option<f64>,
     verify_p99_vs_health_p99: Option<f64>,
     protected_vs_unprotected: Option<f64>,
+    session_protected_vs_unprotected: Option<f64>,
 }
 
 /// Child processes and files of a self-hosted run; killed on drop.
@@ -746,24 +754,41 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
 
     // Protected verify, with probes sealed beforehand (each probe is accepted
-    // once: the server keeps a replay cache).
-    let seal_pool = |first: usize, count: usize| {
-        eprintln!("sealing {count} probes …");
+    // once: the server keeps a replay cache), one-shot or in sealing sessions.
+    let seal_pool_with = |first: usize, count: usize, sessions: bool| {
+        eprintln!(
+            "sealing {count} probes{} …",
+            if sessions { " in sealing sessions" } else { "" }
+        );
+        let mut session: Option<SealingSession> = None;
         (first..first + count)
             .map(|n| {
                 let i = n % args.subjects;
                 let id = subject(i);
-                let probe = seal_embedding(
-                    &target,
-                    &PayloadSpec {
-                        op: SealedFor::Verify,
-                        tenant: &tenant,
-                        subject_id: &id,
-                        model: &model,
-                        values: &capture(i, n as u64),
-                        sealed_at_unix_ms: crate::vault::now_unix_ms(),
-                    },
-                )?;
+                let values = capture(i, n as u64);
+                let spec = PayloadSpec {
+                    op: SealedFor::Verify,
+                    tenant: &tenant,
+                    subject_id: &id,
+                    model: &model,
+                    values: &values,
+                    sealed_at_unix_ms: crate::vault::now_unix_ms(),
+                };
+                let probe = if sessions {
+                    if (n - first) % SESSION_MESSAGES == 0 {
+                        session = Some(SealingSession::start(
+                            &target,
+                            &tenant,
+                            Duration::from_secs(600),
+                        )?);
+                    }
+                    session
+                        .as_mut()
+                        .ok_or(crate::crypto::sealing::SealingError::Seal)?
+                        .seal(&spec)?
+                } else {
+                    seal_embedding(&target, &spec)?
+                };
                 Ok(proto::VerifyRequest {
                     subject_id: id,
                     probe: Some(probe),
@@ -773,6 +798,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             .collect::<Result<Vec<_>, crate::crypto::sealing::SealingError>>()
             .map(Arc::new)
     };
+    let seal_pool = |first: usize, count: usize| seal_pool_with(first, count, false);
     let pool = seal_pool(0, PROBE_POOL)?;
     eprintln!("verify …");
     let phase = verify_phase(
@@ -785,6 +811,19 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     let (verify, cpu) = procs.measure(phase, calls).await;
     cpu_us_per_call.insert("verify", cpu);
+    // Fresh subjects' probes too (n past the one-shot pool), sealed in sessions.
+    let pool = seal_pool_with(2 * MAX_REWRAP_PROBES, PROBE_POOL, true)?;
+    eprintln!("verify in sealing sessions …");
+    let phase = verify_phase(
+        &channels,
+        pool,
+        args.concurrency,
+        args.duration,
+        quiet,
+        "verify_session",
+    );
+    let (verify_session, cpu) = procs.measure(phase, calls).await;
+    cpu_us_per_call.insert("verify_session", cpu);
     let server_pid = hosted.as_ref().and_then(|h| h.server.id());
     let server_rss_mib = rss_mib(server_pid, "VmRSS:");
     let server_peak_rss_mib = rss_mib(server_pid, "VmHWM:");
@@ -911,9 +950,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 Some(verify.throughput_per_s),
                 health.as_ref().map(|h| h.throughput_per_s),
             ),
+            verify_session_vs_health: ratio(
+                Some(verify_session.throughput_per_s),
+                health.as_ref().map(|h| h.throughput_per_s),
+            ),
             verify_p99_vs_health_p99: ratio(Some(verify.p99_ms), health.as_ref().map(|h| h.p99_ms)),
             protected_vs_unprotected: ratio(
                 Some(verify.throughput_per_s),
+                baseline_verify.as_ref().map(|b| b.throughput_per_s),
+            ),
+            session_protected_vs_unprotected: ratio(
+                Some(verify_session.throughput_per_s),
                 baseline_verify.as_ref().map(|b| b.throughput_per_s),
             ),
         },
@@ -921,6 +968,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         health,
         redis_get,
         verify,
+        verify_session,
         baseline_verify,
         server_rss_mib,
         server_peak_rss_mib,
@@ -1020,6 +1068,7 @@ fn print_table(r: &Report) {
     row("health (floor)", &r.health.as_ref());
     row("redis GET (floor)", &r.redis_get.as_ref());
     row("verify", &Some(&r.verify));
+    row("verify_session", &Some(&r.verify_session));
     row("naive baseline", &r.baseline_verify.as_ref());
     if let Some(w) = &r.rewrap {
         row("verify-during-rewrap", &Some(&w.during));
@@ -1034,6 +1083,7 @@ fn print_table(r: &Report) {
     let f = |v: Option<f64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v:.2}"));
     let short = [
         Some(("verify", &r.verify)),
+        Some(("verify_session", &r.verify_session)),
         r.rewrap
             .as_ref()
             .map(|w| ("verify-during-rewrap", &w.phase)),
@@ -1047,10 +1097,13 @@ fn print_table(r: &Report) {
         }
     }
     println!(
-        "\nratios: verify/health throughput {}, verify p99/health p99 {}, protected/unprotected {}",
+        "\nratios: verify/health throughput {}, verify_session/health {}, verify p99/health p99 {}, \
+         protected/unprotected {}, session protected/unprotected {}",
         f(r.ratios.verify_vs_health),
+        f(r.ratios.verify_session_vs_health),
         f(r.ratios.verify_p99_vs_health_p99),
-        f(r.ratios.protected_vs_unprotected)
+        f(r.ratios.protected_vs_unprotected),
+        f(r.ratios.session_protected_vs_unprotected)
     );
     println!("CPU µs per call, server / redis / loadgen / baseline (- where not measured):");
     for (phase, cpu) in &r.cpu_us_per_call {
