@@ -39,6 +39,7 @@ import grpc
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pyhpke import AEADId, CipherSuite, KDFId, KEMId
 
 # --- protocol constants (docs/protocol.md) ---------------------------------
@@ -46,6 +47,9 @@ from pyhpke import AEADId, CipherSuite, KDFId, KEMId
 SUITE_X25519 = "x25519-sha256-aes256gcm"
 SUITE_XWING = "xwing-sha256-aes256gcm"
 INFO = b"facevault/v1 embedding"
+SESSION_INFO_PREFIX = b"facevault/v1 session|"
+SESSION_KEY_LABEL = b"facevault/v1 session key"
+SESSION_NONCE_BYTES = 12
 AAD_PREFIX = b"facevault/v1|"
 RECEIPT_CONTEXT = b"facevault/v1 receipt"
 OPS = ("enroll", "verify")
@@ -229,6 +233,16 @@ def seal_embedding(
             f"suite {key.suite!r} is not implemented in Python; use {SUITE_X25519!r}"
             " (X-Wing: see docs/protocol.md)"
         )
+    plaintext = _payload(model, values, sealed_at_ms, nonce)
+    enc, ciphertext = hpke_seal_x25519(
+        bytes(key.public_key), aad(op, tenant, subject_id), plaintext, ephemeral_ikm=ephemeral_ikm
+    )
+    return load_protos().pb.SealedEmbedding(
+        suite=key.suite, key_id=key.key_id, enc=enc, ciphertext=ciphertext
+    )
+
+
+def _payload(model: str, values: Sequence[float], sealed_at_ms: Optional[int], nonce: Optional[bytes]) -> bytes:
     values = [float(v) for v in values]
     if not values or not all(math.isfinite(v) for v in values):
         raise ValueError("the embedding must be non-empty and finite")
@@ -238,13 +252,75 @@ def seal_embedding(
         nonce = secrets.token_bytes(NONCE_BYTES)
     if len(nonce) > MAX_NONCE_BYTES:
         raise ValueError(f"the nonce must be at most {MAX_NONCE_BYTES} bytes")
-    plaintext = encode_payload(model, values, sealed_at_ms, nonce)
-    enc, ciphertext = hpke_seal_x25519(
-        bytes(key.public_key), aad(op, tenant, subject_id), plaintext, ephemeral_ikm=ephemeral_ikm
-    )
-    return load_protos().pb.SealedEmbedding(
-        suite=key.suite, key_id=key.key_id, enc=enc, ciphertext=ciphertext
-    )
+    return encode_payload(model, values, sealed_at_ms, nonce)
+
+
+class SealingSession:
+    """A sealing session (docs/protocol.md §5.1): one HPKE setup with
+    info = ``facevault/v1 session|<tenant>``, the session key exported from it,
+    then one AES-256-GCM seal per embedding, each with a fresh 12-byte nonce.
+
+    Roll over (start a new session) after ``roll_over_after`` seconds (half the
+    service's published TTL, at most 240) or ``ROLL_OVER_MESSAGES`` messages.
+    """
+
+    ROLL_OVER_SECONDS = 240.0
+    ROLL_OVER_MESSAGES = 1 << 20
+
+    def __init__(self, key, tenant: str, *, server_ttl_seconds: float = 600.0, ephemeral_ikm: Optional[bytes] = None):
+        """``ephemeral_ikm`` fixes the ephemeral key pair: for test vectors only."""
+        if key.suite != SUITE_X25519:
+            raise ValueError(f"suite {key.suite!r} is not implemented in Python; use {SUITE_X25519!r}")
+        if len(key.public_key) != 32:
+            raise ValueError(f"an X25519 public key is 32 bytes, got {len(key.public_key)}")
+        self.key = key
+        self.tenant = tenant
+        pkr = _X25519_SUITE.kem.deserialize_public_key(bytes(key.public_key))
+        eks = _X25519_SUITE.kem.derive_key_pair(ephemeral_ikm) if ephemeral_ikm is not None else None
+        self.enc, ctx = _X25519_SUITE.create_sender_context(
+            pkr, SESSION_INFO_PREFIX + tenant.encode(), eks=eks
+        )
+        self.session_key = ctx.export(SESSION_KEY_LABEL, 32)
+        self._aead = AESGCM(self.session_key)
+        self.started = time.monotonic()
+        self.roll_over_after = min(self.ROLL_OVER_SECONDS, server_ttl_seconds / 2)
+        self.messages = 0
+
+    def usable_for(self, key, tenant: str) -> bool:
+        return (
+            self.key.key_id == key.key_id
+            and self.tenant == tenant
+            and time.monotonic() - self.started < self.roll_over_after
+            and self.messages < self.ROLL_OVER_MESSAGES
+        )
+
+    def seal(
+        self,
+        op: str,
+        subject_id: str,
+        model: str,
+        values: Sequence[float],
+        sealed_at_ms: Optional[int] = None,
+        nonce: Optional[bytes] = None,
+        *,
+        session_nonce: Optional[bytes] = None,
+    ):
+        """One ``SealedEmbedding`` of this session. ``session_nonce`` is for
+        test vectors only: it must be fresh and random for every message."""
+        plaintext = _payload(model, values, sealed_at_ms, nonce)
+        if session_nonce is None:
+            session_nonce = secrets.token_bytes(SESSION_NONCE_BYTES)
+        if len(session_nonce) != SESSION_NONCE_BYTES:
+            raise ValueError("a session nonce is 12 bytes")
+        ciphertext = self._aead.encrypt(session_nonce, plaintext, aad(op, self.tenant, subject_id))
+        self.messages += 1
+        return load_protos().pb.SealedEmbedding(
+            suite=self.key.suite,
+            key_id=self.key.key_id,
+            enc=self.enc,
+            ciphertext=ciphertext,
+            session_nonce=session_nonce,
+        )
 
 
 # --- receipts ---------------------------------------------------------------
@@ -338,11 +414,14 @@ class FaceVaultClient:
         *,
         server_name: Optional[str] = None,
         timeout: float = 10.0,
+        sealing_sessions: bool = False,
     ):
         """``target`` is host:port. The dev server certificate names
         ``localhost``, 127.0.0.1 and ::1; for another name, pass ``server_name``
         (sets ``grpc.ssl_target_name_override``). ``tenant`` defaults to the one
-        in the client certificate; it goes into every AAD and must match it."""
+        in the client certificate; it goes into every AAD and must match it.
+        ``sealing_sessions`` seals through sealing sessions (one KEM per session
+        instead of one per call; docs/protocol.md §5.1)."""
         self.protos = load_protos()
         ca_pem, cert_pem, key_pem = (Path(p).read_bytes() for p in (ca, cert, key))
         identity = identity_from_certificate(cert_pem)
@@ -367,6 +446,9 @@ class FaceVaultClient:
         self.stub = self.protos.grpc.FaceVaultStub(self.channel)
         self._keys = None
         self._keys_fetched = 0.0
+        self.sealing_sessions = sealing_sessions
+        self._session: Optional[SealingSession] = None
+        self._session_lock = threading.Lock()
 
     # context manager
     def __enter__(self) -> "FaceVaultClient":
@@ -406,7 +488,14 @@ class FaceVaultClient:
         return bytes(self.sealing_keys().receipt_verification_key)
 
     def seal(self, op: str, subject_id: str, model: str, values: Sequence[float]):
-        return seal_embedding(self.sealing_key(), op, self.tenant, subject_id, model, values)
+        key = self.sealing_key()
+        if not self.sealing_sessions:
+            return seal_embedding(key, op, self.tenant, subject_id, model, values)
+        with self._session_lock:
+            if self._session is None or not self._session.usable_for(key, self.tenant):
+                ttl = self.sealing_keys().session_ttl_seconds or 0
+                self._session = SealingSession(key, self.tenant, server_ttl_seconds=float(ttl))
+            return self._session.seal(op, subject_id, model, values)
 
     # FaceVault API
     def consent(

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Checks docs/test-vectors/sealing-x25519.json (exit 1 on any mismatch).
+"""Checks docs/test-vectors/sealing-x25519.json and sealing-session-x25519.json
+(exit 1 on any mismatch).
 
 Three computations have to agree with the file:
 
@@ -34,6 +35,7 @@ import facevault_client as fv
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_VECTOR = HERE.parent.parent / "docs" / "test-vectors" / "sealing-x25519.json"
+DEFAULT_SESSION_VECTOR = HERE.parent.parent / "docs" / "test-vectors" / "sealing-session-x25519.json"
 
 # The vector's inputs (docs/protocol.md, "Test vector").
 INPUTS = {
@@ -124,6 +126,17 @@ def key_schedule_base(shared_secret: bytes, info: bytes, aead_id: int) -> tuple[
         labeled_expand(suite_id, secret, b"key", context, nk),
         labeled_expand(suite_id, secret, b"base_nonce", context, 12),
     )
+
+
+def scratch_export(shared_secret: bytes, info: bytes, aead_id: int, exporter_context: bytes, length: int) -> bytes:
+    """RFC 9180 §5.3 Export from the base-mode key schedule."""
+    suite_id = b"HPKE" + struct.pack(">HHH", KEM_X25519, KDF_SHA256, aead_id)
+    psk_id_hash = labeled_extract(suite_id, b"", b"psk_id_hash", b"")
+    info_hash = labeled_extract(suite_id, b"", b"info_hash", info)
+    context = b"\x00" + psk_id_hash + info_hash
+    secret = labeled_extract(suite_id, shared_secret, b"secret", b"")
+    exporter_secret = labeled_expand(suite_id, secret, b"exp", context, 32)
+    return labeled_expand(suite_id, exporter_secret, b"sec", exporter_context, length)
 
 
 def scratch_seal(ikm_r: bytes, ikm_e: bytes, info: bytes, aad: bytes, pt: bytes, aead_id: int) -> dict:
@@ -263,9 +276,47 @@ def compute() -> dict:
     }
 
 
+def check_session_vector(c: Checker, path: Path) -> None:
+    """docs/test-vectors/sealing-session-x25519.json (docs/protocol.md §5.1), by
+    pyhpke through facevault_client.SealingSession and by the from-scratch path."""
+    v = json.loads(path.read_text())
+    ikm_r, ikm_e = bytes.fromhex(v["ikm_r"]), bytes.fromhex(v["ikm_e"])
+    tenant = v["tenant"]
+    sk_r, pk_r = derive_key_pair(ikm_r)
+    c.eq("session: pk_r", pk_r.hex(), v["pk_r"])
+    c.eq("session: info literal", (b"facevault/v1 session|" + tenant.encode()).hex(), v["info"])
+    c.eq("session: exporter context literal", b"facevault/v1 session key".hex(), v["exporter_context"])
+
+    class Key:
+        suite, key_id, public_key = fv.SUITE_X25519, "tv", pk_r
+
+    session = fv.SealingSession(Key, tenant, ephemeral_ikm=ikm_e)
+    c.eq("session (pyhpke): enc", session.enc.hex(), v["enc"])
+    c.eq("session (pyhpke): session_key", session.session_key.hex(), v["session_key"])
+    sk_e, _ = derive_key_pair(ikm_e)
+    shared_secret, enc = encap(pk_r, sk_e)
+    c.eq("session (from scratch): enc", enc.hex(), v["enc"])
+    scratch_key = scratch_export(shared_secret, bytes.fromhex(v["info"]), AEAD_AES256GCM,
+                                 bytes.fromhex(v["exporter_context"]), 32)
+    c.eq("session (from scratch): session_key", scratch_key.hex(), v["session_key"])
+    for m in v["messages"]:
+        nonce = bytes.fromhex(m["session_nonce"])
+        sealed = session.seal(m["op"], m["subject_id"], "demo-4", m["payload_values"],
+                              1790000000000, bytes([0xAA] * 16), session_nonce=nonce)
+        hand = hand_encode_payload("demo-4", m["payload_values"], 1790000000000, bytes([0xAA] * 16))
+        c.eq(f"session {m['op']}: payload", hand.hex(), m["payload_serialized"])
+        c.eq(f"session {m['op']}: aad", fv.aad(m["op"], tenant, m["subject_id"]).hex(), m["aad"])
+        c.eq(f"session {m['op']}: ciphertext", bytes(sealed.ciphertext).hex(), m["ciphertext"])
+        c.eq(f"session {m['op']}: session_nonce field", bytes(sealed.session_nonce).hex(), m["session_nonce"])
+        c.eq(f"session {m['op']}: enc field", bytes(sealed.enc).hex(), v["enc"])
+        opened = AESGCM(scratch_key).decrypt(nonce, bytes.fromhex(m["ciphertext"]), bytes.fromhex(m["aad"]))
+        c.eq(f"session {m['op']}: opened", opened.hex(), m["payload_serialized"])
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--vector", type=Path, default=DEFAULT_VECTOR)
+    ap.add_argument("--session-vector", type=Path, default=DEFAULT_SESSION_VECTOR)
     ap.add_argument("--print", action="store_true", help="print the computed vector as JSON and exit")
     args = ap.parse_args()
 
@@ -308,6 +359,7 @@ def main() -> int:
         print(json.dumps(got, indent=2))
         return 0
 
+    check_session_vector(c, args.session_vector)
     want = json.loads(args.vector.read_text())
     for k, v in got.items():
         if k == "description":
