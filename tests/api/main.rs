@@ -24,6 +24,7 @@ mod outage;
 mod races;
 mod redis_tls;
 mod reload;
+mod sealing_xwing_vector;
 mod shutdown;
 mod storage_at_rest;
 mod telemetry;

@@ -1,0 +1,5 @@
+export * from "./client.js";
+export * from "./errors.js";
+export * from "./proto.js";
+export * from "./receipt.js";
+export * from "./seal.js";
