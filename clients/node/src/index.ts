@@ -3,3 +3,4 @@ export * from "./errors.js";
 export * from "./proto.js";
 export * from "./receipt.js";
 export * from "./seal.js";
+export * from "./health.js";
