@@ -76,7 +76,11 @@ fn suite_id() -> Vec<u8> {
 
 /// RFC 9180 §4: LabeledExtract(salt, label, ikm) with HKDF-SHA256.
 fn labeled_extract(salt: &[u8], label: &[u8], ikm: &[u8]) -> Vec<u8> {
-    let salt = if salt.is_empty() { &[0u8; 32][..] } else { salt };
+    let salt = if salt.is_empty() {
+        &[0u8; 32][..]
+    } else {
+        salt
+    };
     hmac_sha256(salt, &[b"HPKE-v1", &suite_id(), label, ikm])
 }
 
@@ -210,7 +214,10 @@ fn compute_vector() -> String {
         ("enc", json!(hex::encode(&enc))),
         ("payload_model", json!(payload.model)),
         ("payload_values", json!(payload.values)),
-        ("payload_sealed_at_unix_ms", json!(payload.sealed_at_unix_ms)),
+        (
+            "payload_sealed_at_unix_ms",
+            json!(payload.sealed_at_unix_ms),
+        ),
         ("payload_nonce", json!(hex::encode(&payload.nonce))),
         ("payload_serialized", json!(hex::encode(&payload_bytes))),
         ("info", json!(hex::encode(sealing::INFO))),
@@ -241,10 +248,8 @@ fn the_xwing_vector_is_what_the_rust_side_computes() {
 /// only the KEM differs.
 #[test]
 fn the_xwing_vector_shares_the_x25519_vectors_inputs() {
-    let x: Value = serde_json::from_str(include_str!(
-        "../../docs/test-vectors/sealing-x25519.json"
-    ))
-    .unwrap();
+    let x: Value =
+        serde_json::from_str(include_str!("../../docs/test-vectors/sealing-x25519.json")).unwrap();
     let w: Value = serde_json::from_str(&compute_vector()).unwrap();
     for field in [
         "op",
