@@ -103,6 +103,7 @@ scripts/check-chart.sh
 
 echo "--- Python client (independent HPKE) against a real server"
 FACEVAULT_BIN="$PWD/target/debug/facevault" clients/python/run-example.sh
+FACEVAULT_BIN="$PWD/target/debug/facevault" clients/node/run-example.sh
 
 echo "--- README grpcurl walkthrough, run as written"
 if python3 -c "import socket; [socket.create_server(('127.0.0.1', p)).close() for p in (50051, 50052)]" 2>/dev/null; then

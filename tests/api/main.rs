@@ -25,6 +25,7 @@ mod races;
 mod redis_tls;
 mod reload;
 mod sealing_sessions;
+mod sealing_xwing_vector;
 mod shutdown;
 mod storage_at_rest;
 mod telemetry;

@@ -1,0 +1,6 @@
+export * from "./client.js";
+export * from "./errors.js";
+export * from "./proto.js";
+export * from "./receipt.js";
+export * from "./seal.js";
+export * from "./health.js";
