@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> None:
     face, capture, other = synthetic_faces(args.seed)
 
     with fv.FaceVaultClient(
-        args.target, args.ca, args.cert, args.key, args.tenant, server_name=args.server_name
+        args.target, args.ca, args.cert, args.key, args.tenant, server_name=args.server_name,
+        sealing_sessions=args.sealing_sessions,
     ) as client:
         pb = client.protos.pb
         keys = client.sealing_keys()
@@ -138,6 +139,8 @@ def main() -> int:
     ap.add_argument("--key", default="dev/app.key")
     ap.add_argument("--tenant", default="demo", help="the tenant of the client certificate")
     ap.add_argument("--server-name", default=None, help="TLS name to expect when it differs from the target host")
+    ap.add_argument("--sealing-sessions", action="store_true",
+                    help="seal through a sealing session (docs/protocol.md §5.1) instead of one-shot HPKE")
     ap.add_argument("--subject", default=None, help="subject id (default: a fresh random one)")
     ap.add_argument("--seed", type=int, default=7, help="seed of the synthetic embeddings")
     ap.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the deletion")

@@ -127,6 +127,14 @@ example_status=0
 "$python" example.py --target "localhost:$grpc_port" --tenant demo \
     --ca "$tmp/dev/ca.pem" --cert "$tmp/dev/app.pem" --key "$tmp/dev/app.key" \
     | tee "$tmp/example.out" || example_status=$?
+# The same story sealed through a sealing session (its output is not used below).
+if [[ $example_status -eq 0 ]]; then
+    echo "run-example: again, with --sealing-sessions"
+    "$python" example.py --target "localhost:$grpc_port" --tenant demo --sealing-sessions \
+        --ca "$tmp/dev/ca.pem" --cert "$tmp/dev/app.pem" --key "$tmp/dev/app.key" \
+        > "$tmp/example-sessions.out" || example_status=$?
+    tail -3 "$tmp/example-sessions.out"
+fi
 
 if [[ $example_status -ne 0 ]]; then
     echo "run-example: example.py FAILED ($example_status); server log tail:" >&2

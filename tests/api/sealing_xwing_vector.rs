@@ -16,42 +16,17 @@
 use hpke::aead::AesGcm256;
 use hpke::kdf::HkdfSha256;
 use hpke::kem::XWing;
-use hpke::rand_core::{TryCryptoRng, TryRng};
 use hpke::{Kem as _, Serializable as _};
 use prost::Message as _;
 use serde_json::{Value, json};
 
-use facevault::crypto::sealing::{self, OpeningKey, SealedFor, SealingKeys, Suite};
+use facevault::crypto::sealing::{self, OpeningKey, SealedFor, SealingKeys, Suite, SuppliedRng};
 use facevault::proto;
 
 const VECTOR_PATH: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/docs/test-vectors/sealing-xwing.json"
 );
-
-/// Yields fixed bytes: the vector's encapsulation seed.
-struct FixedRng<'a>(&'a [u8]);
-
-impl TryRng for FixedRng<'_> {
-    type Error = core::convert::Infallible;
-
-    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
-        hpke::rand_core::utils::next_word_via_fill(self)
-    }
-
-    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
-        hpke::rand_core::utils::next_word_via_fill(self)
-    }
-
-    fn try_fill_bytes(&mut self, dest: &mut [u8]) -> Result<(), Self::Error> {
-        let (taken, rest) = self.0.split_at(dest.len());
-        dest.copy_from_slice(taken);
-        self.0 = rest;
-        Ok(())
-    }
-}
-
-impl TryCryptoRng for FixedRng<'_> {}
 
 const KEM_ID: u16 = 0x647a;
 const KDF_ID: u16 = 0x0001;
@@ -151,7 +126,7 @@ fn compute_vector() -> String {
         sealing::INFO,
         &payload_bytes,
         &aad,
-        &mut FixedRng(&eseed),
+        &mut SuppliedRng(&eseed),
     )
     .unwrap();
     let enc = enc.to_bytes().to_vec();
@@ -160,7 +135,7 @@ fn compute_vector() -> String {
 
     // The KEM alone, same randomness: the same enc, and its shared secret.
     let (shared_secret, enc_again) =
-        XWing::encap_with_rng(&pk_r, None, &mut FixedRng(&eseed)).unwrap();
+        XWing::encap_with_rng(&pk_r, None, &mut SuppliedRng(&eseed)).unwrap();
     assert_eq!(enc_again.to_bytes().to_vec(), enc);
     let shared_secret = shared_secret.0.to_vec();
 
