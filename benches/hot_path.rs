@@ -90,7 +90,137 @@ fn hpke_open(c: &mut Criterion) {
                 .unwrap()
             })
         });
+        // The same envelope through `hpke` 0.15's own single-shot open: what the
+        // service ran before `crypto::hpke_recipient` (it recomputes pkR, or
+        // re-expands the X-Wing seed, on every call).
+        let seed = if suite == Suite::X25519Sha256Aes256Gcm {
+            [1; 32]
+        } else {
+            [2; 32]
+        };
+        group.bench_function(format!("{}/hpke_crate", suite.as_str()), |b| {
+            use hpke::{Deserializable as _, Kem as _, OpModeR};
+            use hpke::{aead::AesGcm256, kdf::HkdfSha256, kem::X25519HkdfSha256, kem::XWing};
+            match suite {
+                Suite::X25519Sha256Aes256Gcm => {
+                    let (sk, _) = X25519HkdfSha256::derive_keypair(&seed);
+                    let enc = <X25519HkdfSha256 as hpke::Kem>::EncappedKey::from_bytes(&sealed.enc)
+                        .unwrap();
+                    b.iter(|| {
+                        hpke::single_shot_open::<AesGcm256, HkdfSha256, X25519HkdfSha256>(
+                            &OpModeR::Base,
+                            &sk,
+                            &enc,
+                            sealing::INFO,
+                            &sealed.ciphertext,
+                            &aad,
+                        )
+                        .unwrap()
+                    })
+                }
+                Suite::XWingSha256Aes256Gcm => {
+                    let (sk, _) = XWing::derive_keypair(&seed);
+                    let enc = <XWing as hpke::Kem>::EncappedKey::from_bytes(&sealed.enc).unwrap();
+                    b.iter(|| {
+                        hpke::single_shot_open::<AesGcm256, HkdfSha256, XWing>(
+                            &OpModeR::Base,
+                            &sk,
+                            &enc,
+                            sealing::INFO,
+                            &sealed.ciphertext,
+                            &aad,
+                        )
+                        .unwrap()
+                    })
+                }
+            }
+        });
+        // A message of a sealing session whose key is cached: one AES-256-GCM.
+        let tgt = target(&keys, suite);
+        let mut session = facevault::client::SealingSession::start(
+            &tgt,
+            "demo",
+            std::time::Duration::from_secs(600),
+        )
+        .unwrap();
+        let cache = facevault::crypto::sessions::SessionCache::new(
+            std::num::NonZeroUsize::new(16).unwrap(),
+            std::time::Duration::from_secs(600),
+        );
+        let message = session
+            .seal(&PayloadSpec {
+                op: SealedFor::Verify,
+                tenant: "demo",
+                subject_id: "alice",
+                model: "m",
+                values: &vector(512, 1),
+                sealed_at_unix_ms: NOW,
+            })
+            .unwrap();
+        let nonce: [u8; 12] = message.session_nonce.as_slice().try_into().unwrap();
+        let open_session = || {
+            keys.open_session(
+                &cache,
+                "demo",
+                &message.suite,
+                &message.key_id,
+                &message.enc,
+                &nonce,
+                &message.ciphertext,
+                &aad,
+                NOW,
+            )
+            .unwrap()
+        };
+        open_session();
+        group.bench_function(format!("{}/session_cached", suite.as_str()), |b| {
+            b.iter(open_session)
+        });
     }
+    group.finish();
+}
+
+/// Where an HPKE open's time goes: the KEM decapsulation alone, then the key
+/// schedule on top of it, for both suites.
+fn hpke_parts(c: &mut Criterion) {
+    use facevault::crypto::hpke_recipient::{Aead, Recipient};
+    use hpke::{Kem as _, Serializable as _};
+    let (keys, _, _) = setup();
+    let mut group = c.benchmark_group("hpke_parts");
+    for suite in Suite::ALL {
+        let recipient = match suite {
+            Suite::X25519Sha256Aes256Gcm => {
+                let (sk, pk) = hpke::kem::X25519HkdfSha256::derive_keypair(&[1; 32]);
+                Recipient::x25519(sk.to_bytes().into(), pk.to_bytes().into())
+            }
+            Suite::XWingSha256Aes256Gcm => {
+                let (sk, _) = hpke::kem::XWing::derive_keypair(&[2; 32]);
+                Recipient::xwing(&sk.to_bytes().into())
+            }
+        };
+        let tgt = target(&keys, suite);
+        let (enc, _) = sealing::seal(suite, &tgt.public_key, b"aad", b"pt").unwrap();
+        group.bench_function(format!("{}/decapsulate", suite.as_str()), |b| {
+            b.iter(|| recipient.decapsulate(black_box(&enc)).unwrap())
+        });
+        group.bench_function(
+            format!("{}/decapsulate_and_key_schedule", suite.as_str()),
+            |b| {
+                b.iter(|| {
+                    recipient
+                        .setup(black_box(&enc), sealing::INFO, Aead::Aes256Gcm)
+                        .unwrap()
+                })
+            },
+        );
+    }
+    let payload = vec![7u8; 2100];
+    let key = [3u8; 32];
+    let nonce = [4u8; 12];
+    let ct = facevault::crypto::sessions::seal(&key, &nonce, b"aad", &payload).unwrap();
+    group.bench_function("aes256gcm_open_2100_bytes", |b| {
+        b.iter(|| facevault::crypto::sessions::open(&key, &nonce, b"aad", black_box(&ct)).unwrap())
+    });
     group.finish();
 }
 
@@ -223,6 +353,7 @@ fn verify_core(c: &mut Criterion) {
 criterion_group!(
     benches,
     hpke_open,
+    hpke_parts,
     salted_transform,
     template_open_and_cosine,
     verify_core
