@@ -8,9 +8,11 @@
 // account is cancelled, the ticket polled until COMPLETED, and its Ed25519
 // receipt checked offline (a tampered copy must fail). Exits non-zero on any
 // unexpected result. Subject ids, embeddings and keys are never printed.
+// With --sealing-sessions every embedding is sealed through a sealing session
+// (docs/protocol.md §5.1): one HPKE setup, then AES-256-GCM per message.
 //
 //   npm run example -- --target localhost:50051 --ca ../../dev/ca.pem \
-//       --cert ../../dev/app.pem --key ../../dev/app.key --tenant demo --suite xwing
+//       --cert ../../dev/app.pem --key ../../dev/app.key --tenant demo --suite xwing [--sealing-sessions]
 
 import { randomBytes } from "node:crypto";
 import { parseArgs } from "node:util";
@@ -85,6 +87,7 @@ interface Args {
   key: string;
   tenant: string;
   suite: SuiteName;
+  sealingSessions: boolean;
   serverName?: string;
   seed: number;
   waitMs: number;
@@ -101,11 +104,16 @@ async function run(args: Args): Promise<void> {
     tenant: args.tenant,
     suite: args.suite,
     serverName: args.serverName,
+    sealingSessions: args.sealingSessions,
   });
   try {
-    console.log(`Suite ${SUITE_IDS[args.suite]}, tenant ${client.tenant}, model ${MODEL}`);
+    const mode = args.sealingSessions ? "sealing sessions" : "one-shot sealing";
+    console.log(`Suite ${SUITE_IDS[args.suite]}, ${mode}, tenant ${client.tenant}, model ${MODEL}`);
     const keys = await client.getSealingKeys();
     console.log(`GetSealingKeys: ${keys.keys.map((k) => `${k.keyId} (${k.suite}, ${k.publicKey.length} B)`).join(", ")}`);
+    if (args.sealingSessions) {
+      expect(keys.sessionTtlSeconds > 0, `the service publishes its session TTL: ${keys.sessionTtlSeconds} s`);
+    }
     const key = await client.sealingKey();
     expect(key.publicKey.length === SUITE_PARAMS[args.suite].npk, `${args.suite} key ${key.keyId} has ${SUITE_PARAMS[args.suite].npk} bytes`);
     expect(keys.receiptVerificationKey.length === 32, "receipt verification key has 32 bytes");
@@ -132,6 +140,11 @@ async function run(args: Args): Promise<void> {
     console.log("Verify a second capture");
     const request = await client.verifyRequest(subject, MODEL, capture, "login");
     expect(request.probe.enc.length === SUITE_PARAMS[args.suite].nenc, `sealed probe: enc ${request.probe.enc.length} B, ciphertext ${request.probe.ciphertext.length} B`);
+    const sessionNonceBytes = request.probe.sessionNonce?.length ?? 0;
+    expect(
+      sessionNonceBytes === (args.sealingSessions ? 12 : 0),
+      args.sealingSessions ? "sealed in a sealing session: 12-byte session_nonce" : "sealed one-shot: no session_nonce",
+    );
     const same = await client.sendVerify(request);
     const score = same.score === undefined ? "" : `, score ${same.score.toFixed(3)}`;
     expect(same.decision === "MATCH", `decision ${same.decision} (threshold ${same.threshold.toPrecision(3)}${score})`);
@@ -147,6 +160,14 @@ async function run(args: Args): Promise<void> {
     const different = await client.verify(subject, MODEL, other, "login");
     const score2 = different.score === undefined ? "" : `, score ${different.score.toFixed(3)}`;
     expect(different.decision === "NO_MATCH", `decision ${different.decision}${score2}`);
+
+    if (args.sealingSessions) {
+      const stats = client.sealingSessionStats();
+      expect(
+        stats.sessionsStarted === 1 && stats.current?.messages === 4,
+        `one sealing session carried all ${stats.current?.messages} messages (rolls over after ${stats.current?.rollOverAfterSeconds} s)`,
+      );
+    }
 
     console.log("GetSubjectRecord");
     const record = await client.getSubjectRecord(subject);
@@ -204,7 +225,7 @@ async function run(args: Args): Promise<void> {
 }
 
 function usage(): string {
-  return "usage: npm run example -- --target HOST:PORT --ca CA.pem --cert APP.pem --key APP.key --tenant TENANT --suite x25519|xwing [--server-name NAME] [--seed N] [--wait SECONDS]";
+  return "usage: npm run example -- --target HOST:PORT --ca CA.pem --cert APP.pem --key APP.key --tenant TENANT --suite x25519|xwing [--sealing-sessions] [--server-name NAME] [--seed N] [--wait SECONDS]";
 }
 
 async function main(): Promise<number> {
@@ -218,6 +239,7 @@ async function main(): Promise<number> {
         key: { type: "string", default: "dev/app.key" },
         tenant: { type: "string", default: "demo" },
         suite: { type: "string", default: "x25519" },
+        "sealing-sessions": { type: "boolean", default: false },
         "server-name": { type: "string" },
         seed: { type: "string", default: "7" },
         wait: { type: "string", default: "60" },
@@ -244,6 +266,7 @@ async function main(): Promise<number> {
     key: values.key!,
     tenant: values.tenant!,
     suite: values.suite,
+    sealingSessions: values["sealing-sessions"] ?? false,
     serverName: values["server-name"],
     seed: Number(values.seed),
     waitMs: Number(values.wait) * 1000,
@@ -256,7 +279,7 @@ async function main(): Promise<number> {
     else console.error(`FAILED: ${e instanceof Error ? e.message : String(e)}`);
     return 1;
   }
-  console.log(`example (${args.suite}): all steps as expected`);
+  console.log(`example (${args.suite}${args.sealingSessions ? ", sealing sessions" : ""}): all steps as expected`);
   return 0;
 }
 

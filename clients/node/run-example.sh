@@ -2,9 +2,10 @@
 # Runs the Node.js client end to end: installs its packages with `npm ci`
 # (exactly package-lock.json), type-checks it, checks the sealing test vectors
 # (X25519 and X-Wing, byte for byte, and the X-Wing KEM against the draft's
-# vectors), starts `facevault dev` in a temporary directory on free ports, runs
-# example.ts against it once per suite (x25519, then xwing: the server opens
-# what @hpke/* sealed), and stops the server again.
+# vectors, and the sealing-session vector), starts `facevault dev` in a
+# temporary directory on free ports, runs example.ts against it four times
+# (x25519 and xwing, each one-shot and with --sealing-sessions: the server
+# opens what @hpke/* sealed), and stops the server again.
 #
 #   clients/node/run-example.sh
 #   FACEVAULT_BIN=/path/to/facevault clients/node/run-example.sh
@@ -125,16 +126,22 @@ if [[ -z $healthy ]]; then
 fi
 say "health SERVING"
 
-# --- the example, once per suite ------------------------------------------------
+# --- the example: each suite, one-shot and in sealing sessions ----------------------
+run=0
 for suite in x25519 xwing; do
-    say "example.ts --suite $suite"
-    status=0
-    npm run --silent example -- --target "localhost:$grpc_port" --tenant demo --suite "$suite" \
-        --ca "$tmp/dev/ca.pem" --cert "$tmp/dev/app.pem" --key "$tmp/dev/app.key" || status=$?
-    if [[ $status -ne 0 ]]; then
-        echo "run-example (node): example.ts --suite $suite FAILED ($status); server log tail:" >&2
-        tail -20 "$tmp/server.log" >&2
-        exit "$status"
-    fi
+    for mode in "" --sealing-sessions; do
+        run=$((run + 1))
+        say "[$run/4] example.ts --suite $suite${mode:+ $mode}"
+        status=0
+        started=$SECONDS
+        npm run --silent example -- --target "localhost:$grpc_port" --tenant demo --suite "$suite" $mode \
+            --ca "$tmp/dev/ca.pem" --cert "$tmp/dev/app.pem" --key "$tmp/dev/app.key" || status=$?
+        if [[ $status -ne 0 ]]; then
+            echo "run-example (node): example.ts --suite $suite${mode:+ $mode} FAILED ($status); server log tail:" >&2
+            tail -20 "$tmp/server.log" >&2
+            exit "$status"
+        fi
+        say "[$run/4] passed in $((SECONDS - started)) s"
+    done
 done
-say "passed (vectors; example with x25519 and xwing)"
+say "passed (vectors; example with x25519 and xwing, one-shot and in sealing sessions)"

@@ -5,6 +5,11 @@
 //   docs/test-vectors/sealing-x25519.json   byte for byte (like clients/python/test_vector.py)
 //   docs/test-vectors/sealing-xwing.json    byte for byte: enc and ciphertext reproduced with
 //                                           the vector's encapsulation seed, and opened
+//   docs/test-vectors/sealing-session-x25519.json
+//                                           a sealing session (docs/protocol.md §5.1) byte for
+//                                           byte: enc, session_key, each message's ciphertext
+//                                           (like clients/python/test_vector.py); and an X-Wing
+//                                           session round trip (no vector for it)
 //   xwing-draft-vectors.json                the X-Wing KEM against the draft's own vectors
 //
 // Besides the HPKE library, every vector is recomputed a second way with
@@ -21,6 +26,7 @@ import { fileURLToPath } from "node:url";
 import { XWing } from "@hpke/hybridkem-x-wing";
 
 import { aad, cipherSuite, encodePayload, INFO, sealEmbedding, SUITE_IDS, SUITE_PARAMS, type SuiteName } from "./src/seal.js";
+import { SealingSession, SESSION_KEY_CONTEXT, sessionInfo } from "./src/session.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const vectorDir = join(here, "..", "..", "docs", "test-vectors");
@@ -82,8 +88,12 @@ function i2osp(n: number, len: number): Buffer {
   return b;
 }
 
-/** RFC 9180 §5.1 key schedule, mode_base, HKDF-SHA256: (key, base_nonce). */
-function keySchedule(kemId: number, sharedSecret: Uint8Array, info: Uint8Array): { key: Buffer; baseNonce: Buffer } {
+/** RFC 9180 §5.1 key schedule, mode_base, HKDF-SHA256: key, base_nonce and (§5.3) Export(exporter_context, L). */
+function keySchedule(
+  kemId: number,
+  sharedSecret: Uint8Array,
+  info: Uint8Array,
+): { key: Buffer; baseNonce: Buffer; exportSecret: (exporterContext: Uint8Array, len: number) => Buffer } {
   const suiteId = Buffer.concat([Buffer.from("HPKE"), i2osp(kemId, 2), i2osp(0x0001, 2), i2osp(0x0002, 2)]);
   const extract = (salt: Uint8Array, label: string, ikm: Uint8Array) =>
     createHmac("sha256", salt.length ? salt : Buffer.alloc(32))
@@ -96,7 +106,12 @@ function keySchedule(kemId: number, sharedSecret: Uint8Array, info: Uint8Array):
       .subarray(0, len);
   const ctx = Buffer.concat([Buffer.from([0]), extract(new Uint8Array(), "psk_id_hash", new Uint8Array()), extract(new Uint8Array(), "info_hash", info)]);
   const secret = extract(sharedSecret, "secret", new Uint8Array());
-  return { key: expand(secret, "key", ctx, 32), baseNonce: expand(secret, "base_nonce", ctx, 12) };
+  const exporterSecret = expand(secret, "exp", ctx, 32);
+  return {
+    key: expand(secret, "key", ctx, 32),
+    baseNonce: expand(secret, "base_nonce", ctx, 12),
+    exportSecret: (exporterContext, len) => expand(exporterSecret, "sec", exporterContext, len),
+  };
 }
 
 function aesGcmOpen(key: Buffer, nonce: Buffer, aadBytes: Uint8Array, ct: Uint8Array): Buffer | undefined {
@@ -207,6 +222,100 @@ async function checkSealingVector(file: string, suite: SuiteName): Promise<void>
   check("another AAD does not open", aesGcmOpen(ks.key, ks.baseNonce, badAad, unhex(v.ciphertext)) === undefined);
 }
 
+// --- the sealing-session vector (docs/protocol.md §5.1) --------------------------------
+
+// The vector's payloads (its description): model demo-4, sealed_at_unix_ms 1790000000000, nonce 16 x 0xaa.
+const SESSION_PAYLOAD = { model: "demo-4", sealedAtUnixMs: 1790000000000, nonce: new Uint8Array(16).fill(0xaa) };
+
+async function checkSessionVector(file: string): Promise<void> {
+  console.log(`${file} (sealing session, ${SUITE_IDS.x25519})`);
+  const v: Vector = JSON.parse(readFileSync(join(vectorDir, file), "utf8"));
+  const { kemId } = SUITE_PARAMS.x25519;
+  check("suite and ids", v.suite === SUITE_IDS.x25519 && v.mode === 0 && v.kem_id === kemId && v.kdf_id === 1 && v.aead_id === 2);
+  same("info = \"facevault/v1 session|\" || tenant", sessionInfo(v.tenant), v.info);
+  same("exporter_context = \"facevault/v1 session key\"", SESSION_KEY_CONTEXT, v.exporter_context);
+
+  const cs = cipherSuite("x25519");
+  const recipient = await cs.kem.deriveKeyPair(unhex(v.ikm_r).buffer as ArrayBuffer);
+  const pkR = new Uint8Array(await cs.kem.serializePublicKey(recipient.publicKey));
+  same("pk_r = DeriveKeyPair(ikm_r)", pkR, v.pk_r);
+
+  // The sender side through this client's SealingSession (@hpke/core createSenderContext + export).
+  const session = await SealingSession.start({
+    suite: "x25519",
+    tenant: v.tenant,
+    key: { keyId: "tv", publicKey: pkR, suite: v.suite },
+    ekm: unhex(v.ikm_e),
+  });
+  same("enc (SealingSession)", session.enc, v.enc);
+  same("session_key (SealingSession: @hpke/core export)", session.sessionKeyForTestVectors(), v.session_key);
+
+  // The receiver side with the library: its exporter must give the same key.
+  const receiver = await cs.createRecipientContext({ recipientKey: recipient.privateKey, enc: unhex(v.enc), info: unhex(v.info) });
+  same("session_key (@hpke/core recipient export)", await receiver.export(SESSION_KEY_CONTEXT, 32), v.session_key);
+
+  // From scratch: the KEM's shared secret, then the RFC 9180 key schedule and exporter with HMAC-SHA256.
+  const { sharedSecret, enc: kemEnc } = await cs.kem.encap({ recipientPublicKey: recipient.publicKey, ekm: unhex(v.ikm_e) });
+  same("enc (KEM encap)", kemEnc, v.enc);
+  const scratchKey = keySchedule(kemId, new Uint8Array(sharedSecret), unhex(v.info)).exportSecret(unhex(v.exporter_context), 32);
+  same("session_key (node:crypto key schedule and exporter)", scratchKey, v.session_key);
+
+  for (const m of v.messages as Vector[]) {
+    const nonce = unhex(m.session_nonce);
+    same(
+      `${m.op}: payload_serialized (hand encoder)`,
+      handEncodePayload(SESSION_PAYLOAD.model, m.payload_values, SESSION_PAYLOAD.sealedAtUnixMs, SESSION_PAYLOAD.nonce),
+      m.payload_serialized,
+    );
+    same(`${m.op}: aad`, aad(m.op, v.tenant, m.subject_id), m.aad);
+    const sealed = session.seal(m.op, m.subject_id, { ...SESSION_PAYLOAD, values: m.payload_values }, { sessionNonce: nonce });
+    same(`${m.op}: ciphertext (SealingSession.seal)`, sealed.ciphertext, m.ciphertext);
+    same(`${m.op}: session_nonce field`, sealed.sessionNonce!, m.session_nonce);
+    check(`${m.op}: enc, suite and key_id fields`, hex(sealed.enc) === v.enc && sealed.suite === v.suite && sealed.keyId === "tv");
+    const plain = aesGcmOpen(Buffer.from(unhex(v.session_key)), Buffer.from(nonce), unhex(m.aad), unhex(m.ciphertext));
+    check(`${m.op}: ciphertext opens (node:crypto AES-256-GCM, vector's session_key)`, plain !== undefined && hex(plain) === m.payload_serialized);
+    const otherOp = m.op === "enroll" ? "verify" : "enroll";
+    check(
+      `${m.op}: does not open as ${otherOp}`,
+      aesGcmOpen(Buffer.from(unhex(v.session_key)), Buffer.from(nonce), aad(otherOp, v.tenant, m.subject_id), unhex(m.ciphertext)) === undefined,
+    );
+  }
+  check("the session counted its messages", session.messages === v.messages.length);
+  // Another tenant's session info gives another key.
+  const otherTenant = await cs.createRecipientContext({ recipientKey: recipient.privateKey, enc: unhex(v.enc), info: sessionInfo(`${v.tenant}-x`) });
+  check("another tenant's session key differs", hex(await otherTenant.export(SESSION_KEY_CONTEXT, 32)) !== v.session_key);
+}
+
+/** No vector for X-Wing sessions: a round trip with the recipient's exporter (the service's side). */
+async function checkXWingSessionRoundTrip(): Promise<void> {
+  console.log("X-Wing sealing session (round trip, no vector)");
+  const cs = cipherSuite("xwing");
+  const xwing = cs.kem as XWing;
+  const recipient = await xwing.generateKeyPairDerand(new Uint8Array(32).fill(7));
+  const pkR = new Uint8Array(await cs.kem.serializePublicKey(recipient.publicKey));
+  const session = await SealingSession.start({ suite: "xwing", tenant: "demo", key: { keyId: "tv", publicKey: pkR, suite: SUITE_IDS.xwing } });
+  check(`enc is ${SUITE_PARAMS.xwing.nenc} bytes`, session.enc.length === SUITE_PARAMS.xwing.nenc);
+  const receiver = await cs.createRecipientContext({ recipientKey: recipient.privateKey, enc: session.enc, info: sessionInfo("demo") });
+  const key = Buffer.from(new Uint8Array(await receiver.export(SESSION_KEY_CONTEXT, 32)));
+  check("session_key (recipient export) matches the sender's", key.equals(session.sessionKeyForTestVectors()));
+  const a = session.seal("verify", "alice", { ...SESSION_PAYLOAD, values: [0.5, -0.25, 0.125, 1.0] });
+  const b = session.seal("verify", "alice", { ...SESSION_PAYLOAD, values: [0.5, -0.25, 0.125, 1.0] });
+  check("two messages: same enc, fresh 12-byte nonces", a.enc.equals(b.enc) && a.sessionNonce!.length === 12 && !a.sessionNonce!.equals(b.sessionNonce!));
+  const pt = handEncodePayload(SESSION_PAYLOAD.model, [0.5, -0.25, 0.125, 1.0], SESSION_PAYLOAD.sealedAtUnixMs, SESSION_PAYLOAD.nonce);
+  const opened = aesGcmOpen(key, a.sessionNonce!, aad("verify", "demo", "alice"), a.ciphertext);
+  check("a message opens (node:crypto AES-256-GCM)", opened !== undefined && hex(opened) === hex(pt));
+  check("it does not open for another subject", aesGcmOpen(key, a.sessionNonce!, aad("verify", "demo", "bob"), a.ciphertext) === undefined);
+  // Roll-over (docs/protocol.md §5.1): min(240 s, half the service's TTL); another key id or tenant needs a new session.
+  check(
+    "roll-over after 240 s (TTL 600), 150 s (TTL 300); not for another key id or tenant",
+    session.rollOverAfterSeconds === 240 &&
+      (await SealingSession.start({ suite: "xwing", tenant: "demo", key: { keyId: "tv", publicKey: pkR }, serverTtlSeconds: 300 })).rollOverAfterSeconds === 150 &&
+      session.usableFor({ keyId: "tv" }, "demo") &&
+      !session.usableFor({ keyId: "tv2" }, "demo") &&
+      !session.usableFor({ keyId: "tv" }, "other"),
+  );
+}
+
 async function checkXWingDraftVectors(): Promise<void> {
   console.log("xwing-draft-vectors.json (X-Wing KEM, draft-connolly-cfrg-xwing-kem Appendix C)");
   const { vectors } = JSON.parse(readFileSync(join(here, "xwing-draft-vectors.json"), "utf8")) as { vectors: Vector[] };
@@ -225,6 +334,8 @@ async function main(): Promise<number> {
   await checkSealingVector("sealing-x25519.json", "x25519");
   await checkXWingDraftVectors();
   await checkSealingVector("sealing-xwing.json", "xwing");
+  await checkSessionVector("sealing-session-x25519.json");
+  await checkXWingSessionRoundTrip();
   if (failures > 0) {
     console.log(`test-vectors: FAILED, ${failures} of ${checks} checks`);
     return 1;

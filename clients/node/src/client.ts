@@ -1,5 +1,6 @@
 // FaceVaultClient: facevault.v1.FaceVault (role app) over mutual TLS with
-// @grpc/grpc-js, sealing every embedding afresh with sealEmbedding().
+// @grpc/grpc-js, sealing every embedding afresh with sealEmbedding(), or, with
+// `sealingSessions: true`, through a SealingSession (docs/protocol.md §5.1).
 
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -25,6 +26,7 @@ import {
 } from "./proto.js";
 import { verifyReceipt } from "./receipt.js";
 import { SUITE_IDS, SUITE_PARAMS, sealEmbedding, type Op, type SuiteName } from "./seal.js";
+import { SealingSession } from "./session.js";
 
 export interface ClientOptions {
   /** host:port of the mTLS gRPC listener. */
@@ -41,6 +43,24 @@ export interface ClientOptions {
   serverName?: string;
   /** Per-call deadline, ms (default 10 000). */
   timeoutMs?: number;
+  /**
+   * Seal through sealing sessions (docs/protocol.md §5.1): one KEM
+   * encapsulation per session instead of one per call, each embedding sealed
+   * with AES-256-GCM under the exported session key. A session is replaced
+   * after min(240 s, half the service's sessionTtlSeconds), 2^20 messages, or
+   * when the sealing key changes. Default false (one-shot sealing).
+   */
+  sealingSessions?: boolean;
+}
+
+/** What the client's sealing sessions did so far (no key material). */
+export interface SealingSessionStats {
+  /** Sessions set up (HPKE setups) by this client. */
+  sessionsStarted: number;
+  /** Sessions replaced after the service refused them as expired or full. */
+  sessionsRefused: number;
+  /** The current session, if any. */
+  current?: { keyId: string; messages: number; ageSeconds: number; rollOverAfterSeconds: number };
 }
 
 /** Reads PEM files: `FaceVaultClient.fromFiles({target, ca: "dev/ca.pem", ...})`. */
@@ -95,10 +115,15 @@ export class FaceVaultClient {
   readonly tenant: string;
   readonly suite: SuiteName;
   readonly timeoutMs: number;
+  readonly sealingSessions: boolean;
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   private readonly stub: any;
   private keys?: GetSealingKeysResponse;
   private keysFetchedAt = 0;
+  private session?: SealingSession;
+  private sessionStarting?: Promise<SealingSession>;
+  private sessionsStarted = 0;
+  private sessionsRefused = 0;
 
   constructor(opts: ClientOptions) {
     const protos = loadProtos();
@@ -120,6 +145,7 @@ export class FaceVaultClient {
     this.suite = opts.suite ?? "x25519";
     if (!(this.suite in SUITE_IDS)) throw new Error(`suite must be x25519 or xwing, not ${JSON.stringify(this.suite)}`);
     this.timeoutMs = opts.timeoutMs ?? 10_000;
+    this.sealingSessions = opts.sealingSessions ?? false;
     const credentials = grpc.credentials.createSsl(ca, key, cert);
     const options: grpc.ChannelOptions = opts.serverName
       ? { "grpc.ssl_target_name_override": opts.serverName, "grpc.default_authority": opts.serverName }
@@ -195,25 +221,91 @@ export class FaceVaultClient {
     return (await this.getSealingKeys()).receiptVerificationKey;
   }
 
-  /** Seals an embedding to the current key of this client's suite. */
+  /**
+   * Seals an embedding to the current key of this client's suite: one-shot, or
+   * with `sealingSessions` through the current sealing session.
+   */
   async seal(op: Op, subjectId: string, model: string, values: ArrayLike<number>, refresh = false): Promise<SealedEmbedding> {
     const key = await this.sealingKey(this.suite, refresh);
-    return sealEmbedding({ model, values }, { suite: this.suite, op, tenant: this.tenant, subjectId, key });
+    if (!this.sealingSessions) {
+      return sealEmbedding({ model, values }, { suite: this.suite, op, tenant: this.tenant, subjectId, key });
+    }
+    if (refresh) this.session = undefined;
+    const session = await this.currentSession(key);
+    return session.seal(op, subjectId, { model, values });
+  }
+
+  /** The session to seal with for `key`: the current one while usable, else a new one (one setup at a time). */
+  private async currentSession(key: SealingKey): Promise<SealingSession> {
+    for (;;) {
+      const current = this.session;
+      if (current !== undefined && current.usableFor(key, this.tenant, this.suite)) return current;
+      if (this.sessionStarting !== undefined) {
+        // Another call is setting one up: use it if it fits.
+        await this.sessionStarting.catch(() => undefined);
+        const s = this.session;
+        if (s !== undefined && s.usableFor(key, this.tenant, this.suite)) return s;
+        if (this.sessionStarting !== undefined) continue;
+      }
+      const starting = (async () => {
+        const ttl = Number((await this.getSealingKeys()).sessionTtlSeconds ?? 0);
+        return SealingSession.start({ suite: this.suite, tenant: this.tenant, key, serverTtlSeconds: ttl });
+      })();
+      this.sessionStarting = starting;
+      try {
+        const started = await starting;
+        this.sessionsStarted++;
+        this.session = started;
+        return started;
+      } finally {
+        if (this.sessionStarting === starting) this.sessionStarting = undefined;
+      }
+    }
+  }
+
+  /** Drops the current session if it is the one that sealed `sealed` (refused as expired or full). */
+  private retireSession(sealed: SealedEmbedding | undefined): void {
+    if (sealed?.sessionNonce === undefined || sealed.sessionNonce.length === 0) return;
+    if (this.session !== undefined && this.session.enc.equals(sealed.enc)) this.session = undefined;
+  }
+
+  /** Counts of this client's sealing sessions (no key material). */
+  sealingSessionStats(): SealingSessionStats {
+    const s = this.session;
+    return {
+      sessionsStarted: this.sessionsStarted,
+      sessionsRefused: this.sessionsRefused,
+      ...(s === undefined
+        ? {}
+        : { current: { keyId: s.keyId, messages: s.messages, ageSeconds: s.ageSeconds, rollOverAfterSeconds: s.rollOverAfterSeconds } }),
+    };
   }
 
   /**
    * Sends a sealed call; a refusal for a retired key (no effect) refreshes the
-   * keys and seals once more, and ABORTED (no effect: another verification was
-   * in flight) is retried with a fresh seal. Nothing else is repeated.
+   * keys and seals once more, a refusal of an expired or full sealing session
+   * (no effect) starts a new session and seals once more, and ABORTED (no
+   * effect: another verification was in flight) is retried with a fresh seal.
+   * Nothing else is repeated.
    */
   private async sealedCall<T>(method: string, build: (refresh: boolean) => Promise<object>): Promise<T> {
     let refresh = false;
+    let renewed = false;
     for (let attempt = 0; ; attempt++) {
+      const request = await build(refresh);
       try {
-        return await this.call<T>(method, await build(refresh));
+        return await this.call<T>(method, request);
       } catch (e) {
         if (attempt < 2 && e instanceof InvalidArgumentError && e.staleKey && !refresh) {
           refresh = true;
+          continue;
+        }
+        const sealed = request as { embedding?: SealedEmbedding; probe?: SealedEmbedding };
+        const inSession = (sealed.embedding ?? sealed.probe)?.sessionNonce?.length === 12;
+        if (attempt < 2 && e instanceof InvalidArgumentError && e.sessionExpired && inSession && !renewed) {
+          renewed = true;
+          this.sessionsRefused++;
+          this.retireSession(sealed.embedding ?? sealed.probe);
           continue;
         }
         if (attempt < 2 && e instanceof Error && "retryable" in e && e.retryable) {

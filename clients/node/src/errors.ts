@@ -42,6 +42,14 @@ export class InvalidArgumentError extends FaceVaultError {
   get staleKey(): boolean {
     return this.details.includes("sealing key");
   }
+  /**
+   * The envelope's sealing session is past the service's TTL or message cap
+   * (docs/protocol.md §5.1), refused before any effect: start a new session
+   * and seal again.
+   */
+  get sessionExpired(): boolean {
+    return this.details.includes("sealing session") && !this.details.includes("session_nonce");
+  }
 }
 /** The certificate names no acceptable identity. */
 export class UnauthenticatedError extends FaceVaultError {}

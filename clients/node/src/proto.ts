@@ -78,6 +78,8 @@ export interface SealedEmbedding {
   keyId: string;
   enc: Buffer;
   ciphertext: Buffer;
+  /** Empty or absent: one-shot sealing; 12 bytes: a message of a sealing session (docs/protocol.md §5.1). */
+  sessionNonce?: Buffer;
 }
 
 export interface SealingKey {
@@ -90,6 +92,8 @@ export interface SealingKey {
 export interface GetSealingKeysResponse {
   keys: SealingKey[];
   receiptVerificationKey: Buffer;
+  /** How long a sealing session lasts on the service, from its first message (0: not published). */
+  sessionTtlSeconds: number;
 }
 
 export type ConsentMethod =
