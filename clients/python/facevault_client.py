@@ -525,18 +525,39 @@ class FaceVaultClient:
         c.granted_at.FromSeconds(int(time.time() if granted_at_unix is None else granted_at_unix))
         return c
 
+    def _sealed_call(self, send):
+        """``send()`` seals and sends; when the service refuses the sealing
+        session (expired or full: INVALID_ARGUMENT before any effect), a new
+        session is started and the call sealed and sent once more."""
+        try:
+            return send()
+        except grpc.RpcError as err:
+            if not (
+                self.sealing_sessions
+                and err.code() == grpc.StatusCode.INVALID_ARGUMENT
+                and "sealing session" in (err.details() or "")
+            ):
+                raise
+            with self._session_lock:
+                self._session = None
+            return send()
+
     def enroll(self, subject_id: str, model: str, values: Sequence[float], consent, replace: bool = False):
-        request = self.protos.pb.EnrollRequest(
-            subject_id=subject_id,
-            embedding=self.seal("enroll", subject_id, model, values),
-            consent=consent,
-            replace=replace,
-        )
-        return self.stub.Enroll(request, timeout=self.timeout)
+        def send():
+            request = self.protos.pb.EnrollRequest(
+                subject_id=subject_id,
+                embedding=self.seal("enroll", subject_id, model, values),
+                consent=consent,
+                replace=replace,
+            )
+            return self.stub.Enroll(request, timeout=self.timeout)
+
+        return self._sealed_call(send)
 
     def verify(self, subject_id: str, model: str, values: Sequence[float], purpose: str):
-        request = self.verify_request(subject_id, model, values, purpose)
-        return self.stub.Verify(request, timeout=self.timeout)
+        return self._sealed_call(
+            lambda: self.stub.Verify(self.verify_request(subject_id, model, values, purpose), timeout=self.timeout)
+        )
 
     def verify_request(self, subject_id: str, model: str, values: Sequence[float], purpose: str):
         return self.protos.pb.VerifyRequest(
