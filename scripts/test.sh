@@ -52,12 +52,33 @@ target/debug/facevault bench --duration 1s --subjects 200 --concurrency 8 --rewr
 python3 - <<'PY'
 import json
 r = json.load(open("target/bench-smoke.json"))
-assert r["verify"]["calls"] > 0 and r["verify"]["errors"] == 0, r["verify"]
-for k in ("verify_vs_health", "verify_p99_vs_health_p99", "protected_vs_unprotected"):
+for phase in ("verify", "verify_session"):
+    assert r[phase]["calls"] > 0 and r[phase]["errors"] == 0, (phase, r[phase])
+for k in ("verify_vs_health", "verify_session_vs_health", "verify_p99_vs_health_p99",
+          "protected_vs_unprotected", "session_protected_vs_unprotected"):
     assert r["ratios"][k] is not None, k
+cpu = r["cpu_us_per_call"]
+for phase in ("enroll", "health", "redis_get", "verify", "verify_session", "baseline_verify"):
+    for process in ("server", "redis", "loadgen", "baseline"):
+        assert cpu[phase][process] >= 0, (phase, process, cpu[phase])
+    assert cpu[phase]["loadgen"] > 0, (phase, cpu[phase])
+for phase in ("verify", "verify_session", "enroll"):
+    assert cpu[phase]["server"] > 0 and cpu[phase]["redis"] > 0, (phase, cpu[phase])
+assert cpu["baseline_verify"]["baseline"] > 0, cpu["baseline_verify"]
+assert any(c["command"] == "evalsha" for c in r["redis_commands_per_call"]["verify_session"])
 w = r["rewrap"]
 assert w["deks"] == 200 and w["deks_per_second"] > 0 and w["during"]["errors"] == 0, w
 print("bench smoke ok:", r["ratios"], "re-wrap", round(w["deks_per_second"]), "DEKs/s")
+PY
+target/debug/facevault bench --suite xwing --duration 1s --subjects 100 --concurrency 4 --json > target/bench-smoke-xwing.json
+python3 - <<'PY'
+import json
+r = json.load(open("target/bench-smoke-xwing.json"))
+assert r["settings"]["suite"] == "xwing-sha256-aes256gcm", r["settings"]
+for phase in ("verify", "verify_session"):
+    assert r[phase]["calls"] > 0 and r[phase]["errors"] == 0, (phase, r[phase])
+    assert r["cpu_us_per_call"][phase]["server"] > 0, r["cpu_us_per_call"]
+print("bench smoke with X-Wing ok:", r["verify"]["calls"], "verifies,", r["verify_session"]["calls"], "in sessions")
 PY
 target/debug/facevault bench --redis-cluster --duration 1s --subjects 200 --concurrency 8 --json > target/bench-smoke-cluster.json
 python3 - <<'PY'

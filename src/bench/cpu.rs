@@ -156,3 +156,61 @@ mod tests {
         assert_eq!(per.redis, None);
     }
 }
+
+/// Redis's own account of its time, per command (`INFO commandstats`): with the
+/// process's CPU above, it shows which commands a phase's Redis time went to.
+#[derive(Debug, Clone, Default)]
+pub(super) struct CommandStats(std::collections::BTreeMap<String, (u64, u64)>);
+
+impl CommandStats {
+    pub(super) async fn read(conn: &mut redis::aio::MultiplexedConnection) -> Option<Self> {
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(conn)
+            .await
+            .ok()?;
+        Some(Self(
+            info.lines()
+                .filter_map(|line| {
+                    let (name, fields) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+                    let field = |key: &str| {
+                        fields
+                            .split(',')
+                            .find_map(|f| f.strip_prefix(key)?.strip_prefix('='))?
+                            .parse::<u64>()
+                            .ok()
+                    };
+                    Some((name.to_owned(), (field("calls")?, field("usec")?)))
+                })
+                .collect(),
+        ))
+    }
+
+    /// Per command run since `self`: (calls, µs) per unit, busiest first.
+    pub(super) fn per(&self, later: &CommandStats, units: u64) -> Vec<RedisCommand> {
+        let units = units.max(1) as f64;
+        let mut out: Vec<RedisCommand> = later
+            .0
+            .iter()
+            .filter_map(|(name, &(calls, usec))| {
+                let (calls0, usec0) = self.0.get(name).copied().unwrap_or((0, 0));
+                let calls = calls.saturating_sub(calls0);
+                (calls > 0).then(|| RedisCommand {
+                    command: name.clone(),
+                    calls_per_call: calls as f64 / units,
+                    us_per_call: usec.saturating_sub(usec0) as f64 / units,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| b.us_per_call.total_cmp(&a.us_per_call));
+        out
+    }
+}
+
+/// One Redis command's share of a phase, per call of the phase.
+#[derive(Debug, Clone, Serialize)]
+pub(super) struct RedisCommand {
+    pub(super) command: String,
+    pub(super) calls_per_call: f64,
+    pub(super) us_per_call: f64,
+}

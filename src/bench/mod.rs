@@ -142,6 +142,9 @@ struct Report {
     server_peak_rss_mib: Option<f64>,
     /// CPU µs per call of each process, by phase (see `cpu`).
     cpu_us_per_call: std::collections::BTreeMap<&'static str, cpu::CpuUs>,
+    /// Redis's time per command, per verify call (`INFO commandstats`; one
+    /// redis-server only).
+    redis_commands_per_call: std::collections::BTreeMap<&'static str, Vec<cpu::RedisCommand>>,
     ratios: Ratios,
     /// With --rewrap (see `rewrap`).
     rewrap: Option<rewrap::RewrapReport>,
@@ -616,6 +619,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         None => cpu::Procs::default(),
     };
     let mut cpu_us_per_call = std::collections::BTreeMap::new();
+    let mut redis_commands_per_call = std::collections::BTreeMap::new();
+    let mut redis_conn = match hosted.as_ref().map(|h| &h.redis) {
+        Some(BenchRedis::Standalone(stack)) => Some(
+            redis::Client::open(stack.server.url())?
+                .get_multiplexed_async_connection()
+                .await?,
+        ),
+        _ => None,
+    };
     let calls = |s: &PhaseStats| s.calls;
     let keys = client(0)
         .get_sealing_keys(proto::GetSealingKeysRequest {})
@@ -801,6 +813,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let seal_pool = |first: usize, count: usize| seal_pool_with(first, count, false);
     let pool = seal_pool(0, PROBE_POOL)?;
     eprintln!("verify …");
+    let stats_before = match redis_conn.as_mut() {
+        Some(c) => cpu::CommandStats::read(c).await,
+        None => None,
+    };
     let phase = verify_phase(
         &channels,
         pool,
@@ -811,6 +827,13 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     let (verify, cpu) = procs.measure(phase, calls).await;
     cpu_us_per_call.insert("verify", cpu);
+    let stats_after = match redis_conn.as_mut() {
+        Some(c) => cpu::CommandStats::read(c).await,
+        None => None,
+    };
+    if let (Some(a), Some(b)) = (&stats_before, &stats_after) {
+        redis_commands_per_call.insert("verify", a.per(b, verify.calls));
+    }
     // Fresh subjects' probes too (n past the one-shot pool), sealed in sessions.
     let pool = seal_pool_with(2 * MAX_REWRAP_PROBES, PROBE_POOL, true)?;
     eprintln!("verify in sealing sessions …");
@@ -824,6 +847,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     let (verify_session, cpu) = procs.measure(phase, calls).await;
     cpu_us_per_call.insert("verify_session", cpu);
+    if let (Some(a), Some(c)) = (&stats_after, redis_conn.as_mut()) {
+        if let Some(b) = cpu::CommandStats::read(c).await {
+            redis_commands_per_call.insert("verify_session", a.per(&b, verify_session.calls));
+        }
+    }
     let server_pid = hosted.as_ref().and_then(|h| h.server.id());
     let server_rss_mib = rss_mib(server_pid, "VmRSS:");
     let server_peak_rss_mib = rss_mib(server_pid, "VmHWM:");
@@ -973,6 +1001,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         server_rss_mib,
         server_peak_rss_mib,
         cpu_us_per_call,
+        redis_commands_per_call,
         rewrap,
     };
     if args.json {
@@ -1108,6 +1137,14 @@ fn print_table(r: &Report) {
     println!("CPU µs per call, server / redis / loadgen / baseline (- where not measured):");
     for (phase, cpu) in &r.cpu_us_per_call {
         println!("  {phase:<19} {}", cpu.brief());
+    }
+    for (phase, commands) in &r.redis_commands_per_call {
+        let top: Vec<String> = commands
+            .iter()
+            .take(6)
+            .map(|c| format!("{} {:.1} µs ({:.2}×)", c.command, c.us_per_call, c.calls_per_call))
+            .collect();
+        println!("Redis time per {phase} call, by command: {}", top.join(", "));
     }
     println!(
         "server RSS: {} MiB now, {} MiB peak (after verify)",
