@@ -787,7 +787,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     sealed_at_unix_ms: crate::vault::now_unix_ms(),
                 };
                 let probe = if sessions {
-                    if (n - first) % SESSION_MESSAGES == 0 {
+                    if (n - first).is_multiple_of(SESSION_MESSAGES) {
                         session = Some(SealingSession::start(
                             &target,
                             &tenant,
@@ -847,10 +847,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     );
     let (verify_session, cpu) = procs.measure(phase, calls).await;
     cpu_us_per_call.insert("verify_session", cpu);
-    if let (Some(a), Some(c)) = (&stats_after, redis_conn.as_mut()) {
-        if let Some(b) = cpu::CommandStats::read(c).await {
-            redis_commands_per_call.insert("verify_session", a.per(&b, verify_session.calls));
-        }
+    if let (Some(a), Some(c)) = (&stats_after, redis_conn.as_mut())
+        && let Some(b) = cpu::CommandStats::read(c).await
+    {
+        redis_commands_per_call.insert("verify_session", a.per(&b, verify_session.calls));
     }
     let server_pid = hosted.as_ref().and_then(|h| h.server.id());
     let server_rss_mib = rss_mib(server_pid, "VmRSS:");
@@ -1142,9 +1142,17 @@ fn print_table(r: &Report) {
         let top: Vec<String> = commands
             .iter()
             .take(6)
-            .map(|c| format!("{} {:.1} µs ({:.2}×)", c.command, c.us_per_call, c.calls_per_call))
+            .map(|c| {
+                format!(
+                    "{} {:.1} µs ({:.2}×)",
+                    c.command, c.us_per_call, c.calls_per_call
+                )
+            })
             .collect();
-        println!("Redis time per {phase} call, by command: {}", top.join(", "));
+        println!(
+            "Redis time per {phase} call, by command: {}",
+            top.join(", ")
+        );
     }
     println!(
         "server RSS: {} MiB now, {} MiB peak (after verify)",

@@ -126,11 +126,12 @@ impl SessionCache {
     ) {
         let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         // Two first messages raced: keep the entry that counts the most.
-        if let Some(existing) = entries.get_mut(&digest) {
-            if existing.tenant == tenant && existing.key_id == key_id {
-                existing.messages = existing.messages.saturating_add(1);
-                return;
-            }
+        if let Some(existing) = entries.get_mut(&digest)
+            && existing.tenant == tenant
+            && existing.key_id == key_id
+        {
+            existing.messages = existing.messages.saturating_add(1);
+            return;
         }
         entries.put(
             digest,
