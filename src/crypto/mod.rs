@@ -2,6 +2,10 @@
 //!
 //! - `sealing`: HPKE opening of embeddings sealed by clients (end-to-end, past any
 //!   TLS-terminating proxy).
+//! - `hpke_recipient`: the recipient side of RFC 9180 composed from x25519-dalek,
+//!   ML-KEM, SHA-3 and ring, so key-only work is done once per key, not per open.
+//! - `sessions`: sealing sessions, one HPKE setup and then AES-256-GCM per message,
+//!   and the service's bounded cache of their keys.
 //! - `keyring`: the identity root, the KEK epochs and the per-tenant keys derived from them.
 //! - `live`: the key files as the running service sees them, re-read on a timer.
 //! - `transform`: the salted orthogonal transform (cancelable templates).
