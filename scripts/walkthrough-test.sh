@@ -90,25 +90,8 @@ done
 work=$(mktemp -d "${TMPDIR:-/tmp}/facevault-walkthrough.XXXXXX")
 server_pid=
 
-stop_server() {
-    [[ -n $server_pid ]] || return 0
-    if kill -0 "$server_pid" 2>/dev/null; then
-        kill -TERM "$server_pid" 2>/dev/null || true
-        for _ in $(seq 1 150); do
-            kill -0 "$server_pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        if kill -0 "$server_pid" 2>/dev/null; then
-            say "the server did not stop on SIGTERM; killing it"
-            for child in $(ps -o pid= --ppid "$server_pid" 2>/dev/null); do
-                kill -KILL "$child" 2>/dev/null || true
-            done
-            kill -KILL "$server_pid" 2>/dev/null || true
-        fi
-    fi
-    wait "$server_pid" 2>/dev/null || true
-    server_pid=
-}
+# shellcheck source=scripts/stop-server.sh
+source "$repo/scripts/stop-server.sh"
 
 cleanup() {
     local status=$?
