@@ -77,6 +77,23 @@ export function encodePayload(payload: Required<EmbeddingPayload>): Buffer {
   });
 }
 
+/**
+ * The payload checked (non-empty finite values, a nonce of at most 64 bytes,
+ * 16 random by default; sealedAtUnixMs now by default) and serialized. The
+ * caller seals `plaintext` and then zeroes both `plaintext` and `values`.
+ */
+export function checkedPayload(payload: EmbeddingPayload): { plaintext: Buffer; values: number[] } {
+  const values = Array.from(payload.values, Number);
+  if (values.length === 0 || !values.every(Number.isFinite)) {
+    throw new Error("the embedding must be non-empty and finite");
+  }
+  const nonce = payload.nonce ?? randomBytes(NONCE_BYTES);
+  if (nonce.byteLength > MAX_NONCE_BYTES) throw new Error(`the nonce must be at most ${MAX_NONCE_BYTES} bytes`);
+  const sealedAtUnixMs = payload.sealedAtUnixMs ?? Date.now();
+  if (!Number.isSafeInteger(sealedAtUnixMs)) throw new Error("sealedAtUnixMs must be an integer");
+  return { plaintext: encodePayload({ model: payload.model, values, sealedAtUnixMs, nonce }), values };
+}
+
 export interface SealOptions {
   suite: SuiteName;
   op: Op;
@@ -129,15 +146,7 @@ export async function sealEmbedding(payload: EmbeddingPayload, opts: SealOptions
   if (opts.key.suite !== undefined && opts.key.suite !== suiteId) {
     throw new Error(`key ${opts.key.keyId} is a ${opts.key.suite} key, not ${suiteId}`);
   }
-  const values = Array.from(payload.values, Number);
-  if (values.length === 0 || !values.every(Number.isFinite)) {
-    throw new Error("the embedding must be non-empty and finite");
-  }
-  const nonce = payload.nonce ?? randomBytes(NONCE_BYTES);
-  if (nonce.byteLength > MAX_NONCE_BYTES) throw new Error(`the nonce must be at most ${MAX_NONCE_BYTES} bytes`);
-  const sealedAtUnixMs = payload.sealedAtUnixMs ?? Date.now();
-  if (!Number.isSafeInteger(sealedAtUnixMs)) throw new Error("sealedAtUnixMs must be an integer");
-  const plaintext = encodePayload({ model: payload.model, values, sealedAtUnixMs, nonce });
+  const { plaintext, values } = checkedPayload(payload);
   try {
     const { enc, ciphertext } = await hpkeSeal(
       opts.suite,

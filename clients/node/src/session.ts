@@ -15,10 +15,8 @@ import { performance } from "node:perf_hooks";
 import type { SealedEmbedding } from "./proto.js";
 import {
   aad,
+  checkedPayload,
   cipherSuite,
-  encodePayload,
-  MAX_NONCE_BYTES,
-  NONCE_BYTES,
   SUITE_IDS,
   SUITE_PARAMS,
   type EmbeddingPayload,
@@ -164,17 +162,9 @@ export class SealingSession {
   seal(op: Op, subjectId: string, payload: EmbeddingPayload, opts: SessionSealOptions = {}): SealedEmbedding {
     if (this.#key.length !== SESSION_KEY_BYTES) throw new Error("the sealing session was destroyed");
     const aadBytes = aad(op, this.tenant, subjectId);
-    const values = Array.from(payload.values, Number);
-    if (values.length === 0 || !values.every(Number.isFinite)) {
-      throw new Error("the embedding must be non-empty and finite");
-    }
-    const nonce = payload.nonce ?? randomBytes(NONCE_BYTES);
-    if (nonce.byteLength > MAX_NONCE_BYTES) throw new Error(`the nonce must be at most ${MAX_NONCE_BYTES} bytes`);
-    const sealedAtUnixMs = payload.sealedAtUnixMs ?? Date.now();
-    if (!Number.isSafeInteger(sealedAtUnixMs)) throw new Error("sealedAtUnixMs must be an integer");
     const sessionNonce = Buffer.from(opts.sessionNonce ?? randomBytes(SESSION_NONCE_BYTES));
     if (sessionNonce.length !== SESSION_NONCE_BYTES) throw new Error(`a session nonce is ${SESSION_NONCE_BYTES} bytes`);
-    const plaintext = encodePayload({ model: payload.model, values, sealedAtUnixMs, nonce });
+    const { plaintext, values } = checkedPayload(payload);
     try {
       const ciphertext = aesGcmSeal(this.#key, sessionNonce, aadBytes, plaintext);
       this.#messages++;
