@@ -70,15 +70,20 @@ pub enum Claim {
 
 pub struct SessionCache {
     entries: Mutex<LruCache<[u8; 32], Entry>>,
-    ttl_ms: i64,
+    ttl: std::time::Duration,
 }
 
 impl SessionCache {
     pub fn new(capacity: NonZeroUsize, ttl: std::time::Duration) -> Self {
         Self {
             entries: Mutex::new(LruCache::new(capacity)),
-            ttl_ms: ttl.as_millis().min(i64::MAX as u128) as i64,
+            ttl,
         }
+    }
+
+    /// How long a session lasts from its first message.
+    pub fn ttl(&self) -> std::time::Duration {
+        self.ttl
     }
 
     /// SHA-256(enc), the cache key.
@@ -105,7 +110,8 @@ impl SessionCache {
         if entry.tenant != tenant || entry.key_id != key_id {
             return Err(SessionRefusal::Mismatch);
         }
-        if now_unix_ms - entry.started_unix_ms > self.ttl_ms {
+        let ttl_ms = self.ttl.as_millis().min(i64::MAX as u128) as i64;
+        if now_unix_ms - entry.started_unix_ms > ttl_ms {
             return Err(SessionRefusal::Expired);
         }
         if entry.messages >= MAX_MESSAGES {
@@ -154,6 +160,12 @@ impl SessionCache {
     }
 }
 
+fn aes_256_gcm(key: &[u8; 32]) -> Option<aead::LessSafeKey> {
+    Some(aead::LessSafeKey::new(
+        aead::UnboundKey::new(&aead::AES_256_GCM, key).ok()?,
+    ))
+}
+
 /// AES-256-GCM open of one session message.
 pub fn open(
     key: &[u8; 32],
@@ -161,7 +173,7 @@ pub fn open(
     aad: &[u8],
     ciphertext: &[u8],
 ) -> Option<Zeroizing<Vec<u8>>> {
-    let key = aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_256_GCM, key).ok()?);
+    let key = aes_256_gcm(key)?;
     let mut buffer = Zeroizing::new(ciphertext.to_vec());
     let len = key
         .open_in_place(
@@ -182,7 +194,7 @@ pub fn seal(
     aad: &[u8],
     plaintext: &[u8],
 ) -> Option<Vec<u8>> {
-    let key = aead::LessSafeKey::new(aead::UnboundKey::new(&aead::AES_256_GCM, key).ok()?);
+    let key = aes_256_gcm(key)?;
     let mut buffer = plaintext.to_vec();
     key.seal_in_place_append_tag(
         aead::Nonce::assume_unique_for_key(*nonce),

@@ -113,7 +113,6 @@ pub struct Vault {
     replay_window: Duration,
     max_clock_skew: Duration,
     sessions: crate::crypto::sessions::SessionCache,
-    session_ttl: Duration,
     tenants_exposing_scores: Vec<Tenant>,
     verify_bound: Duration,
     lifecycle: Lifecycle,
@@ -147,7 +146,6 @@ impl Vault {
                 settings.session_cache_entries,
                 settings.session_ttl,
             ),
-            session_ttl: settings.session_ttl,
             tenants_exposing_scores: settings.tenants_exposing_scores,
             verify_bound: settings.verify_bound,
             lifecycle: Lifecycle {
@@ -221,7 +219,7 @@ impl Vault {
 
     /// `sealing.session_ttl_secs`, as `GetSealingKeys` publishes it.
     pub fn session_ttl(&self) -> Duration {
-        self.session_ttl
+        self.sessions.ttl()
     }
 
     pub fn store(&self) -> &Store {
