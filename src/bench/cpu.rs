@@ -5,7 +5,11 @@
 //! `redis`, `loadgen` (this process: it drives the calls and does the client's
 //! work) and `baseline` (the naive unprotected service, when it runs).
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
+
+use super::stats::PhaseStats;
 
 /// The processes a run watches. Without a pid (a `--target` run does not know
 /// the server's) that process is not reported.
@@ -56,19 +60,6 @@ impl Procs {
             loadgen: cpu_ns(std::process::id()),
             baseline: self.baseline.and_then(cpu_ns),
         }
-    }
-
-    /// Runs `work` and returns its output with the CPU each process spent per
-    /// unit, the number of units being what `units` reads off the output.
-    pub(super) async fn measure<T>(
-        &self,
-        work: impl Future<Output = T>,
-        units: impl FnOnce(&T) -> u64,
-    ) -> (T, CpuUs) {
-        let before = self.mark();
-        let out = work.await;
-        let cpu = before.per(&self.mark(), units(&out) as f64);
-        (out, cpu)
     }
 }
 
@@ -157,10 +148,60 @@ mod tests {
     }
 }
 
+/// What a run's timed phases cost, per call: each process's CPU, and Redis's
+/// time per command when the run has one redis-server of its own.
+pub(super) struct Budget {
+    procs: Procs,
+    redis: Option<redis::aio::MultiplexedConnection>,
+    pub(super) cpu_us_per_call: BTreeMap<&'static str, CpuUs>,
+    pub(super) redis_commands_per_call: BTreeMap<&'static str, Vec<RedisCommand>>,
+}
+
+impl Budget {
+    /// `procs.redis` is taken from `redis` (the one redis-server, if any).
+    pub(super) async fn new(
+        mut procs: Procs,
+        mut redis: Option<redis::aio::MultiplexedConnection>,
+    ) -> anyhow::Result<Self> {
+        if let Some(conn) = redis.as_mut() {
+            procs.redis = Some(super::audit::redis_pid(conn).await?);
+        }
+        Ok(Self {
+            procs,
+            redis,
+            cpu_us_per_call: BTreeMap::new(),
+            redis_commands_per_call: BTreeMap::new(),
+        })
+    }
+
+    /// Runs the phase `name` and records its cost per call.
+    pub(super) async fn phase(
+        &mut self,
+        name: &'static str,
+        work: impl Future<Output = PhaseStats>,
+    ) -> PhaseStats {
+        let commands = match self.redis.as_mut() {
+            Some(conn) => CommandStats::read(conn).await,
+            None => None,
+        };
+        let before = self.procs.mark();
+        let stats = work.await;
+        self.cpu_us_per_call
+            .insert(name, before.per(&self.procs.mark(), stats.calls as f64));
+        if let (Some(before), Some(conn)) = (commands, self.redis.as_mut())
+            && let Some(after) = CommandStats::read(conn).await
+        {
+            self.redis_commands_per_call
+                .insert(name, before.per(&after, stats.calls));
+        }
+        stats
+    }
+}
+
 /// Redis's own account of its time, per command (`INFO commandstats`): with the
 /// process's CPU above, it shows which commands a phase's Redis time went to.
 #[derive(Debug, Clone, Default)]
-pub(super) struct CommandStats(std::collections::BTreeMap<String, (u64, u64)>);
+pub(super) struct CommandStats(BTreeMap<String, (u64, u64)>);
 
 impl CommandStats {
     pub(super) async fn read(conn: &mut redis::aio::MultiplexedConnection) -> Option<Self> {

@@ -142,8 +142,8 @@ struct Report {
     server_peak_rss_mib: Option<f64>,
     /// CPU µs per call of each process, by phase (see `cpu`).
     cpu_us_per_call: std::collections::BTreeMap<&'static str, cpu::CpuUs>,
-    /// Redis's time per command, per verify call (`INFO commandstats`; one
-    /// redis-server only).
+    /// Redis's time per command, per call of each phase (`INFO commandstats`;
+    /// one redis-server only).
     redis_commands_per_call: std::collections::BTreeMap<&'static str, Vec<cpu::RedisCommand>>,
     ratios: Ratios,
     /// With --rewrap (see `rewrap`).
@@ -598,37 +598,33 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     };
     let channels = channels(&addr, &ca, &cert, &key).await?;
     let client = |i: usize| FaceVaultClient::new(channels[i % CHANNELS].clone());
-    let procs = match &hosted {
-        Some(h) => cpu::Procs {
-            server: h.server.id(),
-            redis: match &h.redis {
-                BenchRedis::Standalone(stack) => {
-                    let mut conn = redis::Client::open(stack.server.url())?
-                        .get_multiplexed_async_connection()
-                        .await?;
-                    Some(audit::redis_pid(&mut conn).await?)
-                }
-                // Several nodes: no one pid stands for the store.
-                BenchRedis::Cluster { .. } => None,
-            },
-            baseline: match &h.redis {
-                BenchRedis::Standalone(stack) => stack.baseline.id(),
-                BenchRedis::Cluster { .. } => None,
-            },
-        },
-        None => cpu::Procs::default(),
-    };
-    let mut cpu_us_per_call = std::collections::BTreeMap::new();
-    let mut redis_commands_per_call = std::collections::BTreeMap::new();
-    let mut redis_conn = match hosted.as_ref().map(|h| &h.redis) {
-        Some(BenchRedis::Standalone(stack)) => Some(
-            redis::Client::open(stack.server.url())?
+    // On a Redis Cluster no one pid stands for the store, and with --target
+    // neither the server's nor Redis's pid is known.
+    let mut budget = match &hosted {
+        Some(SelfHosted {
+            server,
+            redis: BenchRedis::Standalone(stack),
+            ..
+        }) => {
+            let conn = redis::Client::open(stack.server.url())?
                 .get_multiplexed_async_connection()
-                .await?,
-        ),
-        _ => None,
+                .await?;
+            let procs = cpu::Procs {
+                server: server.id(),
+                redis: None,
+                baseline: stack.baseline.id(),
+            };
+            cpu::Budget::new(procs, Some(conn)).await?
+        }
+        Some(h) => {
+            let procs = cpu::Procs {
+                server: h.server.id(),
+                ..cpu::Procs::default()
+            };
+            cpu::Budget::new(procs, None).await?
+        }
+        None => cpu::Budget::new(cpu::Procs::default(), None).await?,
     };
-    let calls = |s: &PhaseStats| s.calls;
     let keys = client(0)
         .get_sealing_keys(proto::GetSealingKeysRequest {})
         .await
@@ -698,9 +694,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 })
             },
         );
-        let (stats, cpu) = procs.measure(phase, calls).await;
-        cpu_us_per_call.insert("enroll", cpu);
-        stats
+        budget.phase("enroll", phase).await
     };
     if enroll.errors > 0 {
         bail!("{} enrollments failed", enroll.errors);
@@ -722,9 +716,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     .is_ok_and(|r| r.into_inner().status == 1)
             })
         });
-        let (stats, cpu) = procs.measure(phase, calls).await;
-        cpu_us_per_call.insert("health", cpu);
-        Some(stats)
+        Some(budget.phase("health", phase).await)
     } else {
         None
     };
@@ -758,9 +750,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                     })
                 },
             );
-            let (stats, cpu) = procs.measure(phase, calls).await;
-            cpu_us_per_call.insert("redis_get", cpu);
-            Some(stats)
+            Some(budget.phase("redis_get", phase).await)
         }
         Some(BenchRedis::Cluster { .. }) | None => None,
     };
@@ -813,10 +803,6 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let seal_pool = |first: usize, count: usize| seal_pool_with(first, count, false);
     let pool = seal_pool(0, PROBE_POOL)?;
     eprintln!("verify …");
-    let stats_before = match redis_conn.as_mut() {
-        Some(c) => cpu::CommandStats::read(c).await,
-        None => None,
-    };
     let phase = verify_phase(
         &channels,
         pool,
@@ -825,15 +811,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         quiet,
         "verify",
     );
-    let (verify, cpu) = procs.measure(phase, calls).await;
-    cpu_us_per_call.insert("verify", cpu);
-    let stats_after = match redis_conn.as_mut() {
-        Some(c) => cpu::CommandStats::read(c).await,
-        None => None,
-    };
-    if let (Some(a), Some(b)) = (&stats_before, &stats_after) {
-        redis_commands_per_call.insert("verify", a.per(b, verify.calls));
-    }
+    let verify = budget.phase("verify", phase).await;
     // Fresh subjects' probes too (n past the one-shot pool), sealed in sessions.
     let pool = seal_pool_with(2 * MAX_REWRAP_PROBES, PROBE_POOL, true)?;
     eprintln!("verify in sealing sessions …");
@@ -845,13 +823,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         quiet,
         "verify_session",
     );
-    let (verify_session, cpu) = procs.measure(phase, calls).await;
-    cpu_us_per_call.insert("verify_session", cpu);
-    if let (Some(a), Some(c)) = (&stats_after, redis_conn.as_mut())
-        && let Some(b) = cpu::CommandStats::read(c).await
-    {
-        redis_commands_per_call.insert("verify_session", a.per(&b, verify_session.calls));
-    }
+    let verify_session = budget.phase("verify_session", phase).await;
     let server_pid = hosted.as_ref().and_then(|h| h.server.id());
     let server_rss_mib = rss_mib(server_pid, "VmRSS:");
     let server_peak_rss_mib = rss_mib(server_pid, "VmHWM:");
@@ -942,9 +914,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 quiet,
                 "baseline verify",
             );
-            let (stats, cpu) = procs.measure(phase, calls).await;
-            cpu_us_per_call.insert("baseline_verify", cpu);
-            Some(stats)
+            Some(budget.phase("baseline_verify", phase).await)
         }
         Some(SelfHosted {
             redis: BenchRedis::Cluster { .. },
@@ -1000,8 +970,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         baseline_verify,
         server_rss_mib,
         server_peak_rss_mib,
-        cpu_us_per_call,
-        redis_commands_per_call,
+        cpu_us_per_call: budget.cpu_us_per_call,
+        redis_commands_per_call: budget.redis_commands_per_call,
         rewrap,
     };
     if args.json {
