@@ -2,27 +2,10 @@
 
 use std::time::Duration;
 
-use facevault::client::{ClientConfig, FaceVault};
 use facevault::crypto::sealing::Suite;
 use facevault::proto::{Decision, DeletionState};
 
 use crate::helpers::*;
-
-async fn sdk(app: &TestApp, suite: Suite, sealing_sessions: bool) -> FaceVault {
-    FaceVault::connect(ClientConfig {
-        endpoint: format!("https://127.0.0.1:{}", app.port),
-        ca_pem: std::fs::read(&app.pki.ca_cert).unwrap(),
-        cert_pem: std::fs::read(&app.pki.app.0).unwrap(),
-        key_pem: std::fs::read(&app.pki.app.1).unwrap(),
-        server_name: Some("localhost".into()),
-        tenant: "demo".into(),
-        suite,
-        timeout: Duration::from_secs(10),
-        sealing_sessions,
-    })
-    .await
-    .unwrap()
-}
 
 #[tokio::test]
 async fn the_rust_client_enrolls_verifies_and_cancels_with_both_suites() {
@@ -33,7 +16,7 @@ async fn the_rust_client_enrolls_verifies_and_cancels_with_both_suites() {
         ("sdk-x-one-shot", Suite::X25519Sha256Aes256Gcm, false),
         ("sdk-pq-one-shot", Suite::XWingSha256Aes256Gcm, false),
     ] {
-        let client = sdk(&app, suite, sessions).await;
+        let client = app.sdk(suite, sessions).await;
         let alice = face(5);
         let enrolled = client
             .enroll(subject, MODEL, &alice, consent(&["login"]), false)
@@ -75,7 +58,8 @@ async fn the_rust_client_enrolls_verifies_and_cancels_with_both_suites() {
             matches!(refused, facevault::client::ClientError::Status(ref s) if s.code() == tonic::Code::FailedPrecondition)
         );
     }
-    let report = sdk(&app, Suite::X25519Sha256Aes256Gcm, true)
+    let report = app
+        .sdk(Suite::X25519Sha256Aes256Gcm, true)
         .await
         .compliance_report()
         .await

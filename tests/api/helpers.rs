@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine as _;
-use facevault::client::{PayloadSpec, SealingTarget, seal_embedding};
+use facevault::client::{ClientConfig, FaceVault, PayloadSpec, SealingTarget, seal_embedding};
 use facevault::config::{Overrides, Settings};
 use facevault::crypto::keyfiles::{self, KeyPaths, PublicSealingKeys};
 use facevault::crypto::sealing::{SealedFor, Suite};
@@ -504,6 +504,23 @@ threshold = 0.5
     pub async fn auditor_as_app_client(&self) -> FaceVaultClient<Channel> {
         let tls = self.tls_config(&self.pki.auditor.0, &self.pki.auditor.1);
         FaceVaultClient::new(self.channel_with(tls).await.unwrap())
+    }
+
+    /// The typed Rust client as tenant demo's app, sealing with `suite`.
+    pub async fn sdk(&self, suite: Suite, sealing_sessions: bool) -> FaceVault {
+        FaceVault::connect(ClientConfig {
+            endpoint: format!("https://127.0.0.1:{}", self.port),
+            ca_pem: std::fs::read(&self.pki.ca_cert).unwrap(),
+            cert_pem: std::fs::read(&self.pki.app.0).unwrap(),
+            key_pem: std::fs::read(&self.pki.app.1).unwrap(),
+            server_name: Some("localhost".into()),
+            tenant: "demo".into(),
+            suite,
+            timeout: Duration::from_secs(10),
+            sealing_sessions,
+        })
+        .await
+        .unwrap()
     }
 
     pub fn target(&self, suite: Suite) -> &SealingTarget {

@@ -203,12 +203,9 @@ async fn a_session_is_bound_to_its_tenant_subject_op_and_key() {
     // A session set up for tenant other, used by demo: the session info names
     // the tenant, so the key differs and nothing opens.
     let mut foreign = session(&app, Suite::X25519Sha256Aes256Gcm, "other");
-    let mut sealed = foreign
+    let sealed = foreign
         .seal(&spec(SealedFor::Verify, "other", "sess-bound", &probe))
         .unwrap();
-    // Re-seal the same message as if for demo under other's session key is not
-    // possible for a caller without it; what demo can do is present it.
-    sealed.key_id = app.target(Suite::X25519Sha256Aes256Gcm).key_id.clone();
     let refused = demo
         .verify(verify_request(sealed, "sess-bound"))
         .await
@@ -250,19 +247,7 @@ async fn a_session_past_its_ttl_is_refused_and_the_client_rolls_over() {
     assert!(refused.message().contains("sealing session"), "{refused:?}");
 
     // The typed client rolls over after half the published TTL by itself.
-    let sdk = facevault::client::FaceVault::connect(facevault::client::ClientConfig {
-        endpoint: format!("https://127.0.0.1:{}", app.port),
-        ca_pem: std::fs::read(&app.pki.ca_cert).unwrap(),
-        cert_pem: std::fs::read(&app.pki.app.0).unwrap(),
-        key_pem: std::fs::read(&app.pki.app.1).unwrap(),
-        server_name: Some("localhost".into()),
-        tenant: "demo".into(),
-        suite: Suite::X25519Sha256Aes256Gcm,
-        timeout: Duration::from_secs(10),
-        sealing_sessions: true,
-    })
-    .await
-    .unwrap();
+    let sdk = app.sdk(Suite::X25519Sha256Aes256Gcm, true).await;
     for i in 0..3 {
         let r = sdk
             .verify("sess-ttl", MODEL, &capture_of(&alice, 0.2, 10 + i), "login")
