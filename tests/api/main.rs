@@ -23,6 +23,7 @@ mod operator_cli;
 mod outage;
 mod races;
 mod redis_tls;
+mod redis_writer;
 mod reload;
 mod sealing_sessions;
 mod sealing_xwing_vector;
