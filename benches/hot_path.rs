@@ -145,6 +145,7 @@ fn hpke_open(c: &mut Criterion) {
         .unwrap();
         let cache = facevault::crypto::sessions::SessionCache::new(
             std::num::NonZeroUsize::new(16).unwrap(),
+            ["demo"],
             std::time::Duration::from_secs(600),
         );
         let message = session

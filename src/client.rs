@@ -611,6 +611,7 @@ mod session_vector {
         )]);
         let cache = sessions::SessionCache::new(
             std::num::NonZeroUsize::new(8).unwrap(),
+            ["demo"],
             std::time::Duration::from_secs(600),
         );
         let enc = hex::decode(committed["enc"].as_str().unwrap()).unwrap();

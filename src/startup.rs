@@ -290,6 +290,7 @@ impl Application {
                     settings.sealing.session_cache_entries,
                 )
                 .unwrap_or(std::num::NonZeroUsize::MIN),
+                declared_tenants: settings.declared_tenants(),
                 session_ttl: Duration::from_secs(settings.sealing.session_ttl_secs),
                 tenants_exposing_scores: settings
                     .tenants

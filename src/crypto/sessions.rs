@@ -8,13 +8,16 @@
 //! - each message: AES-256-GCM under the session key, a fresh random 96-bit nonce
 //!   (`session_nonce`) and the same AAD as a one-shot envelope.
 //!
-//! The server keeps session keys by SHA-256(enc) in a bounded cache (least recently
-//! used goes first). A miss (another replica, an eviction) costs one decapsulation
-//! and is otherwise invisible. An entry stays after its session expires, so that the
-//! replica refuses the expired session rather than starting it afresh, until the
-//! bound evicts it. The TTL and the message cap are therefore enforced per replica,
-//! for as long as it remembers the session: see `docs/protocol.md`.
+//! The server keeps session keys by SHA-256(enc) in a bounded cache with an equal
+//! share per declared tenant (least recently used goes first within a share), so
+//! one tenant's sessions can never evict another's. A miss (another replica, an
+//! eviction) costs one decapsulation and is otherwise invisible. An entry stays
+//! after its session expires, so that the replica refuses the expired session
+//! rather than starting it afresh, until the bound evicts it. The TTL and the
+//! message cap are therefore enforced per replica, for as long as it remembers
+//! the session: see `docs/protocol.md`.
 
+use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
 
@@ -40,9 +43,8 @@ pub fn info(tenant: &str) -> Vec<u8> {
     out
 }
 
-/// What a cached session is bound to, besides its key.
+/// What a cached session is bound to, besides its key and its tenant's share.
 struct Entry {
-    tenant: String,
     key_id: String,
     key: Zeroizing<[u8; 32]>,
     started_unix_ms: i64,
@@ -68,17 +70,36 @@ pub enum Claim {
     Unknown,
 }
 
+/// One LRU per declared tenant, fixed at start: a tenant's churn evicts only
+/// its own sessions, and tenants do not contend for one lock.
 pub struct SessionCache {
-    entries: Mutex<LruCache<[u8; 32], Entry>>,
+    shares: HashMap<String, Mutex<LruCache<[u8; 32], Entry>>>,
     ttl: std::time::Duration,
 }
 
 impl SessionCache {
-    pub fn new(capacity: NonZeroUsize, ttl: std::time::Duration) -> Self {
+    /// `capacity` sessions in all, split evenly (at least one each) between
+    /// `tenants`. Sessions of any other tenant are never remembered.
+    pub fn new<'a>(
+        capacity: NonZeroUsize,
+        tenants: impl IntoIterator<Item = &'a str>,
+        ttl: std::time::Duration,
+    ) -> Self {
+        let tenants: std::collections::BTreeSet<&str> = tenants.into_iter().collect();
+        let share =
+            NonZeroUsize::new(capacity.get() / tenants.len().max(1)).unwrap_or(NonZeroUsize::MIN);
         Self {
-            entries: Mutex::new(LruCache::new(capacity)),
+            shares: tenants
+                .into_iter()
+                .map(|t| (t.to_owned(), Mutex::new(LruCache::new(share))))
+                .collect(),
             ttl,
         }
+    }
+
+    fn share(&self, tenant: &str) -> Option<std::sync::MutexGuard<'_, LruCache<[u8; 32], Entry>>> {
+        let share = self.shares.get(tenant)?;
+        Some(share.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// How long a session lasts from its first message.
@@ -103,11 +124,15 @@ impl SessionCache {
         key_id: &str,
         now_unix_ms: i64,
     ) -> Result<Claim, SessionRefusal> {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        // A session set up for another tenant is not in this tenant's share:
+        // it is set up afresh under this tenant's info, and does not open.
+        let Some(mut entries) = self.share(tenant) else {
+            return Ok(Claim::Unknown);
+        };
         let Some(entry) = entries.get_mut(digest) else {
             return Ok(Claim::Unknown);
         };
-        if entry.tenant != tenant || entry.key_id != key_id {
+        if entry.key_id != key_id {
             return Err(SessionRefusal::Mismatch);
         }
         let ttl_ms = self.ttl.as_millis().min(i64::MAX as u128) as i64;
@@ -130,10 +155,11 @@ impl SessionCache {
         key: Zeroizing<[u8; 32]>,
         now_unix_ms: i64,
     ) {
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(mut entries) = self.share(tenant) else {
+            return;
+        };
         // Two first messages raced: keep the entry that counts the most.
         if let Some(existing) = entries.get_mut(&digest)
-            && existing.tenant == tenant
             && existing.key_id == key_id
         {
             existing.messages = existing.messages.saturating_add(1);
@@ -142,7 +168,6 @@ impl SessionCache {
         entries.put(
             digest,
             Entry {
-                tenant: tenant.to_owned(),
                 key_id: key_id.to_owned(),
                 key,
                 started_unix_ms: now_unix_ms,
@@ -151,8 +176,12 @@ impl SessionCache {
         );
     }
 
+    /// Sessions remembered, across every tenant's share.
     pub fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.shares
+            .values()
+            .map(|s| s.lock().unwrap_or_else(|p| p.into_inner()).len())
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -214,6 +243,7 @@ mod tests {
     fn cache(capacity: usize) -> SessionCache {
         SessionCache::new(
             NonZeroUsize::new(capacity).unwrap(),
+            ["demo"],
             std::time::Duration::from_secs(600),
         )
     }
@@ -232,10 +262,8 @@ mod tests {
             c.claim(&d, "demo", "k1", T0 + 600_001).err(),
             Some(SessionRefusal::Expired)
         );
-        assert_eq!(
-            c.claim(&d, "other", "k1", T0).err(),
-            Some(SessionRefusal::Mismatch)
-        );
+        // Another tenant never finds it: set up under its own info, it cannot open.
+        assert!(matches!(c.claim(&d, "other", "k1", T0), Ok(Claim::Unknown)));
         assert_eq!(
             c.claim(&d, "demo", "k2", T0).err(),
             Some(SessionRefusal::Mismatch)
@@ -247,7 +275,7 @@ mod tests {
         let c = cache(4);
         let d = SessionCache::digest(b"enc");
         c.insert(d, "demo", "k1", Zeroizing::new([7; 32]), T0);
-        c.entries.lock().unwrap().get_mut(&d).unwrap().messages = MAX_MESSAGES - 1;
+        c.share("demo").unwrap().get_mut(&d).unwrap().messages = MAX_MESSAGES - 1;
         assert!(matches!(c.claim(&d, "demo", "k1", T0), Ok(Claim::Known(_))));
         assert_eq!(
             c.claim(&d, "demo", "k1", T0).err(),
@@ -270,6 +298,36 @@ mod tests {
         assert_eq!(c.len(), 2);
         assert!(matches!(c.claim(&b, "demo", "k", T0), Ok(Claim::Unknown)));
         assert!(matches!(c.claim(&a, "demo", "k", T0), Ok(Claim::Known(_))));
+    }
+
+    #[test]
+    fn a_tenant_evicts_only_within_its_own_share() {
+        let c = SessionCache::new(
+            NonZeroUsize::new(4).unwrap(),
+            ["victim", "flooder"],
+            std::time::Duration::from_secs(600),
+        );
+        let victim = SessionCache::digest(b"victim");
+        c.insert(victim, "victim", "k", Zeroizing::new([1; 32]), T0);
+        for i in 0..1000u32 {
+            let d = SessionCache::digest(&i.to_be_bytes());
+            c.insert(d, "flooder", "k", Zeroizing::new([2; 32]), T0);
+        }
+        assert_eq!(
+            c.len(),
+            3,
+            "the flooder holds its share of 2, the victim its 1"
+        );
+        assert!(matches!(
+            c.claim(&victim, "victim", "k", T0),
+            Ok(Claim::Known(_))
+        ));
+        // An undeclared tenant is never remembered.
+        c.insert(victim, "stranger", "k", Zeroizing::new([3; 32]), T0);
+        assert!(matches!(
+            c.claim(&victim, "stranger", "k", T0),
+            Ok(Claim::Unknown)
+        ));
     }
 
     #[test]

@@ -60,8 +60,10 @@ pub struct VaultSettings {
     pub max_templates_per_subject: u32,
     pub replay_window: Duration,
     pub max_clock_skew: Duration,
-    /// Sealing sessions this process remembers, and how long one lasts.
+    /// Sealing sessions this process remembers (an equal share per declared
+    /// tenant), and how long one lasts.
     pub session_cache_entries: std::num::NonZeroUsize,
+    pub declared_tenants: std::collections::BTreeSet<Tenant>,
     pub session_ttl: Duration,
     pub tenants_exposing_scores: Vec<Tenant>,
     pub deletion_policy: DeletionPolicy,
@@ -144,6 +146,7 @@ impl Vault {
             max_clock_skew: settings.max_clock_skew,
             sessions: crate::crypto::sessions::SessionCache::new(
                 settings.session_cache_entries,
+                settings.declared_tenants.iter().map(Tenant::as_str),
                 settings.session_ttl,
             ),
             tenants_exposing_scores: settings.tenants_exposing_scores,
