@@ -375,8 +375,9 @@ impl Default for SealingSettings {
     }
 }
 
+// Every key has its default, so a table may name only what it changes.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct TemplateSettings {
     pub max_per_subject: u32,
 }
@@ -388,7 +389,7 @@ impl Default for TemplateSettings {
 }
 
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct LockoutSettings {
     pub free_failures: u32,
     pub base_delay_secs: u64,
@@ -1675,6 +1676,21 @@ threshold = 0.5
         assert_eq!(s.sealing.replay_window_secs, 300);
         assert_eq!(s.lockout_policy(), LockoutPolicy::default());
         assert_eq!(s.tls.cert, PathBuf::from("/etc/facevault/server.pem"));
+    }
+
+    #[test]
+    fn a_table_may_name_only_the_keys_it_changes() {
+        let s = parse(&format!(
+            "{MINIMAL}\n[lockout]\nfree_failures = 3\n\n[templates]\n"
+        ))
+        .unwrap();
+        assert_eq!(s.lockout.free_failures, 3);
+        let d = LockoutSettings::default();
+        assert_eq!(
+            (s.lockout.base_delay_secs, s.lockout.disable_after),
+            (d.base_delay_secs, d.disable_after)
+        );
+        assert_eq!(s.templates.max_per_subject, 5);
     }
 
     #[test]
