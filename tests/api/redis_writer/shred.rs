@@ -346,6 +346,13 @@ async fn a_readable_restored_template_holds_the_shred_statement_back() {
     let ticket_a = delete(&mut client, "subject-a").await;
     app.enroll(&mut client, "subject-b", &face(304)).await;
     let ticket_b = delete(&mut client, "subject-b").await;
+    // Enrolled again strictly after the erasure completed (both in ms: over
+    // loopback the next call can start within the same millisecond).
+    let completed_b = ticket_b.completed_at.unwrap();
+    let completed_b_ms = completed_b.seconds * 1000 + i64::from(completed_b.nanos / 1_000_000);
+    while now_ms() <= completed_b_ms {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     app.enroll(&mut client, "subject-b", &face(305)).await;
 
     // The attacker RESTOREs A's templates after the erasure.
