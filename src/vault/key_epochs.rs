@@ -415,7 +415,14 @@ impl Vault {
         crate::telemetry::metrics()
             .shred_refused
             .add(1, &[opentelemetry::KeyValue::new("reason", reason)]);
-        tracing::error!(%ticket_id, reason, "no shred statement for this erasure: its signed receipt, the keyring or a readable template says no");
+        // The id comes from an index entry anyone who writes Redis can add:
+        // only a well-formed one is logged.
+        let ticket_id = Some(ticket_id).filter(|id| crate::vault::is_valid_ticket_id(id));
+        tracing::error!(
+            ticket_id = ticket_id.unwrap_or("<malformed>"),
+            reason,
+            "no shred statement for this erasure: its signed receipt, the keyring or a readable template says no"
+        );
         let sink = self.lifecycle.audit.read().ok().and_then(|a| a.clone());
         let (Some(sink), Ok(tenant)) = (sink, Tenant::try_from(tenant)) else {
             // Tools run without an audit writer, and an index entry naming
@@ -434,11 +441,7 @@ impl Vault {
                 .unwrap_or_default(),
             outcome: "refused".to_owned(),
             code: "FAILED_PRECONDITION".to_owned(),
-            request_id: if crate::vault::is_valid_ticket_id(ticket_id) {
-                ticket_id.to_owned()
-            } else {
-                String::new()
-            },
+            request_id: ticket_id.unwrap_or_default().to_owned(),
             detail: format!("shred-refused:{reason}"),
             ..crate::proto::AuditEvent::default()
         };
