@@ -548,6 +548,10 @@ pub struct Metrics {
     pub key_reload_failures: Counter<u64>,
     /// DEKs re-wrapped to the active epoch ("facevault.keys.rewrapped").
     pub rewrapped: Counter<u64>,
+    /// Shred statements refused, or stored ones not served
+    /// ("facevault.keys.shred_refused"); attribute `reason` (see
+    /// `domain::key_epochs::ShredRefusal::as_str`).
+    pub shred_refused: Counter<u64>,
     // Held so the gauges' callbacks live as long as the instruments.
     _gauges: Vec<ObservableGauge<u64>>,
 }
@@ -650,6 +654,10 @@ impl Metrics {
             rewrapped: counter(
                 "facevault.keys.rewrapped",
                 "DEKs re-wrapped to the active key epoch",
+            ),
+            shred_refused: counter(
+                "facevault.keys.shred_refused",
+                "Shred statements refused: the signed receipt, the keyring or a readable template says no",
             ),
             _gauges: vec![
                 gauge("facevault.deletions.pending", "Deletions queued", |s| {

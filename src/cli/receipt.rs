@@ -1,6 +1,8 @@
 //! `facevault receipt verify`: checks a deletion receipt offline against the
 //! published Ed25519 key, and prints what it attests; when the ticket also
-//! carries its shred statement (`shredReceipt`), that signature is checked too.
+//! carries its shred statement (`shredReceipt`), that signature is checked too,
+//! and the statement must name the same erasure (ticket, tenant, subject,
+//! completion time) and retire every key epoch the receipt names.
 //! The ticket's own fields are outside any signature: each one present must
 //! agree with the signed values, or the ticket is refused as altered.
 
@@ -11,8 +13,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_json::{Value, json};
 
+use crate::domain::key_epochs::ShredRefusal;
 use crate::proto;
-use crate::vault::{verify_receipt, verify_shred_receipt};
+use crate::vault::{shred_matches_receipt, verify_receipt, verify_shred_receipt};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum ReceiptCommand {
@@ -74,11 +77,19 @@ fn check(text: &str, public_key: &[u8]) -> anyhow::Result<Value> {
             else {
                 bail!("shred statement signature INVALID: do not rely on this ticket");
             };
-            if shred.ticket_id != body.ticket_id
-                || shred.tenant != body.tenant
-                || shred.completed_at != body.completed_at
-            {
-                bail!("the shred statement names another erasure than the receipt");
+            match shred_matches_receipt(&body, &shred) {
+                Ok(()) => {}
+                Err(ShredRefusal::OtherErasure) => {
+                    bail!("the shred statement names another erasure than the receipt")
+                }
+                Err(ShredRefusal::NoEpochs) => bail!(
+                    "the receipt names no key epoch, so no shred statement can cover it: do not rely on this ticket"
+                ),
+                Err(_) => bail!(
+                    "the shred statement does not retire every key epoch the receipt names (receipt {:?}, retired {:?}): do not rely on this ticket",
+                    body.key_epochs,
+                    shred.retired_epochs
+                ),
             }
             signed.push(("shreddedAt", Signed::Time(shred.shredded_at)));
             Some(json!({
@@ -287,5 +298,54 @@ mod tests {
         assert!(err.contains("without a signed shred statement"), "{err}");
         let other = Ed25519KeyPair::from_seed_unchecked(&[5; 32]).unwrap();
         assert!(check(&good.to_string(), other.public_key().as_ref()).is_err());
+    }
+
+    /// A shred statement signed with the real key still proves nothing unless
+    /// it retires every epoch the receipt names, for the same erasure.
+    #[test]
+    fn a_shred_statement_must_cover_the_receipts_epochs_and_erasure() {
+        let key = Ed25519KeyPair::from_seed_unchecked(&[4; 32]).unwrap();
+        let public = key.public_key().as_ref().to_vec();
+        let good = ticket(&key);
+        let shred = |retired: Vec<u32>, subject_ref: String| {
+            let body = proto::ShredBody {
+                ticket_id: "t1".into(),
+                tenant: "demo".into(),
+                subject_ref,
+                completed_at: Some(prost_types::Timestamp {
+                    seconds: 1_800_000_100,
+                    nanos: 250_000_000,
+                }),
+                shredded_at: Some(prost_types::Timestamp {
+                    seconds: 1_800_900_000,
+                    nanos: 0,
+                }),
+                retired_epochs: retired,
+                statement: crate::vault::SHRED_STATEMENT.into(),
+            }
+            .encode_to_vec();
+            let mut message = crate::vault::SHRED_CONTEXT.to_vec();
+            message.extend_from_slice(&body);
+            let mut t = good.clone();
+            t["shredReceipt"] = json!({
+                "body": B64.encode(&body),
+                "signature": B64.encode(key.sign(&message).as_ref()),
+            });
+            t.to_string()
+        };
+        let out = check(&shred(vec![1], "A".repeat(43)), &public).unwrap();
+        assert_eq!(out["shredded"]["retired_epochs"][0], 1);
+        let err = check(&shred(vec![0], "A".repeat(43)), &public)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not retire every key epoch"), "{err}");
+        let err = check(&shred(vec![], "A".repeat(43)), &public)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("does not retire every key epoch"), "{err}");
+        let err = check(&shred(vec![1], "B".repeat(43)), &public)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("another erasure"), "{err}");
     }
 }

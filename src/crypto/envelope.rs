@@ -118,18 +118,19 @@ pub fn seal_template(
 
     let (kek_version, kek) = keys.active_kek();
     let dek_nonce = random_bytes::<12>()?;
-    let mut wrapped = dek_bytes.to_vec();
+    let mut wrapped = dek_copy(dek_bytes.as_slice());
     kek.seal_in_place_append_tag(
         Nonce::assume_unique_for_key(dek_nonce),
         Aad::from(template_aad(tenant, subject, template_id, "dek")),
-        &mut wrapped,
+        &mut *wrapped,
     )
     .map_err(|_| CryptoError::Seal)?;
     Ok(SealedTemplate {
         format_version: FORMAT_VERSION,
         kek_version,
         dek_nonce: dek_nonce.to_vec(),
-        wrapped_dek: wrapped,
+        // Sealed now: ciphertext, nothing left to wipe.
+        wrapped_dek: std::mem::take(&mut *wrapped),
         nonce: nonce.to_vec(),
         ciphertext,
     })
@@ -195,20 +196,30 @@ pub fn rewrap(
             wrapped.as_mut_slice(),
         )
         .map_err(|_| EnvelopeError::Integrity)?;
-    let mut rewrapped = dek.to_vec();
+    // The plaintext DEK copy is wiped on every path, an error included.
+    let mut rewrapped = dek_copy(dek);
     let (version, active) = keys.active_kek();
     let dek_nonce = random_bytes::<12>()?;
     active
         .seal_in_place_append_tag(
             Nonce::assume_unique_for_key(dek_nonce),
             Aad::from(aad),
-            &mut rewrapped,
+            &mut *rewrapped,
         )
         .map_err(|_| CryptoError::Seal)?;
     sealed.kek_version = version;
     sealed.dek_nonce = dek_nonce.to_vec();
-    sealed.wrapped_dek = rewrapped;
+    // Sealed now: ciphertext, nothing left to wipe.
+    sealed.wrapped_dek = std::mem::take(&mut *rewrapped);
     Ok(sealed)
+}
+
+/// A plaintext DEK copy to be sealed in place: wiped when dropped, and with room
+/// for the tag, so appending it never moves (and leaves behind, unwiped) the DEK.
+fn dek_copy(dek: &[u8]) -> Zeroizing<Vec<u8>> {
+    let mut copy = Zeroizing::new(Vec::with_capacity(dek.len() + aead::AES_256_GCM.tag_len()));
+    copy.extend_from_slice(dek);
+    copy
 }
 
 /// Seals a caller's note on a deletion ticket under the tenant's active KEK:
@@ -371,6 +382,27 @@ mod tests {
             open_template(&keys, &tenant, &alice, "t1", tampered),
             Err(EnvelopeError::Integrity)
         );
+    }
+
+    /// The plaintext DEK copy is a `Zeroizing` buffer (wiped on every path),
+    /// and sealing it in place appends the tag without reallocating, so no
+    /// unwiped copy of the DEK is left in a freed allocation.
+    #[test]
+    fn sealing_a_dek_copy_never_moves_it() {
+        let (ring, tenant) = setup();
+        let keys = ring.tenant(&tenant).unwrap();
+        let mut copy = dek_copy(&[9u8; 32]);
+        let before = copy.as_ptr();
+        keys.active_kek()
+            .1
+            .seal_in_place_append_tag(
+                Nonce::assume_unique_for_key([0; 12]),
+                Aad::empty(),
+                &mut *copy,
+            )
+            .unwrap();
+        assert_eq!(copy.len(), 48);
+        assert_eq!(copy.as_ptr(), before, "the tag was appended in place");
     }
 
     #[test]

@@ -84,6 +84,132 @@ impl EpochPolicy {
     }
 }
 
+/// Why a shred statement is not issued (or not believed) for an erasure. Each
+/// is a log line, a metric attribute and an audit event detail
+/// (`shred-refused:<as_str>`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShredRefusal {
+    /// The ticket's receipt does not verify under the service's own key.
+    ReceiptUnverified,
+    /// The ticket, the index or the shred statement names another erasure than
+    /// the signed receipt (ticket id, tenant, subject or completion time).
+    OtherErasure,
+    /// The signed receipt names no key epoch (made before key epochs): nothing
+    /// says which retirement would shred it.
+    NoEpochs,
+    /// An epoch the signed receipt names is still in the keyring.
+    EpochNotRetired,
+    /// The signed receipt names the epoch that shares the identity root, whose
+    /// retirement shreds nothing.
+    IdentityBound,
+    /// The statement's retired epochs do not include every epoch the receipt names.
+    EpochsNotCovered,
+    /// A template the erasure covers still opens under the keyring.
+    TemplateReadable,
+}
+
+impl ShredRefusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ReceiptUnverified => "receipt-unverified",
+            Self::OtherErasure => "other-erasure",
+            Self::NoEpochs => "no-epochs",
+            Self::EpochNotRetired => "epoch-not-retired",
+            Self::IdentityBound => "identity-bound-epoch",
+            Self::EpochsNotCovered => "epochs-not-covered",
+            Self::TemplateReadable => "template-readable",
+        }
+    }
+}
+
+/// The epochs of an erasure (from its signed receipt) are all shredded: none is
+/// still in the keyring (`in_keyring`), and none is the epoch the identity root
+/// can derive again.
+pub fn epochs_shredded(
+    key_epochs: &[u32],
+    in_keyring: impl Fn(u32) -> bool,
+    identity_bound: Option<u32>,
+) -> Result<(), ShredRefusal> {
+    if key_epochs.is_empty() {
+        return Err(ShredRefusal::NoEpochs);
+    }
+    if identity_bound.is_some_and(|b| key_epochs.contains(&b)) {
+        return Err(ShredRefusal::IdentityBound);
+    }
+    if key_epochs.iter().any(|e| in_keyring(*e)) {
+        return Err(ShredRefusal::EpochNotRetired);
+    }
+    Ok(())
+}
+
+/// A shred statement's retired epochs cover the receipt's: every epoch that
+/// could have wrapped the erased DEKs is among them (and there is one at least).
+pub fn epochs_covered(retired: &[u32], key_epochs: &[u32]) -> Result<(), ShredRefusal> {
+    if key_epochs.is_empty() {
+        return Err(ShredRefusal::NoEpochs);
+    }
+    if key_epochs.iter().all(|e| retired.contains(e)) {
+        Ok(())
+    } else {
+        Err(ShredRefusal::EpochsNotCovered)
+    }
+}
+
+/// What an erasure removed, read from its signed receipt's `erased` list, as
+/// far as the shred check needs it: which templates, still readable, would
+/// make "copies made before completed_at are unreadable" false.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErasureScope {
+    /// Everything of the subject (delete, cancel, decommission: "consents").
+    Subject,
+    /// The consent purposes withdrawn ("consent-purpose:<p>"): every template
+    /// that held one of them was rewritten or erased.
+    Purposes(Vec<String>),
+    /// One template (retention): the one whose retention ticket id is the
+    /// receipt's ticket id.
+    OneTemplate,
+}
+
+impl ErasureScope {
+    pub fn from_erased(erased: &[String]) -> Self {
+        if erased.iter().any(|e| e == "consents") {
+            return Self::Subject;
+        }
+        let purposes: Vec<String> = erased
+            .iter()
+            .filter_map(|e| e.strip_prefix("consent-purpose:"))
+            .map(str::to_owned)
+            .collect();
+        if purposes.is_empty() {
+            Self::OneTemplate
+        } else {
+            Self::Purposes(purposes)
+        }
+    }
+
+    /// A readable template blocks the statement when the erasure covered it:
+    /// enrolled at or before the erasure completed (its authenticated
+    /// `enrolled_at`; a later enrollment is a new, legitimate one), and in scope.
+    /// `is_ticket_template` says the template's retention ticket id is the
+    /// receipt's ticket id.
+    pub fn covers(
+        &self,
+        enrolled_at_ms: i64,
+        completed_at_ms: i64,
+        purposes: &[String],
+        is_ticket_template: bool,
+    ) -> bool {
+        if enrolled_at_ms > completed_at_ms {
+            return false;
+        }
+        match self {
+            Self::Subject => true,
+            Self::Purposes(withdrawn) => purposes.iter().any(|p| withdrawn.contains(p)),
+            Self::OneTemplate => is_ticket_template,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -169,5 +295,57 @@ mod tests {
         );
         assert_eq!(policy.retire_by(None, Some(0)), None);
         assert_eq!(policy.rotate_by(Some(0)), Some(7 * DAY_MS));
+    }
+
+    #[test]
+    fn shred_needs_every_signed_epoch_retired_and_none_identity_bound() {
+        let keyring = [2u32, 3];
+        let in_keyring = |e: u32| keyring.contains(&e);
+        assert_eq!(epochs_shredded(&[1], in_keyring, None), Ok(()));
+        assert_eq!(
+            epochs_shredded(&[1, 2], in_keyring, None),
+            Err(ShredRefusal::EpochNotRetired)
+        );
+        assert_eq!(
+            epochs_shredded(&[1], in_keyring, Some(1)),
+            Err(ShredRefusal::IdentityBound)
+        );
+        assert_eq!(
+            epochs_shredded(&[], in_keyring, None),
+            Err(ShredRefusal::NoEpochs)
+        );
+        assert_eq!(epochs_covered(&[1, 2, 5], &[1, 2]), Ok(()));
+        assert_eq!(
+            epochs_covered(&[0], &[1]),
+            Err(ShredRefusal::EpochsNotCovered)
+        );
+        assert_eq!(epochs_covered(&[1], &[]), Err(ShredRefusal::NoEpochs));
+    }
+
+    #[test]
+    fn a_readable_template_blocks_only_what_the_erasure_covered() {
+        let s = |v: &[&str]| v.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>();
+        let subject =
+            ErasureScope::from_erased(&s(&["templates:2", "consents", "lockout-counters"]));
+        assert_eq!(subject, ErasureScope::Subject);
+        assert!(subject.covers(10, 10, &[], false));
+        assert!(
+            !subject.covers(11, 10, &[], false),
+            "re-enrolled after the erasure"
+        );
+        let withdraw = ErasureScope::from_erased(&s(&["templates:0", "consent-purpose:login"]));
+        assert_eq!(withdraw, ErasureScope::Purposes(s(&["login"])));
+        assert!(withdraw.covers(5, 10, &s(&["pay", "login"]), false));
+        assert!(
+            !withdraw.covers(5, 10, &s(&["pay"]), false),
+            "kept by its other purpose"
+        );
+        let retention = ErasureScope::from_erased(&s(&["templates:1"]));
+        assert_eq!(retention, ErasureScope::OneTemplate);
+        assert!(retention.covers(5, 10, &[], true));
+        assert!(
+            !retention.covers(5, 10, &[], false),
+            "another template of the subject"
+        );
     }
 }

@@ -10,7 +10,9 @@
 //!   deadline, for the overdue count and the compliance report.
 //! - `…:unshredded`: ZSET of completed tickets by the newest key epoch that
 //!   could have wrapped their erased DEKs; once the keyring's oldest epoch is
-//!   newer, every such epoch is retired and the ticket gains its shred statement.
+//!   newer, the ticket is looked at for its shred statement. Only a hint of
+//!   which tickets to look at: the statement is built from the ticket's signed
+//!   receipt and the keyring, never from this score or the ticket's fields.
 //! - `…:by-subject:<tenant>:<subject_ref>`: SET of the subject's ticket
 //!   members, for subject access; it expires with the last ticket completed.
 //! - `…:unflagged`: ZSET of cancellation tickets whose subject is not yet marked
@@ -165,7 +167,8 @@ pub struct TicketRecord {
     pub receipt_signature: Vec<u8>,
     /// How many times a worker ran the erasure (1 when all went well).
     pub erasures: u64,
-    /// The key epochs in the keyring at completion.
+    /// The key epochs in the keyring at completion, as stored: unsigned, so
+    /// nothing is decided on it (the signed receipt body names the same list).
     pub key_epochs: Vec<u32>,
     /// When all of `key_epochs` had been retired, and the signed statement.
     pub shredded_at_ms: Option<i64>,
@@ -491,6 +494,29 @@ impl Store {
             .deadline(
                 redis::cmd("ZREM")
                     .arg(unshredded_key())
+                    .arg(member(tenant, ticket_id))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Files a ticket in the shred index under the newest epoch whose
+    /// retirement it waits for (a score read from its signed receipt, or the
+    /// epoch a still-readable copy may be wrapped under), replacing whatever
+    /// score the index held.
+    pub async fn reindex_shred_candidate(
+        &self,
+        tenant: &str,
+        ticket_id: &str,
+        after_epoch: u32,
+    ) -> Result<(), StorageError> {
+        let mut conn = self.conn.clone();
+        let _: i64 = self
+            .deadline(
+                redis::cmd("ZADD")
+                    .arg(unshredded_key())
+                    .arg(after_epoch)
                     .arg(member(tenant, ticket_id))
                     .query_async(&mut conn),
             )

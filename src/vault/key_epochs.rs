@@ -8,17 +8,22 @@ use std::collections::{BTreeMap, HashSet};
 use futures::StreamExt as _;
 use prost::Message as _;
 
-use super::lifecycle::verify_statement;
+use super::lifecycle::{Ticket, unix_ms, verify_receipt, verify_statement};
 use super::{Vault, now_unix_ms, timestamp};
 use crate::crypto::envelope::{self, SealedTemplate};
 use crate::crypto::keyring::SubjectRef;
 use crate::domain::Tenant;
+use crate::domain::key_epochs::{ErasureScope, ShredRefusal, epochs_covered, epochs_shredded};
 use crate::error::Error;
+use crate::storage::deletions::TicketRecord;
 use crate::storage::{Store, SubjectKeys, TemplateChange};
 
 /// Shred statements are domain-separated from receipts and checkpoints.
 pub const SHRED_CONTEXT: &[u8] = b"facevault/v1 shred-receipt";
 pub const SHRED_STATEMENT: &str = "copies made before completed_at are unreadable";
+
+/// The audit op of a refused shred statement (`detail: shred-refused:<reason>`).
+pub const SHRED_REFUSED_OP: &str = "ShredStatement";
 
 /// Subjects read at once by a walk.
 const WALK_CONCURRENCY: usize = 16;
@@ -32,6 +37,27 @@ pub struct DekCensus {
     pub subjects: u64,
     /// Stored templates that are not a readable record at all.
     pub corrupt: u64,
+}
+
+/// What the shred check decided for one ticket.
+enum ShredOutcome {
+    Signed {
+        body: SignedShred,
+        signature: Vec<u8>,
+    },
+    Refused {
+        refusal: ShredRefusal,
+        subject_ref: String,
+        /// File the ticket again under this epoch (it waits for its
+        /// retirement); None: drop it from the index, nothing would do.
+        retry_after_epoch: Option<u32>,
+    },
+}
+
+struct SignedShred {
+    bytes: Vec<u8>,
+    shredded_at_ms: i64,
+    retired_epochs: Vec<u32>,
 }
 
 /// One page of the re-wrap walk.
@@ -198,6 +224,14 @@ impl Vault {
 
     /// Adds the shred statement to completed tickets whose key epochs have all
     /// been retired. Returns how many gained one.
+    ///
+    /// The index in Redis only says which tickets to look at. What is signed
+    /// comes from the ticket's receipt, verified under the service's own key,
+    /// and from the keyring: every epoch the receipt names must be gone from
+    /// it and none may be the identity-bound one, and no template the erasure
+    /// covered may still open. Anything else is refused (log, metric, audit
+    /// event), and the ticket is filed again for the retirement it waits for,
+    /// or dropped when none would do.
     pub async fn shred_retired(&self, max: usize) -> Result<usize, Error> {
         let oldest = self.keys.current().keyring.oldest_epoch();
         let mut done = 0;
@@ -209,50 +243,258 @@ impl Vault {
                     .await?;
                 continue;
             };
-            // The index says every epoch is older than the oldest present; the
-            // ticket's own list is checked again before anything is signed.
-            let present: Vec<u32> = self
-                .keys
-                .current()
-                .keyring
-                .epochs()
-                .map(|(n, _)| n)
-                .collect();
-            if !ticket.completed
-                || ticket.key_epochs.is_empty()
-                || ticket.key_epochs.iter().any(|e| present.contains(e))
-            {
-                // The index and the ticket disagree (damaged, or written by
-                // hand): nothing is claimed, and the entry must not block the
-                // ones behind it.
-                tracing::error!(%ticket_id, "a shred candidate's epochs are not all retired; it is not shredded");
-                self.store
-                    .forget_shred_candidate(&tenant, &ticket_id)
-                    .await?;
-                continue;
-            }
-            let shredded_at = now_unix_ms();
-            let body = crate::proto::ShredBody {
-                ticket_id: ticket.ticket_id.clone(),
-                tenant: tenant.clone(),
-                subject_ref: ticket.subject_ref.clone(),
-                completed_at: ticket.completed_at_ms.map(timestamp),
-                shredded_at: Some(timestamp(shredded_at)),
-                retired_epochs: ticket.key_epochs.clone(),
-                statement: SHRED_STATEMENT.to_owned(),
-            }
-            .encode_to_vec();
-            let signature = self.sign_statement(SHRED_CONTEXT, &body);
-            if self
-                .store
-                .shred_ticket(&tenant, &ticket_id, shredded_at, &body, &signature)
-                .await?
-            {
-                tracing::info!(%ticket_id, epochs = ?ticket.key_epochs, "erasure shredded: its key epochs are retired");
-                done += 1;
+            match self.shred_statement(&tenant, &ticket_id, ticket).await? {
+                ShredOutcome::Signed { body, signature } => {
+                    if self
+                        .store
+                        .shred_ticket(
+                            &tenant,
+                            &ticket_id,
+                            body.shredded_at_ms,
+                            &body.bytes,
+                            &signature,
+                        )
+                        .await?
+                    {
+                        tracing::info!(%ticket_id, epochs = ?body.retired_epochs, "erasure shredded: its key epochs are retired");
+                        done += 1;
+                    }
+                }
+                ShredOutcome::Refused {
+                    refusal,
+                    subject_ref,
+                    retry_after_epoch,
+                } => {
+                    if !self
+                        .refuse_shred(&tenant, &ticket_id, &subject_ref, refusal)
+                        .await
+                    {
+                        // Not recorded: the entry stays as it is, to be
+                        // refused (and recorded) again next round.
+                        continue;
+                    }
+                    match retry_after_epoch {
+                        Some(epoch) => {
+                            self.store
+                                .reindex_shred_candidate(&tenant, &ticket_id, epoch)
+                                .await?
+                        }
+                        None => {
+                            self.store
+                                .forget_shred_candidate(&tenant, &ticket_id)
+                                .await?
+                        }
+                    }
+                }
             }
         }
         Ok(done)
+    }
+
+    /// Decides one candidate from its signed receipt, the keyring and the
+    /// subject's templates.
+    async fn shred_statement(
+        &self,
+        tenant: &str,
+        ticket_id: &str,
+        ticket: TicketRecord,
+    ) -> Result<ShredOutcome, Error> {
+        let keys = self.keys.current();
+        let refused = |refusal, subject_ref: &str, retry_after_epoch| ShredOutcome::Refused {
+            refusal,
+            subject_ref: subject_ref.to_owned(),
+            retry_after_epoch,
+        };
+        let receipt = crate::proto::DeletionReceipt {
+            body: ticket.receipt_body,
+            signature: ticket.receipt_signature,
+        };
+        let body = match verify_receipt(&keys.receipt_public_key(), &receipt) {
+            Some(body) if ticket.completed => body,
+            _ => {
+                return Ok(refused(
+                    ShredRefusal::ReceiptUnverified,
+                    &ticket.subject_ref,
+                    None,
+                ));
+            }
+        };
+        let subject = SubjectRef::parse(&body.subject_ref);
+        let (Some(subject), Ok(tenant_name), Some(completed_at)) = (
+            subject,
+            Tenant::try_from(body.tenant.as_str()),
+            body.completed_at.as_ref().map(unix_ms),
+        ) else {
+            return Ok(refused(ShredRefusal::OtherErasure, &body.subject_ref, None));
+        };
+        if body.ticket_id != ticket_id || body.tenant != tenant {
+            return Ok(refused(ShredRefusal::OtherErasure, &body.subject_ref, None));
+        }
+        let ring = &keys.keyring;
+        let in_keyring = |e: u32| ring.epochs().any(|(n, _)| n == e);
+        if let Err(refusal) =
+            epochs_shredded(&body.key_epochs, in_keyring, ring.identity_bound_epoch())
+        {
+            // Not yet: filed again under the newest signed epoch, so it comes
+            // back when that one is retired, whatever the index said.
+            let retry = (refusal == ShredRefusal::EpochNotRetired)
+                .then(|| body.key_epochs.iter().max().copied())
+                .flatten();
+            return Ok(refused(refusal, &body.subject_ref, retry));
+        }
+        // A copy the erasure covered that still opens (restored into Redis,
+        // perhaps re-wrapped since) makes the statement false: it waits until
+        // the newest epoch, which could wrap that copy now, is retired too.
+        let tenant_keys = ring.tenant(&tenant_name)?;
+        let stored = self
+            .store
+            .read_subject(&SubjectKeys::new(&tenant_name, &subject))
+            .await?;
+        let scope = ErasureScope::from_erased(&body.erased);
+        for (template_id, bytes) in stored.templates {
+            let Ok(sealed) = SealedTemplate::decode(bytes.as_slice()) else {
+                continue;
+            };
+            let Ok(record) =
+                envelope::open_template(&tenant_keys, &tenant_name, &subject, &template_id, sealed)
+            else {
+                continue;
+            };
+            let purposes = record
+                .consent
+                .as_ref()
+                .map_or(&[][..], |c| c.purposes.as_slice());
+            let is_ticket_template =
+                tenant_keys.retention_ticket_id(&subject, &template_id) == body.ticket_id;
+            if scope.covers(
+                record.enrolled_at_unix_ms,
+                completed_at,
+                purposes,
+                is_ticket_template,
+            ) {
+                let newest = ring.epochs().map(|(n, _)| n).max();
+                return Ok(refused(
+                    ShredRefusal::TemplateReadable,
+                    &body.subject_ref,
+                    newest,
+                ));
+            }
+        }
+        let shredded_at_ms = now_unix_ms();
+        let statement = crate::proto::ShredBody {
+            ticket_id: body.ticket_id,
+            tenant: body.tenant,
+            subject_ref: body.subject_ref,
+            completed_at: body.completed_at,
+            shredded_at: Some(timestamp(shredded_at_ms)),
+            retired_epochs: body.key_epochs.clone(),
+            statement: SHRED_STATEMENT.to_owned(),
+        }
+        .encode_to_vec();
+        let signature = self.sign_statement(SHRED_CONTEXT, &statement);
+        Ok(ShredOutcome::Signed {
+            body: SignedShred {
+                bytes: statement,
+                shredded_at_ms,
+                retired_epochs: body.key_epochs,
+            },
+            signature,
+        })
+    }
+
+    /// Says why a shred statement is refused: a log line, a metric and an
+    /// audit event. False when the event could not be recorded.
+    async fn refuse_shred(
+        &self,
+        tenant: &str,
+        ticket_id: &str,
+        subject_ref: &str,
+        refusal: ShredRefusal,
+    ) -> bool {
+        let reason = refusal.as_str();
+        crate::telemetry::metrics()
+            .shred_refused
+            .add(1, &[opentelemetry::KeyValue::new("reason", reason)]);
+        // The id comes from an index entry anyone who writes Redis can add:
+        // only a well-formed one is logged.
+        let ticket_id = Some(ticket_id).filter(|id| crate::vault::is_valid_ticket_id(id));
+        tracing::error!(
+            ticket_id = ticket_id.unwrap_or("<malformed>"),
+            reason,
+            "no shred statement for this erasure: its signed receipt, the keyring or a readable template says no"
+        );
+        let sink = self.lifecycle.audit.read().ok().and_then(|a| a.clone());
+        let (Some(sink), Ok(tenant)) = (sink, Tenant::try_from(tenant)) else {
+            // Tools run without an audit writer, and an index entry naming
+            // no valid tenant has no chain to record in.
+            return true;
+        };
+        let event = crate::proto::AuditEvent {
+            event_id: crate::audit::new_event_id(),
+            time: Some(timestamp(now_unix_ms())),
+            tenant: tenant.as_str().to_owned(),
+            caller: "facevault/deletion".to_owned(),
+            op: SHRED_REFUSED_OP.to_owned(),
+            // Only a well-formed pseudonym goes into the log.
+            subject_ref: SubjectRef::parse(subject_ref)
+                .map(|s| s.as_str().to_owned())
+                .unwrap_or_default(),
+            outcome: "refused".to_owned(),
+            code: "FAILED_PRECONDITION".to_owned(),
+            request_id: ticket_id.unwrap_or_default().to_owned(),
+            detail: format!("shred-refused:{reason}"),
+            ..crate::proto::AuditEvent::default()
+        };
+        match sink.record(tenant, event).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, "the shred refusal cannot be audited yet; retried next round");
+                false
+            }
+        }
+    }
+
+    /// A ticket as served: its shred statement only if it verifies, names the
+    /// same erasure as the verified receipt and retires every epoch that
+    /// receipt names. Otherwise the statement (written in Redis by someone
+    /// else, or damaged) is withheld, and the refusal recorded.
+    pub(super) async fn with_proven_shred(&self, tenant: &Tenant, mut ticket: Ticket) -> Ticket {
+        let Some(shred) = ticket.shred_receipt.as_ref() else {
+            return ticket;
+        };
+        let keys = self.keys.current();
+        let public = keys.receipt_public_key();
+        let ring = &keys.keyring;
+        let checked = match (
+            ticket
+                .receipt
+                .as_ref()
+                .and_then(|r| verify_receipt(&public, r)),
+            verify_shred_receipt(&public, shred),
+        ) {
+            (Some(receipt), Some(shred)) => {
+                shred_matches_receipt(&receipt, &shred).and_then(|()| {
+                    epochs_shredded(
+                        &shred.retired_epochs,
+                        |e| ring.epochs().any(|(n, _)| n == e),
+                        ring.identity_bound_epoch(),
+                    )
+                })
+            }
+            _ => Err(ShredRefusal::ReceiptUnverified),
+        };
+        if let Err(refusal) = checked {
+            self.refuse_shred(
+                tenant.as_str(),
+                &ticket.ticket_id,
+                &ticket.subject_ref,
+                refusal,
+            )
+            .await;
+            ticket.shred_receipt = None;
+            ticket.shredded_at_unix_ms = None;
+        }
+        ticket
     }
 
     pub fn epoch_status(&self, now_unix_ms: i64) -> EpochStatus {
@@ -326,6 +568,24 @@ impl Vault {
             .rewrap_pending
             .load(std::sync::atomic::Ordering::Relaxed)
     }
+}
+
+/// A shred statement backs a receipt only when both name the same erasure
+/// (ticket, tenant, subject, completion time) and its retired epochs include
+/// every epoch the receipt names. The signatures are checked by the caller.
+pub fn shred_matches_receipt(
+    receipt: &crate::proto::ReceiptBody,
+    shred: &crate::proto::ShredBody,
+) -> Result<(), ShredRefusal> {
+    if receipt.completed_at.is_none()
+        || shred.ticket_id != receipt.ticket_id
+        || shred.tenant != receipt.tenant
+        || shred.subject_ref != receipt.subject_ref
+        || shred.completed_at != receipt.completed_at
+    {
+        return Err(ShredRefusal::OtherErasure);
+    }
+    epochs_covered(&shred.retired_epochs, &receipt.key_epochs)
 }
 
 /// Verifies a shred statement offline against the published Ed25519 key.

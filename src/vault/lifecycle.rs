@@ -175,7 +175,9 @@ impl Vault {
         let subject_ref = keys.subject_ref(&cmd.subject);
         let ticket_id = keys.cancel_ticket_id(&subject_ref);
         match self.store.ticket(tenant.as_str(), &ticket_id).await? {
-            Some(existing) if existing.completed => return Ok(existing.into()),
+            Some(existing) if existing.completed => {
+                return Ok(self.with_proven_shred(tenant, existing.into()).await);
+            }
             Some(_) => {}
             None => {
                 let requested_at = now_unix_ms();
@@ -201,11 +203,13 @@ impl Vault {
         self.mark_cancelled(tenant, &subject_ref, &ticket_id)
             .await?;
         self.lifecycle.wake.notify_one();
-        self.store
+        let ticket = self
+            .store
             .ticket(tenant.as_str(), &ticket_id)
             .await?
             .map(Ticket::from)
-            .ok_or(Error::Integrity)
+            .ok_or(Error::Integrity)?;
+        Ok(self.with_proven_shred(tenant, ticket).await)
     }
 
     /// Marks the subject of a cancellation ticket cancelled (idempotent) and
@@ -363,7 +367,7 @@ impl Vault {
             .map(Ticket::from)
             .ok_or(Error::TicketNotFound)?;
         ticket.erasure_proof = self.erasure_proof(tenant, ticket.receipt.as_ref()).await;
-        Ok(ticket)
+        Ok(self.with_proven_shred(tenant, ticket).await)
     }
 
     /// The inclusion proof of the erasure event a receipt names, against its
@@ -569,12 +573,13 @@ impl Vault {
             .await?;
         if !first {
             // Another run completed it first: its receipt is the one kept.
-            return self
+            let kept = self
                 .store
                 .ticket(tenant.as_str(), &ticket.ticket_id)
                 .await?
                 .map(Ticket::from)
-                .ok_or(Error::Integrity);
+                .ok_or(Error::Integrity)?;
+            return Ok(self.with_proven_shred(&tenant, kept).await);
         }
         tracing::info!(ticket_id = %ticket.ticket_id, kind = kind.as_str(), templates = erased.templates, "erasure completed");
         ticket.completed = true;

@@ -24,8 +24,8 @@ pub use decommission::{
 };
 pub use enroll::{EnrollCommand, Enrollment};
 pub use key_epochs::{
-    DekCensus, EpochStatus, RewrapPage, SHRED_CONTEXT, SHRED_STATEMENT, dek_census,
-    verify_shred_receipt,
+    DekCensus, EpochStatus, RewrapPage, SHRED_CONTEXT, SHRED_REFUSED_OP, SHRED_STATEMENT,
+    dek_census, shred_matches_receipt, verify_shred_receipt,
 };
 pub use lifecycle::{
     CancelCommand, DeleteCommand, RECEIPT_CONTEXT, Ticket, WithdrawCommand, is_valid_ticket_id,

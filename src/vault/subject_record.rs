@@ -100,7 +100,7 @@ impl Vault {
         let mut tickets = Vec::new();
         for ticket_id in ids {
             if let Some(ticket) = self.store.ticket(tenant.as_str(), &ticket_id).await? {
-                tickets.push(Ticket::from(ticket));
+                tickets.push(self.with_proven_shred(tenant, Ticket::from(ticket)).await);
             }
         }
         tickets.sort_by_key(|t| t.requested_at_unix_ms);

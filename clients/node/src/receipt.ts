@@ -64,8 +64,20 @@ export function verifyShredReceipt(publicKey: Uint8Array, ticket: DeletionTicket
   const shred = loadProtos().message("ShredBody").deserialize(ticket.shredReceipt.body) as ShredBody;
   const same = (a: { seconds: string; nanos: number } | null, b: { seconds: string; nanos: number } | null) =>
     (a?.seconds ?? "0") === (b?.seconds ?? "0") && (a?.nanos ?? 0) === (b?.nanos ?? 0);
-  if (shred.ticketId !== body.ticketId || shred.tenant !== body.tenant || !same(shred.completedAt, body.completedAt)) {
+  if (
+    shred.ticketId !== body.ticketId ||
+    shred.tenant !== body.tenant ||
+    shred.subjectRef !== body.subjectRef ||
+    !body.completedAt ||
+    !same(shred.completedAt, body.completedAt)
+  ) {
     throw new ReceiptError("the shred statement belongs to another receipt");
+  }
+  // It proves the erasure's copies unreadable only if it retires every epoch
+  // that could have wrapped them (the receipt's keyEpochs, at least one).
+  const retired = new Set(shred.retiredEpochs);
+  if (body.keyEpochs.length === 0 || !body.keyEpochs.every((e) => retired.has(e))) {
+    throw new ReceiptError("the shred statement does not retire every key epoch the receipt names");
   }
   return shred;
 }
