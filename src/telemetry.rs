@@ -548,6 +548,10 @@ pub struct Metrics {
     pub key_reload_failures: Counter<u64>,
     /// DEKs re-wrapped to the active epoch ("facevault.keys.rewrapped").
     pub rewrapped: Counter<u64>,
+    /// Sealed records that did not open under the service's keys and were
+    /// refused ("facevault.integrity.refused"); attribute `what` =
+    /// "decommission-reason".
+    pub integrity_refused: Counter<u64>,
     // Held so the gauges' callbacks live as long as the instruments.
     _gauges: Vec<ObservableGauge<u64>>,
 }
@@ -650,6 +654,10 @@ impl Metrics {
             rewrapped: counter(
                 "facevault.keys.rewrapped",
                 "DEKs re-wrapped to the active key epoch",
+            ),
+            integrity_refused: counter(
+                "facevault.integrity.refused",
+                "Sealed records refused because they did not open",
             ),
             _gauges: vec![
                 gauge("facevault.deletions.pending", "Deletions queued", |s| {
