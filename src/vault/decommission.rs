@@ -59,7 +59,7 @@ impl Vault {
         tenant: &Tenant,
         reason: CancelReason,
     ) -> Result<TenantDecommission, Error> {
-        if let Some(existing) = self.tenant_decommission(tenant).await? {
+        if let Some(existing) = self.tenant_decommission_with_reason(tenant).await? {
             return Ok(existing);
         }
         let requested_at = now_unix_ms();
