@@ -81,10 +81,13 @@ async fn decommission_and_wait(
     }
 }
 
+/// One XRANGE entry: id, then field/value pairs.
+type StreamEntry = (Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
+
 /// Every event of an audit stream, straight from Redis.
 async fn stream_events(app: &TestApp, stream: &str) -> Vec<AuditEvent> {
     let mut redis = app.redis().await;
-    let entries: Vec<(String, Vec<(String, Vec<u8>)>)> = redis::cmd("XRANGE")
+    let entries: Vec<StreamEntry> = redis::cmd("XRANGE")
         .arg(format!("fv:audit:{{{stream}}}:events"))
         .arg("-")
         .arg("+")
@@ -94,7 +97,7 @@ async fn stream_events(app: &TestApp, stream: &str) -> Vec<AuditEvent> {
     entries
         .iter()
         .filter_map(|(_, fields)| {
-            let (_, e) = fields.iter().find(|(k, _)| k == "e")?;
+            let (_, e) = fields.iter().find(|(k, _)| k == b"e")?;
             AuditEvent::decode(e.as_slice()).ok()
         })
         .collect()
@@ -419,7 +422,7 @@ async fn everything_in_redis(app: &TestApp) -> Vec<(String, Vec<u8>)> {
                 .await
                 .unwrap(),
             "stream" => {
-                let entries: Vec<(Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>)> = redis::cmd("XRANGE")
+                let entries: Vec<StreamEntry> = redis::cmd("XRANGE")
                     .arg(&key)
                     .arg("-")
                     .arg("+")
