@@ -55,12 +55,16 @@ return 1
 "#;
 
 /// KEYS: record. ARGV: sealed reason. Replaces a clear `reason` (written by
-/// a release before reasons were sealed) with its sealed form, once.
+/// a release before reasons were sealed) with its sealed form, once. A record
+/// that already holds a sealed reason keeps it: a clear one added beside it
+/// is only dropped, never sealed over it.
 const SEAL_LEGACY_REASON: &str = r#"
 if redis.call('HEXISTS', KEYS[1], 'reason') == 0 then
   return 0
 end
-redis.call('HSET', KEYS[1], 'reason_sealed', ARGV[1])
+if redis.call('HEXISTS', KEYS[1], 'reason_sealed') == 0 then
+  redis.call('HSET', KEYS[1], 'reason_sealed', ARGV[1])
+end
 redis.call('HDEL', KEYS[1], 'reason')
 return 1
 "#;

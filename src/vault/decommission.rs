@@ -143,7 +143,11 @@ impl Vault {
         record: &DecommissionRecord,
     ) -> Result<Option<DecommissionReason>, Error> {
         if record.sealed_reason.is_empty() {
-            return Ok(None);
+            if record.legacy_reason.is_some() {
+                return Ok(None);
+            }
+            // Every record since reasons were sealed has one: deleted in Redis.
+            return Err(self.unreadable_reason(tenant));
         }
         let keys = self.keys.current().keyring.tenant(tenant)?;
         match open_decommission_reason(&keys, tenant, record.requested_at_ms, &record.sealed_reason)
@@ -156,18 +160,20 @@ impl Vault {
                 );
                 Ok(None)
             }
-            Err(_) => {
-                tracing::error!(
-                    tenant = tenant.as_str(),
-                    "decommission reason does not open under the tenant's keys: edited or moved in Redis; refused"
-                );
-                crate::telemetry::metrics().integrity_refused.add(
-                    1,
-                    &[opentelemetry::KeyValue::new("what", "decommission-reason")],
-                );
-                Err(Error::Integrity)
-            }
+            Err(_) => Err(self.unreadable_reason(tenant)),
         }
+    }
+
+    fn unreadable_reason(&self, tenant: &Tenant) -> Error {
+        tracing::error!(
+            tenant = tenant.as_str(),
+            "decommission reason missing or not opening under the tenant's keys: deleted, edited or moved in Redis; refused"
+        );
+        crate::telemetry::metrics().integrity_refused.add(
+            1,
+            &[opentelemetry::KeyValue::new("what", "decommission-reason")],
+        );
+        Error::Integrity
     }
 
     /// Every tenant's decommission, without reasons, for the deployment report.
@@ -211,10 +217,13 @@ impl Vault {
                 continue;
             };
             let tenant = Tenant::try_from(name.as_str())?;
-            if let Some(legacy) = &record.legacy_reason
-                && let Err(error) = self.seal_legacy_reason(&tenant, &record, legacy).await
-            {
-                tracing::warn!(tenant = %name, %error, "clear decommission reason not sealed yet; retried next round");
+            if let Some(legacy) = &record.legacy_reason {
+                if let Err(error) = self.seal_legacy_reason(&tenant, &record, legacy).await {
+                    tracing::warn!(tenant = %name, %error, "clear decommission reason not sealed yet; retried next round");
+                }
+                // The next round reads the record as sealed, so its receipt
+                // commits to the reason.
+                continue;
             }
             if record.completed {
                 continue;

@@ -14,8 +14,12 @@
 //! - the reason is sealed under the tenant KEK; no Redis key, field, member or
 //!   stream entry holds its text, and the receipt signs an HMAC commitment
 //!   (`no_redis_key_or_value_holds_the_decommission_reason`);
-//! - a sealed reason moved to another tenant's record, or edited, is refused,
-//!   never shown (`a_moved_or_edited_sealed_reason_is_refused`).
+//! - a sealed reason moved to another tenant's record, edited or deleted is
+//!   refused, never shown, and a clear reason written beside it is dropped,
+//!   never sealed over it (`a_moved_or_edited_sealed_reason_is_refused`);
+//! - a record from before reasons were sealed gets its clear reason sealed by
+//!   the worker, and its receipt commits to it
+//!   (`a_clear_reason_from_an_earlier_release_is_sealed`).
 
 use std::time::{Duration, Instant};
 
@@ -537,6 +541,53 @@ async fn a_moved_or_edited_sealed_reason_is_refused() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Internal, "{status:?}");
 
+    // Deleted outright: every record since reasons are sealed has one.
+    let _: i64 = redis::cmd("HDEL")
+        .arg("fv:ledger:{demo}:decommission")
+        .arg("reason_sealed")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let status = admin_client(&app)
+        .await
+        .get_tenant_decommission(proto::GetTenantDecommissionRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Internal, "{status:?}");
+
+    // A clear reason written beside the sealed one is dropped by the worker,
+    // never sealed over it.
+    let _: i64 = redis::cmd("HSET")
+        .arg("fv:ledger:{demo}:decommission")
+        .arg("reason_sealed")
+        .arg(&sealed)
+        .arg("reason")
+        .arg("forged by the attacker")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let left: bool = redis::cmd("HEXISTS")
+            .arg("fv:ledger:{demo}:decommission")
+            .arg("reason")
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        if !left {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let kept = admin_client(&app)
+        .await
+        .get_tenant_decommission(proto::GetTenantDecommissionRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(kept.reason, REASON);
+
     // The operator's view never opens reasons, so it is unaffected.
     let report = operator_client(&app)
         .await
@@ -614,4 +665,65 @@ async fn pki_issue_operator_makes_a_certificate_the_service_takes_as_operator() 
         .get_compliance_report(proto::GetComplianceReportRequest {})
         .await;
     assert_eq!(code(refused), Code::PermissionDenied);
+}
+
+#[tokio::test]
+async fn a_clear_reason_from_an_earlier_release_is_sealed() {
+    let app = spawn_app_with(fast_worker()).await;
+    const LEGACY: &str = "legacy: customer Li Na, ID 310101198001010012";
+    // The record as an earlier release wrote it, for a tenant with no subject.
+    let now = now_ms();
+    let mut redis = app.redis().await;
+    let _: i64 = redis::cmd("HSET")
+        .arg("fv:ledger:{other}:decommission")
+        .arg("state")
+        .arg("in-progress")
+        .arg("requested_ms")
+        .arg(now)
+        .arg("deadline_ms")
+        .arg(now + 86_400_000)
+        .arg("provisional")
+        .arg("0")
+        .arg("reason")
+        .arg(LEGACY)
+        .arg("subjects_total")
+        .arg(0)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("SADD")
+        .arg("fv:decommissions")
+        .arg("other")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let mut other_admin = AdminClient::new(channel_as(&app, "other", "admin").await);
+    let started = Instant::now();
+    let done = loop {
+        let d = other_admin
+            .get_tenant_decommission(proto::GetTenantDecommissionRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if d.state() == proto::DecommissionState::DecommissionCompleted && !d.reason.is_empty() {
+            break d;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{d:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done.reason, LEGACY);
+    let key = crate::lifecycle::receipt_key(&mut app.app_client().await).await;
+    let body = facevault::vault::verify_decommission_receipt(&key, done.receipt.as_ref().unwrap())
+        .expect("the receipt verifies");
+    assert_eq!(body.reason, "");
+    assert_eq!(body.reason_hmac, reason_hmac(&done.reason_hmac_key, LEGACY));
+    let everything = everything_in_redis(&app).await;
+    for needle in ["Li Na", "310101198001010012"] {
+        assert!(
+            !everything
+                .iter()
+                .any(|(_, v)| v.windows(needle.len()).any(|w| w == needle.as_bytes())),
+            "{needle:?} is still in Redis"
+        );
+    }
 }
