@@ -263,7 +263,7 @@ expect 'alice-probe.json' walkthrough '"decision": "MATCH"' "alice's second capt
 expect 'mallory.json' walkthrough '"decision": "NO_MATCH"' "mallory: NO_MATCH"
 expect 'FaceVault/DeleteSubject' walkthrough '"state": "COMPLETED"' "DeleteSubject: COMPLETED"
 expect 'FaceVault/GetSubjectRecord' walkthrough '"model": ' "GetSubjectRecord lists alice's template"
-expect 'Admin/GetDeploymentReport' walkthrough '"filingThreshold": "100000"' "GetDeploymentReport as admin"
+expect 'Admin/GetDeploymentReport' walkthrough '"filingThreshold": "100000"' "GetDeploymentReport as the operator"
 expect 'receipt verify' receipt '"valid": true' "the receipt verifies offline"
 expect 'receipt verify' receipt "\"ticket_id\": \"$ticket_id\"" "the receipt names the cancelled ticket"
 expect 'AuditLog/ListEvents' audit '"op": "Verify"' "ListEvents as auditor returns a Verify event"

@@ -30,8 +30,8 @@ use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
 use zeroize::Zeroizing;
 
+use crate::domain::Principal;
 use crate::domain::caller::{TRUST_DOMAIN_RULE, is_trust_domain};
-use crate::domain::{Role, Tenant};
 
 /// Trust domain used by `facevault dev` and the tests.
 pub const DEV_TRUST_DOMAIN: &str = "facevault.dev";
@@ -79,6 +79,26 @@ pub fn spiffe_id(trust_domain: &str, tenant: &str, role: &str) -> String {
     format!("spiffe://{trust_domain}/tenant/{tenant}/role/{role}")
 }
 
+/// `spiffe://<trust_domain>/operator/<name>`: a deployment operator, no tenant.
+pub fn operator_spiffe_id(trust_domain: &str, name: &str) -> String {
+    format!("spiffe://{trust_domain}/operator/{name}")
+}
+
+/// The SPIFFE id and the common name (also the default file stem) of a
+/// principal's certificate.
+pub fn principal_names(trust_domain: &str, principal: &Principal) -> (String, String) {
+    match principal {
+        Principal::Tenant { tenant, role } => (
+            spiffe_id(trust_domain, tenant.as_str(), role.as_str()),
+            format!("{tenant}-{}", role.as_str()),
+        ),
+        Principal::Operator(name) => (
+            operator_spiffe_id(trust_domain, name.as_str()),
+            format!("operator-{name}"),
+        ),
+    }
+}
+
 /// Paths of a dev PKI written to a directory by [`DevPki::ensure`].
 ///
 /// Client pairs are `(certificate PEM path, private key PEM path)`.
@@ -96,9 +116,14 @@ pub struct DevPki {
     pub auditor: (PathBuf, PathBuf),
     /// Tenant "other", role "app": for cross-tenant isolation checks.
     pub other: (PathBuf, PathBuf),
-    /// Tenant "demo", role "admin": the operator's API.
+    /// Tenant "demo", role "admin": the tenant's administration.
     pub admin: (PathBuf, PathBuf),
+    /// Operator "dev" (no tenant): the deployment-wide report.
+    pub operator: (PathBuf, PathBuf),
 }
+
+/// The name of the dev operator (`dev/operator.pem`).
+pub const DEV_OPERATOR: &str = "dev";
 
 /// (tenant, role) of the `app`, `auditor`, `other` and `admin` client pairs, in that order.
 const DEV_CLIENTS: [(&str, &str); 4] = [
@@ -127,6 +152,7 @@ impl DevPki {
             auditor: pair("auditor"),
             other: pair("other"),
             admin: pair("admin"),
+            operator: pair("operator"),
         }
     }
 
@@ -137,7 +163,9 @@ impl DevPki {
     ///   and `extra_server_names` (entries that parse as IP addresses become IP SANs, the rest
     ///   DNS SANs);
     /// * `app`, `auditor`, `other`, `admin` client pairs: 1 year, clientAuth, CN `<tenant>-<role>`, URI
-    ///   SAN [`spiffe_id`]`(trust_domain, tenant, role)`.
+    ///   SAN [`spiffe_id`]`(trust_domain, tenant, role)`;
+    /// * `operator` pair: the same for [`operator_spiffe_id`]`(trust_domain, "dev")`, CN
+    ///   `operator-dev`.
     ///
     /// Existing files are reused exactly as they are and keys are never overwritten. A key
     /// without its certificate gets a new certificate for that same key; a certificate
@@ -193,6 +221,15 @@ impl DevPki {
                 ca.sign(&params, key)
             })?;
         }
+        ensure_leaf(&ca, &pki.operator.0, &pki.operator.1, |key| {
+            let uri = operator_spiffe_id(trust_domain, DEV_OPERATOR);
+            let params = client_params(
+                &format!("operator-{DEV_OPERATOR}"),
+                Some(&uri),
+                default_leaf_validity()?,
+            )?;
+            ca.sign(&params, key)
+        })?;
         Ok(pki)
     }
 }
@@ -559,25 +596,20 @@ pub fn init_ca(dir: &Path, trust_domain: &str, common_name: &str) -> Result<Cert
     Ok(files)
 }
 
-/// `facevault pki issue`: a client certificate (clientAuth) for `tenant` and
-/// `role`, URI SAN [`spiffe_id`], CN `<tenant>-<role>`, valid `days` days, and
-/// its new key. Returns the SPIFFE ID. Refuses to replace existing files.
+/// `facevault pki issue`: a client certificate (clientAuth) for `principal`,
+/// URI SAN and CN from [`principal_names`], valid `days` days, and its new
+/// key. Returns the SPIFFE ID. Refuses to replace existing files.
 pub fn issue_client_files(
     ca: &CertAuthority,
     files: &CertFiles,
     trust_domain: &str,
-    tenant: &Tenant,
-    role: Role,
+    principal: &Principal,
     days: u32,
 ) -> Result<String> {
     check_trust_domain(trust_domain)?;
-    let uri = spiffe_id(trust_domain, tenant.as_str(), role.as_str());
+    let (uri, common_name) = principal_names(trust_domain, principal);
     let key = new_key()?;
-    let params = client_params(
-        &format!("{tenant}-{}", role.as_str()),
-        Some(&uri),
-        leaf_validity_days(days)?,
-    )?;
+    let params = client_params(&common_name, Some(&uri), leaf_validity_days(days)?)?;
     let cert_pem = ca.sign(&params, &key)?;
     files.create(&cert_pem, &Zeroizing::new(key.serialize_pem()))?;
     Ok(uri)
@@ -921,6 +953,7 @@ fn publish(path: &Path, contents: &[u8], mode: u32, no_clobber: bool) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{Role, Tenant};
     use std::sync::Arc;
 
     use rustls::RootCertStore;
@@ -999,6 +1032,8 @@ mod tests {
             pki.other.1.clone(),
             pki.admin.0.clone(),
             pki.admin.1.clone(),
+            pki.operator.0.clone(),
+            pki.operator.1.clone(),
         ]
     }
 
@@ -1019,7 +1054,7 @@ mod tests {
             .collect();
         assert_eq!(before, after);
         // No temporary files left behind.
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 12);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 14);
     }
 
     #[cfg(unix)]
@@ -1068,6 +1103,10 @@ mod tests {
             uri_sans(&read(&pki.other.0)),
             ["spiffe://facevault.dev/tenant/other/role/app"]
         );
+        assert_eq!(
+            uri_sans(&read(&pki.operator.0)),
+            ["spiffe://facevault.dev/operator/dev"]
+        );
         let der = pem_to_der(&read(&pki.app.0)).unwrap();
         let cert = parse_cert(&der).unwrap();
         let cn: Vec<_> = cert
@@ -1106,7 +1145,13 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let pki = DevPki::ensure(tmp.path(), DEV_TRUST_DOMAIN, &[]).unwrap();
         let verifier = client_verifier(&read(&pki.ca_cert), None);
-        for (cert, _) in [&pki.app, &pki.auditor, &pki.other, &pki.admin] {
+        for (cert, _) in [
+            &pki.app,
+            &pki.auditor,
+            &pki.other,
+            &pki.admin,
+            &pki.operator,
+        ] {
             verify_client(verifier.as_ref(), &read(cert)).unwrap();
         }
 
@@ -1225,19 +1270,27 @@ mod tests {
         assert!(init_ca(&tmp.path().join("td"), "Prod.example.com", "x").is_err());
 
         let client = CertFiles::with_prefix(&dir.join("bank-app"));
-        let tenant = Tenant::try_from("bank").unwrap();
-        let id =
-            issue_client_files(&ca, &client, "prod.example.com", &tenant, Role::App, 30).unwrap();
+        let app = Principal::Tenant {
+            tenant: Tenant::try_from("bank").unwrap(),
+            role: Role::App,
+        };
+        let id = issue_client_files(&ca, &client, "prod.example.com", &app, 30).unwrap();
         assert_eq!(id, "spiffe://prod.example.com/tenant/bank/role/app");
         assert_eq!(uri_sans(&read(&client.cert)), [id]);
         let verifier = client_verifier(&read(&ca_files.cert), None);
         verify_client(verifier.as_ref(), &read(&client.cert)).unwrap();
-        let twice = issue_client_files(&ca, &client, "prod.example.com", &tenant, Role::App, 30);
+        let twice = issue_client_files(&ca, &client, "prod.example.com", &app, 30);
         assert!(twice.is_err());
         for days in [0, MAX_LEAF_DAYS + 1] {
             let files = CertFiles::with_prefix(&dir.join(format!("days-{days}")));
-            assert!(issue_client_files(&ca, &files, "x", &tenant, Role::App, days).is_err());
+            assert!(issue_client_files(&ca, &files, "x", &app, days).is_err());
         }
+        let operator = CertFiles::with_prefix(&dir.join("operator-ops"));
+        let ops = Principal::Operator(crate::domain::OperatorName::try_from("ops").unwrap());
+        let id = issue_client_files(&ca, &operator, "prod.example.com", &ops, 30).unwrap();
+        assert_eq!(id, "spiffe://prod.example.com/operator/ops");
+        assert_eq!(uri_sans(&read(&operator.cert)), [id]);
+        verify_client(verifier.as_ref(), &read(&operator.cert)).unwrap();
 
         let server = CertFiles::server_in(&dir);
         let no_names = issue_server_files(&ca, &server, &[], &[], 30).unwrap_err();
@@ -1415,9 +1468,15 @@ mod tests {
             result.unwrap();
         }
         let pki = DevPki::ensure(&dir, DEV_TRUST_DOMAIN, &[]).unwrap();
-        assert_eq!(fs::read_dir(&dir).unwrap().count(), 12);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 14);
         let verifier = client_verifier(&read(&pki.ca_cert), None);
-        for (cert, _) in [&pki.app, &pki.auditor, &pki.other, &pki.admin] {
+        for (cert, _) in [
+            &pki.app,
+            &pki.auditor,
+            &pki.other,
+            &pki.admin,
+            &pki.operator,
+        ] {
             verify_client(verifier.as_ref(), &read(cert)).unwrap();
         }
     }

@@ -552,6 +552,10 @@ pub struct Metrics {
     /// ("facevault.keys.shred_refused"); attribute `reason` (see
     /// `domain::key_epochs::ShredRefusal::as_str`).
     pub shred_refused: Counter<u64>,
+    /// Sealed records that did not open under the service's keys and were
+    /// refused ("facevault.integrity.refused"); attribute `what` =
+    /// "decommission-reason".
+    pub integrity_refused: Counter<u64>,
     // Held so the gauges' callbacks live as long as the instruments.
     _gauges: Vec<ObservableGauge<u64>>,
 }
@@ -658,6 +662,10 @@ impl Metrics {
             shred_refused: counter(
                 "facevault.keys.shred_refused",
                 "Shred statements refused: the signed receipt, the keyring or a readable template says no",
+            ),
+            integrity_refused: counter(
+                "facevault.integrity.refused",
+                "Sealed records refused because they did not open",
             ),
             _gauges: vec![
                 gauge("facevault.deletions.pending", "Deletions queued", |s| {

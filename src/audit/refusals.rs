@@ -109,7 +109,7 @@ impl RefusalTally {
 
     pub fn caller(&self, caller: &Caller, reason: Refusal) {
         self.count(Refused {
-            tenant: caller.tenant.clone(),
+            tenant: caller.audit_stream(),
             caller: caller.identity.clone(),
             cert_sha256: caller.cert_sha256.clone(),
             reason,

@@ -272,11 +272,11 @@ fn banner(dir: &Path, exe: &Path, listen: &Listening, args: &DevArgs, redis_url:
     );
     let _ = writeln!(
         out,
-        "  grpcurl -cacert {d}/ca.pem -cert {d}/admin.pem -key {d}/admin.key {addr} facevault.v1.Admin/GetDeploymentReport"
+        "  grpcurl -cacert {d}/ca.pem -cert {d}/operator.pem -key {d}/operator.key {addr} facevault.v1.Admin/GetDeploymentReport"
     );
     let _ = writeln!(
         out,
-        "\nOther identities: {d}/auditor.pem (role auditor), {d}/admin.pem (role admin), {d}/other.pem (tenant other). Ctrl-C stops (Redis too)."
+        "\nOther identities: {d}/auditor.pem (role auditor), {d}/admin.pem (role admin of tenant demo), {d}/operator.pem (operator, no tenant), {d}/other.pem (tenant other). Ctrl-C stops (Redis too)."
     );
     out
 }

@@ -1,6 +1,7 @@
 //! `facevault pki init|issue|server`: the certificates `serve` needs, for a
 //! deployment without cert-manager. The files are those `facevault dev` uses:
-//! `ca.pem`/`ca.key`, `server.pem`/`server.key`, `<tenant>-<role>.pem`/`.key`.
+//! `ca.pem`/`ca.key`, `server.pem`/`server.key`, `<tenant>-<role>.pem`/`.key`,
+//! `operator-<name>.pem`/`.key`.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -9,7 +10,7 @@ use anyhow::Context as _;
 use clap::builder::PossibleValue;
 
 use super::print_line;
-use crate::domain::{Role, Tenant};
+use crate::domain::{OperatorName, Principal, Role, Tenant};
 use crate::pki::{
     CertAuthority, CertFiles, DEFAULT_CA_COMMON_NAME, DEFAULT_TRUST_DOMAIN, MAX_LEAF_DAYS,
 };
@@ -31,17 +32,22 @@ pub enum PkiCommand {
         common_name: String,
     },
     /// Issue a client certificate (clientAuth) with the caller's SPIFFE ID
-    /// spiffe://<trust domain>/tenant/<tenant>/role/<role>.
+    /// spiffe://<trust domain>/tenant/<tenant>/role/<role>, or, with
+    /// --operator, spiffe://<trust domain>/operator/<name>.
     Issue {
         /// Directory holding ca.pem and ca.key.
         #[arg(long, default_value = "pki")]
         dir: PathBuf,
         /// Tenant, as declared under [tenants.<name>] in the config.
-        #[arg(long, value_parser = parse_tenant)]
-        tenant: Tenant,
-        /// What the caller may do.
-        #[arg(long)]
-        role: Role,
+        #[arg(long, value_parser = parse_tenant, required_unless_present = "operator", requires = "role")]
+        tenant: Option<Tenant>,
+        /// What the caller may do for its tenant.
+        #[arg(long, requires = "tenant")]
+        role: Option<Role>,
+        /// A deployment operator instead (no tenant): it may read the
+        /// deployment-wide report and nothing of any tenant.
+        #[arg(long, value_name = "NAME", value_parser = parse_operator, conflicts_with_all = ["tenant", "role"])]
+        operator: Option<OperatorName>,
         /// SPIFFE trust domain [default: the one recorded in the CA by `pki init`,
         /// else cluster.local]; must equal `server.trust_domain` in the config.
         #[arg(long)]
@@ -49,7 +55,8 @@ pub enum PkiCommand {
         /// Days the certificate is valid.
         #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_LEAF_DAYS)))]
         days: u32,
-        /// Write <PREFIX>.pem and <PREFIX>.key [default: <dir>/<tenant>-<role>].
+        /// Write <PREFIX>.pem and <PREFIX>.key [default: <dir>/<tenant>-<role>,
+        /// or <dir>/operator-<name>].
         #[arg(long, value_name = "PREFIX")]
         out: Option<PathBuf>,
     },
@@ -76,6 +83,12 @@ fn parse_tenant(value: &str) -> Result<Tenant, String> {
     Tenant::try_from(value).map_err(|e| e.to_string())
 }
 
+/// An operator name follows the tenant alphabet, as the server parses it.
+fn parse_operator(value: &str) -> Result<OperatorName, String> {
+    OperatorName::try_from(value)
+        .map_err(|_| "an operator name is 1 to 63 characters of [a-z0-9-]".to_owned())
+}
+
 impl clap::ValueEnum for Role {
     fn value_variants<'a>() -> &'a [Self] {
         &[Role::App, Role::Auditor, Role::Admin]
@@ -85,7 +98,7 @@ impl clap::ValueEnum for Role {
         let help = match self {
             Role::App => "app backends: enroll, verify, delete",
             Role::Auditor => "compliance officers: read the audit log",
-            Role::Admin => "operators: the Admin service",
+            Role::Admin => "the tenant's administration: its decommission",
         };
         Some(PossibleValue::new(self.as_str()).help(help))
     }
@@ -115,10 +128,17 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
             dir,
             tenant,
             role,
+            operator,
             trust_domain,
             days,
             out,
         } => {
+            // clap enforces one of --operator or --tenant with --role.
+            let principal = match (operator, tenant, role) {
+                (Some(name), _, _) => Principal::Operator(name),
+                (None, Some(tenant), Some(role)) => Principal::Tenant { tenant, role },
+                _ => anyhow::bail!("give --tenant and --role, or --operator"),
+            };
             let ca = load_ca(&dir)?;
             let trust_domain = match (trust_domain, ca.trust_domain()?) {
                 (Some(given), Some(recorded)) if given != recorded => anyhow::bail!(
@@ -133,14 +153,19 @@ pub fn run(command: PkiCommand) -> anyhow::Result<()> {
                     DEFAULT_TRUST_DOMAIN.to_owned()
                 }
             };
-            let prefix = out.unwrap_or_else(|| dir.join(format!("{tenant}-{}", role.as_str())));
+            let (_, stem) = crate::pki::principal_names(&trust_domain, &principal);
+            let prefix = out.unwrap_or_else(|| dir.join(stem));
             let files = CertFiles::with_prefix(&prefix);
-            let id =
-                crate::pki::issue_client_files(&ca, &files, &trust_domain, &tenant, role, days)?;
+            let id = crate::pki::issue_client_files(&ca, &files, &trust_domain, &principal, days)?;
             wrote(&files, "the client's private key")?;
-            print_line(&format!(
-                "identity {id}; the server must have server.trust_domain = \"{trust_domain}\" and [tenants.{tenant}]"
-            ))
+            match &principal {
+                Principal::Tenant { tenant, .. } => print_line(&format!(
+                    "identity {id}; the server must have server.trust_domain = \"{trust_domain}\" and [tenants.{tenant}]"
+                )),
+                Principal::Operator(_) => print_line(&format!(
+                    "identity {id}; the server must have server.trust_domain = \"{trust_domain}\"; an operator has no tenant"
+                )),
+            }
         }
         PkiCommand::Server {
             dir,

@@ -232,20 +232,7 @@ pub fn seal_ticket_note(
     ticket_id: &str,
     note: &str,
 ) -> Result<Vec<u8>, EnvelopeError> {
-    let (version, kek) = keys.active_kek();
-    let nonce = random_bytes::<12>()?;
-    let mut sealed = Vec::with_capacity(4 + 12 + note.len() + aead::AES_256_GCM.tag_len());
-    sealed.extend_from_slice(&version.to_be_bytes());
-    sealed.extend_from_slice(&nonce);
-    let mut body = note.as_bytes().to_vec();
-    kek.seal_in_place_append_tag(
-        Nonce::assume_unique_for_key(nonce),
-        Aad::from(note_aad(tenant, ticket_id)),
-        &mut body,
-    )
-    .map_err(|_| CryptoError::Seal)?;
-    sealed.extend_from_slice(&body);
-    Ok(sealed)
+    seal_under_kek(keys, &note_aad(tenant, ticket_id), note.as_bytes())
 }
 
 /// Opens a note sealed by [`seal_ticket_note`] for the same tenant and ticket.
@@ -255,6 +242,39 @@ pub fn open_ticket_note(
     ticket_id: &str,
     sealed: &[u8],
 ) -> Result<Zeroizing<String>, EnvelopeError> {
+    let plaintext = open_under_kek(keys, &note_aad(tenant, ticket_id), sealed)?;
+    let text = std::str::from_utf8(&plaintext).map_err(|_| EnvelopeError::Integrity)?;
+    Ok(Zeroizing::new(text.to_owned()))
+}
+
+/// `kek_version (4, BE) | nonce (12) | ciphertext | tag` of `plaintext` under
+/// the tenant's active KEK.
+fn seal_under_kek(
+    keys: &TenantKeys,
+    aad: &[u8],
+    plaintext: &[u8],
+) -> Result<Vec<u8>, EnvelopeError> {
+    let (version, kek) = keys.active_kek();
+    let nonce = random_bytes::<12>()?;
+    let mut sealed = Vec::with_capacity(4 + 12 + plaintext.len() + aead::AES_256_GCM.tag_len());
+    sealed.extend_from_slice(&version.to_be_bytes());
+    sealed.extend_from_slice(&nonce);
+    let mut body = Zeroizing::new(plaintext.to_vec());
+    kek.seal_in_place_append_tag(
+        Nonce::assume_unique_for_key(nonce),
+        Aad::from(aad),
+        &mut *body,
+    )
+    .map_err(|_| CryptoError::Seal)?;
+    sealed.extend_from_slice(&body);
+    Ok(sealed)
+}
+
+fn open_under_kek(
+    keys: &TenantKeys,
+    aad: &[u8],
+    sealed: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, EnvelopeError> {
     let (version, rest) = sealed
         .split_first_chunk::<4>()
         .ok_or(EnvelopeError::Integrity)?;
@@ -265,15 +285,94 @@ pub fn open_ticket_note(
         .kek(u32::from_be_bytes(*version))
         .ok_or(EnvelopeError::UnknownKekVersion)?;
     let mut body = Zeroizing::new(ciphertext.to_vec());
-    let plaintext = kek
+    let len = kek
         .open_in_place(
             Nonce::assume_unique_for_key(*nonce_bytes),
-            Aad::from(note_aad(tenant, ticket_id)),
+            Aad::from(aad),
             body.as_mut_slice(),
         )
-        .map_err(|_| EnvelopeError::Integrity)?;
-    let text = std::str::from_utf8(plaintext).map_err(|_| EnvelopeError::Integrity)?;
-    Ok(Zeroizing::new(text.to_owned()))
+        .map_err(|_| EnvelopeError::Integrity)?
+        .len();
+    body.truncate(len);
+    Ok(body)
+}
+
+/// A tenant's decommission reason, opened: the free text its admin gave, and
+/// the one-time key of the HMAC-SHA256 commitment its receipt signs. Zeroized
+/// on drop; its `Debug` shows neither.
+#[derive(Clone, PartialEq)]
+pub struct DecommissionReason {
+    pub text: Zeroizing<String>,
+    pub commitment_key: Zeroizing<[u8; 32]>,
+}
+
+impl std::fmt::Debug for DecommissionReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DecommissionReason(..)")
+    }
+}
+
+impl DecommissionReason {
+    /// A reason with a fresh commitment key.
+    pub fn new(text: &str) -> Result<Self, EnvelopeError> {
+        Ok(Self {
+            text: Zeroizing::new(text.to_owned()),
+            commitment_key: Zeroizing::new(random_bytes::<32>()?),
+        })
+    }
+
+    /// HMAC-SHA256 of the text under the one-time key: what the receipt signs
+    /// instead of the text. The key is random and never leaves the sealed
+    /// record except to the tenant's admin, so a short reason cannot be found
+    /// by trying candidates against the receipt, while whoever holds the text
+    /// and the key can check the receipt offline.
+    pub fn commitment(&self) -> Vec<u8> {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, self.commitment_key.as_slice());
+        ring::hmac::sign(&key, self.text.as_bytes())
+            .as_ref()
+            .to_vec()
+    }
+}
+
+/// Seals a decommission reason (commitment key, then text) under the tenant's
+/// KEK, bound to the tenant and the decommission's request time, so a sealed
+/// reason copied to another tenant or another decommission fails to open.
+pub fn seal_decommission_reason(
+    keys: &TenantKeys,
+    tenant: &Tenant,
+    requested_at_ms: i64,
+    reason: &DecommissionReason,
+) -> Result<Vec<u8>, EnvelopeError> {
+    let mut plaintext = Zeroizing::new(Vec::with_capacity(32 + reason.text.len()));
+    plaintext.extend_from_slice(reason.commitment_key.as_slice());
+    plaintext.extend_from_slice(reason.text.as_bytes());
+    seal_under_kek(keys, &decommission_aad(tenant, requested_at_ms), &plaintext)
+}
+
+/// Opens a reason sealed by [`seal_decommission_reason`].
+pub fn open_decommission_reason(
+    keys: &TenantKeys,
+    tenant: &Tenant,
+    requested_at_ms: i64,
+    sealed: &[u8],
+) -> Result<DecommissionReason, EnvelopeError> {
+    let plaintext = open_under_kek(keys, &decommission_aad(tenant, requested_at_ms), sealed)?;
+    let (key, text) = plaintext
+        .split_first_chunk::<32>()
+        .ok_or(EnvelopeError::Integrity)?;
+    let text = std::str::from_utf8(text).map_err(|_| EnvelopeError::Integrity)?;
+    Ok(DecommissionReason {
+        text: Zeroizing::new(text.to_owned()),
+        commitment_key: Zeroizing::new(*key),
+    })
+}
+
+fn decommission_aad(tenant: &Tenant, requested_at_ms: i64) -> Vec<u8> {
+    format!(
+        "facevault/v1 decommission-reason|{tenant}|{requested_at_ms}|v{FORMAT_VERSION}",
+        tenant = tenant.as_str()
+    )
+    .into_bytes()
 }
 
 fn note_aad(tenant: &Tenant, ticket_id: &str) -> Vec<u8> {
@@ -315,6 +414,33 @@ mod tests {
             enrolled_at_unix_ms: 1,
             consent: None,
         }
+    }
+
+    #[test]
+    fn decommission_reasons_are_sealed_bound_and_committed() {
+        let (ring, tenant) = setup();
+        let keys = ring.tenant(&tenant).unwrap();
+        let reason = DecommissionReason::new("customer Zhang Wei left").unwrap();
+        let sealed = seal_decommission_reason(&keys, &tenant, 1_000, &reason).unwrap();
+        assert!(!sealed.windows(5).any(|w| w == b"Zhang"));
+        let opened = open_decommission_reason(&keys, &tenant, 1_000, &sealed).unwrap();
+        assert_eq!(opened.text.as_str(), "customer Zhang Wei left");
+        assert_eq!(opened.commitment(), reason.commitment());
+        assert_eq!(opened.commitment().len(), 32);
+        // Another key, same text: another commitment (nothing to brute-force).
+        let again = DecommissionReason::new("customer Zhang Wei left").unwrap();
+        assert_ne!(again.commitment(), reason.commitment());
+        for (t, at) in [
+            (tenant.clone(), 1_001),
+            (Tenant::try_from("other").unwrap(), 1_000),
+        ] {
+            let keys = ring.tenant(&t).unwrap();
+            assert!(open_decommission_reason(&keys, &t, at, &sealed).is_err());
+        }
+        // A ticket note cannot pass for a reason, nor a reason for a note.
+        let note = seal_ticket_note(&keys, &tenant, "1000", "x".repeat(40).as_str()).unwrap();
+        assert!(open_decommission_reason(&keys, &tenant, 1_000, &note).is_err());
+        assert!(open_ticket_note(&keys, &tenant, "1000", &sealed).is_err());
     }
 
     #[test]

@@ -1,13 +1,14 @@
 use super::Tenant;
 
-/// What a caller may do. Taken from the certificate, never from the request.
+/// What a tenant's caller may do. Taken from the certificate, never from the
+/// request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Role {
     /// App backends: enroll, verify, delete.
     App,
     /// Compliance officers: read the audit log.
     Auditor,
-    /// Operators.
+    /// The tenant's administrators: its decommission.
     Admin,
 }
 
@@ -30,16 +31,65 @@ impl Role {
     }
 }
 
-/// An authenticated caller: tenant and role from its certificate, plus what the
-/// audit log records about it.
+/// The name of a deployment operator (`spiffe://<td>/operator/<name>`). Same
+/// alphabet as a tenant name, so it is safe in logs and audit fields.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct OperatorName(String);
+
+impl OperatorName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<&str> for OperatorName {
+    type Error = super::InvalidInput;
+
+    fn try_from(value: &str) -> Result<Self, Self::Error> {
+        Tenant::try_from(value).map(|t| Self(t.as_str().to_owned()))
+    }
+}
+
+impl std::fmt::Display for OperatorName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Whom a certificate names. A tenant's caller acts for one tenant in one
+/// role; an operator runs the deployment and has no tenant, so nothing that
+/// reads or changes a tenant's data can be reached with it by construction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    Tenant { tenant: Tenant, role: Role },
+    Operator(OperatorName),
+}
+
+/// An authenticated caller: who its certificate names, plus what the audit log
+/// records about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    pub tenant: Tenant,
-    pub role: Role,
+    pub principal: Principal,
     /// The certificate's identity, e.g. spiffe://td/tenant/demo/role/app.
     pub identity: String,
     /// SHA-256 of the leaf certificate (hex).
     pub cert_sha256: String,
+}
+
+impl Caller {
+    /// The tenant the caller acts for; none for an operator.
+    pub fn tenant(&self) -> Option<&Tenant> {
+        match &self.principal {
+            Principal::Tenant { tenant, .. } => Some(tenant),
+            Principal::Operator(_) => None,
+        }
+    }
+
+    /// The audit stream the caller's calls and refusals go to: its tenant's,
+    /// or the operators' own stream.
+    pub fn audit_stream(&self) -> Tenant {
+        self.tenant().cloned().unwrap_or_else(Tenant::operators)
+    }
 }
 
 /// A SPIFFE trust domain: lowercase letters, digits, '.', '-' and '_' (the SPIFFE
@@ -56,21 +106,17 @@ pub fn is_trust_domain(value: &str) -> bool {
 pub const TRUST_DOMAIN_RULE: &str =
     "a trust domain is lowercase letters, digits, '.', '-' and '_', e.g. \"prod.example.com\"";
 
-/// Parses `spiffe://<trust_domain>/tenant/<tenant>/role/<role>`.
-pub fn parse_spiffe_id(uri: &str, trust_domain: &str) -> Option<(Tenant, Role)> {
+/// Parses `spiffe://<trust_domain>/tenant/<tenant>/role/<role>` and
+/// `spiffe://<trust_domain>/operator/<name>`.
+pub fn parse_spiffe_id(uri: &str, trust_domain: &str) -> Option<Principal> {
     let path = uri.strip_prefix("spiffe://")?.strip_prefix(trust_domain)?;
-    let mut parts = path.split('/');
-    match (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-    ) {
-        (Some(""), Some("tenant"), Some(tenant), Some("role"), Some(role), None) => {
-            Some((Tenant::try_from(tenant).ok()?, Role::parse(role)?))
-        }
+    let parts: Vec<&str> = path.split('/').collect();
+    match parts.as_slice() {
+        ["", "tenant", tenant, "role", role] => Some(Principal::Tenant {
+            tenant: Tenant::try_from(*tenant).ok()?,
+            role: Role::parse(role)?,
+        }),
+        ["", "operator", name] => Some(Principal::Operator(OperatorName::try_from(*name).ok()?)),
         _ => None,
     }
 }
@@ -98,9 +144,19 @@ mod tests {
 
     #[test]
     fn parses_only_exact_spiffe_ids() {
-        let (t, r) =
-            parse_spiffe_id("spiffe://td.example/tenant/demo/role/app", "td.example").unwrap();
-        assert_eq!((t.as_str(), r), ("demo", Role::App));
+        assert_eq!(
+            parse_spiffe_id("spiffe://td.example/tenant/demo/role/app", "td.example"),
+            Some(Principal::Tenant {
+                tenant: Tenant::try_from("demo").unwrap(),
+                role: Role::App
+            })
+        );
+        assert_eq!(
+            parse_spiffe_id("spiffe://td.example/operator/ops-1", "td.example"),
+            Some(Principal::Operator(
+                OperatorName::try_from("ops-1").unwrap()
+            ))
+        );
         for bad in [
             "spiffe://other/tenant/demo/role/app",
             "spiffe://td.example.evil/tenant/demo/role/app",
@@ -108,6 +164,13 @@ mod tests {
             "spiffe://td.example/tenant/Demo/role/app",
             "spiffe://td.example/tenant/demo/role/app/extra",
             "https://td.example/tenant/demo/role/app",
+            // An operator has no tenant and no role; its name is a plain label.
+            "spiffe://td.example/operator",
+            "spiffe://td.example/operator/",
+            "spiffe://td.example/operator/Ops",
+            "spiffe://td.example/operator/ops/role/admin",
+            "spiffe://td.example/tenant/demo/operator/ops",
+            "spiffe://other/operator/ops",
         ] {
             assert!(parse_spiffe_id(bad, "td.example").is_none(), "{bad}");
         }

@@ -10,7 +10,7 @@ pub mod key_epochs;
 pub mod lockout;
 pub mod subject;
 
-pub use caller::{Caller, Role};
+pub use caller::{Caller, OperatorName, Principal, Role};
 pub use consent::{Consent, ConsentFields, ConsentMethod, Purpose};
 pub use embedding::{Embedding, EmbeddingModel, ModelId};
 pub use lockout::{LockoutPolicy, LockoutState};

@@ -53,13 +53,21 @@ impl Tenant {
 
     const UNAUTHENTICATED: &str = "_unauthenticated";
 
+    /// Where calls of deployment operators (who have no tenant) are audited,
+    /// allowed or refused. Outside the tenant alphabet, like the above.
+    pub fn operators() -> Self {
+        Self(Self::OPERATORS.to_owned())
+    }
+
+    const OPERATORS: &str = "_operators";
+
     /// A tenant name as stored in audit stream names (which include the
-    /// unauthenticated stream).
+    /// unauthenticated and the operators' streams).
     pub fn from_audit_stream(name: &str) -> Option<Self> {
-        if name == Self::UNAUTHENTICATED {
-            Some(Self::unauthenticated())
-        } else {
-            Self::try_from(name).ok()
+        match name {
+            Self::UNAUTHENTICATED => Some(Self::unauthenticated()),
+            Self::OPERATORS => Some(Self::operators()),
+            _ => Self::try_from(name).ok(),
         }
     }
 }

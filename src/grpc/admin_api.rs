@@ -1,11 +1,12 @@
-//! `facevault.v1.Admin` (role `admin`): the caller's tenant's decommission, and
-//! the deployment-wide report.
+//! `facevault.v1.Admin`: the caller's tenant's decommission (role `admin`), and
+//! the deployment-wide report (role `operator`, which has no tenant; a tenant's
+//! admin sees only its own tenant).
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use super::caller::require;
+use super::caller::{require, require_operator};
 use crate::domain::Role;
 use crate::domain::deletion::CancelReason;
 use crate::error::Error;
@@ -45,7 +46,7 @@ impl Admin for AdminApi {
         let caller = require(&request, Role::Admin)?;
         let decommission = self
             .vault
-            .tenant_decommission(&caller.tenant)
+            .tenant_decommission_with_reason(&caller.tenant)
             .await?
             .ok_or(Error::NoDecommission)?;
         Ok(Response::new(decommission_to_proto(decommission)))
@@ -55,7 +56,7 @@ impl Admin for AdminApi {
         &self,
         request: Request<proto::GetDeploymentReportRequest>,
     ) -> Result<Response<proto::DeploymentReport>, Status> {
-        require(&request, Role::Admin)?;
+        require_operator(&request)?;
         let report = self.vault.deployment_report().await?;
         Ok(Response::new(proto::DeploymentReport {
             total_subjects: report.total_subjects,
@@ -93,6 +94,11 @@ pub fn decommission_to_proto(d: TenantDecommission) -> proto::TenantDecommission
         subjects_erased: d.subjects_erased,
         completed_at: d.completed_at_unix_ms.map(timestamp),
         receipt: d.receipt,
-        reason: d.reason,
+        reason_hmac_key: d
+            .reason
+            .as_ref()
+            .map(|r| r.commitment_key.to_vec())
+            .unwrap_or_default(),
+        reason: d.reason.map(|r| r.text.to_string()).unwrap_or_default(),
     }
 }

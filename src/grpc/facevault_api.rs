@@ -30,7 +30,12 @@ impl FaceVaultApi {
 
     /// Records the subject's pseudonym on the call's audit event as soon as the id
     /// parses, so refusals of malformed requests are still attributed.
-    fn note_subject(&self, note: &AuditNote, caller: &crate::domain::Caller, subject_id: &str) {
+    fn note_subject(
+        &self,
+        note: &AuditNote,
+        caller: &super::caller::TenantCaller,
+        subject_id: &str,
+    ) {
         if let Ok(subject) = crate::domain::SubjectId::try_from(subject_id.to_owned())
             && let Ok(subject_ref) = self.vault.subject_ref(&caller.tenant, &subject)
         {

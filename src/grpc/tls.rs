@@ -26,7 +26,7 @@ use x509_parser::prelude::{FromDer as _, GeneralName, X509Certificate};
 
 use crate::audit::refusals::{Refusal, RefusalTally};
 use crate::domain::caller::parse_spiffe_id;
-use crate::domain::{Caller, Role, Tenant};
+use crate::domain::{Caller, Principal, Role, Tenant};
 
 /// What one client, or all of them, may hold of the transport.
 #[derive(Debug, Clone, Copy)]
@@ -184,12 +184,14 @@ impl IdentityPolicy {
             })
             .unwrap_or_default();
         let fingerprint = hex::encode(ring::digest::digest(&ring::digest::SHA256, leaf.as_ref()));
-        let (tenant, role, identity) = match spiffe.as_slice() {
+        let (principal, identity) = match spiffe.as_slice() {
             [uri] => {
-                let (tenant, role) = parse_spiffe_id(uri, &self.trust_domain)
+                let principal = parse_spiffe_id(uri, &self.trust_domain)
                     .ok_or(IdentityRejection::NoIdentity)?;
-                (tenant, role, (*uri).to_owned())
+                (principal, (*uri).to_owned())
             }
+            // The CN fallback names tenant callers only: an operator needs its
+            // SPIFFE id, so a legacy certificate can never become one.
             [] if self.allow_cn_fallback => {
                 let cn = cert
                     .subject()
@@ -200,14 +202,13 @@ impl IdentityPolicy {
                 let (tenant, role) = cn.split_once(':').ok_or(IdentityRejection::NoIdentity)?;
                 let tenant = Tenant::try_from(tenant).map_err(|_| IdentityRejection::NoIdentity)?;
                 let role = Role::parse(role).ok_or(IdentityRejection::NoIdentity)?;
-                (tenant, role, format!("cn:{cn}"))
+                (Principal::Tenant { tenant, role }, format!("cn:{cn}"))
             }
             // Several SPIFFE ids in one certificate would make the identity ambiguous.
             _ => return Err(IdentityRejection::NoIdentity),
         };
         Ok(Caller {
-            tenant,
-            role,
+            principal,
             identity,
             cert_sha256: fingerprint,
         })

@@ -2,7 +2,9 @@
 //! the guarded enrollment intent (`ledger::INTEND`) and the completion check
 //! (no subject, no intent) see it atomically.
 //!
-//! - `fv:ledger:{<tenant>}:decommission`: HASH, the decommission record.
+//! - `fv:ledger:{<tenant>}:decommission`: HASH, the decommission record. Its
+//!   reason is sealed under the tenant KEK (`reason_sealed`); no free text is
+//!   stored in clear. Records written before that hold `reason` in clear.
 //! - `fv:decommissions`: SET of tenants with a record, for the worker and the
 //!   deployment report.
 
@@ -19,14 +21,14 @@ fn ledger_key(tenant: &str, part: &str) -> String {
 }
 
 /// KEYS: record, subjects. ARGV: requested ms, deadline ms, provisional (0|1),
-/// reason. Creates the record unless one exists, counting the subjects held
+/// sealed reason. Creates the record unless one exists, counting the subjects held
 /// now; returns 1 if created.
 const START: &str = r#"
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return 0
 end
 redis.call('HSET', KEYS[1], 'state', 'in-progress', 'requested_ms', ARGV[1],
-  'deadline_ms', ARGV[2], 'provisional', ARGV[3], 'reason', ARGV[4],
+  'deadline_ms', ARGV[2], 'provisional', ARGV[3], 'reason_sealed', ARGV[4],
   'subjects_total', redis.call('SCARD', KEYS[2]))
 return 1
 "#;
@@ -52,6 +54,21 @@ redis.call('HSET', KEYS[1], 'state', 'completed', 'completed_ms', ARGV[1],
 return 1
 "#;
 
+/// KEYS: record. ARGV: sealed reason. Replaces a clear `reason` (written by
+/// a release before reasons were sealed) with its sealed form, once. A record
+/// that already holds a sealed reason keeps it: a clear one added beside it
+/// is only dropped, never sealed over it.
+const SEAL_LEGACY_REASON: &str = r#"
+if redis.call('HEXISTS', KEYS[1], 'reason') == 0 then
+  return 0
+end
+if redis.call('HEXISTS', KEYS[1], 'reason_sealed') == 0 then
+  redis.call('HSET', KEYS[1], 'reason_sealed', ARGV[1])
+end
+redis.call('HDEL', KEYS[1], 'reason')
+return 1
+"#;
+
 /// A tenant's decommission as stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DecommissionRecord {
@@ -60,7 +77,10 @@ pub struct DecommissionRecord {
     pub requested_at_ms: i64,
     pub deadline_ms: i64,
     pub deadline_provisional: bool,
-    pub reason: String,
+    /// The reason sealed under the tenant KEK (`envelope::seal_decommission_reason`).
+    pub sealed_reason: Vec<u8>,
+    /// A reason stored in clear by a release before reasons were sealed.
+    pub legacy_reason: Option<String>,
     pub subjects_total: u64,
     pub completed_at_ms: Option<i64>,
     pub receipt_body: Vec<u8>,
@@ -94,7 +114,7 @@ impl Store {
             } else {
                 "0"
             })
-            .arg(&record.reason);
+            .arg(&record.sealed_reason);
         let created: i64 = self.durable(start).await?;
         let mut register = redis::cmd("SADD");
         register.arg(DECOMMISSIONS).arg(tenant);
@@ -127,7 +147,8 @@ impl Store {
                 "requested_ms" => r.requested_at_ms = field_number(&v)?,
                 "deadline_ms" => r.deadline_ms = field_number(&v)?,
                 "provisional" => r.deadline_provisional = v == b"1",
-                "reason" => r.reason = field_text(&v)?,
+                "reason_sealed" => r.sealed_reason = v,
+                "reason" => r.legacy_reason = Some(field_text(&v)?),
                 "subjects_total" => r.subjects_total = field_number(&v)?.max(0) as u64,
                 "completed_ms" => r.completed_at_ms = Some(field_number(&v)?),
                 "receipt_body" => r.receipt_body = v,
@@ -136,6 +157,19 @@ impl Store {
             }
         }
         Ok(Some(r))
+    }
+
+    /// Seals a record's clear legacy reason (see [`SEAL_LEGACY_REASON`]).
+    pub async fn seal_legacy_decommission_reason(
+        &self,
+        tenant: &str,
+        sealed_reason: &[u8],
+    ) -> Result<(), StorageError> {
+        let key = record_key(tenant);
+        let mut seal = super::eval(SEAL_LEGACY_REASON, &[&key]);
+        seal.arg(sealed_reason);
+        let _: i64 = self.durable(seal).await?;
+        Ok(())
     }
 
     /// Tenants with a decommission record, in progress or completed.

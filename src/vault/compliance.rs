@@ -31,7 +31,8 @@ pub struct FilingClock {
     pub filing_reference: String,
 }
 
-/// Deployment-wide totals: for the operator (role admin) only.
+/// Deployment-wide totals: for operators (`spiffe://<td>/operator/<name>`)
+/// only; no tenant's admin sees them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeploymentReport {
     pub total_subjects: u64,

@@ -19,6 +19,9 @@ use prost::Message as _;
 
 use super::lifecycle::verify_statement;
 use super::{Vault, now_unix_ms, timestamp};
+use crate::crypto::envelope::{
+    DecommissionReason, EnvelopeError, open_decommission_reason, seal_decommission_reason,
+};
 use crate::crypto::keyring::SubjectRef;
 use crate::domain::Tenant;
 use crate::domain::deletion::{CancelReason, DeletionKind};
@@ -41,7 +44,8 @@ pub struct TenantDecommission {
     pub requested_at_unix_ms: i64,
     pub deadline_unix_ms: i64,
     pub deadline_provisional: bool,
-    pub reason: String,
+    /// Opened for the tenant's admin only; `None` in every other view.
+    pub reason: Option<DecommissionReason>,
     pub subjects_total: u64,
     pub subjects_erased: u64,
     pub completed_at_unix_ms: Option<i64>,
@@ -55,12 +59,21 @@ impl Vault {
         tenant: &Tenant,
         reason: CancelReason,
     ) -> Result<TenantDecommission, Error> {
-        if let Some(existing) = self.tenant_decommission(tenant).await? {
+        if let Some(existing) = self.tenant_decommission_with_reason(tenant).await? {
             return Ok(existing);
         }
         let requested_at = now_unix_ms();
         let (deadline, provisional) =
             self.working_days_after(requested_at, DECOMMISSION_WORKING_DAYS)?;
+        // Free text may name a person whatever the API says: Redis gets it
+        // sealed under the tenant KEK, like a cancellation note.
+        let keys = self.keys.current().keyring.tenant(tenant)?;
+        let sealed_reason = seal_decommission_reason(
+            &keys,
+            tenant,
+            requested_at,
+            &DecommissionReason::new(reason.as_str())?,
+        )?;
         let created = self
             .store
             .start_decommission(&DecommissionRecord {
@@ -68,7 +81,7 @@ impl Vault {
                 requested_at_ms: requested_at,
                 deadline_ms: deadline,
                 deadline_provisional: provisional,
-                reason: reason.as_str().to_owned(),
+                sealed_reason,
                 ..DecommissionRecord::default()
             })
             .await?;
@@ -80,11 +93,13 @@ impl Vault {
             );
         }
         self.lifecycle.wake.notify_one();
-        self.tenant_decommission(tenant)
+        self.tenant_decommission_with_reason(tenant)
             .await?
             .ok_or(Error::Integrity)
     }
 
+    /// The tenant's decommission without its reason (compliance and
+    /// deployment reports).
     pub async fn tenant_decommission(
         &self,
         tenant: &Tenant,
@@ -92,15 +107,76 @@ impl Vault {
         let Some(record) = self.store.decommission(tenant.as_str()).await? else {
             return Ok(None);
         };
-        let remaining = if record.completed {
-            0
-        } else {
-            self.store.ledger_tenant_subjects(tenant.as_str()).await?
-        };
-        Ok(Some(view(record, remaining)))
+        let remaining = self.remaining(tenant, &record).await?;
+        Ok(Some(view(record, remaining, None)))
     }
 
-    /// Every tenant's decommission, for the deployment report.
+    /// The tenant's decommission with its reason opened: for the tenant's
+    /// admin only.
+    pub async fn tenant_decommission_with_reason(
+        &self,
+        tenant: &Tenant,
+    ) -> Result<Option<TenantDecommission>, Error> {
+        let Some(record) = self.store.decommission(tenant.as_str()).await? else {
+            return Ok(None);
+        };
+        let remaining = self.remaining(tenant, &record).await?;
+        let reason = self.open_reason(tenant, &record)?;
+        Ok(Some(view(record, remaining, reason)))
+    }
+
+    async fn remaining(&self, tenant: &Tenant, record: &DecommissionRecord) -> Result<u64, Error> {
+        if record.completed {
+            return Ok(0);
+        }
+        Ok(self.store.ledger_tenant_subjects(tenant.as_str()).await?)
+    }
+
+    /// Opens the record's sealed reason. A reason that does not open under
+    /// the tenant's keys was edited or moved in Redis: refused (never shown,
+    /// never signed). One sealed under a retired key epoch is shredded with
+    /// it: `None`. A record from before reasons were sealed has none until
+    /// the worker seals it (`decommission_step`).
+    fn open_reason(
+        &self,
+        tenant: &Tenant,
+        record: &DecommissionRecord,
+    ) -> Result<Option<DecommissionReason>, Error> {
+        if record.sealed_reason.is_empty() {
+            if record.legacy_reason.is_some() {
+                return Ok(None);
+            }
+            // Every record since reasons were sealed has one: deleted in Redis.
+            return Err(self.unreadable_reason(tenant));
+        }
+        let keys = self.keys.current().keyring.tenant(tenant)?;
+        match open_decommission_reason(&keys, tenant, record.requested_at_ms, &record.sealed_reason)
+        {
+            Ok(reason) => Ok(Some(reason)),
+            Err(EnvelopeError::UnknownKekVersion) => {
+                tracing::info!(
+                    tenant = tenant.as_str(),
+                    "decommission reason sealed under a retired key epoch: no longer readable"
+                );
+                Ok(None)
+            }
+            Err(_) => Err(self.unreadable_reason(tenant)),
+        }
+    }
+
+    fn unreadable_reason(&self, tenant: &Tenant) -> Error {
+        tracing::error!(
+            tenant = tenant.as_str(),
+            "decommission reason missing or not opening under the tenant's keys: deleted, edited or moved in Redis; refused"
+        );
+        crate::telemetry::metrics().integrity_refused.add(
+            1,
+            &[opentelemetry::KeyValue::new("what", "decommission-reason")],
+        );
+        Error::Integrity
+    }
+
+    /// Every tenant's decommission, without reasons, for the deployment report.
     pub async fn tenant_decommissions(&self) -> Result<Vec<TenantDecommission>, Error> {
         let mut out = Vec::new();
         for name in self.store.decommissioned_tenants().await? {
@@ -140,10 +216,18 @@ impl Vault {
             let Some(record) = self.store.decommission(&name).await? else {
                 continue;
             };
+            let tenant = Tenant::try_from(name.as_str())?;
+            if let Some(legacy) = &record.legacy_reason {
+                if let Err(error) = self.seal_legacy_reason(&tenant, &record, legacy).await {
+                    tracing::warn!(tenant = %name, %error, "clear decommission reason not sealed yet; retried next round");
+                }
+                // The next round reads the record as sealed, so its receipt
+                // commits to the reason.
+                continue;
+            }
             if record.completed {
                 continue;
             }
-            let tenant = Tenant::try_from(name.as_str())?;
             let keys = self.keys.current().keyring.tenant(&tenant)?;
             // Erased subjects leave the set, so every round takes a fresh
             // sample: no cursor to keep, and nothing skipped.
@@ -178,11 +262,79 @@ impl Vault {
         Ok(erased)
     }
 
+    /// Records in the tenant's audit log that its receipt was refused: once
+    /// per tenant and process, so a Redis writer cannot flood the log with it
+    /// (every round still logs and counts it, in `open_reason`).
+    async fn log_refused_receipt(&self, tenant: &Tenant) {
+        static REPORTED: std::sync::Mutex<std::collections::BTreeSet<String>> =
+            std::sync::Mutex::new(std::collections::BTreeSet::new());
+        if !REPORTED
+            .lock()
+            .is_ok_and(|mut seen| seen.insert(tenant.as_str().to_owned()))
+        {
+            return;
+        }
+        let sink = self.lifecycle.audit.read().ok().and_then(|a| a.clone());
+        let Some(sink) = sink else {
+            return;
+        };
+        let event = crate::proto::AuditEvent {
+            event_id: crate::audit::new_event_id(),
+            time: Some(timestamp(now_unix_ms())),
+            tenant: tenant.as_str().to_owned(),
+            caller: "facevault/deletion".to_owned(),
+            op: "DecommissionReceipt".to_owned(),
+            outcome: "refused".to_owned(),
+            code: "DATA_LOSS".to_owned(),
+            detail: "reason-unreadable".to_owned(),
+            ..crate::proto::AuditEvent::default()
+        };
+        if let Err(error) = sink.record(tenant.clone(), event).await {
+            tracing::warn!(%error, "refused decommission receipt not audited");
+        }
+    }
+
+    /// A record written before reasons were sealed: its clear `reason` is
+    /// sealed and the clear field dropped, in one script.
+    async fn seal_legacy_reason(
+        &self,
+        tenant: &Tenant,
+        record: &DecommissionRecord,
+        legacy: &str,
+    ) -> Result<(), Error> {
+        let keys = self.keys.current().keyring.tenant(tenant)?;
+        let sealed = seal_decommission_reason(
+            &keys,
+            tenant,
+            record.requested_at_ms,
+            &DecommissionReason::new(legacy)?,
+        )?;
+        self.store
+            .seal_legacy_decommission_reason(tenant.as_str(), &sealed)
+            .await?;
+        tracing::info!(
+            tenant = tenant.as_str(),
+            "decommission reason stored in clear by an earlier release is now sealed"
+        );
+        Ok(())
+    }
+
     async fn complete_decommission(
         &self,
         tenant: &Tenant,
         record: &DecommissionRecord,
     ) -> Result<(), Error> {
+        // The receipt signs the reason's commitment, taken from the sealed
+        // record only once it opens. An edited or moved reason is refused:
+        // nothing is signed, the decommission stays in progress (its erasures
+        // are done; only the receipt waits), and other tenants go on.
+        let reason_hmac = match self.open_reason(tenant, record) {
+            Ok(reason) => reason.map(|r| r.commitment()).unwrap_or_default(),
+            Err(_) => {
+                self.log_refused_receipt(tenant).await;
+                return Ok(());
+            }
+        };
         let completed_at = now_unix_ms();
         let key_epochs: Vec<u32> = self
             .keys
@@ -193,13 +345,14 @@ impl Vault {
             .collect();
         let body = crate::proto::DecommissionReceiptBody {
             tenant: tenant.as_str().to_owned(),
-            reason: record.reason.clone(),
+            reason: String::new(),
             requested_at: Some(timestamp(record.requested_at_ms)),
             deadline: Some(timestamp(record.deadline_ms)),
             completed_at: Some(timestamp(completed_at)),
             subjects_erased: record.subjects_total,
             key_epochs,
             statement: DECOMMISSION_STATEMENT.to_owned(),
+            reason_hmac,
         }
         .encode_to_vec();
         let signature = self.sign_statement(DECOMMISSION_CONTEXT, &body);
@@ -242,7 +395,11 @@ impl Vault {
     }
 }
 
-fn view(record: DecommissionRecord, remaining: u64) -> TenantDecommission {
+fn view(
+    record: DecommissionRecord,
+    remaining: u64,
+    reason: Option<DecommissionReason>,
+) -> TenantDecommission {
     let completed = record.completed;
     TenantDecommission {
         subjects_erased: if completed {
@@ -259,7 +416,7 @@ fn view(record: DecommissionRecord, remaining: u64) -> TenantDecommission {
         requested_at_unix_ms: record.requested_at_ms,
         deadline_unix_ms: record.deadline_ms,
         deadline_provisional: record.deadline_provisional,
-        reason: record.reason,
+        reason,
         subjects_total: record.subjects_total,
         completed_at_unix_ms: record.completed_at_ms.filter(|_| completed),
     }

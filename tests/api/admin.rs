@@ -1,4 +1,5 @@
-//! The operator's API, tenant-scoped compliance reports and subject access.
+//! The Admin service (a tenant's admin: its decommission; an operator: the
+//! deployment report), tenant-scoped compliance reports and subject access.
 
 use std::time::{Duration, Instant};
 
@@ -21,9 +22,22 @@ fn thirty_working_days_after(from_ms: i64) -> (i64, bool) {
     (d.at.timestamp_millis(), d.provisional)
 }
 
-async fn admin_client(app: &TestApp) -> AdminClient<Channel> {
+pub(crate) async fn admin_client(app: &TestApp) -> AdminClient<Channel> {
     let tls = app.tls_config(&app.pki.admin.0, &app.pki.admin.1);
     AdminClient::new(app.channel_with(tls).await.unwrap())
+}
+
+/// The deployment's operator (`spiffe://facevault.dev/operator/dev`).
+pub(crate) async fn operator_client(app: &TestApp) -> AdminClient<Channel> {
+    let tls = app.tls_config(&app.pki.operator.0, &app.pki.operator.1);
+    AdminClient::new(app.channel_with(tls).await.unwrap())
+}
+
+/// What the receipt signs in place of the reason: HMAC-SHA256 under the
+/// one-time key only the tenant's admin is given.
+pub(crate) fn reason_hmac(key: &[u8], reason: &str) -> Vec<u8> {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    ring::hmac::sign(&key, reason.as_bytes()).as_ref().to_vec()
 }
 
 async fn report(client: &mut FaceVaultClient<Channel>) -> proto::ComplianceReport {
@@ -63,7 +77,8 @@ async fn a_tenant_report_does_not_move_when_another_tenant_enrolls() {
     assert_eq!(report(&mut demo).await, before);
     assert_eq!(report(&mut other).await.tenant_subjects, 3);
 
-    // The deployment-wide total is the operator's alone.
+    // The deployment-wide total is the operator's alone: neither an app nor a
+    // tenant's admin sees it.
     let app_channel = app
         .channel_with(app.tls_config(&app.pki.app.0, &app.pki.app.1))
         .await
@@ -72,7 +87,12 @@ async fn a_tenant_report_does_not_move_when_another_tenant_enrolls() {
         .get_deployment_report(proto::GetDeploymentReportRequest {})
         .await;
     assert_eq!(code(refused), Code::PermissionDenied);
-    let deployment = admin_client(&app)
+    let refused = admin_client(&app)
+        .await
+        .get_deployment_report(proto::GetDeploymentReportRequest {})
+        .await;
+    assert_eq!(code(refused), Code::PermissionDenied);
+    let deployment = operator_client(&app)
         .await
         .get_deployment_report(proto::GetDeploymentReportRequest {})
         .await
@@ -208,6 +228,9 @@ async fn a_decommissioned_tenant_is_refused_and_erased_with_a_signed_receipt() {
         .into_inner();
     assert_eq!(first.subjects_total, SUBJECTS as u64);
     assert_eq!(first.tenant, "demo");
+    // The tenant's admin gets its reason back, and the key of its commitment.
+    assert_eq!(first.reason, "contract ended");
+    assert_eq!(first.reason_hmac_key.len(), 32);
     let requested = facevault::vault::unix_ms(first.requested_at.as_ref().unwrap());
     let deadline = facevault::vault::unix_ms(first.deadline.as_ref().unwrap());
     assert_eq!(
@@ -248,7 +271,12 @@ async fn a_decommissioned_tenant_is_refused_and_erased_with_a_signed_receipt() {
         .expect("the receipt verifies");
     assert_eq!(body.tenant, "demo");
     assert_eq!(body.subjects_erased, SUBJECTS as u64);
-    assert_eq!(body.reason, "contract ended");
+    // The receipt commits to the reason without carrying it.
+    assert_eq!(body.reason, "");
+    assert_eq!(
+        body.reason_hmac,
+        reason_hmac(&first.reason_hmac_key, "contract ended")
+    );
     assert_eq!(body.statement, facevault::vault::DECOMMISSION_STATEMENT);
     let mut forged = done.receipt.clone().unwrap();
     forged.body[2] ^= 1;
@@ -280,16 +308,24 @@ async fn a_decommissioned_tenant_is_refused_and_erased_with_a_signed_receipt() {
         .into_inner();
     assert_eq!(kept.decision(), proto::Decision::Match);
 
-    let deployment = admin
+    // The operator sees the record and its receipt, never the reason; nor
+    // does the tenant's app.
+    let deployment = operator_client(&app)
+        .await
         .get_deployment_report(proto::GetDeploymentReportRequest {})
         .await
         .unwrap()
         .into_inner();
     assert_eq!(deployment.total_subjects, 1);
-    assert_eq!(deployment.decommissions, vec![done.clone()]);
+    let without_reason = proto::TenantDecommission {
+        reason: String::new(),
+        reason_hmac_key: Vec::new(),
+        ..done.clone()
+    };
+    assert_eq!(deployment.decommissions, vec![without_reason.clone()]);
     let tenant_view = report(&mut demo).await;
     assert_eq!(tenant_view.tenant_subjects, 0);
-    assert_eq!(tenant_view.decommission, Some(done));
+    assert_eq!(tenant_view.decommission, Some(without_reason));
 }
 
 #[tokio::test]

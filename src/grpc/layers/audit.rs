@@ -135,7 +135,7 @@ where
                 crate::audit::mark_detail(&mut fields.detail, "caller-gone");
             }
             let caller = peer.as_ref().and_then(|p| p.caller.as_ref().ok());
-            let tenant = caller.map_or_else(Tenant::unauthenticated, |c| c.tenant.clone());
+            let tenant = caller.map_or_else(Tenant::unauthenticated, |c| c.audit_stream());
             let event = AuditEvent {
                 event_id,
                 time: Some(crate::vault::timestamp(crate::vault::now_unix_ms())),

@@ -3,7 +3,7 @@
 //! the audit log gets their count per window (`audit::refusals`). So are calls
 //! whose certificate names a tenant the config does not declare, whichever
 //! service they call. Roles are checked by the handlers, which know which role
-//! each call needs.
+//! each call needs; an operator's certificate names no tenant and passes here.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -79,11 +79,15 @@ where
                 );
                 return Box::pin(async move { Ok(status_response(status)) });
             };
-            if !self.tenants.contains(&caller.tenant) {
+            // An operator has no tenant: it passes here, and every handler
+            // but the deployment-wide ones refuses it (audited in its stream).
+            if let Some(tenant) = caller.tenant()
+                && !self.tenants.contains(tenant)
+            {
                 // A tenant name is not personal data; the operator needs it to
                 // tell a missing declaration from a stray certificate.
                 tracing::warn!(
-                    tenant = caller.tenant.as_str(),
+                    tenant = tenant.as_str(),
                     identity = %caller.identity,
                     "refused: the client certificate's tenant is not declared under [tenants.<name>]"
                 );

@@ -46,7 +46,7 @@ where
             .extensions()
             .get::<PeerInfo>()
             .and_then(|p| p.caller.as_ref().ok())
-            .map_or_else(|| "-".to_owned(), |c| c.tenant.as_str().to_owned());
+            .map_or_else(|| "-".to_owned(), |c| c.audit_stream().as_str().to_owned());
         let span = tracing::info_span!(
             "rpc",
             otel.name = format!("{service}/{method}"),
