@@ -185,7 +185,10 @@ impl<'k> Walk<'k> {
         } else if event.op == "Erasure"
             && let Some(erasure) = Erasure::from_detail(
                 &event.detail,
-                event.time.as_ref().map_or(stored.time_ms, crate::vault::unix_ms),
+                event
+                    .time
+                    .as_ref()
+                    .map_or(stored.time_ms, crate::vault::unix_ms),
             )
         {
             self.erasures.push((event.subject_ref.clone(), erasure));

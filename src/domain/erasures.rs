@@ -111,7 +111,12 @@ impl ErasureIndex {
 
     /// When an erasure that covers this template began, if one does: the
     /// template is then a restored copy of erased data, never alive.
-    pub fn erased_at(&self, subject_ref: &str, template_id: &str, enrolled_at_ms: i64) -> Option<i64> {
+    pub fn erased_at(
+        &self,
+        subject_ref: &str,
+        template_id: &str,
+        enrolled_at_ms: i64,
+    ) -> Option<i64> {
         let entry = self.subjects.get(subject_ref)?;
         let whole = entry.all_from_ms.filter(|from| enrolled_at_ms < *from);
         whole.or_else(|| entry.templates.get(template_id).copied())
@@ -166,7 +171,10 @@ mod tests {
             from_ms: 7,
             scope: ErasureScope::Templates(vec!["a-1".into(), "b_2".into()]),
         };
-        let detail = format!("withdraw, {}, caller-gone", some.detail_markers().join(", "));
+        let detail = format!(
+            "withdraw, {}, caller-gone",
+            some.detail_markers().join(", ")
+        );
         assert_eq!(Erasure::from_detail(&detail, 99), Some(some));
         assert_eq!(
             Erasure::from_detail("cancel", 99),
@@ -200,7 +208,11 @@ mod tests {
         assert_eq!(index.erased_at("s", "t", 120), Some(150));
         assert_eq!(index.erased_at("other", "x", 1), None);
         index.prune(120);
-        assert_eq!(index.erased_at("s", "x", 99), None, "older than the horizon");
+        assert_eq!(
+            index.erased_at("s", "x", 99),
+            None,
+            "older than the horizon"
+        );
         assert_eq!(index.erased_at("s", "t", 120), Some(150));
         index.prune(151);
         assert!(index.is_empty());

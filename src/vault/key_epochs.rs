@@ -201,9 +201,10 @@ impl Vault {
                         sealed.clone(),
                     )
                     .map(|r| r.enrolled_at_unix_ms);
-                    if let Some(erased_at) = enrolled_at.ok().and_then(|at| {
-                        erasures.erased_at(subject.as_str(), &template_id, at)
-                    }) {
+                    if let Some(erased_at) = enrolled_at
+                        .ok()
+                        .and_then(|at| erasures.erased_at(subject.as_str(), &template_id, at))
+                    {
                         refused.push((template_id.clone(), sealed.kek_version, erased_at));
                         changes.push(TemplateChange {
                             template_id,
@@ -280,7 +281,8 @@ impl Vault {
     ) -> Result<(), Error> {
         let dropped: Vec<String> = refused.iter().map(|(id, _, _)| id.clone()).collect();
         if held == 0 {
-            self.erase_everything(tenant, subject, None, dropped).await?;
+            self.erase_everything(tenant, subject, None, dropped)
+                .await?;
         } else {
             self.finish_ledger(tenant, subject, dropped, intent).await;
         }

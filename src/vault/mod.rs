@@ -173,7 +173,11 @@ impl Vault {
 
     /// Keeps the tenant's verified erasure history for Verify (set by the
     /// re-wrap worker after each verification of the tenant's log).
-    pub fn remember_erasures(&self, tenant: &Tenant, index: &crate::domain::erasures::ErasureIndex) {
+    pub fn remember_erasures(
+        &self,
+        tenant: &Tenant,
+        index: &crate::domain::erasures::ErasureIndex,
+    ) {
         if let Ok(mut all) = self.lifecycle.erasures.write() {
             all.insert(tenant.as_str().to_owned(), Arc::new(index.clone()));
         }
@@ -181,7 +185,10 @@ impl Vault {
 
     /// The tenant's verified erasure history as this process last saw it (see
     /// `remember_erasures`), if it has seen one.
-    fn known_erasures(&self, tenant: &Tenant) -> Option<Arc<crate::domain::erasures::ErasureIndex>> {
+    fn known_erasures(
+        &self,
+        tenant: &Tenant,
+    ) -> Option<Arc<crate::domain::erasures::ErasureIndex>> {
         self.lifecycle
             .erasures
             .read()

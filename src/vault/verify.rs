@@ -161,11 +161,17 @@ impl Vault {
                 Error::from(e)
             })?;
             if let Some(erased_at) = erasures.as_ref().and_then(|e| {
-                e.erased_at(subject_ref.as_str(), &template_id, record.enrolled_at_unix_ms)
+                e.erased_at(
+                    subject_ref.as_str(),
+                    &template_id,
+                    record.enrolled_at_unix_ms,
+                )
             }) {
                 // A restored copy of erased data: never compared. The re-wrap
                 // worker deletes it (with its audit event) on its next walk.
-                crate::telemetry::metrics().resurrections_refused.add(1, &[]);
+                crate::telemetry::metrics()
+                    .resurrections_refused
+                    .add(1, &[]);
                 tracing::warn!(%subject_ref, erased_at_unix_ms = erased_at, "a stored template was enrolled before a verified erasure of its subject (a restored copy): not compared");
                 resurrected = true;
                 continue;
