@@ -35,6 +35,10 @@ pub enum Error {
     PurposeNotConsented,
     #[error("no template is enrolled for this subject")]
     NoTemplate,
+    /// Every stored template is a restored copy of erased data (enrolled
+    /// before a verified erasure of the subject): answered as no template.
+    #[error("no template is enrolled for this subject")]
+    ResurrectionRefused,
     #[error("no deletion ticket with this id in your tenant")]
     TicketNotFound,
     #[error("the subject's account is cancelled")]

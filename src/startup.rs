@@ -411,12 +411,6 @@ impl Application {
         let worker = self
             .deletion_worker
             .map(|poll| tokio::spawn(DeletionWorker::new(self.vault.clone(), poll).run()));
-        let rewrap = match self.deletion_worker {
-            Some(poll) => Some(tokio::spawn(
-                RewrapWorker::new(self.vault.clone(), poll)?.run(),
-            )),
-            None => None,
-        };
 
         let reflection_v1 = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
@@ -457,6 +451,23 @@ impl Application {
         )?;
         let audit_sink_for_reader = audit_sink.clone();
         self.vault.attach_audit(audit_sink.clone());
+        // The re-wrap worker verifies each tenant's log first (`worker::rewrap`),
+        // so it starts once there is a writer to sign fresh heads.
+        let rewrap = match self.deletion_worker {
+            Some(poll) => {
+                let reader = AuditReader::new(
+                    self.audit.store.clone(),
+                    self.keys.clone(),
+                    self.audit.settings.checkpoint_interval,
+                )
+                .with_sink(audit_sink.clone());
+                let anchor_file = self.audit.settings.anchor_file.clone();
+                Some(tokio::spawn(
+                    RewrapWorker::new(self.vault.clone(), reader, anchor_file, poll)?.run(),
+                ))
+            }
+            None => None,
+        };
         let (refusals, refusal_recorder) = RefusalTally::spawn(
             audit_sink.clone(),
             self.refusal_window,
@@ -545,6 +556,12 @@ impl Application {
         monitor.abort();
         // The last window of refusal counts is recorded before the writer ends.
         let _ = refusal_recorder.await;
+        // The re-wrap worker holds a sink: it stops before the writer is
+        // awaited (each of its writes is a compare-and-set, safe to cut).
+        if let Some(rewrap) = rewrap {
+            rewrap.abort();
+            let _ = rewrap.await;
+        }
         // An erasure still running fails to log and stays pending (the next
         // process carries it out); the writer's last sink is the server's.
         self.vault.detach_audit();
@@ -559,9 +576,6 @@ impl Application {
         }
         if let Some(worker) = worker {
             worker.abort();
-        }
-        if let Some(rewrap) = rewrap {
-            rewrap.abort();
         }
         if let Some(task) = health_task {
             task.abort();

@@ -556,6 +556,12 @@ pub struct Metrics {
     /// refused ("facevault.integrity.refused"); attribute `what` =
     /// "decommission-reason".
     pub integrity_refused: Counter<u64>,
+    /// Stored templates enrolled before a verified erasure of their subject,
+    /// deleted instead of re-wrapped ("facevault.keys.resurrections_refused").
+    pub resurrections_refused: Counter<u64>,
+    /// Tenant walks the re-wrap worker refused because the tenant's audit log
+    /// did not verify intact ("facevault.keys.rewrap_refused").
+    pub rewrap_refused: Counter<u64>,
     // Held so the gauges' callbacks live as long as the instruments.
     _gauges: Vec<ObservableGauge<u64>>,
 }
@@ -666,6 +672,14 @@ impl Metrics {
             integrity_refused: counter(
                 "facevault.integrity.refused",
                 "Sealed records refused because they did not open",
+            ),
+            resurrections_refused: counter(
+                "facevault.keys.resurrections_refused",
+                "Restored copies of erased templates deleted instead of re-wrapped",
+            ),
+            rewrap_refused: counter(
+                "facevault.keys.rewrap_refused",
+                "Tenant re-wrap walks refused: the tenant's audit log did not verify intact",
             ),
             _gauges: vec![
                 gauge("facevault.deletions.pending", "Deletions queued", |s| {

@@ -32,6 +32,7 @@ use self::registry::Loaded;
 use self::verify::{Break, BreakKind, ChainState, Pin, StoredEvent, Walk};
 use crate::crypto::live::LiveKeys;
 use crate::domain::Tenant;
+use crate::domain::erasures::ErasureIndex;
 use crate::proto::AuditEvent;
 use crate::storage::audit::events_key;
 use crate::storage::{StorageError, Store};
@@ -323,6 +324,9 @@ pub struct ChainReport {
     pub breaks: Vec<Break>,
     /// Whether the whole stream was walked (else: from the last clean run).
     pub full: bool,
+    /// The erasures the verified log holds that can still matter (see
+    /// `ERASURE_HORIZON_MARGIN_MS`); complete only when `breaks` is empty.
+    pub erasures: ErasureIndex,
 }
 
 /// What an auditor asked `GetInclusionProof` about.
@@ -387,7 +391,21 @@ struct Verified {
     /// Where the rolling re-check of already verified entries goes on.
     #[serde(default)]
     recheck_from: Option<String>,
+    /// The erasures walked over up to `last_id`, pruned to those that can
+    /// still matter. Sealed with the rest: a Redis writer who rolls this state
+    /// back also rolls back `last_id`/`len`, so the next walk reads the
+    /// erasure's event again from the log; one who deletes it forces a full walk.
+    #[serde(default)]
+    erasures: ErasureIndex,
 }
+
+/// Erasures that began before the oldest epoch still in the keyring was
+/// created, minus this margin, are forgotten. A copy an attacker can restore
+/// and have opened holds a DEK wrapped under an epoch the keyring still has;
+/// that wrap was made after the epoch was created, so the copy was taken after
+/// it, and the erasure it escapes came after the copy. The margin covers clock
+/// skew between the host that ran `keys rotate` and the replicas.
+pub const ERASURE_HORIZON_MARGIN_MS: i64 = 86_400_000;
 
 /// Already verified entries an incremental run checks again, on a rolling
 /// cursor: an in-place rewrite of old entries (which keeps the stream's
@@ -665,6 +683,37 @@ impl AuditReader {
         }
     }
 
+    /// Unix ms before which no erasure can matter (`ERASURE_HORIZON_MARGIN_MS`);
+    /// None when the oldest epoch's creation time is unknown (keep them all).
+    fn erasure_horizon(&self) -> Option<i64> {
+        let keys = self.keys.current();
+        let oldest = keys.keyring.oldest_epoch();
+        let created = keys
+            .keyring
+            .epochs()
+            .find(|(n, _)| *n == oldest)
+            .and_then(|(_, c)| c)?;
+        Some(created - ERASURE_HORIZON_MARGIN_MS)
+    }
+
+    /// The tenant's erasures as its verified log states them: an incremental
+    /// verification (from the MAC'd state, catching up from the log), checked
+    /// against the registry's signed heads and the anchors. `Err` with the
+    /// breaks when the log does not verify intact: then nothing it holds may be
+    /// trusted, and the caller must refuse rather than guess.
+    pub async fn erasure_index(
+        &self,
+        tenant: &Tenant,
+        anchors: &[TreeHead],
+    ) -> Result<Result<ErasureIndex, Vec<Break>>, StorageError> {
+        let report = self.verify(tenant, false, anchors).await?;
+        Ok(if report.breaks.is_empty() {
+            Ok(report.erasures)
+        } else {
+            Err(report.breaks)
+        })
+    }
+
     async fn saved(
         &self,
         tenant: &Tenant,
@@ -860,14 +909,21 @@ impl AuditReader {
                 return Ok(None);
             }
         }
-        let (walk_chains, start, before_len, before_checked) = match &resume {
+        let (walk_chains, start, before_len, before_checked, mut erasures) = match &resume {
             Some(s) => (
                 s.chains.clone(),
                 format!("({}", s.last_id),
                 s.len,
                 s.events_checked,
+                s.erasures.clone(),
             ),
-            None => (BTreeMap::new(), "-".to_owned(), 0, 0),
+            None => (
+                BTreeMap::new(),
+                "-".to_owned(),
+                0,
+                0,
+                ErasureIndex::default(),
+            ),
         };
         let mut walk = Walk::new(key, walk_chains);
         for b in registry_breaks {
@@ -960,10 +1016,17 @@ impl AuditReader {
             result.breaks.extend(breaks);
             recheck_from = next;
         }
+        for (subject_ref, erasure) in &result.erasures {
+            erasures.record(subject_ref, erasure);
+        }
+        if let Some(horizon) = self.erasure_horizon() {
+            erasures.prune(horizon);
+        }
         let report = ChainReport {
             events_checked: before_checked + result.checked,
             breaks: result.breaks,
             full: resume.is_none(),
+            erasures,
         };
         if report.breaks.is_empty()
             && let Some(last_id) = last_id
@@ -976,6 +1039,7 @@ impl AuditReader {
                 events_checked: report.events_checked,
                 chains: result.chains,
                 recheck_from,
+                erasures: report.erasures.clone(),
             };
             self.save(tenant, key, &state).await?;
         }

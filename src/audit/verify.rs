@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::chain;
 use super::merkle::{Frontier, Hash, leaf_hash};
+use crate::domain::erasures::Erasure;
 use crate::proto::AuditEvent;
 
 /// What kind of damage a break is.
@@ -109,6 +110,9 @@ pub struct Walk<'k> {
     gaps: HashMap<String, BTreeSet<u64>>,
     pub checked: u64,
     pub breaks: Vec<Break>,
+    /// Erasure events walked over whose HMAC verified (subject ref, erasure):
+    /// they count only if the whole walk finds no break.
+    pub erasures: Vec<(String, Erasure)>,
 }
 
 impl<'k> Walk<'k> {
@@ -122,6 +126,7 @@ impl<'k> Walk<'k> {
             gaps: HashMap::new(),
             checked: 0,
             breaks: Vec::new(),
+            erasures: Vec::new(),
         }
     }
 
@@ -177,6 +182,16 @@ impl<'k> Walk<'k> {
                 seq,
                 "event content does not match its HMAC".into(),
             );
+        } else if event.op == "Erasure"
+            && let Some(erasure) = Erasure::from_detail(
+                &event.detail,
+                event
+                    .time
+                    .as_ref()
+                    .map_or(stored.time_ms, crate::vault::unix_ms),
+            )
+        {
+            self.erasures.push((event.subject_ref.clone(), erasure));
         }
         let state = match self.chains.get(&chain_id) {
             Some(state) => state.clone(),
@@ -370,6 +385,7 @@ impl<'k> Walk<'k> {
             checked: self.checked,
             breaks: self.breaks,
             chains: self.chains,
+            erasures: self.erasures,
         }
     }
 }
@@ -378,6 +394,7 @@ pub struct WalkResult {
     pub checked: u64,
     pub breaks: Vec<Break>,
     pub chains: BTreeMap<String, ChainState>,
+    pub erasures: Vec<(String, Erasure)>,
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod caller;
 pub mod consent;
 pub mod deletion;
 pub mod embedding;
+pub mod erasures;
 pub mod key_epochs;
 pub mod lockout;
 pub mod subject;

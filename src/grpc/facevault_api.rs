@@ -290,6 +290,7 @@ fn note_refusal(note: &AuditNote, error: &Error) {
         Error::LockedOut { .. } => note.detail("lockout"),
         Error::TemplatesDisabled => note.detail("disabled"),
         Error::Envelope(crate::error::EnvelopeRefusal::Replayed) => note.detail("replay"),
+        Error::ResurrectionRefused => note.detail("resurrection-refused"),
         _ => {}
     }
 }

@@ -31,6 +31,7 @@ pub fn code_of(error: &Error) -> Code {
         Error::WrongRole => Code::PermissionDenied,
         Error::PurposeNotConsented => Code::PermissionDenied,
         Error::NoTemplate => Code::NotFound,
+        Error::ResurrectionRefused => Code::NotFound,
         Error::TicketNotFound => Code::NotFound,
         Error::AccountCancelled => Code::FailedPrecondition,
         Error::TenantDecommissioned => Code::FailedPrecondition,

@@ -14,6 +14,7 @@ use crate::crypto::envelope::{self, SealedTemplate};
 use crate::crypto::keyring::SubjectRef;
 use crate::domain::Tenant;
 use crate::domain::key_epochs::{ErasureScope, ShredRefusal, epochs_covered, epochs_shredded};
+use crate::domain::erasures::ErasureIndex;
 use crate::error::Error;
 use crate::storage::deletions::TicketRecord;
 use crate::storage::{Store, SubjectKeys, TemplateChange};
@@ -72,6 +73,18 @@ pub struct RewrapPage {
     /// DEKs found under another epoch and left (their epoch is not in the
     /// keyring, or the subject kept changing): they keep the old epoch in use.
     pub left: u64,
+    /// Templates deleted instead: restored copies of erased data
+    /// (`resurrection-refused`).
+    pub refused: u64,
+}
+
+/// What re-wrapping one subject did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SubjectRewrap {
+    pub visited: u64,
+    pub rewrapped: u64,
+    pub left: u64,
+    pub refused: u64,
 }
 
 /// The oldest epoch, and by when it must be retired.
@@ -138,11 +151,15 @@ impl Vault {
     /// subjects that is under another epoch. The template ciphertext is left as
     /// it is; the write is a compare-and-set, so a concurrent enroll or erase
     /// wins and the subject is read again.
+    ///
+    /// `erasures` is the tenant's verified erasure history: a template it says
+    /// was erased is deleted, never carried into the new epoch.
     pub async fn rewrap_page(
         &self,
         tenant: &Tenant,
         cursor: u64,
         count: usize,
+        erasures: &ErasureIndex,
     ) -> Result<RewrapPage, Error> {
         let (next_cursor, subjects) = self
             .store
@@ -157,39 +174,72 @@ impl Vault {
             ..RewrapPage::default()
         };
         for chunk in subjects.chunks(WALK_CONCURRENCY) {
-            let results =
-                futures::future::join_all(chunk.iter().map(|s| self.rewrap_subject(tenant, s)))
-                    .await;
+            let results = futures::future::join_all(
+                chunk
+                    .iter()
+                    .map(|s| self.rewrap_subject(tenant, s, erasures)),
+            )
+            .await;
             for result in results {
-                let (visited, rewrapped, left) = result?;
-                page.visited += visited;
-                page.rewrapped += rewrapped;
-                page.left += left;
+                let done = result?;
+                page.visited += done.visited;
+                page.rewrapped += done.rewrapped;
+                page.left += done.left;
+                page.refused += done.refused;
             }
         }
         Ok(page)
     }
 
-    /// (DEKs read, re-wrapped, left under another epoch).
-    async fn rewrap_subject(
+    /// Re-wraps one subject's DEKs to the active epoch. A subject the erasure
+    /// history names has every template opened (whatever its epoch: one may
+    /// have been re-wrapped while its erasure's event was still on its way) and
+    /// each one enrolled before a verified erasure that covers it is deleted.
+    pub async fn rewrap_subject(
         &self,
         tenant: &Tenant,
         subject: &SubjectRef,
-    ) -> Result<(u64, u64, u64), Error> {
+        erasures: &ErasureIndex,
+    ) -> Result<SubjectRewrap, Error> {
         let keys = SubjectKeys::new(tenant, subject);
         let tenant_keys = self.keys.current().keyring.tenant(tenant)?;
         let active = tenant_keys.active_kek().0;
+        let named = erasures.names(subject.as_str());
         let mut visited = 0;
         for _ in 0..super::lifecycle::REWRITE_ATTEMPTS {
             let stored = self.store.read_subject(&keys).await?;
             visited = stored.templates.len() as u64;
             let mut changes = Vec::new();
+            let mut refused = Vec::new();
             let mut left = 0;
             for (template_id, bytes) in stored.templates {
                 let Ok(sealed) = SealedTemplate::decode(bytes.as_slice()) else {
                     left += 1;
                     continue;
                 };
+                if named {
+                    // Authenticated: `enrolled_at` is inside the template's AEAD.
+                    let enrolled_at = envelope::open_template(
+                        &tenant_keys,
+                        tenant,
+                        subject,
+                        &template_id,
+                        sealed.clone(),
+                    )
+                    .map(|r| r.enrolled_at_unix_ms);
+                    if let Some(erased_at) = enrolled_at
+                        .ok()
+                        .and_then(|at| erasures.erased_at(subject.as_str(), &template_id, at))
+                    {
+                        refused.push((template_id.clone(), sealed.kek_version, erased_at));
+                        changes.push(TemplateChange {
+                            template_id,
+                            expected: bytes,
+                            replacement: None,
+                        });
+                        continue;
+                    }
+                }
                 if sealed.kek_version == active {
                     continue;
                 }
@@ -206,20 +256,107 @@ impl Vault {
                 }
             }
             if changes.is_empty() {
-                return Ok((visited, 0, left));
+                return Ok(SubjectRewrap {
+                    visited,
+                    left,
+                    ..SubjectRewrap::default()
+                });
             }
-            let rewrapped = changes.len() as u64;
-            if self
-                .store
-                .rewrite_templates(&keys, &changes)
-                .await?
-                .is_some()
-            {
-                crate::telemetry::metrics().rewrapped.add(rewrapped, &[]);
-                return Ok((visited, rewrapped, left));
+            let rewrapped = (changes.len() - refused.len()) as u64;
+            let intent = if refused.is_empty() {
+                None
+            } else {
+                Some(
+                    self.store
+                        .ledger_intend(tenant.as_str(), subject.as_str(), now_unix_ms())
+                        .await?,
+                )
+            };
+            let Some(held) = self.store.rewrite_templates(&keys, &changes).await? else {
+                continue;
+            };
+            crate::telemetry::metrics().rewrapped.add(rewrapped, &[]);
+            if let Some(intent) = intent {
+                self.refused_resurrection(tenant, subject, &refused, held, intent)
+                    .await?;
             }
+            return Ok(SubjectRewrap {
+                visited,
+                rewrapped,
+                left,
+                refused: refused.len() as u64,
+            });
         }
-        Ok((visited, 0, visited))
+        Ok(SubjectRewrap {
+            visited,
+            left: visited,
+            ..SubjectRewrap::default()
+        })
+    }
+
+    /// After restored copies of erased templates were deleted: the ledger
+    /// follows (the rest of the subject goes too if nothing is left), and each
+    /// is said: a log line (pseudonym only), a metric and an audit event.
+    async fn refused_resurrection(
+        &self,
+        tenant: &Tenant,
+        subject: &SubjectRef,
+        refused: &[(String, u32, i64)],
+        held: u64,
+        intent: i64,
+    ) -> Result<(), Error> {
+        let dropped: Vec<String> = refused.iter().map(|(id, _, _)| id.clone()).collect();
+        if held == 0 {
+            self.erase_everything(tenant, subject, None, dropped)
+                .await?;
+        } else {
+            self.finish_ledger(tenant, subject, dropped, intent).await;
+        }
+        crate::telemetry::metrics()
+            .resurrections_refused
+            .add(refused.len() as u64, &[]);
+        for (template_id, epoch, erased_at) in refused {
+            tracing::warn!(%subject, epoch, erased_at_unix_ms = erased_at, "a stored template was enrolled before a verified erasure of its subject (a restored copy): deleted, not re-wrapped");
+            self.log_key_event(
+                tenant,
+                subject.as_str(),
+                "FAILED_PRECONDITION",
+                format!("resurrection-refused, template:{template_id}, epoch:{epoch}, erased-from:{erased_at}"),
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Records an event of the re-wrap worker (caller `facevault/rewrap`, op
+    /// `KeyRewrap`, outcome `refused`). Without a running audit writer (tools),
+    /// none.
+    pub async fn log_key_event(
+        &self,
+        tenant: &Tenant,
+        subject_ref: &str,
+        code: &str,
+        detail: String,
+    ) -> Result<(), Error> {
+        let sink = self.lifecycle.audit.read().ok().and_then(|a| a.clone());
+        let Some(sink) = sink else {
+            return Ok(());
+        };
+        let event = crate::proto::AuditEvent {
+            event_id: crate::audit::new_event_id(),
+            time: Some(timestamp(now_unix_ms())),
+            tenant: tenant.as_str().to_owned(),
+            caller: "facevault/rewrap".to_owned(),
+            op: "KeyRewrap".to_owned(),
+            subject_ref: subject_ref.to_owned(),
+            outcome: "refused".to_owned(),
+            code: code.to_owned(),
+            detail,
+            ..crate::proto::AuditEvent::default()
+        };
+        sink.record(tenant.clone(), event)
+            .await
+            .map_err(|_| Error::Unavailable(crate::storage::StorageError::unavailable()))
     }
 
     /// Adds the shred statement to completed tickets whose key epochs have all

@@ -12,6 +12,7 @@ use super::{Vault, now_unix_ms, random_id};
 use crate::crypto::envelope::{self, SealedTemplate, seal_ticket_note};
 use crate::crypto::keyring::SubjectRef;
 use crate::domain::deletion::{CancelReason, DeletionKind};
+use crate::domain::erasures::{Erasure, ErasureScope};
 use crate::domain::{InvalidInput, Purpose, SubjectId, Tenant};
 use crate::error::Error;
 use crate::storage::deletions::{Completion, Pickup, TicketRecord};
@@ -104,6 +105,9 @@ pub fn is_valid_ticket_id(id: &str) -> bool {
 struct Erased {
     templates: u64,
     what: Vec<String>,
+    /// What the erasure event states was erased: the re-wrap worker keeps no
+    /// template this names (`domain::erasures`).
+    scope: ErasureScope,
 }
 
 impl Vault {
@@ -405,6 +409,7 @@ impl Vault {
         tenant: &Tenant,
         ticket: &TicketRecord,
         kind: DeletionKind,
+        erasure: &Erasure,
     ) -> Result<Option<crate::audit::EventLocation>, Error> {
         let sink = self.lifecycle.audit.read().ok().and_then(|a| a.clone());
         let Some(sink) = sink else {
@@ -420,7 +425,10 @@ impl Vault {
             outcome: "allowed".to_owned(),
             code: "OK".to_owned(),
             request_id: ticket.ticket_id.clone(),
-            detail: kind.as_str().to_owned(),
+            detail: std::iter::once(kind.as_str().to_owned())
+                .chain(erasure.detail_markers())
+                .collect::<Vec<_>>()
+                .join(", "),
             ..crate::proto::AuditEvent::default()
         };
         sink.record_located(tenant.clone(), event)
@@ -501,6 +509,9 @@ impl Vault {
         // The completed ticket and a cancelled account's mark are kept as long
         // as each other.
         let kept_until = now_unix_ms() + self.lifecycle.ticket_retention_ms;
+        // Taken before anything is erased: a whole erasure removes every
+        // template enrolled before it (a later one may be a re-enrollment).
+        let erasing_from = now_unix_ms();
         let erased = match kind {
             DeletionKind::Delete | DeletionKind::Cancel | DeletionKind::Decommission => {
                 let tombstone = (kind == DeletionKind::Cancel).then(|| Tombstone {
@@ -519,6 +530,7 @@ impl Vault {
                         "consents".to_owned(),
                         "lockout-counters".to_owned(),
                     ],
+                    scope: ErasureScope::Subject,
                 }
             }
             DeletionKind::Withdraw => {
@@ -533,7 +545,11 @@ impl Vault {
         };
         // The erasure is logged before its receipt names the event; a failed
         // log leaves the ticket pending, to be carried out again.
-        let logged = self.log_erasure(&tenant, &ticket, kind).await?;
+        let erasure = Erasure {
+            from_ms: erasing_from,
+            scope: erased.scope,
+        };
+        let logged = self.log_erasure(&tenant, &ticket, kind, &erasure).await?;
         let completed_at = now_unix_ms();
         // Every epoch in the keyring now could have wrapped these DEKs in some
         // copy of Redis (a DEK moves to newer epochs as it is re-wrapped);
@@ -647,7 +663,11 @@ impl Vault {
             let mut what = vec![format!("templates:{erased}")];
             what.extend(withdrawn.iter().map(|p| format!("consent-purpose:{p}")));
             if changes.is_empty() {
-                return Ok(Erased { templates: 0, what });
+                return Ok(Erased {
+                    templates: 0,
+                    what,
+                    scope: ErasureScope::Templates(Vec::new()),
+                });
             }
             let intent = self
                 .store
@@ -665,17 +685,20 @@ impl Vault {
                 .filter(|c| c.replacement.is_none())
                 .map(|c| c.template_id.clone())
                 .collect();
-            if held == 0 {
+            let scope = if held == 0 {
                 self.erase_everything(tenant, subject_ref, None, dropped)
                     .await?;
                 what.push("lockout-counters".to_owned());
+                ErasureScope::Subject
             } else {
-                self.finish_ledger(tenant, subject_ref, dropped, intent)
+                self.finish_ledger(tenant, subject_ref, dropped.clone(), intent)
                     .await;
-            }
+                ErasureScope::Templates(dropped)
+            };
             return Ok(Erased {
                 templates: erased,
                 what,
+                scope,
             });
         }
         Err(Error::SubjectBusy)
@@ -761,6 +784,7 @@ impl Vault {
                 return Ok(Erased {
                     templates: 0,
                     what: vec!["templates:0".to_owned()],
+                    scope: ErasureScope::Templates(vec![template_id.to_owned()]),
                 });
             };
             let change = TemplateChange {
@@ -772,7 +796,7 @@ impl Vault {
                 .store
                 .ledger_intend(tenant.as_str(), subject_ref.as_str(), now_unix_ms())
                 .await?;
-            match self
+            let scope = match self
                 .store
                 .rewrite_templates(&subject_keys, &[change])
                 .await?
@@ -781,15 +805,18 @@ impl Vault {
                 Some(0) => {
                     self.erase_everything(tenant, subject_ref, None, vec![template_id.to_owned()])
                         .await?;
+                    ErasureScope::Subject
                 }
                 Some(_) => {
                     self.finish_ledger(tenant, subject_ref, vec![template_id.to_owned()], intent)
                         .await;
+                    ErasureScope::Templates(vec![template_id.to_owned()])
                 }
-            }
+            };
             return Ok(Erased {
                 templates: 1,
                 what: vec!["templates:1".to_owned()],
+                scope,
             });
         }
         Err(Error::SubjectBusy)
@@ -799,7 +826,7 @@ impl Vault {
     /// keeps) and its entries in the ledger. Idempotent.
     /// `already_gone` names templates the caller removed just before, whose
     /// retention entries go with the rest (this update supersedes the caller's).
-    async fn erase_everything(
+    pub(super) async fn erase_everything(
         &self,
         tenant: &Tenant,
         subject_ref: &SubjectRef,

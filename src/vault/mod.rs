@@ -104,6 +104,9 @@ struct Lifecycle {
     filing_reference: String,
     /// When this process last warned that a new deadline is provisional (ms).
     provisional_warned_ms: std::sync::atomic::AtomicI64,
+    /// Per tenant, the erasure history its re-wrap worker last verified: Verify
+    /// skips a template it says was erased, at no extra Redis round trip.
+    erasures: std::sync::RwLock<HashMap<String, Arc<crate::domain::erasures::ErasureIndex>>>,
 }
 
 pub struct Vault {
@@ -166,8 +169,35 @@ impl Vault {
                 decommissioned: std::sync::RwLock::new(std::collections::BTreeSet::new()),
                 filing_reference: settings.filing_reference,
                 provisional_warned_ms: std::sync::atomic::AtomicI64::new(i64::MIN),
+                erasures: std::sync::RwLock::new(HashMap::new()),
             },
         }
+    }
+
+    /// Keeps the tenant's verified erasure history for Verify (set by the
+    /// re-wrap worker after each verification of the tenant's log).
+    pub fn remember_erasures(
+        &self,
+        tenant: &Tenant,
+        index: &crate::domain::erasures::ErasureIndex,
+    ) {
+        if let Ok(mut all) = self.lifecycle.erasures.write() {
+            all.insert(tenant.as_str().to_owned(), Arc::new(index.clone()));
+        }
+    }
+
+    /// The tenant's verified erasure history as this process last saw it (see
+    /// `remember_erasures`), if it has seen one.
+    fn known_erasures(
+        &self,
+        tenant: &Tenant,
+    ) -> Option<Arc<crate::domain::erasures::ErasureIndex>> {
+        self.lifecycle
+            .erasures
+            .read()
+            .ok()?
+            .get(tenant.as_str())
+            .cloned()
     }
 
     /// Erasures record an audit event through `sink` from now on.

@@ -147,6 +147,8 @@ impl Vault {
         }
         let mut best: Option<f32> = None;
         let mut model_seen = false;
+        let mut resurrected = false;
+        let erasures = self.known_erasures(tenant);
         let mut probe = Vec::new();
         for (template_id, bytes) in stored.templates {
             let sealed = SealedTemplate::decode(bytes.as_slice()).map_err(|_| {
@@ -158,6 +160,22 @@ impl Vault {
                 tracing::error!(%subject_ref, error = %e, "stored template failed to open");
                 Error::from(e)
             })?;
+            if let Some(erased_at) = erasures.as_ref().and_then(|e| {
+                e.erased_at(
+                    subject_ref.as_str(),
+                    &template_id,
+                    record.enrolled_at_unix_ms,
+                )
+            }) {
+                // A restored copy of erased data: never compared. The re-wrap
+                // worker deletes it (with its audit event) on its next walk.
+                crate::telemetry::metrics()
+                    .resurrections_refused
+                    .add(1, &[]);
+                tracing::warn!(%subject_ref, erased_at_unix_ms = erased_at, "a stored template was enrolled before a verified erasure of its subject (a restored copy): not compared");
+                resurrected = true;
+                continue;
+            }
             if record.model != opened.model.id.as_str() {
                 continue;
             }
@@ -191,6 +209,7 @@ impl Vault {
         match best {
             Some(score) => Ok(score),
             None if model_seen => Err(Error::PurposeNotConsented),
+            None if resurrected => Err(Error::ResurrectionRefused),
             None => Err(InvalidInput::ModelMismatch.into()),
         }
     }

@@ -130,6 +130,14 @@ async fn every_call_allowed_or_refused_is_one_event_with_the_right_fields() {
             ("facevault/deletion", "allowed")
         );
         assert!(e.caller_cert_sha256.is_empty());
+        // Its scope and start, which the re-wrap worker reads (docs/audit-log.md §5.5).
+        let markers: Vec<&str> = e.detail.split(", ").collect();
+        assert!(
+            markers.iter().any(|m| m.starts_with("erased:"))
+                && markers.iter().any(|m| m.starts_with("from:")),
+            "{:?}",
+            e.detail
+        );
     }
 
     let app_identity = "spiffe://facevault.dev/tenant/demo/role/app";
