@@ -548,6 +548,10 @@ pub struct Metrics {
     pub key_reload_failures: Counter<u64>,
     /// DEKs re-wrapped to the active epoch ("facevault.keys.rewrapped").
     pub rewrapped: Counter<u64>,
+    /// Audit breaks the service found while acting on the log: registry
+    /// incidents and entries the retention trim refused to excuse
+    /// ("facevault.audit.breaks_found"); attribute `kind` (a break kind).
+    pub audit_breaks: Counter<u64>,
     // Held so the gauges' callbacks live as long as the instruments.
     _gauges: Vec<ObservableGauge<u64>>,
 }
@@ -650,6 +654,10 @@ impl Metrics {
             rewrapped: counter(
                 "facevault.keys.rewrapped",
                 "DEKs re-wrapped to the active key epoch",
+            ),
+            audit_breaks: counter(
+                "facevault.audit.breaks_found",
+                "Audit breaks found by the registry publisher and the retention trim",
             ),
             _gauges: vec![
                 gauge("facevault.deletions.pending", "Deletions queued", |s| {
