@@ -301,7 +301,9 @@ impl TrimStatement {
     /// older than that retention at the statement's own time. Says why not.
     pub fn check(&self, public_key: &[u8]) -> Result<(), String> {
         if !self.verify(public_key) {
-            return Err("a trim statement whose signature does not hold: it excuses nothing".into());
+            return Err(
+                "a trim statement whose signature does not hold: it excuses nothing".into(),
+            );
         }
         if self.retention_days < MIN_RETENTION_DAYS {
             return Err(format!(
@@ -578,8 +580,14 @@ mod tests {
         };
         let old_enough = at - 180 * DAY_MS - 1;
         assert_eq!(statement(old_enough, 180).check(&public), Ok(()));
-        assert!(statement(old_enough + 1, 180).check(&public).is_err(), "too young by 1 ms");
-        assert!(statement(at - 60_000, 180).check(&public).is_err(), "minutes old");
+        assert!(
+            statement(old_enough + 1, 180).check(&public).is_err(),
+            "too young by 1 ms"
+        );
+        assert!(
+            statement(at - 60_000, 180).check(&public).is_err(),
+            "minutes old"
+        );
         assert!(statement(0, 179).check(&public).is_err(), "below the floor");
         let mut moved = statement(old_enough, 180);
         moved.newest_excused_ms -= 1;

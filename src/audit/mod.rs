@@ -843,7 +843,9 @@ impl AuditReader {
         let mut trimmed: Vec<(String, u64)> = Vec::new();
         for (chain, json) in &trims_raw {
             let statement = serde_json::from_str::<TrimStatement>(json)
-                .map_err(|_| "a trim marker that is not a trim statement: it excuses nothing".into())
+                .map_err(|_| {
+                    "a trim marker that is not a trim statement: it excuses nothing".into()
+                })
                 .and_then(|s| {
                     if s.tenant != name || &s.chain_id != chain {
                         return Err("a trim statement of another chain: it excuses nothing".into());

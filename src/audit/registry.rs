@@ -223,12 +223,15 @@ impl Publisher {
             }
             for found in found {
                 tracing::error!(kind = found.kind.as_str(), detail = %found.detail, "audit registry incident");
-                crate::telemetry::metrics()
-                    .audit_breaks
-                    .add(1, &[opentelemetry::KeyValue::new("kind", found.kind.as_str())]);
+                crate::telemetry::metrics().audit_breaks.add(
+                    1,
+                    &[opentelemetry::KeyValue::new("kind", found.kind.as_str())],
+                );
                 registry.incidents.push(found);
             }
-            registry.incidents.extend(new_incidents.into_iter().cloned());
+            registry
+                .incidents
+                .extend(new_incidents.into_iter().cloned());
             // The replacement outranks every registry this process saw.
             registry.generation = registry.generation.max(seen);
             merge(&mut registry, heads.iter().cloned());

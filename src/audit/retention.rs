@@ -83,9 +83,8 @@ pub async fn trim(
         .tenant(tenant)
         .map_err(|_| StorageError::Corrupt)?;
     let audit_key = tenant_keys.audit_key();
-    let cutoff_ms = now_ms.saturating_sub(
-        i64::try_from(retention_days.saturating_mul(DAY_MS)).unwrap_or(i64::MAX),
-    );
+    let cutoff_ms = now_ms
+        .saturating_sub(i64::try_from(retention_days.saturating_mul(DAY_MS)).unwrap_or(i64::MAX));
     let earlier: HashMap<String, TrimStatement> = store
         .audit_trims(tenant.as_str())
         .await?
@@ -145,9 +144,7 @@ pub async fn trim(
                 tree_size,
                 root_hash,
                 timestamp_ms: now_ms.max(0) as u64,
-                newest_excused_ms: run
-                    .newest_ms
-                    .max(before.map_or(0, |s| s.newest_excused_ms)),
+                newest_excused_ms: run.newest_ms.max(before.map_or(0, |s| s.newest_excused_ms)),
                 retention_days,
                 signature: Vec::new(),
             };

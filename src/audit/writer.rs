@@ -466,8 +466,7 @@ impl Writer {
         let retention_days = self.settings.retention.as_secs() / 86_400;
         let mut incidents = Vec::new();
         for tenant in tenants {
-            match super::retention::trim(&self.store, &self.keys, tenant, now, retention_days)
-                .await
+            match super::retention::trim(&self.store, &self.keys, tenant, now, retention_days).await
             {
                 Ok(report) => {
                     for refused in report.refused {
@@ -489,7 +488,11 @@ impl Writer {
                             detail: format!(
                                 "retention of tenant {} chain {} seq {}: {}",
                                 tenant.as_str(),
-                                if refused.chain_id.is_empty() { "?" } else { &refused.chain_id },
+                                if refused.chain_id.is_empty() {
+                                    "?"
+                                } else {
+                                    &refused.chain_id
+                                },
                                 refused.seq,
                                 refused.reason
                             ),

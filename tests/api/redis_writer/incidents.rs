@@ -98,7 +98,11 @@ async fn flushing_incidents_and_editing_a_chain_out_of_the_registry_hides_nothin
         .await
         .unwrap();
     until(&app, "the replica's head", |r| r.heads.len() == 2).await;
-    assert_eq!(verify_breaks(&app).await, Vec::<String>::new(), "clean before");
+    assert_eq!(
+        verify_breaks(&app).await,
+        Vec::<String>::new(),
+        "clean before"
+    );
 
     // The attack: C edited out of the registry, then many more corruptions.
     let rounds = MAX_INCIDENTS as u64 + 6;
@@ -122,7 +126,10 @@ async fn flushing_incidents_and_editing_a_chain_out_of_the_registry_hides_nothin
             incident_count(r) > seen
         })
         .await;
-        if after.head("demo", &c).is_some_and(|h| h.tree_size == c_size) {
+        if after
+            .head("demo", &c)
+            .is_some_and(|h| h.tree_size == c_size)
+        {
             restored += 1;
         }
     }
@@ -165,17 +172,26 @@ async fn flushing_incidents_and_editing_a_chain_out_of_the_registry_hides_nothin
         "VerifyChain without anchors: {breaks:#?}"
     );
     assert!(
-        breaks
-            .iter()
-            .any(|b| b.contains(&format!("{} earlier registry incidents", flooded.folded.count))),
+        breaks.iter().any(|b| b.contains(&format!(
+            "{} earlier registry incidents",
+            flooded.folded.count
+        ))),
         "the folded incidents are a break: {breaks:#?}"
     );
     let cli = app
-        .run_cli(&["audit", "verify", "--anchors", anchor_file.to_str().unwrap()])
+        .run_cli(&[
+            "audit",
+            "verify",
+            "--anchors",
+            anchor_file.to_str().unwrap(),
+        ])
         .await;
     let said = String::from_utf8_lossy(&cli.stdout).into_owned();
     assert!(!cli.status.success());
-    assert!(said.contains(&format!("missing: chain {c} seq 1")), "{said}");
+    assert!(
+        said.contains(&format!("missing: chain {c} seq 1")),
+        "{said}"
+    );
 
     // With the service stopped, the registry from before the replica put
     // back (signed, one chain, older): only the anchors can tell.
@@ -191,7 +207,12 @@ async fn flushing_incidents_and_editing_a_chain_out_of_the_registry_hides_nothin
         .await
         .unwrap();
     let cli = app
-        .run_cli(&["audit", "verify", "--anchors", anchor_file.to_str().unwrap()])
+        .run_cli(&[
+            "audit",
+            "verify",
+            "--anchors",
+            anchor_file.to_str().unwrap(),
+        ])
         .await;
     let rolled = String::from_utf8_lossy(&cli.stdout).into_owned();
     assert!(!cli.status.success());

@@ -187,7 +187,12 @@ async fn verify_chain(app: &TestApp, full: bool) -> Vec<(String, String, u64, St
 
 async fn cli_verify(app: &TestApp, anchor_file: &Path) -> String {
     let out = app
-        .run_cli(&["audit", "verify", "--anchors", anchor_file.to_str().unwrap()])
+        .run_cli(&[
+            "audit",
+            "verify",
+            "--anchors",
+            anchor_file.to_str().unwrap(),
+        ])
         .await;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(!out.status.success(), "the CLI says intact:\n{text}");
@@ -230,18 +235,30 @@ async fn a_forged_ancient_entry_excuses_nothing_and_the_cut_is_reported() {
         "a statement excuses the chain: {statements:?}"
     );
     let before = entries(&app).await;
-    assert!(before.iter().any(|(id, _)| id == "1-0"), "the forged entry stays, as evidence");
+    assert!(
+        before.iter().any(|(id, _)| id == "1-0"),
+        "the forged entry stays, as evidence"
+    );
 
     // The cut.
     let deleted = delete_first(&app, &chain, K).await;
     assert_eq!(deleted, K as i64);
     let incremental = verify_chain(&app, false).await;
     let full = verify_chain(&app, true).await;
-    assert!(missing_in(&incremental, &chain), "incremental: {incremental:?}");
+    assert!(
+        missing_in(&incremental, &chain),
+        "incremental: {incremental:?}"
+    );
     assert!(missing_in(&full, &chain), "full: {full:?}");
     let cli = cli_verify(&app, &anchor_file).await;
-    assert!(cli.contains(&format!("missing: chain {chain} seq 1")), "{cli}");
-    assert!(cli.contains("entry 1-0 not trimmed"), "the incident is reported: {cli}");
+    assert!(
+        cli.contains(&format!("missing: chain {chain} seq 1")),
+        "{cli}"
+    );
+    assert!(
+        cli.contains("entry 1-0 not trimmed"),
+        "the incident is reported: {cli}"
+    );
     println!(
         "forged 1-0 naming ({chain}, {K}): {} statements, {deleted} events cut; \
          VerifyChain {} + {} breaks, CLI:\n{cli}",
@@ -265,11 +282,9 @@ async fn a_genuine_event_at_an_ancient_stream_id_is_not_trimmed_and_is_reported(
     let replica = trim_by_new_replica(&app, &anchor_file, "entry 2-0 not trimmed").await;
     let reported = incidents(&app).await;
     assert!(
-        reported
-            .iter()
-            .any(|d| d.contains(&format!(
-                "chain {chain} seq 1: entry 2-0 not trimmed: its stream id (2 ms) disagrees"
-            ))),
+        reported.iter().any(|d| d.contains(&format!(
+            "chain {chain} seq 1: entry 2-0 not trimmed: its stream id (2 ms) disagrees"
+        ))),
         "{reported:?}"
     );
     assert!(trims(&app).await.is_empty(), "nothing is excused");
@@ -318,7 +333,10 @@ async fn a_signed_statement_excusing_young_events_is_rejected_by_every_verifier(
         signature: Vec::new(),
     };
     statement.seal(&current.receipt_signer);
-    assert!(statement.verify(&current.receipt_public_key()), "the signature holds");
+    assert!(
+        statement.verify(&current.receipt_public_key()),
+        "the signature holds"
+    );
     let json = serde_json::to_string(&statement).unwrap();
     let _: i64 = redis::cmd("HSET")
         .arg(TRIMS)
@@ -332,16 +350,24 @@ async fn a_signed_statement_excusing_young_events_is_rejected_by_every_verifier(
     for full in [false, true] {
         let breaks = verify_chain(&app, full).await;
         assert!(
-            breaks.iter().any(|(kind, c, _, why)| kind == "unsigned-trim"
-                && *c == chain
-                && why.contains("younger than its 180 days of retention allow")),
+            breaks
+                .iter()
+                .any(|(kind, c, _, why)| kind == "unsigned-trim"
+                    && *c == chain
+                    && why.contains("younger than its 180 days of retention allow")),
             "full={full}: {breaks:?}"
         );
         assert!(missing_in(&breaks, &chain), "full={full}: {breaks:?}");
     }
     let cli = cli_verify(&app, &anchor_file).await;
-    assert!(cli.contains(&format!("unsigned-trim: chain {chain}")), "{cli}");
-    assert!(cli.contains(&format!("missing: chain {chain} seq 1")), "{cli}");
+    assert!(
+        cli.contains(&format!("unsigned-trim: chain {chain}")),
+        "{cli}"
+    );
+    assert!(
+        cli.contains(&format!("missing: chain {chain} seq 1")),
+        "{cli}"
+    );
 
     // The outside verifier: rejects it, and accepts the same statement once
     // what it excuses is old enough (so the check is the age, not the form).
@@ -351,7 +377,10 @@ async fn a_signed_statement_excusing_young_events_is_rejected_by_every_verifier(
         let file = dir.path().join("trim.json");
         std::fs::write(&file, serde_json::to_string(statement).unwrap()).unwrap();
         std::process::Command::new("python3")
-            .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/clients/python/verify_audit_log.py"))
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/clients/python/verify_audit_log.py"
+            ))
             .args(["trim", "--key", &key])
             .arg(&file)
             .output()
@@ -360,7 +389,10 @@ async fn a_signed_statement_excusing_young_events_is_rejected_by_every_verifier(
     let rejected = python(&statement);
     let said = String::from_utf8_lossy(&rejected.stderr).into_owned();
     assert!(!rejected.status.success(), "python accepts it");
-    assert!(said.contains("younger than its 180 days of retention allow"), "{said}");
+    assert!(
+        said.contains("younger than its 180 days of retention allow"),
+        "{said}"
+    );
     let mut aged = statement.clone();
     aged.timestamp_ms = newest_ms + 180 * 86_400_000 + 1;
     aged.seal(&current.receipt_signer);
