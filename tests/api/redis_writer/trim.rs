@@ -87,7 +87,7 @@ fn event_of(fields: &[(String, Vec<u8>)]) -> AuditEvent {
 /// What an attacker does to put an entry at an id older than the stream's
 /// last: rebuilds the stream, `first` at the ids it chooses, then every
 /// entry but `drop` at its own id.
-async fn rebuild_stream(app: &TestApp, first: &[(&str, Vec<(String, Vec<u8>)>)], drop: &[String]) {
+async fn rebuild_stream(app: &TestApp, first: &[StreamEntry], drop: &[String]) {
     let old = entries(app).await;
     let mut redis = app.redis().await;
     let _: i64 = redis::cmd("DEL")
@@ -96,13 +96,9 @@ async fn rebuild_stream(app: &TestApp, first: &[(&str, Vec<(String, Vec<u8>)>)],
         .await
         .unwrap();
     let kept = old.iter().filter(|(id, _)| !drop.contains(id));
-    for (id, fields) in first
-        .iter()
-        .map(|(id, f)| (id.to_string(), f))
-        .chain(kept.map(|(id, f)| (id.clone(), f)))
-    {
+    for (id, fields) in first.iter().chain(kept) {
         let mut add = redis::cmd("XADD");
-        add.arg(EVENTS).arg(&id);
+        add.arg(EVENTS).arg(id);
         for (k, v) in fields {
             add.arg(k).arg(v.as_slice());
         }
@@ -226,7 +222,7 @@ async fn a_forged_ancient_entry_excuses_nothing_and_the_cut_is_reported() {
         ("e".to_owned(), forged.encode_to_vec()),
         ("h".to_owned(), vec![0x5a; 32]),
     ];
-    rebuild_stream(&app, &[("1-0", fields)], &[]).await;
+    rebuild_stream(&app, &[("1-0".to_owned(), fields)], &[]).await;
     let replica = trim_by_new_replica(&app, &anchor_file, "entry 1-0 not trimmed").await;
 
     let statements = trims(&app).await;
@@ -278,7 +274,12 @@ async fn a_genuine_event_at_an_ancient_stream_id_is_not_trimmed_and_is_reported(
     let (first_id, first_fields) = stream[0].clone();
     assert_eq!(event_of(&first_fields).seq, 1);
     // Seq 1, HMAC intact, moved to stream id 2-0: its signed time is minutes old.
-    rebuild_stream(&app, &[("2-0", first_fields.clone())], &[first_id]).await;
+    rebuild_stream(
+        &app,
+        &[("2-0".to_owned(), first_fields.clone())],
+        &[first_id],
+    )
+    .await;
     let replica = trim_by_new_replica(&app, &anchor_file, "entry 2-0 not trimmed").await;
     let reported = incidents(&app).await;
     assert!(
