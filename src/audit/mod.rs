@@ -111,7 +111,8 @@ impl AuditSink {
             writer::Writer {
                 rx,
                 head_requests,
-                registry: registry::Publisher::new(store.clone(), keys.clone()),
+                registry: registry::Publisher::new(store.clone(), keys.clone())
+                    .remembering(settings.anchor_file.as_deref()),
                 store,
                 keys,
                 chain_id,

@@ -78,6 +78,39 @@ impl Publisher {
         }
     }
 
+    /// Starts from what the anchor file (outside Redis) recorded: the highest
+    /// registry generation written, and each chain's largest head whose
+    /// signature holds. So a registry edited or rolled back while every
+    /// process was down is caught by the first writer that starts, not only
+    /// by `audit verify --anchors`.
+    pub fn remembering(self, anchor_file: Option<&std::path::Path>) -> Self {
+        let Some(file) = anchor_file.and_then(|p| super::anchors::read(p).ok()) else {
+            return self;
+        };
+        let public = self.keys.current().receipt_public_key();
+        let generation = file
+            .registries
+            .iter()
+            .map(|(_, r)| r.registry_generation)
+            .max()
+            .unwrap_or(0);
+        let mut known = empty(0);
+        merge(
+            &mut known,
+            file.heads
+                .into_iter()
+                .map(|(_, h)| h)
+                .filter(|h| h.verify(&public)),
+        );
+        self.seen.fetch_max(generation, Ordering::Relaxed);
+        if !known.heads.is_empty()
+            && let Ok(mut good) = self.last_good.lock()
+        {
+            *good = Some(known);
+        }
+        self
+    }
+
     fn remembered(&self) -> Option<Registry> {
         self.last_good.lock().ok().and_then(|g| g.clone())
     }

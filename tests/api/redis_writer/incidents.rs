@@ -10,8 +10,11 @@
 //! signed head verifies stays named; incidents beyond the 64 kept in full are
 //! folded into a signed count and digest that verifiers keep reporting; and
 //! the anchor file records each registry's generation and chain count, which
-//! `facevault audit verify --anchors` holds the registry to. The test does the
-//! whole attack with plain Redis commands and checks all three.
+//! `facevault audit verify --anchors` holds the registry to. The first test
+//! does the whole attack with plain Redis commands and checks all three; the
+//! second rolls the registry back while every process is down and checks that
+//! the next process to start, reading its anchor file, signs the rollback in
+//! and restores the chain's anchored head.
 
 use std::path::Path;
 use std::time::Duration;
@@ -247,4 +250,63 @@ async fn verify_breaks(app: &TestApp) -> Vec<String> {
         .into_iter()
         .map(|b| format!("{} {} {}: {}", b.kind, b.chain_id, b.seq, b.reason))
         .collect()
+}
+
+/// Every process down while the registry is rolled back to an older signed
+/// copy (C's head smaller, the generation lower): the next process to start
+/// reads the anchor file, so its first registry check signs the rollback in
+/// and restores C's anchored head, instead of taking the copy as the truth.
+#[tokio::test]
+async fn a_registry_rolled_back_while_every_process_was_down_is_caught_from_the_anchors() {
+    let dir = tempfile::tempdir().unwrap();
+    let anchor_file = dir.path().join("anchors.jsonl");
+    let mut app = spawn_app_with(AppOptions {
+        extra_config: config(&anchor_file),
+        ..AppOptions::default()
+    })
+    .await;
+    let mut client = app.app_client().await;
+    let values = face(1);
+    app.enroll(&mut client, "alice", &values).await;
+    let older = until(&app, "C's first head", |r| r.heads.len() == 1).await;
+    let (older_gen, older_doc, _) = registry(&app).await;
+    for i in 0..4 {
+        app.verify(&mut client, "alice", &capture_of(&values, 0.2, 10 + i))
+            .await
+            .unwrap();
+    }
+    app.stop_server().await;
+    let (newest_gen, _, newest) = registry(&app).await;
+    let c = newest.heads[0].clone();
+    assert!(
+        older.heads[0].tree_size < c.tree_size,
+        "{} < {}",
+        older.heads[0].tree_size,
+        c.tree_size
+    );
+    let _: () = redis::cmd("HSET")
+        .arg(REGISTRY)
+        .arg("doc")
+        .arg(&older_doc)
+        .arg("gen")
+        .arg(&older_gen)
+        .query_async(&mut app.redis().await)
+        .await
+        .unwrap();
+
+    let replica = app.start_server(&config(&anchor_file)).await;
+    app.port = replica.port;
+    let wanted = format!("the registry went back from generation {newest_gen} to {older_gen}");
+    let after = until(&app, "the rollback incident", |r| {
+        r.incidents.iter().any(|i| i.detail == wanted)
+    })
+    .await;
+    let head = after.head("demo", &c.chain_id).unwrap();
+    assert_eq!(head, &c, "C's anchored head is back");
+    println!(
+        "registry put back from generation {newest_gen} to {older_gen} while down: \
+         the next process signed {:?} and restored C at {}",
+        wanted, head.tree_size
+    );
+    replica.stop().await;
 }
