@@ -719,7 +719,8 @@ impl Settings {
             "deletion.poll_interval_ms must be 10-60000 and deletion.claim_ttl_secs 5-3600",
         );
         check(
-            self.audit.retention_days >= 180,
+            // The floor every trim-statement verifier holds statements to.
+            u64::from(self.audit.retention_days) >= crate::audit::heads::MIN_RETENTION_DAYS,
             "audit",
             "retention_days",
             "audit.retention_days must be at least 180",

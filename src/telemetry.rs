@@ -562,6 +562,10 @@ pub struct Metrics {
     /// Tenant walks the re-wrap worker refused because the tenant's audit log
     /// did not verify intact ("facevault.keys.rewrap_refused").
     pub rewrap_refused: Counter<u64>,
+    /// Audit breaks the service found while acting on the log: registry
+    /// incidents and entries the retention trim refused to excuse
+    /// ("facevault.audit.breaks_found"); attribute `kind` (a break kind).
+    pub audit_breaks: Counter<u64>,
     // Held so the gauges' callbacks live as long as the instruments.
     _gauges: Vec<ObservableGauge<u64>>,
 }
@@ -680,6 +684,10 @@ impl Metrics {
             rewrap_refused: counter(
                 "facevault.keys.rewrap_refused",
                 "Tenant re-wrap walks refused: the tenant's audit log did not verify intact",
+            ),
+            audit_breaks: counter(
+                "facevault.audit.breaks_found",
+                "Audit breaks found by the registry publisher and the retention trim",
             ),
             _gauges: vec![
                 gauge("facevault.deletions.pending", "Deletions queued", |s| {

@@ -13,6 +13,7 @@ strings or numbers, bytes as base64, fields that are zero left out.
     verify_audit_log.py inclusion --key KEY [--head HEAD.json] PROOF.json
     verify_audit_log.py consistency --key KEY --first OLD.json --second NEW.json PROOF.json
     verify_audit_log.py anchors --key KEY audit-anchors.jsonl
+    verify_audit_log.py trim --key KEY STATEMENT.json   # a value of fv:audit:{tenant}:trims
 
 KEY is the receipt verification key: base64 of its 32 bytes, or a JSON file
 holding `receiptVerificationKey` (GetSealingKeys output, keys/sealing-public.json).
@@ -208,8 +209,15 @@ def registry_text(generation: int, ms: int, heads: list[dict], incidents: list[d
     return text
 
 
-def trim_text(tenant: str, chain_id: str, first_index: int, size: int, ms: int, root: bytes) -> str:
-    return f"{TRIM_CONTEXT}\n{tenant}\n{chain_id}\n{first_index}\n{size}\n{ms}\n{root.hex()}"
+def trim_text(tenant: str, chain_id: str, first_index: int, size: int, ms: int, root: bytes,
+              newest_excused_ms: int, retention_days: int) -> str:
+    return (f"{TRIM_CONTEXT}\n{tenant}\n{chain_id}\n{first_index}\n{size}\n{ms}\n{root.hex()}"
+            f"\n{newest_excused_ms}\n{retention_days}")
+
+
+# The least retention a trim may apply (audit.retention_days cannot be lower).
+MIN_RETENTION_DAYS = 180
+DAY_MS = 86_400_000
 
 
 def signature_holds(public_key: bytes, message: bytes, signature: bytes) -> bool:
@@ -532,6 +540,43 @@ def cmd_consistency(args) -> str:
     )
 
 
+def cmd_trim(args) -> str:
+    """A trim statement excuses events only if signed, if it applied at least
+    the retention floor, and if its newest excused event was older than that
+    retention at the statement's own time."""
+    key = load_key(args.key)
+    obj = read_json(args.statement, "the trim statement")
+    if not isinstance(obj, dict):
+        raise Failed("the trim statement is not a JSON object")
+    what = "the trim statement"
+    for name in ("newestExcusedMs", "retentionDays"):
+        if field(obj, name) is None:
+            raise Failed(f"{what} has no {name}: it excuses nothing")
+    tenant, chain_id = field(obj, "tenant", ""), field(obj, "chainId", "")
+    if not isinstance(tenant, str) or not isinstance(chain_id, str):
+        raise Failed(f"{what}: tenant and chainId must be strings")
+    first = u64(obj, "firstIndex", what)
+    size = u64(obj, "treeSize", what)
+    ms = u64(obj, "timestampMs", what)
+    root = hash32(obj, "rootHash", what)
+    newest = u64(obj, "newestExcusedMs", what)
+    days = u64(obj, "retentionDays", what)
+    signature = b64(field(obj, "signature", ""), f"{what}.signature")
+    text = trim_text(tenant, chain_id, first, size, ms, root, newest, days)
+    if not signature_holds(key, text.encode(), signature):
+        raise Failed(f"{what}: signature INVALID for tenant {tenant!r} chain {chain_id!r}: it excuses nothing")
+    if days < MIN_RETENTION_DAYS:
+        raise Failed(f"{what} applied a retention of {days} days, below the floor of {MIN_RETENTION_DAYS}")
+    if first > 0 and newest >= ms - days * DAY_MS:
+        raise Failed(
+            f"{what} at {ms} ms excuses an event of {newest} ms, younger than its {days} days of retention allow"
+        )
+    return (
+        f"trim statement valid: {tenant} {chain_id} leaves 0..{first} removed, newest at {newest} ms, "
+        f"{days} days of retention at {ms} ms"
+    )
+
+
 def cmd_anchors(args) -> str:
     key = load_key(args.key)
     try:
@@ -539,6 +584,7 @@ def cmd_anchors(args) -> str:
     except OSError as e:
         raise Failed(f"cannot read {args.file}: {e.strerror}") from None
     chains: dict[tuple[str, str], list[Head]] = {}
+    registries: list[tuple[int, int]] = []
     count = 0
     for number, line in enumerate(lines, 1):
         if not line.strip():
@@ -548,6 +594,16 @@ def cmd_anchors(args) -> str:
             obj = json.loads(line)
         except json.JSONDecodeError:
             raise Failed(f"{where}: not JSON") from None
+        if isinstance(obj, dict) and "registryGeneration" in obj:
+            # A registry the service wrote: its generation and chain count
+            # only grow (`facevault audit verify --anchors` compares them).
+            generation = u64(obj, "registryGeneration", where)
+            chains_named = u64(obj, "registryChains", where)
+            if registries and (generation, chains_named) < registries[-1]:
+                raise Failed(f"{where}: registry generation {generation} with {chains_named} chains after "
+                             f"generation {registries[-1][0]} with {registries[-1][1]}: it went back")
+            registries.append((generation, chains_named))
+            continue
         head = Head(obj, where)
         head.check(key)
         seen = chains.setdefault((head.tenant, head.chain_id), [])
@@ -567,6 +623,9 @@ def cmd_anchors(args) -> str:
             if not sizes or sizes[-1] != h.tree_size:
                 sizes.append(h.tree_size)
         out.append(f"  {tenant} {chain_id}: sizes {', '.join(map(str, sizes))}")
+    if registries:
+        out.append(f"  registry: generation {registries[-1][0]} naming {registries[-1][1]} chains "
+                   f"({len(registries)} records)")
     return "\n".join(out)
 
 
@@ -602,7 +661,8 @@ def compute_vector(inputs: dict) -> dict:
                   "timestampMs": h["timestampMs"], "rootHash": roots[size]}]
     reg_text = registry_text(reg["generation"], reg["timestampMs"], reg_heads, reg["incidents"])
     trim = inputs["trim"]
-    trim_text_ = trim_text(h["tenant"], h["chainId"], trim["firstIndex"], size, trim["timestampMs"], roots[size])
+    trim_text_ = trim_text(h["tenant"], h["chainId"], trim["firstIndex"], size, trim["timestampMs"], roots[size],
+                           trim["newestExcusedMs"], trim["retentionDays"])
     return {
         "publicKey": hx(public),
         "publicKeyBase64": base64.b64encode(public).decode(),
@@ -666,7 +726,8 @@ def default_inputs() -> dict:
             "incidents": [{"timestampMs": 1764547100000, "kind": "rolled-back",
                            "detail": "the registry went back from generation 40 to 38"}],
         },
-        "trim": {"firstIndex": 3, "timestampMs": 1764547202000},
+        "trim": {"firstIndex": 3, "timestampMs": 1764547202000, "newestExcusedMs": 1748995000000,
+                 "retentionDays": 180},
     }
 
 
@@ -764,6 +825,10 @@ def main(argv=None) -> int:
     a.add_argument("--key", required=True)
     a.add_argument("file", help="audit.anchor_file (JSON Lines)")
     a.set_defaults(run=cmd_anchors)
+    t = sub.add_parser("trim", help="check a trim statement: signature, retention floor, age of what it excuses")
+    t.add_argument("--key", required=True)
+    t.add_argument("statement", help="a trim statement (JSON, a value of fv:audit:{tenant}:trims, or -)")
+    t.set_defaults(run=cmd_trim)
     args = ap.parse_args(argv)
     try:
         self_check()

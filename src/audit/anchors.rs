@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use super::heads::{TreeHead, b64};
+use super::registry::Published;
 
 pub struct Anchors {
     file: Option<Mutex<std::fs::File>>,
@@ -30,6 +31,25 @@ impl Anchors {
         Ok(Self { file, path })
     }
 
+    /// Records a registry the service wrote: its generation and chain count.
+    pub fn record_registry(&self, written: &Published) {
+        tracing::info!(
+            target: "facevault::audit::anchor",
+            registry_generation = written.generation,
+            registry_chains = written.chains,
+            timestamp_ms = written.timestamp_ms,
+            "audit registry written"
+        );
+        let line = RegistryAnchor {
+            registry_generation: written.generation,
+            registry_chains: written.chains,
+            timestamp_ms: written.timestamp_ms,
+        };
+        if let Ok(line) = serde_json::to_string(&line) {
+            self.append(&line);
+        }
+    }
+
     pub fn record(&self, head: &TreeHead) {
         tracing::info!(
             target: "facevault::audit::anchor",
@@ -41,12 +61,14 @@ impl Anchors {
             signature = %b64(&head.signature),
             "signed tree head"
         );
+        if let Ok(line) = serde_json::to_string(head) {
+            self.append(&line);
+        }
+    }
+
+    fn append(&self, line: &str) {
         let Some(file) = &self.file else {
             return;
-        };
-        let line = match serde_json::to_string(head) {
-            Ok(line) => line,
-            Err(_) => return,
         };
         let written = file
             .lock()
@@ -62,10 +84,24 @@ impl Anchors {
     }
 }
 
-/// An anchor file as read: the heads with their line numbers, and the numbers
-/// of lines that are not heads.
+/// A registry the service wrote, as the anchor file records it: a later
+/// registry with a lower generation or fewer chains lost something.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RegistryAnchor {
+    #[serde(with = "super::heads::decimal")]
+    pub registry_generation: u64,
+    #[serde(with = "super::heads::decimal")]
+    pub registry_chains: u64,
+    #[serde(with = "super::heads::decimal")]
+    pub timestamp_ms: u64,
+}
+
+/// An anchor file as read: the heads and registry records with their line
+/// numbers, and the numbers of lines that are neither.
 pub struct AnchorFile {
     pub heads: Vec<(usize, TreeHead)>,
+    pub registries: Vec<(usize, RegistryAnchor)>,
     pub unreadable: Vec<usize>,
 }
 
@@ -73,9 +109,14 @@ pub struct AnchorFile {
 pub fn read(path: &std::path::Path) -> std::io::Result<AnchorFile> {
     let text = std::fs::read_to_string(path)?;
     let mut heads = Vec::new();
+    let mut registries = Vec::new();
     let mut bad = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
+            continue;
+        }
+        if let Ok(registry) = serde_json::from_str::<RegistryAnchor>(line) {
+            registries.push((i + 1, registry));
             continue;
         }
         match serde_json::from_str::<TreeHead>(line) {
@@ -85,6 +126,7 @@ pub fn read(path: &std::path::Path) -> std::io::Result<AnchorFile> {
     }
     Ok(AnchorFile {
         heads,
+        registries,
         unreadable: bad,
     })
 }

@@ -121,12 +121,64 @@ pub struct Registry {
     pub heads: Vec<TreeHead>,
     #[serde(default)]
     pub incidents: Vec<Incident>,
+    /// Incidents older than the `MAX_INCIDENTS` kept in full, folded into a
+    /// signed digest: they never drop out of the registry, so flooding it with
+    /// new incidents cannot flush an old one.
+    #[serde(default, skip_serializing_if = "Folded::is_empty")]
+    pub folded: Folded,
     #[serde(with = "base64_bytes")]
     pub signature: Vec<u8>,
 }
 
-/// Incidents kept in the registry; older ones drop off (each was also logged).
+/// Incidents kept in full in the registry; older ones are folded.
 pub const MAX_INCIDENTS: usize = 64;
+
+/// Incidents folded out of the registry's list: how many, the first and last
+/// one's time, and a hash chain over their lines (`digest = SHA-256(digest ||
+/// "incident <ms> <kind> <detail>\n")`, from 32 zero bytes), so an auditor
+/// holding the logged incidents can check them against it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Folded {
+    #[serde(with = "decimal")]
+    pub count: u64,
+    #[serde(with = "decimal")]
+    pub first_ms: u64,
+    #[serde(with = "decimal")]
+    pub last_ms: u64,
+    #[serde(with = "base64_hash")]
+    pub digest: Hash,
+}
+
+impl Folded {
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    fn fold(&mut self, incident: &Incident) {
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+        ctx.update(&self.digest);
+        ctx.update(incident.line().as_bytes());
+        self.digest.copy_from_slice(ctx.finish().as_ref());
+        if self.count == 0 {
+            self.first_ms = incident.timestamp_ms;
+        }
+        self.last_ms = incident.timestamp_ms;
+        self.count += 1;
+    }
+}
+
+impl Incident {
+    /// `incident <ms> <kind> <detail>\n`, as the registry signs it.
+    pub fn line(&self) -> String {
+        format!(
+            "incident {} {} {}\n",
+            self.timestamp_ms,
+            self.kind.as_str(),
+            self.detail.replace('\n', " ")
+        )
+    }
+}
 
 impl Registry {
     /// Signs the registry as it stands, with heads sorted by (tenant, chain).
@@ -134,15 +186,19 @@ impl Registry {
         self.heads
             .sort_by(|a, b| (&a.tenant, &a.chain_id).cmp(&(&b.tenant, &b.chain_id)));
         if self.incidents.len() > MAX_INCIDENTS {
-            let drop = self.incidents.len() - MAX_INCIDENTS;
-            self.incidents.drain(..drop);
+            let fold = self.incidents.len() - MAX_INCIDENTS;
+            for incident in self.incidents.drain(..fold) {
+                self.folded.fold(&incident);
+            }
         }
         self.signature = signer.sign(&self.message()).as_ref().to_vec();
     }
 
     /// `facevault/v1 audit-registry\n<generation>\n<ms>\n`, then a line
     /// `head <tenant> <chain> <size> <ms> <root hex>` per head in (tenant,
-    /// chain) order, then `incident <ms> <kind> <detail>` per incident.
+    /// chain) order, then, once incidents were folded, `folded <count>
+    /// <first ms> <last ms> <digest hex>`, then `incident <ms> <kind> <detail>`
+    /// per incident kept in full.
     pub fn message(&self) -> Vec<u8> {
         let mut m = format!(
             "{REGISTRY_CONTEXT}\n{}\n{}\n",
@@ -158,13 +214,18 @@ impl Registry {
                 hex::encode(h.root_hash)
             ));
         }
-        for i in &self.incidents {
+        if !self.folded.is_empty() {
+            let f = &self.folded;
             m.push_str(&format!(
-                "incident {} {} {}\n",
-                i.timestamp_ms,
-                i.kind.as_str(),
-                i.detail.replace('\n', " ")
+                "folded {} {} {} {}\n",
+                f.count,
+                f.first_ms,
+                f.last_ms,
+                hex::encode(f.digest)
             ));
+        }
+        for i in &self.incidents {
+            m.push_str(&i.line());
         }
         m.into_bytes()
     }
@@ -185,7 +246,11 @@ impl Registry {
 }
 
 /// Retention removed leaves `0..first_index` of a chain (their events); the
-/// chain's signed head at the trim was (`tree_size`, `root_hash`).
+/// chain's signed head at the trim was (`tree_size`, `root_hash`). The newest
+/// event removed was signed at `newest_excused_ms`, and the trim applied a
+/// retention of `retention_days`: a verifier checks that this retention is at
+/// least the floor and that the newest event was that old at `timestamp_ms`.
+/// A statement without these fields does not parse, so it excuses nothing.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TrimStatement {
@@ -199,23 +264,63 @@ pub struct TrimStatement {
     pub root_hash: Hash,
     #[serde(with = "decimal")]
     pub timestamp_ms: u64,
+    #[serde(with = "decimal")]
+    pub newest_excused_ms: u64,
+    #[serde(with = "decimal")]
+    pub retention_days: u64,
     #[serde(with = "base64_bytes")]
     pub signature: Vec<u8>,
 }
 
+/// The least retention a trim may apply (`audit.retention_days` cannot be set
+/// lower): verifiers reject a statement that claims less.
+pub const MIN_RETENTION_DAYS: u64 = 180;
+
+/// One day in milliseconds.
+pub const DAY_MS: u64 = 86_400_000;
+
 impl TrimStatement {
-    /// `facevault/v1 audit-trim\n<tenant>\n<chain>\n<first index>\n<size>\n<ms>\n<root hex>`.
+    /// `facevault/v1 audit-trim\n<tenant>\n<chain>\n<first index>\n<size>\n<ms>\n<root hex>\n<newest excused ms>\n<retention days>`.
     pub fn message(&self) -> Vec<u8> {
         format!(
-            "{TRIM_CONTEXT}\n{}\n{}\n{}\n{}\n{}\n{}",
+            "{TRIM_CONTEXT}\n{}\n{}\n{}\n{}\n{}\n{}\n{}\n{}",
             self.tenant,
             self.chain_id,
             self.first_index,
             self.tree_size,
             self.timestamp_ms,
-            hex::encode(self.root_hash)
+            hex::encode(self.root_hash),
+            self.newest_excused_ms,
+            self.retention_days
         )
         .into_bytes()
+    }
+
+    /// Whether the statement may excuse anything: its signature holds, it
+    /// applied at least `MIN_RETENTION_DAYS`, and its newest excused event was
+    /// older than that retention at the statement's own time. Says why not.
+    pub fn check(&self, public_key: &[u8]) -> Result<(), String> {
+        if !self.verify(public_key) {
+            return Err(
+                "a trim statement whose signature does not hold: it excuses nothing".into(),
+            );
+        }
+        if self.retention_days < MIN_RETENTION_DAYS {
+            return Err(format!(
+                "a trim statement that applied a retention of {} days, below the floor of {MIN_RETENTION_DAYS}: it excuses nothing",
+                self.retention_days
+            ));
+        }
+        let allowed_until = self
+            .timestamp_ms
+            .saturating_sub(self.retention_days.saturating_mul(DAY_MS));
+        if self.first_index > 0 && self.newest_excused_ms >= allowed_until {
+            return Err(format!(
+                "a trim statement at {} ms excuses an event of {} ms, younger than its {} days of retention allow: it excuses nothing",
+                self.timestamp_ms, self.newest_excused_ms, self.retention_days
+            ));
+        }
+        Ok(())
     }
 
     pub fn seal(&mut self, signer: &Ed25519KeyPair) {
@@ -393,6 +498,7 @@ mod tests {
                 kind: BreakKind::RolledBack,
                 detail: "generation 5 went back to 3".into(),
             }],
+            folded: Folded::default(),
             signature: Vec::new(),
         };
         registry.seal(&signer);
@@ -406,5 +512,91 @@ mod tests {
         let mut hidden = registry.clone();
         hidden.incidents.clear();
         assert!(!hidden.verify(&public), "hiding an incident is caught");
+    }
+
+    #[test]
+    fn incidents_beyond_the_cap_are_folded_never_dropped() {
+        use ring::signature::KeyPair as _;
+        let signer = signer();
+        let public = signer.public_key().as_ref().to_vec();
+        let incident = |ms: u64| Incident {
+            timestamp_ms: ms,
+            kind: BreakKind::Edited,
+            detail: format!("edit {ms}"),
+        };
+        let mut registry = Registry {
+            generation: 1,
+            timestamp_ms: 1,
+            heads: Vec::new(),
+            incidents: (1..=MAX_INCIDENTS as u64 + 5).map(incident).collect(),
+            folded: Folded::default(),
+            signature: Vec::new(),
+        };
+        registry.seal(&signer);
+        assert_eq!(registry.incidents.len(), MAX_INCIDENTS);
+        assert_eq!(registry.folded.count, 5);
+        assert_eq!((registry.folded.first_ms, registry.folded.last_ms), (1, 5));
+        let mut digest = [0u8; 32];
+        for ms in 1..=5 {
+            let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+            ctx.update(&digest);
+            ctx.update(incident(ms).line().as_bytes());
+            digest.copy_from_slice(ctx.finish().as_ref());
+        }
+        assert_eq!(registry.folded.digest, digest);
+        assert!(registry.verify(&public));
+        assert!(
+            String::from_utf8(registry.message())
+                .unwrap()
+                .contains(&format!("\nfolded 5 1 5 {}\n", hex::encode(digest)))
+        );
+        let mut forgotten = registry.clone();
+        forgotten.folded = Folded::default();
+        assert!(!forgotten.verify(&public), "dropping the fold is caught");
+        let json = serde_json::to_string(&registry).unwrap();
+        assert_eq!(serde_json::from_str::<Registry>(&json).unwrap(), registry);
+    }
+
+    #[test]
+    fn a_trim_statement_must_keep_the_retention_it_signs() {
+        use ring::signature::KeyPair as _;
+        let signer = signer();
+        let public = signer.public_key().as_ref().to_vec();
+        let at = 1_800_000_000_000u64;
+        let statement = |newest: u64, days: u64| {
+            let mut s = TrimStatement {
+                tenant: "acme".into(),
+                chain_id: "w-1".into(),
+                first_index: 3,
+                tree_size: 9,
+                root_hash: [1; 32],
+                timestamp_ms: at,
+                newest_excused_ms: newest,
+                retention_days: days,
+                signature: Vec::new(),
+            };
+            s.seal(&signer);
+            s
+        };
+        let old_enough = at - 180 * DAY_MS - 1;
+        assert_eq!(statement(old_enough, 180).check(&public), Ok(()));
+        assert!(
+            statement(old_enough + 1, 180).check(&public).is_err(),
+            "too young by 1 ms"
+        );
+        assert!(
+            statement(at - 60_000, 180).check(&public).is_err(),
+            "minutes old"
+        );
+        assert!(statement(0, 179).check(&public).is_err(), "below the floor");
+        let mut moved = statement(old_enough, 180);
+        moved.newest_excused_ms -= 1;
+        assert!(moved.check(&public).is_err(), "the newest time is signed");
+        let mut json = serde_json::to_value(statement(old_enough, 180)).unwrap();
+        json.as_object_mut().unwrap().remove("newestExcusedMs");
+        assert!(
+            serde_json::from_value::<TrimStatement>(json).is_err(),
+            "a statement without the newest excused time is not one"
+        );
     }
 }

@@ -112,7 +112,8 @@ impl AuditSink {
             writer::Writer {
                 rx,
                 head_requests,
-                registry: registry::Publisher::new(store.clone(), keys.clone()),
+                registry: registry::Publisher::new(store.clone(), keys.clone())
+                    .remembering(settings.anchor_file.as_deref()),
                 store,
                 keys,
                 chain_id,
@@ -372,7 +373,7 @@ const SCAN_CHUNK: usize = 500;
 pub const MAX_SCANNED_PER_CALL: usize = 50_000;
 /// How far after an event id's time its event may have landed (the writer
 /// retries an event whose append failed; the call's deadline bounds the rest).
-const LANDING_WINDOW_MS: i64 = 120_000;
+pub(crate) const LANDING_WINDOW_MS: i64 = 120_000;
 
 const VERIFIED_CONTEXT: &[u8] = b"facevault/v1 audit-verified|";
 
@@ -798,6 +799,23 @@ impl AuditReader {
                         ),
                     ));
                 }
+                if !registry.folded.is_empty() {
+                    // Folded incidents stay breaks: flooding the registry with
+                    // new ones cannot make an old one go away.
+                    let f = &registry.folded;
+                    registry_breaks.push(brk(
+                        BreakKind::Edited,
+                        "",
+                        0,
+                        format!(
+                            "{} earlier registry incidents (from {} ms to {} ms) folded into digest {}",
+                            f.count,
+                            f.first_ms,
+                            f.last_ms,
+                            hex::encode(f.digest)
+                        ),
+                    ));
+                }
                 for incident in &registry.incidents {
                     registry_breaks.push(brk(
                         incident.kind,
@@ -862,7 +880,8 @@ impl AuditReader {
                 },
             ));
         }
-        // Trim statements: only signed ones excuse missing events.
+        // Trim statements: only signed ones that kept the retention excuse
+        // missing events.
         let mut trims_raw = self.store.audit_trims(name).await?;
         trims_raw.sort();
         let trims_digest = hex::encode(ring::digest::digest(
@@ -873,8 +892,18 @@ impl AuditReader {
         ));
         let mut trimmed: Vec<(String, u64)> = Vec::new();
         for (chain, json) in &trims_raw {
-            match serde_json::from_str::<TrimStatement>(json) {
-                Ok(s) if s.verify(&public) && s.tenant == name && &s.chain_id == chain => {
+            let statement = serde_json::from_str::<TrimStatement>(json)
+                .map_err(|_| {
+                    "a trim marker that is not a trim statement: it excuses nothing".into()
+                })
+                .and_then(|s| {
+                    if s.tenant != name || &s.chain_id != chain {
+                        return Err("a trim statement of another chain: it excuses nothing".into());
+                    }
+                    s.check(&public).map(|()| s)
+                });
+            match statement {
+                Ok(s) => {
                     known.insert(chain.clone());
                     trimmed.push((chain.clone(), s.first_index));
                     if s.tree_size > s.first_index {
@@ -888,12 +917,7 @@ impl AuditReader {
                         ));
                     }
                 }
-                _ => registry_breaks.push(brk(
-                    BreakKind::UnsignedTrim,
-                    chain,
-                    0,
-                    "a trim marker whose signature does not hold: it excuses nothing".into(),
-                )),
+                Err(reason) => registry_breaks.push(brk(BreakKind::UnsignedTrim, chain, 0, reason)),
             }
         }
         // Where to start, and what the saved walk already checked.

@@ -317,6 +317,7 @@ fn the_registry_and_trim_statements_match() {
         timestamp_ms: number(&input["timestampMs"], "timestampMs"),
         heads: vec![head.clone()],
         incidents,
+        folded: Default::default(),
         signature: Vec::new(),
     };
     registry.seal(&signer);
@@ -339,6 +340,8 @@ fn the_registry_and_trim_statements_match() {
         tree_size: head.tree_size,
         root_hash: head.root_hash,
         timestamp_ms: number(&input["timestampMs"], "timestampMs"),
+        newest_excused_ms: number(&input["newestExcusedMs"], "newestExcusedMs"),
+        retention_days: number(&input["retentionDays"], "retentionDays"),
         signature: Vec::new(),
     };
     trim.seal(&signer);
@@ -352,4 +355,5 @@ fn the_registry_and_trim_statements_match() {
         hex::encode(&trim.signature)
     );
     assert!(trim.verify(&public));
+    assert_eq!(trim.check(&public), Ok(()));
 }

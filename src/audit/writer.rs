@@ -188,10 +188,16 @@ impl Writer {
             // Nothing grew; an auditor's request still checks the registry,
             // so a deleted or rolled-back one is signed as an incident now.
             if only.is_some() {
-                return self.registry.publish(&[]).await.map_err(|error| {
-                    tracing::error!(%error, "audit registry not checked");
-                    AuditError::Unavailable
-                });
+                return match self.registry.publish(&[], &[]).await {
+                    Ok(published) => {
+                        self.anchor_registry(published);
+                        Ok(())
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "audit registry not checked");
+                        Err(AuditError::Unavailable)
+                    }
+                };
             }
             return Ok(());
         }
@@ -199,8 +205,9 @@ impl Writer {
             self.anchors.record(head);
         }
         let published: Vec<TreeHead> = signed.iter().map(|(_, h)| h.clone()).collect();
-        match self.registry.publish(&published).await {
-            Ok(()) => {
+        match self.registry.publish(&published, &[]).await {
+            Ok(written) => {
+                self.anchor_registry(written);
                 for (tenant, sth) in &signed {
                     if let Some(h) = heads.get_mut(tenant) {
                         h.headed = h.headed.max(sth.tree_size);
@@ -442,14 +449,67 @@ impl Writer {
         }
     }
 
+    /// The registry a publish wrote goes to the anchors too: its generation
+    /// and chain count, which no later registry may go below.
+    fn anchor_registry(&self, written: Option<registry::Published>) {
+        if let Some(written) = written {
+            self.anchors.record_registry(&written);
+        }
+    }
+
+    /// Retention, per tenant this writer writes: trims what verified events
+    /// allow, and signs what it refused into the registry as incidents (each
+    /// also logged and counted), so a forged or misplaced entry is evidence
+    /// rather than a reason to excuse anything.
     async fn trim<'a>(&self, tenants: impl Iterator<Item = &'a Tenant>) {
-        let cutoff =
-            chrono::Utc::now().timestamp_millis() - self.settings.retention.as_millis() as i64;
+        let now = chrono::Utc::now().timestamp_millis();
+        let retention_days = self.settings.retention.as_secs() / 86_400;
+        let mut incidents = Vec::new();
         for tenant in tenants {
-            if let Err(error) =
-                super::retention::trim(&self.store, &self.keys, tenant, cutoff).await
+            match super::retention::trim(&self.store, &self.keys, tenant, now, retention_days).await
             {
-                tracing::warn!(%error, "audit retention trim failed; retried in an hour");
+                Ok(report) => {
+                    for refused in report.refused {
+                        tracing::error!(
+                            tenant = %tenant.as_str(),
+                            chain_id = %refused.chain_id,
+                            seq = refused.seq,
+                            kind = refused.kind.as_str(),
+                            reason = %refused.reason,
+                            "audit retention refused to trim an entry"
+                        );
+                        crate::telemetry::metrics().audit_breaks.add(
+                            1,
+                            &[opentelemetry::KeyValue::new("kind", refused.kind.as_str())],
+                        );
+                        incidents.push(super::heads::Incident {
+                            timestamp_ms: now.max(0) as u64,
+                            kind: refused.kind,
+                            detail: format!(
+                                "retention of tenant {} chain {} seq {}: {}",
+                                tenant.as_str(),
+                                if refused.chain_id.is_empty() {
+                                    "?"
+                                } else {
+                                    &refused.chain_id
+                                },
+                                refused.seq,
+                                refused.reason
+                            ),
+                        });
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "audit retention trim failed; retried in an hour");
+                }
+            }
+        }
+        if !incidents.is_empty() {
+            match self.registry.publish(&[], &incidents).await {
+                Ok(written) => self.anchor_registry(written),
+                Err(error) => {
+                    tracing::error!(%error, "audit retention incidents not signed into the registry; logged only");
+                }
             }
         }
     }

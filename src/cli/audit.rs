@@ -89,6 +89,9 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
         } => {
             let (reader, store, public) = reader(&config.path, &overrides).await?;
             let mut broken = false;
+            // The newest registry record of the anchor file: the registry may
+            // not be older, nor name fewer chains.
+            let mut anchored_registry: Option<crate::audit::anchors::RegistryAnchor> = None;
             let anchored = match &anchors {
                 Some(path) => {
                     let file = crate::audit::anchors::read(path)
@@ -97,6 +100,11 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
                         println!("{}:{line}: not a signed tree head", path.display());
                         broken = true;
                     }
+                    anchored_registry = file
+                        .registries
+                        .into_iter()
+                        .map(|(_, r)| r)
+                        .max_by_key(|r| (r.registry_generation, r.registry_chains));
                     let mut valid = Vec::new();
                     for (line, head) in file.heads {
                         if head.verify(&public) {
@@ -120,6 +128,23 @@ pub async fn run(command: AuditCommand) -> anyhow::Result<()> {
             match crate::audit::registry::load(&store, &public).await? {
                 crate::audit::registry::Loaded::Found { registry, .. } => {
                     tenants.extend(registry.heads.iter().map(|h| h.tenant.clone()));
+                    if let Some(anchor) = &anchored_registry {
+                        if registry.generation < anchor.registry_generation {
+                            println!(
+                                "rolled-back: registry: generation {} is older than the anchored generation {}",
+                                registry.generation, anchor.registry_generation
+                            );
+                            broken = true;
+                        }
+                        let chains = registry.heads.len() as u64;
+                        let most = anchor.registry_chains;
+                        if chains < most {
+                            println!(
+                                "missing: registry: it names {chains} chains; an anchored registry named {most}"
+                            );
+                            broken = true;
+                        }
+                    }
                 }
                 _ => {
                     // Fail closed: a deployment that audited anything has one.

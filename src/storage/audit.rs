@@ -235,13 +235,17 @@ impl Store {
             .collect())
     }
 
-    /// Drops events older than `cutoff_ms`. The signed trim statements that
-    /// excuse their absence are written before, by the caller.
-    pub async fn audit_trim(&self, tenant: &str, cutoff_ms: i64) -> Result<(), StorageError> {
-        let mut trim = redis::cmd("XTRIM");
-        trim.arg(events_key(tenant)).arg("MINID").arg(cutoff_ms);
+    /// Drops the events with exactly these stream ids (never a range: a
+    /// stream id is the Redis writer's choice). The signed trim statements
+    /// that excuse their absence are written before, by the caller.
+    pub async fn audit_delete(&self, tenant: &str, ids: &[String]) -> Result<(), StorageError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut delete = redis::cmd("XDEL");
+        delete.arg(events_key(tenant)).arg(ids);
         let mut conn = self.conn.clone();
-        let _: i64 = self.deadline(trim.query_async(&mut conn)).await?;
+        let _: i64 = self.deadline(delete.query_async(&mut conn)).await?;
         Ok(())
     }
 

@@ -685,6 +685,7 @@ mod retention_trim {
             event_id: facevault::audit::new_event_id(),
             op: "Verify".into(),
             detail: format!("call {i}"),
+            time: Some(facevault::vault::timestamp(facevault::vault::now_unix_ms())),
             ..AuditEvent::default()
         }
     }
@@ -745,9 +746,13 @@ mod retention_trim {
             vec![]
         );
 
-        retention::trim(&store, &keys, &tenant, cutoff)
+        // The trim runs as if 180 days had passed since `cutoff`: what it
+        // excuses must be that old at the statement's own time.
+        let report = retention::trim(&store, &keys, &tenant, cutoff + 180 * 86_400_000, 180)
             .await
             .unwrap();
+        assert!(report.refused.is_empty(), "{:?}", report.refused);
+        assert_eq!(report.trimmed.values().copied().collect::<Vec<_>>(), [300]);
         let report = reader.verify(&tenant, true, &[]).await.unwrap();
         assert_eq!(report.breaks, vec![], "a signed trim excuses the gap");
         assert_eq!(report.events_checked, 300);

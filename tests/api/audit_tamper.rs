@@ -574,6 +574,8 @@ async fn tamper(app: &TestApp, tamper: Tamper, chain: &str, older: &[(String, St
                 tree_size: *seqs.last().unwrap(),
                 root_hash: [0x5a; 32],
                 timestamp_ms: now_ms() as u64,
+                newest_excused_ms: 0,
+                retention_days: 180,
                 signature: vec![0x42; 64],
             };
             let json = serde_json::to_string(&forged).unwrap();
