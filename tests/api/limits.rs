@@ -35,7 +35,8 @@ async fn a_caller_over_its_rate_gets_resource_exhausted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_beyond_the_in_flight_limit_are_shed_with_unavailable() {
     let app = spawn_app_with(AppOptions {
-        extra_config: "[limits]\nmax_in_flight = 2\n".to_owned(),
+        // One caller may hold both permits here (its share is its own test).
+        extra_config: "[limits]\nmax_in_flight = 2\nmax_in_flight_per_caller = 2\n".to_owned(),
         redis_timeout_ms: 5000,
         ..AppOptions::default()
     })
