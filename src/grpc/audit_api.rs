@@ -80,14 +80,17 @@ impl AuditLog for AuditLogApi {
         let full = request.get_ref().full;
         // The guard lives as long as the walk, which runs to its end even when
         // the caller hangs up (the call is detached).
-        let _walk = self.walks.begin(&caller.tenant).map_err(|retry_after_secs| {
-            tracing::info!(
-                tenant = caller.tenant.as_str(),
-                retry_after_secs,
-                "VerifyChain refused: a walk of this tenant's log is already running"
-            );
-            Error::AuditWalkRunning { retry_after_secs }
-        })?;
+        let _walk = self
+            .walks
+            .begin(&caller.tenant)
+            .map_err(|retry_after_secs| {
+                tracing::info!(
+                    tenant = caller.tenant.as_str(),
+                    retry_after_secs,
+                    "VerifyChain refused: a walk of this tenant's log is already running"
+                );
+                Error::AuditWalkRunning { retry_after_secs }
+            })?;
         let report = self
             .reader
             .verify(&caller.tenant, full, &[])

@@ -17,7 +17,8 @@ impl From<Error> for Status {
                 tracing::error!(%error, "internal error");
                 Status::new(code, "internal error")
             }
-            Error::LockedOut { retry_after_secs } | Error::AuditWalkRunning { retry_after_secs } => {
+            Error::LockedOut { retry_after_secs }
+            | Error::AuditWalkRunning { retry_after_secs } => {
                 // The hint in metadata too, for clients that back off by it.
                 let mut status = Status::new(code, error.to_string());
                 if let Ok(value) = retry_after_secs.to_string().parse() {

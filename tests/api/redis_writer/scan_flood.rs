@@ -196,8 +196,9 @@ async fn verify_chain_walks_a_tenants_log_once_at_a_time() {
     let mut demo = app.app_client().await;
     app.enroll(&mut demo, "alice", &face(1)).await;
     lengthen_log(&app, "demo", None, 60_000).await;
-    let mut first = auditor(&app).await;
-    let mut second = auditor(&app).await;
+    // A walk of a log this broken answers with every break (some MiB).
+    let mut first = auditor(&app).await.max_decoding_message_size(64 << 20);
+    let mut second = auditor(&app).await.max_decoding_message_size(64 << 20);
 
     // A caller that hangs up at once: its walk goes on, detached, and holds
     // the tenant's turn until it ends.
@@ -271,23 +272,26 @@ async fn refusals(app: &TestApp, tenant: &str, reason: &str) -> u64 {
 async fn one_caller_holds_at_most_its_share_of_the_calls_in_flight() {
     // max_in_flight 8: by default a caller's share is a quarter, 2.
     let app = spawn_app_with(AppOptions {
-        extra_config: "[limits]\nmax_in_flight = 8\n[audit]\nrefusal_window_secs = 1\n"
-            .to_owned(),
+        extra_config: "[limits]\nmax_in_flight = 8\n[audit]\nrefusal_window_secs = 1\n".to_owned(),
         redis_timeout_ms: 5000,
         ..AppOptions::default()
     })
     .await;
     let client = app.app_client().await;
-    let values = face(1);
-    app.enroll(&mut client.clone(), "alice", &values).await;
+    let values = [face(1), face(2)];
+    let subjects = ["alice", "bob"];
+    for (subject, values) in subjects.iter().zip(&values) {
+        app.enroll(&mut client.clone(), subject, values).await;
+    }
     let mut other = app.other_tenant_client().await;
 
     // Redis holds every call for a moment, so calls stay in flight.
     app.pause_redis(1500, "ALL").await;
     let mut slow = Vec::new();
-    for i in 0..2 {
+    // Two subjects: one verification per subject runs at a time.
+    for (i, (subject, values)) in subjects.iter().zip(&values).enumerate() {
         let mut c = client.clone();
-        let r = app.verify_request("alice", &capture_of(&values, 0.05, i), "login");
+        let r = app.verify_request(subject, &capture_of(values, 0.05, i as u64), "login");
         slow.push(tokio::spawn(async move { c.verify(r).await }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -369,11 +373,12 @@ async fn a_stalled_request_body_releases_its_permit_at_the_request_timeout() {
     let mut stalled = Vec::new();
     for _ in 0..2 {
         let mut h2 = h2.clone().ready().await.unwrap();
-        let request = http::Request::post("https://localhost/facevault.v1.FaceVault/GetSealingKeys")
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .body(())
-            .unwrap();
+        let request =
+            http::Request::post("https://localhost/facevault.v1.FaceVault/GetSealingKeys")
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(())
+                .unwrap();
         stalled.push(h2.send_request(request, false).unwrap());
     }
     let stalled_at = Instant::now();
@@ -589,7 +594,9 @@ async fn a_scan_flood_that_hangs_up_does_not_starve_another_tenant() {
     stop.store(true, Ordering::Relaxed);
     let (codes, hung_up) = flood.await.unwrap();
 
-    let baseline = p99(&idle).max(p99(&saturated)).max(Duration::from_millis(2));
+    let baseline = p99(&idle)
+        .max(p99(&saturated))
+        .max(Duration::from_millis(2));
     let budget = 3 * baseline;
     println!(
         "flood: {hung_up} calls hung up on, answered in time {codes:?}\n\
@@ -601,8 +608,16 @@ async fn a_scan_flood_that_hangs_up_does_not_starve_another_tenant() {
         p50(&saturated),
         p99(&saturated),
         saturated.len(),
-        if during.is_empty() { Duration::ZERO } else { p50(&during) },
-        if during.is_empty() { Duration::ZERO } else { p99(&during) },
+        if during.is_empty() {
+            Duration::ZERO
+        } else {
+            p50(&during)
+        },
+        if during.is_empty() {
+            Duration::ZERO
+        } else {
+            p99(&during)
+        },
         during.len(),
     );
     assert!(hung_up > 100, "the flood hung up on only {hung_up} calls");
