@@ -601,7 +601,7 @@ async fn a_scan_flood_that_hangs_up_does_not_starve_another_tenant() {
     println!(
         "flood: {hung_up} calls hung up on, answered in time {codes:?}\n\
          victim: idle p50 {:.2?} p99 {:.2?} ({}); cores busy p50 {:.2?} p99 {:.2?} ({}); \
-         during the flood p50 {:.2?} p99 {:.2?} ({} answered, failed {failed:?}); budget {budget:.2?}",
+         during the flood p50 {:.2?} p99 {:.2?} ({} answered, {} failed); budget {budget:.2?}",
         p50(&idle),
         p99(&idle),
         idle.len(),
@@ -619,11 +619,17 @@ async fn a_scan_flood_that_hangs_up_does_not_starve_another_tenant() {
             p99(&during)
         },
         during.len(),
+        failed.len(),
     );
     assert!(hung_up > 100, "the flood hung up on only {hung_up} calls");
+    let mut failures: HashMap<Code, usize> = HashMap::new();
+    for code in &failed {
+        *failures.entry(*code).or_default() += 1;
+    }
     assert!(
         failed.is_empty(),
-        "the victim's verifies failed during the flood: {failed:?}"
+        "{} of the victim's verifies failed during the flood: {failures:?}",
+        failed.len()
     );
     assert!(
         p99(&during) <= budget,
