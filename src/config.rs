@@ -172,6 +172,11 @@ pub struct LimitSettings {
     pub burst: f64,
     /// Calls in flight across all clients; past it calls fail UNAVAILABLE at once.
     pub max_in_flight: usize,
+    /// Calls in flight from one client certificate (or one peer address without
+    /// one); past it that caller's calls fail RESOURCE_EXHAUSTED at once, so one
+    /// caller cannot hold every permit of `max_in_flight`. Unset: a quarter of
+    /// `max_in_flight` (at least 1).
+    pub max_in_flight_per_caller: Option<usize>,
     /// Longest a caller waits; past it DEADLINE_EXCEEDED. A call that has begun
     /// runs to its end all the same, and its audit event says what it did.
     pub request_timeout_ms: u64,
@@ -188,6 +193,13 @@ pub struct LimitSettings {
 }
 
 impl LimitSettings {
+    /// `max_in_flight_per_caller`, or its default: a quarter of `max_in_flight`.
+    pub fn in_flight_per_caller(&self) -> usize {
+        self.max_in_flight_per_caller
+            .unwrap_or(self.max_in_flight / 4)
+            .max(1)
+    }
+
     pub fn transport_bounds(&self) -> crate::grpc::tls::TransportBounds {
         crate::grpc::tls::TransportBounds {
             max_connections: self.max_connections,
@@ -204,6 +216,7 @@ impl Default for LimitSettings {
             rate_per_second: 1000.0,
             burst: 2000.0,
             max_in_flight: 1024,
+            max_in_flight_per_caller: None,
             request_timeout_ms: 5000,
             max_connections: 4096,
             max_concurrent_streams: 128,
@@ -742,6 +755,13 @@ impl Settings {
             "limits",
             "",
             "limits: rate_per_second > 0, burst >= 1, max_in_flight > 0, request_timeout_ms >= 10",
+        );
+        check(
+            l.max_in_flight_per_caller
+                .is_none_or(|n| (1..=l.max_in_flight).contains(&n)),
+            "limits",
+            "max_in_flight_per_caller",
+            "limits.max_in_flight_per_caller must be between 1 and limits.max_in_flight",
         );
         let k = &self.keys;
         check(
@@ -1743,6 +1763,14 @@ threshold = 0.5
             (
                 format!("{MINIMAL}\n[limits]\nidle_timeout_secs = 1\n"),
                 "idle_timeout_secs",
+            ),
+            (
+                format!("{MINIMAL}\n[limits]\nmax_in_flight_per_caller = 2000\n"),
+                "max_in_flight_per_caller",
+            ),
+            (
+                format!("{MINIMAL}\n[limits]\nmax_in_flight_per_caller = 0\n"),
+                "max_in_flight_per_caller",
             ),
             (
                 format!("{MINIMAL}\n[limits]\nmax_handshakes_per_peer = 0\n"),

@@ -56,6 +56,11 @@ pub enum Error {
     TemplatesDisabled,
     #[error("another verification of this subject is in progress")]
     SubjectBusy,
+    /// `VerifyChain` while a walk of the same tenant's log runs in this process.
+    #[error(
+        "a verification of this tenant's audit log is already running; retry after {retry_after_secs} s"
+    )]
+    AuditWalkRunning { retry_after_secs: u64 },
     #[error("storage unavailable")]
     Unavailable(#[from] StorageError),
     #[error("a stored template failed its integrity check")]

@@ -276,7 +276,8 @@ impl Application {
             store.clone(),
             keys.clone(),
             audit_settings.checkpoint_interval,
-        );
+        )
+        .with_retention(audit_settings.retention);
         let vault = Vault::new(
             keys.clone(),
             store.clone(),
@@ -488,6 +489,7 @@ impl Application {
             ))
             .layer(LoadShedLayer::new(
                 self.limits.max_in_flight,
+                self.limits.in_flight_per_caller(),
                 refusals.clone(),
             ))
             .layer(DetachLayer::new(Duration::from_millis(

@@ -535,6 +535,9 @@ pub struct Metrics {
     pub rate_limited: Counter<u64>,
     /// Requests shed under load ("facevault.load_shed").
     pub load_shed: Counter<u64>,
+    /// Requests refused over their caller's in-flight share
+    /// ("facevault.caller_in_flight").
+    pub caller_in_flight: Counter<u64>,
     /// Audit events written ("facevault.audit.events").
     pub audit_events: Counter<u64>,
     /// Retention entries that could not be carried out and were skipped
@@ -652,6 +655,10 @@ impl Metrics {
             replays_refused: counter("facevault.replays_refused", "Replayed requests refused"),
             rate_limited: counter("facevault.rate_limited", "Requests refused by rate limit"),
             load_shed: counter("facevault.load_shed", "Requests shed under load"),
+            caller_in_flight: counter(
+                "facevault.caller_in_flight",
+                "Requests refused over their caller's in-flight share",
+            ),
             audit_events: counter("facevault.audit.events", "Audit events written"),
             retention_skipped: counter(
                 "facevault.retention.skipped",

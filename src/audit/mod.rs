@@ -15,6 +15,7 @@ pub mod retention;
 #[cfg(test)]
 mod vectors;
 pub mod verify;
+pub mod walks;
 mod writer;
 
 use std::sync::Arc;
@@ -307,6 +308,8 @@ pub struct AuditReader {
     /// This process's writer, asked for fresh heads when an auditor wants them.
     sink: Option<AuditSink>,
     checkpoint_interval: Duration,
+    /// `audit.retention_days`: what the per-subject counts cover.
+    retention: Duration,
 }
 
 pub struct EventQuery {
@@ -432,7 +435,15 @@ impl AuditReader {
             keys,
             sink: None,
             checkpoint_interval,
+            // The least `audit.retention_days` allows; `serve` sets the configured one.
+            retention: Duration::from_secs(180 * 86_400),
         }
+    }
+
+    /// The retention the per-subject counts cover (`audit.retention_days`).
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
     }
 
     /// Lets auditor calls ask this process's writer for fresh heads.
@@ -446,33 +457,20 @@ impl AuditReader {
     }
 
     /// How many retained events name the subject, and when the last `Verify`
-    /// of it was (subject access). Walks the tenant's whole retained stream.
+    /// of it was (subject access), from the per-subject index the writer keeps
+    /// with the events: two O(log n) reads, never a walk of the log, so a
+    /// caller cannot make one call cost the tenant's whole retained log. The
+    /// index is Redis state (a Redis writer can edit it): an access report, not
+    /// evidence; `ListEvents` and `VerifyChain` read the evidence.
     pub async fn subject_summary(
         &self,
         tenant: &Tenant,
         subject_ref: &str,
     ) -> Result<(u64, Option<i64>), StorageError> {
-        let mut query = EventQuery {
-            since_ms: None,
-            until_ms: None,
-            subject_ref: Some(subject_ref.to_owned()),
-            op: None,
-            page_size: usize::MAX,
-            page_token: None,
-        };
-        let (mut count, mut last_verify) = (0u64, None);
-        loop {
-            let (events, next) = self.list(tenant, &query).await?;
-            count += events.len() as u64;
-            for event in events.iter().filter(|e| e.op == "Verify") {
-                let at = event.time.as_ref().map(crate::vault::unix_ms);
-                last_verify = last_verify.max(at);
-            }
-            match next {
-                Some(token) => query.page_token = Some(token),
-                None => return Ok((count, last_verify)),
-            }
-        }
+        let cutoff = crate::vault::now_unix_ms() - self.retention.as_millis() as i64;
+        self.store
+            .audit_subject_summary(tenant.as_str(), subject_ref, cutoff)
+            .await
     }
 
     pub async fn list(

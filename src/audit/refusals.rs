@@ -20,6 +20,8 @@ pub enum Refusal {
     NoIdentity,
     RateLimited,
     LoadShed,
+    /// The caller has its share of `limits.max_in_flight` in flight already.
+    CallerInFlight,
     ConnectionLimit,
     /// No certificate, an untrusted or revoked one, or a handshake that timed out.
     TlsHandshake,
@@ -33,6 +35,7 @@ impl Refusal {
             Self::NoIdentity => "no-identity",
             Self::RateLimited => "rate-limited",
             Self::LoadShed => "load-shed",
+            Self::CallerInFlight => "caller-in-flight",
             Self::ConnectionLimit => "connection-limit",
             Self::TlsHandshake => "tls-handshake-refused",
             Self::UndeclaredTenant => "undeclared-tenant",
@@ -45,6 +48,7 @@ impl Refusal {
             Self::NoIdentity => "UNAUTHENTICATED",
             Self::RateLimited => "RESOURCE_EXHAUSTED",
             Self::LoadShed => "UNAVAILABLE",
+            Self::CallerInFlight => "RESOURCE_EXHAUSTED",
             Self::UndeclaredTenant => "PERMISSION_DENIED",
             Self::ConnectionLimit | Self::TlsHandshake => "",
         }

@@ -29,7 +29,7 @@ use crate::crypto::live::LiveKeys;
 use crate::domain::Tenant;
 use crate::proto::AuditEvent;
 use crate::storage::Store;
-use crate::storage::audit::{AuditAppend, ChainHead, TreeAppend};
+use crate::storage::audit::{AuditAppend, ChainHead, SubjectIndex, SubjectMarks, TreeAppend};
 
 pub(super) struct Pending {
     pub tenant: Tenant,
@@ -277,10 +277,12 @@ impl Writer {
             let mut entries = Vec::with_capacity(owed.len() + pending.len());
             let mut acks = Vec::with_capacity(pending.len());
             let replicas_hold = self.store.waits_for_replicas();
+            let mut subjects: HashMap<String, SubjectMarks> = HashMap::new();
             for event in owed.into_iter().chain(pending.into_iter().map(|p| {
                 acks.push((replicas_hold && records_durable_write(&p.event), p.ack));
                 p.event
             })) {
+                mark_subject(&mut subjects, &event);
                 seq += 1;
                 let (event, hash) =
                     chain::link(keys.audit_key(), event, &self.chain_id, seq, &prev);
@@ -295,25 +297,41 @@ impl Writer {
             if entries.is_empty() {
                 continue;
             }
-            writes.push((tenant, owed_count, entries, tree, frontier, acks, seq, prev));
+            writes.push((
+                tenant,
+                owed_count,
+                entries,
+                tree,
+                frontier,
+                acks,
+                seq,
+                prev,
+                subjects.into_values().collect::<Vec<_>>(),
+            ));
         }
-        let head_kept_until =
-            chrono::Utc::now().timestamp_millis() + self.settings.retention.as_millis() as i64;
+        let retention_ms = self.settings.retention.as_millis() as i64;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let head_kept_until = now_ms + retention_ms;
         let results = futures::future::join_all(writes.iter().map(
-            |(tenant, _, entries, tree, _, _, seq, hash)| async move {
+            |(tenant, _, entries, tree, _, _, seq, hash, subjects)| async move {
                 let head = ChainHead {
                     chain_id: &self.chain_id,
                     seq: *seq,
                     hash,
                     expires_at_ms: head_kept_until,
                 };
+                let index = SubjectIndex {
+                    marks: subjects,
+                    cutoff_ms: now_ms - retention_ms,
+                    retention_ms,
+                };
                 self.store
-                    .audit_append(tenant.as_str(), &head, entries, tree)
+                    .audit_append(tenant.as_str(), &head, entries, tree, &index)
                     .await
             },
         ))
         .await;
-        for ((tenant, owed_count, entries, _, frontier, acks, seq, hash), result) in
+        for ((tenant, owed_count, entries, _, frontier, acks, seq, hash, _), result) in
             writes.into_iter().zip(results)
         {
             match result {
@@ -527,6 +545,25 @@ fn records_durable_write(event: &AuditEvent) -> bool {
         "CancelAccount",
     ];
     event.outcome == "allowed" && DURABLE.contains(&event.op.as_str())
+}
+
+/// Adds an event that names a subject to that subject's marks for the batch,
+/// so `GetSubjectRecord` counts it without walking the log.
+fn mark_subject(subjects: &mut HashMap<String, SubjectMarks>, event: &AuditEvent) {
+    if event.subject_ref.is_empty() {
+        return;
+    }
+    let time_ms = event.time.as_ref().map_or(0, crate::vault::unix_ms);
+    let marks = subjects
+        .entry(event.subject_ref.clone())
+        .or_insert_with(|| SubjectMarks {
+            subject_ref: event.subject_ref.clone(),
+            ..SubjectMarks::default()
+        });
+    marks.events.push((event.event_id.clone(), time_ms));
+    if event.op == "Verify" {
+        marks.last_verify_ms = marks.last_verify_ms.max(Some(time_ms));
+    }
 }
 
 /// Marks an event written after its call was answered (the call saw its audit

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use super::caller::require;
+use crate::audit::walks::Walks;
 use crate::audit::{AuditReader, EventQuery};
 use crate::domain::{InvalidInput, Role};
 use crate::error::Error;
@@ -13,11 +14,16 @@ use crate::proto::audit_log_server::AuditLog;
 
 pub struct AuditLogApi {
     reader: Arc<AuditReader>,
+    /// One `VerifyChain` walk per tenant at a time.
+    walks: Walks,
 }
 
 impl AuditLogApi {
     pub fn new(reader: Arc<AuditReader>) -> Self {
-        Self { reader }
+        Self {
+            reader,
+            walks: Walks::default(),
+        }
     }
 }
 
@@ -72,6 +78,19 @@ impl AuditLog for AuditLogApi {
     ) -> Result<Response<proto::VerifyChainResponse>, Status> {
         let caller = require(&request, Role::Auditor)?;
         let full = request.get_ref().full;
+        // The guard lives as long as the walk, which runs to its end even when
+        // the caller hangs up (the call is detached).
+        let _walk = self
+            .walks
+            .begin(&caller.tenant)
+            .map_err(|retry_after_secs| {
+                tracing::info!(
+                    tenant = caller.tenant.as_str(),
+                    retry_after_secs,
+                    "VerifyChain refused: a walk of this tenant's log is already running"
+                );
+                Error::AuditWalkRunning { retry_after_secs }
+            })?;
         let report = self
             .reader
             .verify(&caller.tenant, full, &[])

@@ -17,6 +17,15 @@ impl From<Error> for Status {
                 tracing::error!(%error, "internal error");
                 Status::new(code, "internal error")
             }
+            Error::LockedOut { retry_after_secs }
+            | Error::AuditWalkRunning { retry_after_secs } => {
+                // The hint in metadata too, for clients that back off by it.
+                let mut status = Status::new(code, error.to_string());
+                if let Ok(value) = retry_after_secs.to_string().parse() {
+                    status.metadata_mut().insert("retry-after", value);
+                }
+                status
+            }
             _ => Status::new(code, error.to_string()),
         }
     }
@@ -41,6 +50,8 @@ pub fn code_of(error: &Error) -> Code {
         Error::TemplatesDisabled => Code::ResourceExhausted,
         // A concurrency conflict the client may retry at once.
         Error::SubjectBusy => Code::Aborted,
+        // Bounded work: one walk of a tenant's log at a time.
+        Error::AuditWalkRunning { .. } => Code::ResourceExhausted,
         Error::Unavailable(_) => Code::Unavailable,
         Error::Integrity => Code::Internal,
         Error::Internal(_) => Code::Internal,

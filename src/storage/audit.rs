@@ -10,6 +10,14 @@
 //!   hashes and of the roots of each complete 256-leaf tile, appended in the
 //!   same MULTI, from which proofs are served without reading the events.
 //!
+//! Per subject, in the tenant's slot, `subject:<subject_ref>`: a ZSET of the
+//! subject's events (member: event id, score: the event's time in ms) and the
+//! member `last-verify` (score: the time of its newest `Verify`), written in the
+//! same MULTI as the events, pruned there to `audit.retention_days` and expiring
+//! that long after the subject's newest event. `GetSubjectRecord` counts from it
+//! in O(log n) instead of walking the log. It is Redis state a Redis writer can
+//! edit: an access report, never evidence (the log is the evidence).
+//!
 //! `fv:audit:{<tenant>}:trims` is a HASH of signed trim statements per chain,
 //! `fv:audit:{<tenant>}:verified` where the last clean verification stopped,
 //! and `fv:audit:registry` (`gen`, `doc`) the signed registry of every chain.
@@ -42,6 +50,14 @@ fn verified_key(tenant: &str) -> String {
     format!("fv:audit:{{{tenant}}}:verified")
 }
 
+fn subject_key(tenant: &str, subject_ref: &str) -> String {
+    format!("fv:audit:{{{tenant}}}:subject:{subject_ref}")
+}
+
+/// The member of a subject's ZSET whose score is the time of its last `Verify`
+/// (event ids are `<ms>.<base64>`, so none is spelt like it).
+const LAST_VERIFY: &str = "last-verify";
+
 fn head_key(tenant: &str, chain_id: &str) -> String {
     format!("fv:audit:{{{tenant}}}:head:{chain_id}")
 }
@@ -65,6 +81,25 @@ pub struct AuditAppend {
 pub struct TreeAppend {
     pub leaves: Vec<u8>,
     pub tiles: Vec<u8>,
+}
+
+/// What a batch adds to one subject's event index.
+#[derive(Debug, Default)]
+pub struct SubjectMarks {
+    pub subject_ref: String,
+    /// (event id, event time in ms) of each of the subject's events in the batch.
+    pub events: Vec<(String, i64)>,
+    /// The time of the batch's newest `Verify` of the subject.
+    pub last_verify_ms: Option<i64>,
+}
+
+/// Per-subject event counts, written with the events they count.
+pub struct SubjectIndex<'a> {
+    pub marks: &'a [SubjectMarks],
+    /// Events older than this (unix ms) are pruned from the index.
+    pub cutoff_ms: i64,
+    /// How long the index of a subject is kept after its newest event.
+    pub retention_ms: i64,
 }
 
 /// A stream entry as read back.
@@ -103,6 +138,7 @@ impl Store {
         chain: &ChainHead<'_>,
         events: &[AuditAppend],
         tree: &TreeAppend,
+        subjects: &SubjectIndex<'_>,
     ) -> Result<Vec<String>, StorageError> {
         let key = events_key(tenant);
         let mut pipe = redis::pipe();
@@ -145,9 +181,69 @@ impl Store {
                 .arg(chain.expires_at_ms)
                 .ignore();
         }
+        for marks in subjects.marks {
+            let Some(newest) = marks.events.iter().map(|(_, t)| *t).max() else {
+                continue;
+            };
+            let key = subject_key(tenant, &marks.subject_ref);
+            let zadd = pipe.cmd("ZADD").arg(&key);
+            for (event_id, time_ms) in &marks.events {
+                zadd.arg(*time_ms).arg(event_id);
+            }
+            zadd.ignore();
+            if let Some(at) = marks.last_verify_ms {
+                // GT: a batch from a slower replica never moves it back.
+                pipe.cmd("ZADD")
+                    .arg(&key)
+                    .arg("GT")
+                    .arg(at)
+                    .arg(LAST_VERIFY)
+                    .ignore();
+            }
+            pipe.cmd("ZREMRANGEBYSCORE")
+                .arg(&key)
+                .arg("-inf")
+                .arg(format!("({}", subjects.cutoff_ms))
+                .ignore()
+                .cmd("PEXPIREAT")
+                .arg(&key)
+                .arg(newest.saturating_add(subjects.retention_ms))
+                .ignore();
+        }
         let mut conn = self.conn.clone();
         let ids: Vec<String> = self.deadline(pipe.query_async(&mut conn)).await?;
         Ok(ids)
+    }
+
+    /// How many of a subject's events since `cutoff_ms` the index counts, and
+    /// when its last `Verify` was: two O(log n) reads, however long the log.
+    pub async fn audit_subject_summary(
+        &self,
+        tenant: &str,
+        subject_ref: &str,
+        cutoff_ms: i64,
+    ) -> Result<(u64, Option<i64>), StorageError> {
+        let key = subject_key(tenant, subject_ref);
+        let mut conn = self.conn.clone();
+        let (count, last_verify): (u64, Option<f64>) = self
+            .deadline(
+                redis::pipe()
+                    .cmd("ZCOUNT")
+                    .arg(&key)
+                    .arg(cutoff_ms)
+                    .arg("+inf")
+                    .cmd("ZSCORE")
+                    .arg(&key)
+                    .arg(LAST_VERIFY)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let last_verify = last_verify
+            .map(|ms| ms as i64)
+            .filter(|ms| *ms >= cutoff_ms);
+        // The last-verify member is counted by ZCOUNT too.
+        let count = count.saturating_sub(u64::from(last_verify.is_some()));
+        Ok((count, last_verify))
     }
 
     /// Waits until `replica_acks` replicas hold everything appended to the

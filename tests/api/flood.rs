@@ -106,7 +106,7 @@ fn assert_windows(events: &[AuditEvent], window: Duration) {
 }
 
 /// The `p`th percentile, nearest rank.
-fn percentile(samples: &[Duration], p: usize) -> Duration {
+pub fn percentile(samples: &[Duration], p: usize) -> Duration {
     let mut sorted = samples.to_vec();
     sorted.sort_unstable();
     let rank = (sorted.len() * p).div_ceil(100);
@@ -114,16 +114,16 @@ fn percentile(samples: &[Duration], p: usize) -> Duration {
 }
 
 /// With fewer than 100 samples, the slowest.
-fn p99(samples: &[Duration]) -> Duration {
+pub fn p99(samples: &[Duration]) -> Duration {
     percentile(samples, 99)
 }
 
-fn p50(samples: &[Duration]) -> Duration {
+pub fn p50(samples: &[Duration]) -> Duration {
     percentile(samples, 50)
 }
 
 /// Runs `task` to its end on a thread and runtime of its own.
-fn on_own_thread<T, F>(task: impl FnOnce() -> F + Send + 'static) -> oneshot::Receiver<T>
+pub fn on_own_thread<T, F>(task: impl FnOnce() -> F + Send + 'static) -> oneshot::Receiver<T>
 where
     T: Send + 'static,
     F: Future<Output = T>,
@@ -139,7 +139,7 @@ where
     done
 }
 
-async fn client_of(port: u16, tls: ClientTlsConfig) -> FaceVaultClient<Channel> {
+pub async fn client_of(port: u16, tls: ClientTlsConfig) -> FaceVaultClient<Channel> {
     let channel = Channel::from_shared(format!("https://127.0.0.1:{port}"))
         .unwrap()
         .tls_config(tls)
@@ -152,7 +152,7 @@ async fn client_of(port: u16, tls: ClientTlsConfig) -> FaceVaultClient<Channel> 
 }
 
 /// Runs `work` while `threads` threads spin on the CPU, touching nothing else.
-async fn while_cores_busy<T>(threads: usize, work: impl Future<Output = T>) -> T {
+pub async fn while_cores_busy<T>(threads: usize, work: impl Future<Output = T>) -> T {
     let spin = Arc::new(AtomicBool::new(true));
     let spinners: Vec<_> = (0..threads)
         .map(|_| {

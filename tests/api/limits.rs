@@ -35,7 +35,9 @@ async fn a_caller_over_its_rate_gets_resource_exhausted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_beyond_the_in_flight_limit_are_shed_with_unavailable() {
     let app = spawn_app_with(AppOptions {
-        extra_config: "[limits]\nmax_in_flight = 2\n".to_owned(),
+        // One caller may hold both permits here (its share is its own test,
+        // redis_writer::scan_flood).
+        extra_config: "[limits]\nmax_in_flight = 2\nmax_in_flight_per_caller = 2\n".to_owned(),
         redis_timeout_ms: 5000,
         ..AppOptions::default()
     })
@@ -44,6 +46,9 @@ async fn calls_beyond_the_in_flight_limit_are_shed_with_unavailable() {
     let values = face(1);
     let mut c = client.clone();
     app.enroll(&mut c, "alice", &values).await;
+    // Another caller: the first holds its whole share, and this one is shed
+    // by the global bound.
+    let mut other = app.other_tenant_client().await;
     // Hold Redis for a moment so two calls stay in flight.
     app.pause_redis(1500, "ALL").await;
     let mut slow = Vec::new();
@@ -53,8 +58,7 @@ async fn calls_beyond_the_in_flight_limit_are_shed_with_unavailable() {
         slow.push(tokio::spawn(async move { c.verify(r).await }));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut c = client.clone();
-    let shed = c
+    let shed = other
         .get_sealing_keys(proto::GetSealingKeysRequest {})
         .await
         .unwrap_err();

@@ -5,11 +5,20 @@
 //! `limit` and then gets DEADLINE_EXCEEDED (outcome unknown to it); the call goes
 //! on within its own bound (every Redis step has `redis.timeout_ms`) and its audit
 //! event records what really happened, marked `caller-gone`.
+//!
+//! The request body is read by the call, on its task: a client that sends a
+//! call's headers and then stalls its body would hold the call's in-flight
+//! permit for as long as the connection lives. So the body gets the same
+//! deadline as the caller's wait: not complete by then, it fails, the call ends
+//! (DEADLINE_EXCEEDED, audited) and its permit is released.
 
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
+
+use http_body::{Frame, SizeHint};
 
 use tonic::body::Body;
 use tower::{Layer, Service};
@@ -87,8 +96,14 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut request: http::Request<Body>) -> Self::Future {
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
         let limit = self.limit;
+        let (parts, body) = request.into_parts();
+        let body = Body::new(BodyDeadline {
+            inner: body,
+            deadline: Box::pin(tokio::time::sleep(limit)),
+        });
+        let mut request = http::Request::from_parts(parts, body);
         let gone = CallerGone::default();
         request.extensions_mut().insert(gone.clone());
         // The in-flight permit stays with the call, not with its caller.
@@ -122,5 +137,39 @@ where
                 ))),
             }
         })
+    }
+}
+
+/// A request body that fails if it has not ended by its deadline.
+struct BodyDeadline {
+    inner: Body,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl http_body::Body for BodyDeadline {
+    type Data = tonic::codegen::Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        if let Poll::Ready(frame) = Pin::new(&mut self.inner).poll_frame(cx) {
+            return Poll::Ready(frame);
+        }
+        match self.deadline.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(tonic::Status::deadline_exceeded(
+                "the request body did not arrive within the request timeout",
+            )))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

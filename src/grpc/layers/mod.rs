@@ -1,8 +1,9 @@
 //! Tower layers around every gRPC call, one per file, outermost first:
 //! `trace` (one span per call) → `authenticate` (an identity, or refused) →
-//! `rate_limit` (per caller) → `load_shed` (global concurrency) → `detach` (the
-//! call runs to its end on its own task; the caller waits at most the request
-//! timeout) → `audit` (one event per admitted call, fail closed).
+//! `rate_limit` (per caller) → `load_shed` (calls in flight, globally and per
+//! caller) → `detach` (the call runs to its end on its own task; the caller
+//! waits at most the request timeout, its body arrives by then) → `audit`
+//! (one event per admitted call, fail closed).
 //!
 //! Refusals before admission cost no per-call audit write: they are counted
 //! per window (`audit::refusals`), so a flood cannot flood the audit log.
