@@ -457,8 +457,8 @@ impl AuditReader {
     }
 
     /// How many retained events name the subject, and when the last `Verify`
-    /// of it was (subject access), from the per-subject index the writer keeps
-    /// with the events: two O(log n) reads, never a walk of the log, so a
+    /// of it was (subject access), from the per-subject daily counters the
+    /// writer keeps with the events: one small read, never a walk of the log, so a
     /// caller cannot make one call cost the tenant's whole retained log. The
     /// index is Redis state (a Redis writer can edit it): an access report, not
     /// evidence; `ListEvents` and `VerifyChain` read the evidence.

@@ -121,12 +121,27 @@ mod tests {
     fn this_process_is_measured_and_per_divides_by_units() {
         let procs = Procs::default();
         let before = procs.mark();
-        // Burn 50 ms of CPU, then sleep: a thread's run time is brought up to
-        // date when it is switched out.
-        let started = std::time::Instant::now();
+        // Burn 50 ms of CPU by a second clock (this thread's utime + stime in
+        // /proc, in 10 ms ticks), not of wall time: on a loaded machine 50 ms
+        // of wall time may be much less CPU. Then sleep: a thread's run time is
+        // brought up to date when it is switched out.
+        let ticks = || -> u64 {
+            let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+            let fields: Vec<&str> = stat
+                .rsplit_once(')')
+                .unwrap()
+                .1
+                .split_whitespace()
+                .collect();
+            // utime and stime are fields 14 and 15; fields[0] is field 3.
+            fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+        };
+        let start = ticks();
         let mut x = 0u64;
-        while started.elapsed() < std::time::Duration::from_millis(50) {
-            x = std::hint::black_box(x.wrapping_add(1));
+        while ticks() < start + 6 {
+            for _ in 0..10_000 {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
         }
         std::thread::sleep(std::time::Duration::from_millis(10));
         let cpu = before.per(&procs.mark(), 10.0);

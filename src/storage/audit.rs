@@ -10,17 +10,21 @@
 //!   hashes and of the roots of each complete 256-leaf tile, appended in the
 //!   same MULTI, from which proofs are served without reading the events.
 //!
-//! Per subject, in the tenant's slot, `subject:<subject_ref>`: a ZSET of the
-//! subject's events (member: event id, score: the event's time in ms) and the
-//! member `last-verify` (score: the time of its newest `Verify`), written in the
-//! same MULTI as the events, pruned there to `audit.retention_days` and expiring
-//! that long after the subject's newest event. `GetSubjectRecord` counts from it
-//! in O(log n) instead of walking the log. It is Redis state a Redis writer can
-//! edit: an access report, never evidence (the log is the evidence).
+//! Per subject, in the tenant's slot, `subject:<subject_ref>`: a ZSET of
+//! counters, one member `d:<day>` per UTC day with events of the subject (score:
+//! how many), and the member `last-verify` (score: the time of its newest
+//! `Verify`), written in the same MULTI as the events. So its size is bounded
+//! by days, never by events: about `audit.retention_days` members however busy
+//! the subject. Each append drops the days just past the retention, and the key
+//! expires that long after the subject's newest event. `GetSubjectRecord` sums
+//! the days within the retention instead of walking the log. It is Redis state
+//! a Redis writer can edit: an access report, never evidence (the log is).
 //!
 //! `fv:audit:{<tenant>}:trims` is a HASH of signed trim statements per chain,
 //! `fv:audit:{<tenant>}:verified` where the last clean verification stopped,
 //! and `fv:audit:registry` (`gen`, `doc`) the signed registry of every chain.
+
+use std::collections::BTreeMap;
 
 use redis::Value;
 
@@ -55,8 +59,17 @@ fn subject_key(tenant: &str, subject_ref: &str) -> String {
 }
 
 /// The member of a subject's ZSET whose score is the time of its last `Verify`
-/// (event ids are `<ms>.<base64>`, so none is spelt like it).
+/// (day members are spelt `d:<day>`).
 const LAST_VERIFY: &str = "last-verify";
+const DAY_MS: i64 = 86_400_000;
+/// Days before the retention's first day that each append drops: a subject's
+/// day outlives the retention only if the subject has no event for this long
+/// just as that day leaves it (then it is ignored, and goes with the key).
+const DAYS_DROPPED_PER_APPEND: i64 = 7;
+
+fn day_member(day: i64) -> String {
+    format!("d:{day}")
+}
 
 fn head_key(tenant: &str, chain_id: &str) -> String {
     format!("fv:audit:{{{tenant}}}:head:{chain_id}")
@@ -83,12 +96,12 @@ pub struct TreeAppend {
     pub tiles: Vec<u8>,
 }
 
-/// What a batch adds to one subject's event index.
+/// What a batch adds to one subject's event counts.
 #[derive(Debug, Default)]
 pub struct SubjectMarks {
     pub subject_ref: String,
-    /// (event id, event time in ms) of each of the subject's events in the batch.
-    pub events: Vec<(String, i64)>,
+    /// The time in ms of each of the subject's events in the batch.
+    pub event_times_ms: Vec<i64>,
     /// The time of the batch's newest `Verify` of the subject.
     pub last_verify_ms: Option<i64>,
 }
@@ -181,16 +194,23 @@ impl Store {
                 .arg(chain.expires_at_ms)
                 .ignore();
         }
+        let first_day = subjects.cutoff_ms.div_euclid(DAY_MS);
         for marks in subjects.marks {
-            let Some(newest) = marks.events.iter().map(|(_, t)| *t).max() else {
+            let Some(newest) = marks.event_times_ms.iter().copied().max() else {
                 continue;
             };
             let key = subject_key(tenant, &marks.subject_ref);
-            let zadd = pipe.cmd("ZADD").arg(&key);
-            for (event_id, time_ms) in &marks.events {
-                zadd.arg(*time_ms).arg(event_id);
+            let mut days: BTreeMap<i64, u64> = BTreeMap::new();
+            for at in &marks.event_times_ms {
+                *days.entry(at.div_euclid(DAY_MS)).or_default() += 1;
             }
-            zadd.ignore();
+            for (day, count) in days {
+                pipe.cmd("ZINCRBY")
+                    .arg(&key)
+                    .arg(count)
+                    .arg(day_member(day))
+                    .ignore();
+            }
             if let Some(at) = marks.last_verify_ms {
                 // GT: a batch from a slower replica never moves it back.
                 pipe.cmd("ZADD")
@@ -200,11 +220,11 @@ impl Store {
                     .arg(LAST_VERIFY)
                     .ignore();
             }
-            pipe.cmd("ZREMRANGEBYSCORE")
-                .arg(&key)
-                .arg("-inf")
-                .arg(format!("({}", subjects.cutoff_ms))
-                .ignore()
+            let zrem = pipe.cmd("ZREM").arg(&key);
+            for day in first_day - DAYS_DROPPED_PER_APPEND..first_day {
+                zrem.arg(day_member(day));
+            }
+            zrem.ignore()
                 .cmd("PEXPIREAT")
                 .arg(&key)
                 .arg(newest.saturating_add(subjects.retention_ms))
@@ -215,8 +235,9 @@ impl Store {
         Ok(ids)
     }
 
-    /// How many of a subject's events since `cutoff_ms` the index counts, and
-    /// when its last `Verify` was: two O(log n) reads, however long the log.
+    /// How many of a subject's events the counters hold from the day of
+    /// `cutoff_ms` on, and when its last `Verify` was: one read of at most a
+    /// few hundred members, however long the log.
     pub async fn audit_subject_summary(
         &self,
         tenant: &str,
@@ -225,24 +246,29 @@ impl Store {
     ) -> Result<(u64, Option<i64>), StorageError> {
         let key = subject_key(tenant, subject_ref);
         let mut conn = self.conn.clone();
-        let (count, last_verify): (u64, Option<f64>) = self
+        let members: Vec<(String, f64)> = self
             .deadline(
-                redis::pipe()
-                    .cmd("ZCOUNT")
+                redis::cmd("ZRANGE")
                     .arg(&key)
-                    .arg(cutoff_ms)
-                    .arg("+inf")
-                    .cmd("ZSCORE")
-                    .arg(&key)
-                    .arg(LAST_VERIFY)
+                    .arg(0)
+                    .arg(-1)
+                    .arg("WITHSCORES")
                     .query_async(&mut conn),
             )
             .await?;
-        let last_verify = last_verify
-            .map(|ms| ms as i64)
-            .filter(|ms| *ms >= cutoff_ms);
-        // The last-verify member is counted by ZCOUNT too.
-        let count = count.saturating_sub(u64::from(last_verify.is_some()));
+        let first_day = cutoff_ms.div_euclid(DAY_MS);
+        let (mut count, mut last_verify) = (0u64, None);
+        for (member, score) in members {
+            if member == LAST_VERIFY {
+                last_verify = Some(score as i64).filter(|ms| *ms >= cutoff_ms);
+            } else if let Some(day) = member
+                .strip_prefix("d:")
+                .and_then(|d| d.parse::<i64>().ok())
+                && day >= first_day
+            {
+                count = count.saturating_add(score.max(0.0) as u64);
+            }
+        }
         Ok((count, last_verify))
     }
 
