@@ -329,8 +329,22 @@ pub struct ChainReport {
     /// Whether the whole stream was walked (else: from the last clean run).
     pub full: bool,
     /// The erasures the verified log holds that can still matter (see
-    /// `ERASURE_HORIZON_MARGIN_MS`); complete only when `breaks` is empty.
+    /// `ERASURE_HORIZON_MARGIN_MS`); complete only when `breaks` holds
+    /// nothing but the recorded incidents.
     pub erasures: ErasureIndex,
+    /// How many of `breaks`, at their start, are incidents the registry
+    /// recorded earlier (kept or folded, deployment-wide): evidence that
+    /// tampering happened, reported by every walk, but not a break this walk
+    /// found in the tenant's log. Nothing ever removes them, so they must not
+    /// stop what needs the log to verify now (the saved position, re-wrap).
+    pub recorded_incidents: usize,
+}
+
+impl ChainReport {
+    /// The tenant's log verified now: nothing but recorded incidents.
+    pub fn verifies_now(&self) -> bool {
+        self.breaks.len() == self.recorded_incidents
+    }
 }
 
 /// What an auditor asked `GetInclusionProof` about.
@@ -458,18 +472,19 @@ impl AuditReader {
 
     /// How many retained events name the subject, and when the last `Verify`
     /// of it was (subject access), from the per-subject daily counters the
-    /// writer keeps with the events: one small read, never a walk of the log, so a
-    /// caller cannot make one call cost the tenant's whole retained log. The
-    /// index is Redis state (a Redis writer can edit it): an access report, not
+    /// writer keeps with the events: one round trip, never a walk of the log,
+    /// so a caller cannot make one call cost the tenant's whole retained log.
+    /// The counters are Redis state (a Redis writer can edit it): an access report, not
     /// evidence; `ListEvents` and `VerifyChain` read the evidence.
     pub async fn subject_summary(
         &self,
         tenant: &Tenant,
         subject_ref: &str,
     ) -> Result<(u64, Option<i64>), StorageError> {
-        let cutoff = crate::vault::now_unix_ms() - self.retention.as_millis() as i64;
+        let now = crate::vault::now_unix_ms();
+        let cutoff = now - self.retention.as_millis() as i64;
         self.store
-            .audit_subject_summary(tenant.as_str(), subject_ref, cutoff)
+            .audit_subject_summary(tenant.as_str(), subject_ref, cutoff, now)
             .await
     }
 
@@ -705,11 +720,11 @@ impl AuditReader {
         tenant: &Tenant,
         anchors: &[TreeHead],
     ) -> Result<Result<ErasureIndex, Vec<Break>>, StorageError> {
-        let report = self.verify(tenant, false, anchors).await?;
-        Ok(if report.breaks.is_empty() {
+        let mut report = self.verify(tenant, false, anchors).await?;
+        Ok(if report.verifies_now() {
             Ok(report.erasures)
         } else {
-            Err(report.breaks)
+            Err(report.breaks.split_off(report.recorded_incidents))
         })
     }
 
@@ -761,6 +776,7 @@ impl AuditReader {
         let public = self.public_key();
         let name = tenant.as_str();
         let mut registry_breaks = Vec::new();
+        let mut recorded = Vec::new();
         let mut generation = 0;
         let mut pins: Vec<(String, Pin)> = Vec::new();
         let mut known: BTreeSet<String> = BTreeSet::new();
@@ -801,7 +817,7 @@ impl AuditReader {
                     // Folded incidents stay breaks: flooding the registry with
                     // new ones cannot make an old one go away.
                     let f = &registry.folded;
-                    registry_breaks.push(brk(
+                    recorded.push(brk(
                         BreakKind::Edited,
                         "",
                         0,
@@ -815,7 +831,7 @@ impl AuditReader {
                     ));
                 }
                 for incident in &registry.incidents {
-                    registry_breaks.push(brk(
+                    recorded.push(brk(
                         incident.kind,
                         "",
                         0,
@@ -948,7 +964,8 @@ impl AuditReader {
             ),
         };
         let mut walk = Walk::new(key, walk_chains);
-        for b in registry_breaks {
+        let recorded_incidents = recorded.len();
+        for b in recorded.into_iter().chain(registry_breaks) {
             walk.breaks.push(b);
         }
         for (chain, first_index) in trimmed {
@@ -1049,8 +1066,9 @@ impl AuditReader {
             breaks: result.breaks,
             full: resume.is_none(),
             erasures,
+            recorded_incidents,
         };
-        if report.breaks.is_empty()
+        if report.verifies_now()
             && let Some(last_id) = last_id
         {
             let state = Verified {

@@ -322,7 +322,6 @@ impl Writer {
                 };
                 let index = SubjectIndex {
                     marks: subjects,
-                    cutoff_ms: now_ms - retention_ms,
                     retention_ms,
                 };
                 self.store

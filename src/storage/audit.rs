@@ -10,15 +10,15 @@
 //!   hashes and of the roots of each complete 256-leaf tile, appended in the
 //!   same MULTI, from which proofs are served without reading the events.
 //!
-//! Per subject, in the tenant's slot, `subject:<subject_ref>`: a ZSET of
-//! counters, one member `d:<day>` per UTC day with events of the subject (score:
-//! how many), and the member `last-verify` (score: the time of its newest
-//! `Verify`), written in the same MULTI as the events. So its size is bounded
-//! by days, never by events: about `audit.retention_days` members however busy
-//! the subject. Each append drops the days just past the retention, and the key
-//! expires that long after the subject's newest event. `GetSubjectRecord` sums
-//! the days within the retention instead of walking the log. It is Redis state
-//! a Redis writer can edit: an access report, never evidence (the log is).
+//! Per UTC day, in the tenant's slot, `subjects:<day>`: a HASH of counters
+//! over the day's events, `c:<subject_ref>` (how many name the subject) and
+//! `v:<subject_ref>` (the time of its newest `Verify` that day), written in the
+//! same MULTI as the events: one `HINCRBY` per subject and one `HSET` per batch,
+//! and the key expires `audit.retention_days` after its day ends. So Redis holds
+//! per subject at most two fields per day of the retention, never an entry per
+//! event, and nothing needs pruning. `GetSubjectRecord` reads the days of the
+//! retention in one round trip instead of walking the log. It is Redis state a
+//! Redis writer can edit: an access report, never evidence (the log is).
 //!
 //! `fv:audit:{<tenant>}:trims` is a HASH of signed trim statements per chain,
 //! `fv:audit:{<tenant>}:verified` where the last clean verification stopped,
@@ -54,22 +54,11 @@ fn verified_key(tenant: &str) -> String {
     format!("fv:audit:{{{tenant}}}:verified")
 }
 
-fn subject_key(tenant: &str, subject_ref: &str) -> String {
-    format!("fv:audit:{{{tenant}}}:subject:{subject_ref}")
+fn subject_counts_key(tenant: &str, day: i64) -> String {
+    format!("fv:audit:{{{tenant}}}:subjects:{day}")
 }
 
-/// The member of a subject's ZSET whose score is the time of its last `Verify`
-/// (day members are spelt `d:<day>`).
-const LAST_VERIFY: &str = "last-verify";
 const DAY_MS: i64 = 86_400_000;
-/// Days before the retention's first day that each append drops: a subject's
-/// day outlives the retention only if the subject has no event for this long
-/// just as that day leaves it (then it is ignored, and goes with the key).
-const DAYS_DROPPED_PER_APPEND: i64 = 7;
-
-fn day_member(day: i64) -> String {
-    format!("d:{day}")
-}
 
 fn head_key(tenant: &str, chain_id: &str) -> String {
     format!("fv:audit:{{{tenant}}}:head:{chain_id}")
@@ -109,9 +98,7 @@ pub struct SubjectMarks {
 /// Per-subject event counts, written with the events they count.
 pub struct SubjectIndex<'a> {
     pub marks: &'a [SubjectMarks],
-    /// Events older than this (unix ms) are pruned from the index.
-    pub cutoff_ms: i64,
-    /// How long the index of a subject is kept after its newest event.
+    /// How long a day's counters are kept after the day ends.
     pub retention_ms: i64,
 }
 
@@ -194,40 +181,48 @@ impl Store {
                 .arg(chain.expires_at_ms)
                 .ignore();
         }
-        let first_day = subjects.cutoff_ms.div_euclid(DAY_MS);
+        // Per day: one HINCRBY per subject, one HSET of the batch's last
+        // verifies, one expiry.
+        let mut days: BTreeMap<i64, (Vec<(&str, u64)>, Vec<(&str, i64)>)> = BTreeMap::new();
         for marks in subjects.marks {
-            let Some(newest) = marks.event_times_ms.iter().copied().max() else {
-                continue;
-            };
-            let key = subject_key(tenant, &marks.subject_ref);
-            let mut days: BTreeMap<i64, u64> = BTreeMap::new();
+            let mut counts: BTreeMap<i64, u64> = BTreeMap::new();
             for at in &marks.event_times_ms {
-                *days.entry(at.div_euclid(DAY_MS)).or_default() += 1;
+                *counts.entry(at.div_euclid(DAY_MS)).or_default() += 1;
             }
-            for (day, count) in days {
-                pipe.cmd("ZINCRBY")
-                    .arg(&key)
-                    .arg(count)
-                    .arg(day_member(day))
-                    .ignore();
+            for (day, count) in counts {
+                days.entry(day)
+                    .or_default()
+                    .0
+                    .push((&marks.subject_ref, count));
             }
             if let Some(at) = marks.last_verify_ms {
-                // GT: a batch from a slower replica never moves it back.
-                pipe.cmd("ZADD")
+                let day = days.entry(at.div_euclid(DAY_MS)).or_default();
+                day.1.push((&marks.subject_ref, at));
+            }
+        }
+        for (day, (counts, verifies)) in days {
+            let key = subject_counts_key(tenant, day);
+            for (subject_ref, count) in counts {
+                pipe.cmd("HINCRBY")
                     .arg(&key)
-                    .arg("GT")
-                    .arg(at)
-                    .arg(LAST_VERIFY)
+                    .arg(format!("c:{subject_ref}"))
+                    .arg(count)
                     .ignore();
             }
-            let zrem = pipe.cmd("ZREM").arg(&key);
-            for day in first_day - DAYS_DROPPED_PER_APPEND..first_day {
-                zrem.arg(day_member(day));
+            if !verifies.is_empty() {
+                let hset = pipe.cmd("HSET").arg(&key);
+                for (subject_ref, at) in verifies {
+                    hset.arg(format!("v:{subject_ref}")).arg(at);
+                }
+                hset.ignore();
             }
-            zrem.ignore()
-                .cmd("PEXPIREAT")
+            pipe.cmd("PEXPIREAT")
                 .arg(&key)
-                .arg(newest.saturating_add(subjects.retention_ms))
+                .arg(
+                    (day + 1)
+                        .saturating_mul(DAY_MS)
+                        .saturating_add(subjects.retention_ms),
+                )
                 .ignore();
         }
         let mut conn = self.conn.clone();
@@ -236,39 +231,35 @@ impl Store {
     }
 
     /// How many of a subject's events the counters hold from the day of
-    /// `cutoff_ms` on, and when its last `Verify` was: one read of at most a
-    /// few hundred members, however long the log.
+    /// `cutoff_ms` to `now_ms`, and when its last `Verify` was: one round trip
+    /// of one `HMGET` per day, however long the log.
     pub async fn audit_subject_summary(
         &self,
         tenant: &str,
         subject_ref: &str,
         cutoff_ms: i64,
+        now_ms: i64,
     ) -> Result<(u64, Option<i64>), StorageError> {
-        let key = subject_key(tenant, subject_ref);
-        let mut conn = self.conn.clone();
-        let members: Vec<(String, f64)> = self
-            .deadline(
-                redis::cmd("ZRANGE")
-                    .arg(&key)
-                    .arg(0)
-                    .arg(-1)
-                    .arg("WITHSCORES")
-                    .query_async(&mut conn),
-            )
-            .await?;
-        let first_day = cutoff_ms.div_euclid(DAY_MS);
-        let (mut count, mut last_verify) = (0u64, None);
-        for (member, score) in members {
-            if member == LAST_VERIFY {
-                last_verify = Some(score as i64).filter(|ms| *ms >= cutoff_ms);
-            } else if let Some(day) = member
-                .strip_prefix("d:")
-                .and_then(|d| d.parse::<i64>().ok())
-                && day >= first_day
-            {
-                count = count.saturating_add(score.max(0.0) as u64);
-            }
+        let (count_field, verify_field) = (format!("c:{subject_ref}"), format!("v:{subject_ref}"));
+        let mut pipe = redis::pipe();
+        for day in cutoff_ms.div_euclid(DAY_MS)..=now_ms.div_euclid(DAY_MS) {
+            pipe.cmd("HMGET")
+                .arg(subject_counts_key(tenant, day))
+                .arg(&count_field)
+                .arg(&verify_field);
         }
+        let mut conn = self.conn.clone();
+        let days: Vec<(Option<u64>, Option<i64>)> =
+            self.deadline(pipe.query_async(&mut conn)).await?;
+        let count = days
+            .iter()
+            .filter_map(|d| d.0)
+            .fold(0u64, u64::saturating_add);
+        let last_verify = days
+            .iter()
+            .filter_map(|d| d.1)
+            .filter(|ms| *ms >= cutoff_ms)
+            .max();
         Ok((count, last_verify))
     }
 

@@ -761,10 +761,6 @@ pub async fn erasure_residue(
         let allowed = if key.starts_with("fv:{fv-deletion}:by-subject:") {
             // The subject's ticket index, kept (and expiring) with its tickets.
             ttl > 0
-        } else if key.starts_with("fv:audit:{") && key.contains(":subject:") {
-            // The count of the subject's audit events (the erasure is one),
-            // kept with the log it counts: event ids, expiring with the retention.
-            ttl > 0
         } else if key.ends_with(":replay") {
             let kind: String = redis::cmd("TYPE")
                 .arg(&key)
