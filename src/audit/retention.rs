@@ -195,11 +195,13 @@ fn examine(
     if chain_id.is_empty() || seq == 0 || chain::hash_of(audit_key, encoded) != hash {
         // A chain named by an unauthenticated entry is not stopped by it: the
         // entry proves nothing about that chain, and is simply never trimmed.
+        // Nor is what it names repeated (logged, signed into the registry):
+        // that text is any Redis writer's choice.
         return refuse(
             report,
             BreakKind::Edited,
-            chain_id,
-            seq,
+            "",
+            0,
             "it does not match its HMAC".into(),
         );
     }

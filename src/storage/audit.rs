@@ -60,6 +60,10 @@ fn subject_counts_key(tenant: &str, day: i64) -> String {
 
 const DAY_MS: i64 = 86_400_000;
 
+/// What a batch adds to one day's counters: (subject, events), and (subject,
+/// time of its last `Verify`).
+type DayCounts<'a> = (Vec<(&'a str, u64)>, Vec<(&'a str, i64)>);
+
 fn head_key(tenant: &str, chain_id: &str) -> String {
     format!("fv:audit:{{{tenant}}}:head:{chain_id}")
 }
@@ -183,7 +187,7 @@ impl Store {
         }
         // Per day: one HINCRBY per subject, one HSET of the batch's last
         // verifies, one expiry.
-        let mut days: BTreeMap<i64, (Vec<(&str, u64)>, Vec<(&str, i64)>)> = BTreeMap::new();
+        let mut days: BTreeMap<i64, DayCounts<'_>> = BTreeMap::new();
         for marks in subjects.marks {
             let mut counts: BTreeMap<i64, u64> = BTreeMap::new();
             for at in &marks.event_times_ms {

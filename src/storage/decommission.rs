@@ -54,21 +54,6 @@ redis.call('HSET', KEYS[1], 'state', 'completed', 'completed_ms', ARGV[1],
 return 1
 "#;
 
-/// KEYS: record. ARGV: sealed reason. Replaces a clear `reason` (written by
-/// a release before reasons were sealed) with its sealed form, once. A record
-/// that already holds a sealed reason keeps it: a clear one added beside it
-/// is only dropped, never sealed over it.
-const SEAL_LEGACY_REASON: &str = r#"
-if redis.call('HEXISTS', KEYS[1], 'reason') == 0 then
-  return 0
-end
-if redis.call('HEXISTS', KEYS[1], 'reason_sealed') == 0 then
-  redis.call('HSET', KEYS[1], 'reason_sealed', ARGV[1])
-end
-redis.call('HDEL', KEYS[1], 'reason')
-return 1
-"#;
-
 /// A tenant's decommission as stored.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DecommissionRecord {
@@ -157,19 +142,6 @@ impl Store {
             }
         }
         Ok(Some(r))
-    }
-
-    /// Seals a record's clear legacy reason (see [`SEAL_LEGACY_REASON`]).
-    pub async fn seal_legacy_decommission_reason(
-        &self,
-        tenant: &str,
-        sealed_reason: &[u8],
-    ) -> Result<(), StorageError> {
-        let key = record_key(tenant);
-        let mut seal = super::eval(SEAL_LEGACY_REASON, &[&key]);
-        seal.arg(sealed_reason);
-        let _: i64 = self.durable(seal).await?;
-        Ok(())
     }
 
     /// Tenants with a decommission record, in progress or completed.

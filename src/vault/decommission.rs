@@ -135,8 +135,8 @@ impl Vault {
     /// Opens the record's sealed reason. A reason that does not open under
     /// the tenant's keys was edited or moved in Redis: refused (never shown,
     /// never signed). One sealed under a retired key epoch is shredded with
-    /// it: `None`. A record from before reasons were sealed has none until
-    /// the worker seals it (`decommission_step`).
+    /// it: `None`. A record from before reasons were sealed has none, and is
+    /// never acted on (`decommission_step`).
     fn open_reason(
         &self,
         tenant: &Tenant,
@@ -208,23 +208,29 @@ impl Vault {
     /// decommission whose ledger is empty. Returns the subjects erased.
     pub async fn decommission_step(&self, max: usize) -> Result<usize, Error> {
         let tenants = self.store.decommissioned_tenants().await?;
-        for name in &tenants {
-            self.refuse_tenant(name);
-        }
         let mut erased = 0;
         for name in tenants {
+            let Ok(tenant) = Tenant::try_from(name.as_str()) else {
+                tracing::error!("the decommission set names no valid tenant; skipped");
+                continue;
+            };
             let Some(record) = self.store.decommission(&name).await? else {
                 continue;
             };
-            let tenant = Tenant::try_from(name.as_str())?;
-            if let Some(legacy) = &record.legacy_reason {
-                if let Err(error) = self.seal_legacy_reason(&tenant, &record, legacy).await {
-                    tracing::warn!(tenant = %name, %error, "clear decommission reason not sealed yet; retried next round");
-                }
-                // The next round reads the record as sealed, so its receipt
-                // commits to the reason.
+            // Only a decommission the service recorded is acted on: its sealed
+            // reason opens under the tenant's keys, bound to the tenant and the
+            // request time. A record written in Redis (or from before reasons
+            // were sealed) blocks nothing, erases nothing and is never signed.
+            if record.sealed_reason.is_empty() {
+                self.unreadable_reason(&tenant);
+                self.log_refused_receipt(&tenant).await;
                 continue;
             }
+            if self.open_reason(&tenant, &record).is_err() {
+                self.log_refused_receipt(&tenant).await;
+                continue;
+            }
+            self.refuse_tenant(&name);
             if record.completed {
                 continue;
             }
@@ -238,8 +244,9 @@ impl Vault {
             }
             for subject in page {
                 let Some(subject_ref) = SubjectRef::parse(&subject) else {
-                    tracing::error!(tenant = %name, "ledger entry names no valid pseudonym");
-                    return Err(Error::Integrity);
+                    // Redis's word: skipped, so it stalls no other subject.
+                    tracing::error!(tenant = %name, "ledger entry names no valid pseudonym; skipped");
+                    continue;
                 };
                 let ticket_id = keys.decommission_ticket_id(&subject_ref);
                 let ticket = match self.store.ticket(&name, &ticket_id).await? {
@@ -292,31 +299,6 @@ impl Vault {
         if let Err(error) = sink.record(tenant.clone(), event).await {
             tracing::warn!(%error, "refused decommission receipt not audited");
         }
-    }
-
-    /// A record written before reasons were sealed: its clear `reason` is
-    /// sealed and the clear field dropped, in one script.
-    async fn seal_legacy_reason(
-        &self,
-        tenant: &Tenant,
-        record: &DecommissionRecord,
-        legacy: &str,
-    ) -> Result<(), Error> {
-        let keys = self.keys.current().keyring.tenant(tenant)?;
-        let sealed = seal_decommission_reason(
-            &keys,
-            tenant,
-            record.requested_at_ms,
-            &DecommissionReason::new(legacy)?,
-        )?;
-        self.store
-            .seal_legacy_decommission_reason(tenant.as_str(), &sealed)
-            .await?;
-        tracing::info!(
-            tenant = tenant.as_str(),
-            "decommission reason stored in clear by an earlier release is now sealed"
-        );
-        Ok(())
     }
 
     async fn complete_decommission(

@@ -5,6 +5,7 @@ use crate::crypto::envelope::{self, ConsentRecord, TemplateRecord};
 use crate::crypto::keyring::SubjectRef;
 use crate::crypto::sealing::SealedFor;
 use crate::crypto::{random_bytes, transform};
+use crate::domain::erasures::{Erasure, ErasureScope};
 use crate::domain::{Consent, SubjectId, Tenant};
 use crate::error::{EnvelopeRefusal, Error};
 use crate::storage::{EnrollOutcome, EnrollWrite, SubjectKeys};
@@ -102,6 +103,23 @@ impl Vault {
             EnrollOutcome::Stored { templates_held } => {
                 self.finish_ledger(tenant, &subject_ref, Vec::new(), intent)
                     .await;
+                if cmd.replace {
+                    // Replacing revokes every template enrolled before this
+                    // one: an erasure the verified log must hold, so that a
+                    // restored copy of a revoked template is never carried into
+                    // a new key epoch (`domain::erasures`). Logged after the
+                    // write: were it logged first and the write refused, live
+                    // templates would be taken for restored copies.
+                    let erasure = Erasure::of(now, ErasureScope::Subject);
+                    self.record_erasure(
+                        tenant,
+                        subject_ref.as_str(),
+                        ("facevault/enroll", &template_id),
+                        "replace",
+                        &erasure,
+                    )
+                    .await?;
+                }
                 let expires_at_unix_ms = self
                     .max_template_age(tenant)
                     .map(|age| now + age.as_millis() as i64);

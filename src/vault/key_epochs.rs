@@ -226,11 +226,13 @@ impl Vault {
                         &template_id,
                         sealed.clone(),
                     )
-                    .map(|r| r.enrolled_at_unix_ms);
-                    if let Some(erased_at) = enrolled_at
-                        .ok()
-                        .and_then(|at| erasures.erased_at(subject.as_str(), &template_id, at))
-                    {
+                    .map(|r| {
+                        let purposes = r.consent.as_ref().map(|c| c.purposes.clone());
+                        (r.enrolled_at_unix_ms, purposes.unwrap_or_default())
+                    });
+                    if let Some(erased_at) = enrolled_at.ok().and_then(|(at, purposes)| {
+                        erasures.erased_at(subject.as_str(), &template_id, at, &purposes)
+                    }) {
                         refused.push((template_id.clone(), sealed.kek_version, erased_at));
                         changes.push(TemplateChange {
                             template_id,

@@ -108,6 +108,9 @@ struct Erased {
     /// What the erasure event states was erased: the re-wrap worker keeps no
     /// template this names (`domain::erasures`).
     scope: ErasureScope,
+    /// Templates a withdrawal kept with fewer purposes: a copy of one from
+    /// before it is dead too.
+    narrowed: Vec<String>,
 }
 
 impl Vault {
@@ -411,6 +414,25 @@ impl Vault {
         kind: DeletionKind,
         erasure: &Erasure,
     ) -> Result<Option<crate::audit::EventLocation>, Error> {
+        self.record_erasure(
+            tenant,
+            &ticket.subject_ref,
+            ("facevault/deletion", &ticket.ticket_id),
+            kind.as_str(),
+            erasure,
+        )
+        .await
+    }
+
+    /// Records an `Erasure` event: `by` names the caller and the request id.
+    pub(super) async fn record_erasure(
+        &self,
+        tenant: &Tenant,
+        subject_ref: &str,
+        by: (&str, &str),
+        kind: &str,
+        erasure: &Erasure,
+    ) -> Result<Option<crate::audit::EventLocation>, Error> {
         let sink = self.lifecycle.audit.read().ok().and_then(|a| a.clone());
         let Some(sink) = sink else {
             return Ok(None);
@@ -419,13 +441,13 @@ impl Vault {
             event_id: crate::audit::new_event_id(),
             time: Some(timestamp(now_unix_ms())),
             tenant: tenant.as_str().to_owned(),
-            caller: "facevault/deletion".to_owned(),
+            caller: by.0.to_owned(),
             op: "Erasure".to_owned(),
-            subject_ref: ticket.subject_ref.clone(),
+            subject_ref: subject_ref.to_owned(),
             outcome: "allowed".to_owned(),
             code: "OK".to_owned(),
-            request_id: ticket.ticket_id.clone(),
-            detail: std::iter::once(kind.as_str().to_owned())
+            request_id: by.1.to_owned(),
+            detail: std::iter::once(kind.to_owned())
                 .chain(erasure.detail_markers())
                 .collect::<Vec<_>>()
                 .join(", "),
@@ -531,6 +553,7 @@ impl Vault {
                         "lockout-counters".to_owned(),
                     ],
                     scope: ErasureScope::Subject,
+                    narrowed: Vec::new(),
                 }
             }
             DeletionKind::Withdraw => {
@@ -545,9 +568,15 @@ impl Vault {
         };
         // The erasure is logged before its receipt names the event; a failed
         // log leaves the ticket pending, to be carried out again.
+        let withdrawn = if erased.narrowed.is_empty() {
+            Vec::new()
+        } else {
+            ticket.scope.clone()
+        };
         let erasure = Erasure {
-            from_ms: erasing_from,
-            scope: erased.scope,
+            narrowed: erased.narrowed,
+            withdrawn,
+            ..Erasure::of(erasing_from, erased.scope)
         };
         let logged = self.log_erasure(&tenant, &ticket, kind, &erasure).await?;
         let completed_at = now_unix_ms();
@@ -667,6 +696,7 @@ impl Vault {
                     templates: 0,
                     what,
                     scope: ErasureScope::Templates(Vec::new()),
+                    narrowed: Vec::new(),
                 });
             }
             let intent = self
@@ -680,9 +710,11 @@ impl Vault {
             else {
                 continue;
             };
-            let dropped: Vec<String> = changes
-                .iter()
-                .filter(|c| c.replacement.is_none())
+            let (dropped, narrowed): (Vec<_>, Vec<_>) =
+                changes.iter().partition(|c| c.replacement.is_none());
+            let dropped: Vec<String> = dropped.into_iter().map(|c| c.template_id.clone()).collect();
+            let narrowed: Vec<String> = narrowed
+                .into_iter()
                 .map(|c| c.template_id.clone())
                 .collect();
             let scope = if held == 0 {
@@ -699,6 +731,7 @@ impl Vault {
                 templates: erased,
                 what,
                 scope,
+                narrowed,
             });
         }
         Err(Error::SubjectBusy)
@@ -785,6 +818,7 @@ impl Vault {
                     templates: 0,
                     what: vec!["templates:0".to_owned()],
                     scope: ErasureScope::Templates(vec![template_id.to_owned()]),
+                    narrowed: Vec::new(),
                 });
             };
             let change = TemplateChange {
@@ -817,6 +851,7 @@ impl Vault {
                 templates: 1,
                 what: vec!["templates:1".to_owned()],
                 scope,
+                narrowed: Vec::new(),
             });
         }
         Err(Error::SubjectBusy)

@@ -165,6 +165,7 @@ impl Vault {
                     subject_ref.as_str(),
                     &template_id,
                     record.enrolled_at_unix_ms,
+                    record.consent.as_ref().map_or(&[][..], |c| &c.purposes),
                 )
             }) {
                 // A restored copy of erased data: never compared. The re-wrap

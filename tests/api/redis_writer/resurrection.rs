@@ -407,3 +407,172 @@ async fn a_deleted_erasure_event_makes_the_worker_refuse_the_tenant_and_say_why(
     app.stop().await;
     println!("took {:?}", started.elapsed());
 }
+
+/// The templates hash as it is now, field by field (what an attacker keeps).
+async fn templates_now(
+    conn: &mut redis::aio::MultiplexedConnection,
+    subject_ref: &str,
+) -> Vec<(String, Vec<u8>)> {
+    redis::cmd("HGETALL")
+        .arg(templates_key(subject_ref))
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+async fn put_back(
+    conn: &mut redis::aio::MultiplexedConnection,
+    subject_ref: &str,
+    fields: &[(String, Vec<u8>)],
+) {
+    for (field, value) in fields {
+        let _: () = redis::cmd("HSET")
+            .arg(templates_key(subject_ref))
+            .arg(field)
+            .arg(value)
+            .query_async(conn)
+            .await
+            .unwrap();
+    }
+}
+
+/// Rotates, lets the worker walk, retires epoch 1 and waits for every
+/// replica to drop it; then `probe` must not match.
+async fn after_retirement(app: &TestApp) {
+    rotate_and_wait_for_rewrap(app).await;
+    let out = retire_epoch_1(app).await;
+    assert!(out.status.success(), "keys retire: {out:?}");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+}
+
+#[tokio::test]
+async fn a_restored_copy_from_before_a_withdrawal_is_not_carried_forward() {
+    let app = spawn_app_with(options()).await;
+    let mut client = app.app_client().await;
+    let base = face(71);
+    let enrolled = client
+        .enroll(app.enroll_request("narrowed", &base, &["login", "payment"], false))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut redis = app.redis().await;
+    let before = templates_now(&mut redis, &enrolled.subject_ref).await;
+    client
+        .withdraw_consent(proto::WithdrawConsentRequest {
+            subject_id: "narrowed".into(),
+            purposes: vec!["payment".into()],
+        })
+        .await
+        .unwrap();
+    // The same template id, re-sealed with `login` only; the attacker puts
+    // the copy from before the withdrawal back.
+    put_back(&mut redis, &enrolled.subject_ref, &before).await;
+    after_retirement(&app).await;
+    for purpose in ["payment", "login"] {
+        let answer = client
+            .verify(app.verify_request("narrowed", &capture_of(&base, 0.2, 1), purpose))
+            .await
+            .map(|r| r.into_inner().decision());
+        println!("{purpose} after retirement: {answer:?}");
+        assert_ne!(answer.ok(), Some(proto::Decision::Match), "{purpose}");
+    }
+    let events = rewrap_events(&app).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e.detail.starts_with("resurrection-refused")),
+        "{:?}",
+        brief(&events)
+    );
+}
+
+#[tokio::test]
+async fn a_restored_template_revoked_by_replace_is_not_carried_forward() {
+    let app = spawn_app_with(options()).await;
+    let mut client = app.app_client().await;
+    let old = face(72);
+    let enrolled = app.enroll(&mut client, "replaced", &old).await;
+    let mut redis = app.redis().await;
+    let before = templates_now(&mut redis, &enrolled.subject_ref).await;
+    // Re-enrolling with `replace` revokes the old template: an erasure.
+    let new = face(73);
+    client
+        .enroll(app.enroll_request("replaced", &new, &["login"], true))
+        .await
+        .unwrap();
+    put_back(&mut redis, &enrolled.subject_ref, &before).await;
+    after_retirement(&app).await;
+    let answer = app
+        .verify(&mut client, "replaced", &capture_of(&old, 0.2, 1))
+        .await
+        .map(|r| r.decision());
+    println!("the revoked face after retirement: {answer:?}");
+    assert_ne!(answer.ok(), Some(proto::Decision::Match));
+    // The new template is alive and carried forward.
+    let answer = app
+        .verify(&mut client, "replaced", &capture_of(&new, 0.2, 2))
+        .await
+        .unwrap();
+    assert_eq!(answer.decision(), proto::Decision::Match);
+}
+
+#[tokio::test]
+async fn a_recorded_registry_incident_does_not_stop_the_rewrap() {
+    let app = spawn_app_with(AppOptions {
+        extra_config: "[deletion]\npoll_interval_ms = 100\n[audit]\ncheckpoint_interval_secs = 1\n"
+            .to_owned(),
+        ..options()
+    })
+    .await;
+    let mut client = app.app_client().await;
+    app.enroll(&mut client, "alice", &face(74)).await;
+    let mut audit = auditor(&app).await;
+    audit
+        .get_signed_tree_head(proto::GetSignedTreeHeadRequest::default())
+        .await
+        .unwrap();
+    // One edit of the registry: the writer records an incident for good.
+    let mut redis = app.redis().await;
+    let doc: String = redis::cmd("HGET")
+        .arg("fv:audit:registry")
+        .arg("doc")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let mut edited: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    edited["timestampMs"] = serde_json::Value::String("1".into());
+    let _: i64 = redis::cmd("HSET")
+        .arg("fv:audit:registry")
+        .arg("doc")
+        .arg(edited.to_string())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    poll(Duration::from_secs(10), "an incident recorded", || {
+        let mut audit = audit.clone();
+        async move {
+            audit
+                .get_signed_tree_head(proto::GetSignedTreeHeadRequest::default())
+                .await
+                .unwrap();
+            let report = audit
+                .verify_chain(proto::VerifyChainRequest { full: true })
+                .await
+                .unwrap()
+                .into_inner();
+            (!report.intact, report.all_breaks.len())
+        }
+    })
+    .await;
+    // The incident stays evidence, and the tenant's log still verifies now:
+    // the walk re-wraps and epoch 1 can go.
+    rotate_and_wait_for_rewrap(&app).await;
+    let out = retire_epoch_1(&app).await;
+    assert!(out.status.success(), "keys retire: {out:?}");
+    let report = audit
+        .verify_chain(proto::VerifyChainRequest { full: false })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!report.intact, "the incident is still reported: {report:?}");
+}

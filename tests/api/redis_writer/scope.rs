@@ -15,11 +15,12 @@
 //!   stream entry holds its text, and the receipt signs an HMAC commitment
 //!   (`no_redis_key_or_value_holds_the_decommission_reason`);
 //! - a sealed reason moved to another tenant's record, edited or deleted is
-//!   refused, never shown, and a clear reason written beside it is dropped,
-//!   never sealed over it (`a_moved_or_edited_sealed_reason_is_refused`);
-//! - a record from before reasons were sealed gets its clear reason sealed by
-//!   the worker, and its receipt commits to it
-//!   (`a_clear_reason_from_an_earlier_release_is_sealed`).
+//!   refused, never shown, and a clear reason written beside it is ignored
+//!   (`a_moved_or_edited_sealed_reason_is_refused`);
+//! - a decommission record written in Redis (no sealed reason that opens,
+//!   e.g. a clear one as an earlier release wrote it) is never acted on: no
+//!   erasure, no refusal of the tenant, nothing sealed or signed
+//!   (`a_decommission_written_in_redis_is_not_acted_on`).
 
 use std::time::{Duration, Instant};
 
@@ -555,8 +556,8 @@ async fn a_moved_or_edited_sealed_reason_is_refused() {
         .unwrap_err();
     assert_eq!(status.code(), Code::Internal, "{status:?}");
 
-    // A clear reason written beside the sealed one is dropped by the worker,
-    // never sealed over it.
+    // A clear reason written beside the sealed one is ignored: the sealed
+    // one is what is shown and signed.
     let _: i64 = redis::cmd("HSET")
         .arg("fv:ledger:{demo}:decommission")
         .arg("reason_sealed")
@@ -566,20 +567,6 @@ async fn a_moved_or_edited_sealed_reason_is_refused() {
         .query_async(&mut redis)
         .await
         .unwrap();
-    let started = Instant::now();
-    loop {
-        let left: bool = redis::cmd("HEXISTS")
-            .arg("fv:ledger:{demo}:decommission")
-            .arg("reason")
-            .query_async(&mut redis)
-            .await
-            .unwrap();
-        if !left {
-            break;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let kept = admin_client(&app)
         .await
         .get_tenant_decommission(proto::GetTenantDecommissionRequest {})
@@ -668,10 +655,27 @@ async fn pki_issue_operator_makes_a_certificate_the_service_takes_as_operator() 
 }
 
 #[tokio::test]
-async fn a_clear_reason_from_an_earlier_release_is_sealed() {
+async fn a_decommission_written_in_redis_is_not_acted_on() {
     let app = spawn_app_with(fast_worker()).await;
-    const LEGACY: &str = "legacy: customer Li Na, ID 310101198001010012";
-    // The record as an earlier release wrote it, for a tenant with no subject.
+    const FORGED: &str = "forged: customer Li Na, ID 310101198001010012";
+    let mut other = app.other_tenant_client().await;
+    let base = face(5);
+    other
+        .enroll(proto::EnrollRequest {
+            subject_id: "bystander".to_owned(),
+            embedding: Some(app.seal(
+                facevault::crypto::sealing::SealedFor::Enroll,
+                "other",
+                "bystander",
+                &base,
+            )),
+            consent: Some(consent(&["login"])),
+            replace: false,
+        })
+        .await
+        .unwrap();
+    // A record no call made: as an earlier release would have written it
+    // (a clear reason), and one with no reason at all.
     let now = now_ms();
     let mut redis = app.redis().await;
     let _: i64 = redis::cmd("HSET")
@@ -685,9 +689,9 @@ async fn a_clear_reason_from_an_earlier_release_is_sealed() {
         .arg("provisional")
         .arg("0")
         .arg("reason")
-        .arg(LEGACY)
+        .arg(FORGED)
         .arg("subjects_total")
-        .arg(0)
+        .arg(1)
         .query_async(&mut redis)
         .await
         .unwrap();
@@ -697,33 +701,45 @@ async fn a_clear_reason_from_an_earlier_release_is_sealed() {
         .query_async(&mut redis)
         .await
         .unwrap();
-    let mut other_admin = AdminClient::new(channel_as(&app, "other", "admin").await);
+    // The worker looked at it: its refusal is in the tenant's log.
     let started = Instant::now();
-    let done = loop {
-        let d = other_admin
-            .get_tenant_decommission(proto::GetTenantDecommissionRequest {})
-            .await
-            .unwrap()
-            .into_inner();
-        if d.state() == proto::DecommissionState::DecommissionCompleted && !d.reason.is_empty() {
-            break d;
-        }
-        assert!(started.elapsed() < Duration::from_secs(30), "{d:?}");
+    while !stream_events(&app, "other").await.iter().any(|e| {
+        e.op == "DecommissionReceipt" && e.outcome == "refused" && e.detail == "reason-unreadable"
+    }) {
+        assert!(started.elapsed() < Duration::from_secs(10), "no refusal");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert_eq!(done.reason, LEGACY);
-    let key = crate::lifecycle::receipt_key(&mut app.app_client().await).await;
-    let body = facevault::vault::verify_decommission_receipt(&key, done.receipt.as_ref().unwrap())
-        .expect("the receipt verifies");
-    assert_eq!(body.reason, "");
-    assert_eq!(body.reason_hmac, reason_hmac(&done.reason_hmac_key, LEGACY));
-    let everything = everything_in_redis(&app).await;
-    for needle in ["Li Na", "310101198001010012"] {
-        assert!(
-            !everything
-                .iter()
-                .any(|(_, v)| v.windows(needle.len()).any(|w| w == needle.as_bytes())),
-            "{needle:?} is still in Redis"
-        );
     }
+    // Several more rounds of a 50 ms worker.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Nothing erased, nothing refused, nothing signed, nothing sealed over.
+    let answer = other
+        .verify(proto::VerifyRequest {
+            subject_id: "bystander".to_owned(),
+            probe: Some(app.seal(
+                facevault::crypto::sealing::SealedFor::Verify,
+                "other",
+                "bystander",
+                &capture_of(&base, 0.2, 1),
+            )),
+            purpose: "login".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.decision(), proto::Decision::Match);
+    assert!(
+        !stream_events(&app, "other")
+            .await
+            .iter()
+            .any(|e| e.op == "Erasure"),
+        "a forged decommission erased a subject"
+    );
+    let record: std::collections::HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
+        .arg("fv:ledger:{other}:decommission")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(!record.contains_key("reason_sealed"), "{:?}", record.keys());
+    assert!(!record.contains_key("receipt_body"), "{:?}", record.keys());
+    assert_eq!(record["state"], b"in-progress");
 }
