@@ -103,7 +103,20 @@ impl Vault {
                 tickets.push(self.with_proven_shred(tenant, Ticket::from(ticket)).await);
             }
         }
-        tickets.sort_by_key(|t| t.requested_at_unix_ms);
+        // Oldest first; requests within one millisecond in a stable order:
+        // completed ones first, then by id.
+        tickets.sort_by(|a, b| {
+            (
+                a.requested_at_unix_ms,
+                a.completed_at_unix_ms.is_none(),
+                &a.ticket_id,
+            )
+                .cmp(&(
+                    b.requested_at_unix_ms,
+                    b.completed_at_unix_ms.is_none(),
+                    &b.ticket_id,
+                ))
+        });
         Ok(SubjectRecord {
             subject_ref: subject_ref.as_str().to_owned(),
             templates,
