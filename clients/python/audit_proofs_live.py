@@ -129,10 +129,14 @@ def check_anchors(work: Path, key: str, anchor_file: Path) -> None:
     print(f"Anchor file {anchor_file}")
     verifier("anchors", "--key", key, str(anchor_file), expect=0)
     lines = anchor_file.read_text().splitlines()
-    last = json.loads(lines[-1])
-    last["signature"] = flip_b64(last["signature"])
+    # The newest signed head (registry records, which carry no signature, sit
+    # between heads): its signature flipped.
+    at = max(i for i, line in enumerate(lines) if "signature" in json.loads(line))
+    head = json.loads(lines[at])
+    head["signature"] = flip_b64(head["signature"])
+    lines[at] = json.dumps(head, separators=(",", ":"))
     tampered = work / "anchors-tampered.jsonl"
-    tampered.write_text("\n".join([*lines[:-1], json.dumps(last, separators=(",", ":"))]) + "\n")
+    tampered.write_text("\n".join(lines) + "\n")
     verifier("anchors", "--key", key, str(tampered), expect=1)
 
 
