@@ -31,30 +31,13 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tonic::Code;
 use tonic::transport::Channel;
 
+use super::stream_events;
 use crate::audit::auditor;
 use crate::flood::{client_of, on_own_thread, p50, p99, while_cores_busy};
 use crate::helpers::*;
 
 fn events_key(tenant: &str) -> String {
     format!("fv:audit:{{{tenant}}}:events")
-}
-
-/// Every event of a tenant's stream, read raw (the API would add events).
-async fn stream_events(app: &TestApp, tenant: &str) -> Vec<AuditEvent> {
-    let entries: Vec<StreamEntry> = redis::cmd("XRANGE")
-        .arg(events_key(tenant))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut app.redis().await)
-        .await
-        .unwrap();
-    entries
-        .iter()
-        .filter_map(|(_, fields)| {
-            let (_, e) = fields.iter().find(|(k, _)| k == "e")?;
-            AuditEvent::decode(e.as_slice()).ok()
-        })
-        .collect()
 }
 
 fn ms(t: &Option<prost_types::Timestamp>) -> i64 {

@@ -26,13 +26,13 @@ use std::time::{Duration, Instant};
 
 use facevault::pki::{CertAuthority, DEV_TRUST_DOMAIN, spiffe_id};
 use facevault::proto::{
-    self, AuditEvent, admin_client::AdminClient, audit_log_client::AuditLogClient,
+    self, admin_client::AdminClient, audit_log_client::AuditLogClient,
     face_vault_client::FaceVaultClient,
 };
-use prost::Message as _;
 use tonic::Code;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
+use super::stream_events;
 use crate::admin::{admin_client, operator_client, reason_hmac};
 use crate::helpers::*;
 
@@ -88,25 +88,6 @@ async fn decommission_and_wait(
 
 /// One XRANGE entry: id, then field/value pairs.
 type StreamEntry = (Vec<u8>, Vec<(Vec<u8>, Vec<u8>)>);
-
-/// Every event of an audit stream, straight from Redis.
-async fn stream_events(app: &TestApp, stream: &str) -> Vec<AuditEvent> {
-    let mut redis = app.redis().await;
-    let entries: Vec<StreamEntry> = redis::cmd("XRANGE")
-        .arg(format!("fv:audit:{{{stream}}}:events"))
-        .arg("-")
-        .arg("+")
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    entries
-        .iter()
-        .filter_map(|(_, fields)| {
-            let (_, e) = fields.iter().find(|(k, _)| k == b"e")?;
-            AuditEvent::decode(e.as_slice()).ok()
-        })
-        .collect()
-}
 
 fn fast_worker() -> AppOptions {
     AppOptions {
