@@ -10,7 +10,7 @@ use facevault::proto::{self, Decision};
 
 use crate::helpers::*;
 
-fn spec<'a>(
+pub fn spec<'a>(
     op: SealedFor,
     tenant: &'a str,
     subject: &'a str,

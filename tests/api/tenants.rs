@@ -11,7 +11,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 use crate::helpers::*;
 
 /// A channel with a certificate of the app's own CA for `tenant` and `role`.
-async fn channel_as(app: &TestApp, tenant: &str, role: &str) -> Channel {
+pub async fn channel_as(app: &TestApp, tenant: &str, role: &str) -> Channel {
     let ca = CertAuthority::load(&app.pki.ca_cert, &app.pki.ca_key).unwrap();
     let (cert, key) = ca
         .issue_client(

@@ -24,40 +24,23 @@
 
 use std::time::{Duration, Instant};
 
-use facevault::pki::{CertAuthority, DEV_TRUST_DOMAIN, spiffe_id};
+use facevault::pki::DEV_TRUST_DOMAIN;
 use facevault::proto::{
     self, admin_client::AdminClient, audit_log_client::AuditLogClient,
     face_vault_client::FaceVaultClient,
 };
 use tonic::Code;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::transport::Channel;
 
 use super::stream_events;
 use crate::admin::{admin_client, operator_client, reason_hmac};
 use crate::helpers::*;
+use crate::tenants::channel_as;
 
 /// Names a person and a national id number: what must never sit in Redis.
 const REASON: &str = "customer Zhang Wei, ID 110101199003074321, asked us to stop";
 
 const OPERATOR_ID: &str = "spiffe://facevault.dev/operator/dev";
-
-/// A channel with a certificate of the app's own CA for `tenant` and `role`.
-async fn channel_as(app: &TestApp, tenant: &str, role: &str) -> Channel {
-    let ca = CertAuthority::load(&app.pki.ca_cert, &app.pki.ca_key).unwrap();
-    let (cert, key) = ca
-        .issue_client(
-            &format!("{tenant}-{role}"),
-            Some(&spiffe_id(DEV_TRUST_DOMAIN, tenant, role)),
-        )
-        .unwrap();
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(
-            std::fs::read(&app.pki.ca_cert).unwrap(),
-        ))
-        .identity(Identity::from_pem(cert, key))
-        .domain_name("localhost");
-    app.channel_with(tls).await.unwrap()
-}
 
 async fn decommission_and_wait(
     admin: &mut AdminClient<Channel>,

@@ -7,27 +7,12 @@
 
 use std::time::Duration;
 
-use facevault::client::{PayloadSpec, SealingSession};
+use facevault::client::SealingSession;
 use facevault::crypto::sealing::{SealedFor, Suite};
 use facevault::proto;
 
 use crate::helpers::*;
-
-fn spec<'a>(
-    op: SealedFor,
-    tenant: &'a str,
-    subject: &'a str,
-    values: &'a [f32],
-) -> PayloadSpec<'a> {
-    PayloadSpec {
-        op,
-        tenant,
-        subject_id: subject,
-        model: MODEL,
-        values,
-        sealed_at_unix_ms: now_ms(),
-    }
-}
+use crate::sealing_sessions::spec;
 
 fn enroll_request(sealed: proto::SealedEmbedding, subject: &str) -> proto::EnrollRequest {
     proto::EnrollRequest {
